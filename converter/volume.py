@@ -1,0 +1,128 @@
+"""The volume: voxel values plus the exact map from voxel index to patient mm.
+
+Axis order of ``Volume.data`` is ``(slice, row, column)``.  Slice ``k`` sits at
+``positions[k]`` (its ImagePositionPatient, LPS millimetres); within a slice,
+column index ``c`` moves along ``row_dir`` by ``pixel_spacing[1]`` mm and row
+index ``r`` moves along ``col_dir`` by ``pixel_spacing[0]`` mm, exactly as in
+DICOM (PS3.3 C.7.6.2.1.1).  Between two slices positions are interpolated
+linearly, so gantry tilt and non-uniform slice spacing map exactly: no
+resampling, no assumed constant spacing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class SeriesInfo:
+    """What a caller needs to choose a series.  Never persisted by the worker
+    as-is: ``uid`` and ``description`` are for the person choosing only."""
+
+    index: int  # 1-based position in the listing (stable for one input)
+    uid: str  # SeriesInstanceUID (plus a suffix when one UID was split)
+    number: int | None  # SeriesNumber
+    modality: str
+    slices: int
+    rows: int
+    columns: int
+    spacing: tuple[float, float, float]  # (slice, row, column) mm; slice = median gap
+    description: str
+    orientation: str  # "axial" | "sagittal" | "coronal" | "oblique"
+    multiframe: bool = False
+    localizer: bool = False
+
+    @property
+    def voxels(self) -> int:
+        return self.slices * self.rows * self.columns
+
+    def safe_dict(self) -> dict:
+        """The listing without UID or description: safe for lasting records."""
+        return {
+            "index": self.index,
+            "modality": self.modality,
+            "slices": self.slices,
+            "rows": self.rows,
+            "columns": self.columns,
+            "spacing_mm": [round(float(s), 4) for s in self.spacing],
+            "orientation": self.orientation,
+            "multiframe": self.multiframe,
+        }
+
+
+@dataclass
+class Volume:
+    """A series as voxels in modality units with its patient-frame geometry."""
+
+    data: np.ndarray  # (slices, rows, columns), int16 where the data allows, else float32
+    positions: np.ndarray  # (slices, 3) float64, ImagePositionPatient per slice, LPS mm
+    row_dir: np.ndarray  # (3,) unit vector: direction of increasing column index
+    col_dir: np.ndarray  # (3,) unit vector: direction of increasing row index
+    pixel_spacing: tuple[float, float]  # (between rows, between columns) mm
+    modality: str = "OT"
+    background: float = -1024.0  # value used for padding and for PixelPaddingValue
+    info: SeriesInfo | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.positions = np.asarray(self.positions, dtype=np.float64)
+        self.row_dir = np.asarray(self.row_dir, dtype=np.float64)
+        self.col_dir = np.asarray(self.col_dir, dtype=np.float64)
+        if self.data.ndim != 3:
+            raise ValueError(f"volume data must be 3-D, got {self.data.ndim}-D")
+        if self.positions.shape != (self.data.shape[0], 3):
+            raise ValueError(
+                f"positions must have shape ({self.data.shape[0]}, 3), "
+                f"got {self.positions.shape}"
+            )
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.data.shape)
+
+    def slice_positions(self, k: np.ndarray) -> np.ndarray:
+        """Patient position of (fractional) slice index ``k``; extrapolates
+        linearly beyond the first and last slice (used for padding)."""
+        k = np.asarray(k, dtype=np.float64)
+        n = self.positions.shape[0]
+        if n == 1:
+            normal = np.cross(self.row_dir, self.col_dir)
+            return self.positions[0] + k[..., None] * normal
+        k0 = np.clip(np.floor(k), 0, n - 2).astype(np.intp)
+        t = (k - k0)[..., None]
+        return self.positions[k0] * (1.0 - t) + self.positions[k0 + 1] * t
+
+    def index_to_patient(self, ijk: np.ndarray) -> np.ndarray:
+        """Map (slice, row, column) indices, fractional allowed, to LPS mm.
+
+        Parameters
+        ----------
+        ijk : (N, 3) array_like
+            Indices in the order of ``data``'s axes.
+
+        Returns
+        -------
+        (N, 3) float64 array of patient coordinates in millimetres.
+        """
+        ijk = np.asarray(ijk, dtype=np.float64)
+        sr, sc = self.pixel_spacing
+        out = self.slice_positions(ijk[:, 0])
+        out += (ijk[:, 2] * sc)[:, None] * self.row_dir
+        out += (ijk[:, 1] * sr)[:, None] * self.col_dir
+        return out
+
+    def handedness(self) -> float:
+        """Sign of the index→patient map's Jacobian determinant (+1 or -1).
+
+        Faces extracted in index space must be flipped when it is negative,
+        otherwise the mesh would be inside out; vertices are never mirrored.
+        """
+        if self.positions.shape[0] > 1:
+            dk = self.positions[-1] - self.positions[0]
+        else:
+            dk = np.cross(self.row_dir, self.col_dir)
+        sr, sc = self.pixel_spacing
+        jac = np.stack([dk, self.col_dir * sr, self.row_dir * sc])
+        return float(np.sign(np.linalg.det(jac)))
