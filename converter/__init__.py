@@ -1,0 +1,25 @@
+"""ephemesh converter: a DICOM series in, a closed STL surface out.
+
+A pure library: no web framework, queue or Redis.  The public API::
+
+    from converter import convert, list_series, ConvertOptions
+    listing = list_series(["scan/"])          # .series, .skipped, .warnings
+    result = convert(["scan/"], ConvertOptions(preset="bone"), output="bone.stl")
+    result.report["volume_mm3"]
+"""
+
+from .errors import ConverterError, NoUsableSeries, UnreadableInput, UsageError
+from .pipeline import ConversionResult, ConvertOptions, convert, list_series
+from .presets import PRESETS
+
+__all__ = [
+    "ConversionResult",
+    "ConvertOptions",
+    "ConverterError",
+    "NoUsableSeries",
+    "PRESETS",
+    "UnreadableInput",
+    "UsageError",
+    "convert",
+    "list_series",
+]

@@ -1,0 +1,250 @@
+"""Triangle-mesh operations: measures, components, smoothing, decimation.
+
+A mesh is a pair ``(verts, faces)``: ``verts`` an (N, 3) float array in
+millimetres, ``faces`` an (M, 3) integer array of vertex indices wound so
+that normals point outward (positive enclosed volume).  Every function is
+vectorized with numpy/scipy; none loops over triangles in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse.csgraph import connected_components
+
+
+def _check_mesh(verts, faces):
+    verts = np.asarray(verts)
+    faces = np.asarray(faces)
+    if verts.ndim != 2 or verts.shape[1] != 3:
+        raise ValueError(f"verts must have shape (N, 3), got {verts.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must have shape (M, 3), got {faces.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(verts)):
+        raise ValueError("faces index vertices that do not exist")
+    return verts, faces
+
+
+def _edge_keys(faces: np.ndarray, n_verts: int, directed: bool) -> np.ndarray:
+    a = faces.reshape(-1).astype(np.int64)
+    b = np.roll(faces, -1, axis=1).reshape(-1).astype(np.int64)
+    if not directed:
+        a, b = np.minimum(a, b), np.maximum(a, b)
+    return a * n_verts + b
+
+
+def signed_volume(verts, faces) -> float:
+    """Enclosed volume (positive for outward normals), in units of verts³."""
+    verts, faces = _check_mesh(verts, faces)
+    if not len(faces):
+        return 0.0
+    origin = verts.mean(axis=0)  # reduces cancellation
+    v = verts.astype(np.float64) - origin
+    tri = v[faces]
+    return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
+
+
+def volume_centroid(verts, faces) -> np.ndarray:
+    """Centroid of the enclosed volume (mm), from signed tetrahedra."""
+    verts, faces = _check_mesh(verts, faces)
+    origin = verts.mean(axis=0)
+    tri = verts.astype(np.float64)[faces] - origin
+    vol6 = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))
+    total = vol6.sum()
+    if total == 0:
+        return origin
+    return origin + (vol6[:, None] * tri.sum(axis=1)).sum(axis=0) / (4.0 * total)
+
+
+def area(verts, faces) -> float:
+    """Total surface area."""
+    verts, faces = _check_mesh(verts, faces)
+    tri = verts.astype(np.float64)[faces]
+    return float(np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum() / 2)
+
+
+def drop_degenerate(verts, faces, eps: float = 1e-12):
+    """Remove faces that repeat a vertex or have (near) zero area."""
+    verts, faces = _check_mesh(verts, faces)
+    tri = verts.astype(np.float64)[faces]
+    twice_area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    keep = (
+        (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+        & (twice_area > eps)
+    )
+    return compact(verts, faces[keep])
+
+
+def compact(verts, faces):
+    """Drop vertices no face uses; renumber faces."""
+    verts, faces = _check_mesh(verts, faces)
+    used = np.zeros(len(verts), bool)
+    used[faces.reshape(-1)] = True
+    if used.all():
+        return verts, faces
+    new_index = np.cumsum(used) - 1
+    return verts[used], new_index[faces].astype(faces.dtype)
+
+
+@dataclass
+class Topology:
+    watertight: bool  # every edge shared by exactly two faces
+    manifold: bool  # no edge shared by more than two faces, orientation consistent
+    boundary_edges: int
+    nonmanifold_edges: int
+    components: int
+
+
+def topology(verts, faces) -> Topology:
+    """Edge-based closedness and manifoldness checks, and component count."""
+    verts, faces = _check_mesh(verts, faces)
+    n = len(verts)
+    if not len(faces):
+        return Topology(False, False, 0, 0, 0)
+    _, counts = np.unique(_edge_keys(faces, n, directed=False), return_counts=True)
+    directed = _edge_keys(faces, n, directed=True)
+    oriented = np.unique(directed).size == directed.size
+    boundary = int((counts == 1).sum())
+    nonmanifold = int((counts > 2).sum())
+    comps, _ = components(faces, n)
+    return Topology(
+        watertight=boundary == 0 and nonmanifold == 0,
+        manifold=nonmanifold == 0 and oriented,
+        boundary_edges=boundary,
+        nonmanifold_edges=nonmanifold,
+        components=comps,
+    )
+
+
+def components(faces, n_verts: int) -> tuple[int, np.ndarray]:
+    """Connected components through shared vertices.
+
+    Returns ``(count, face_labels)``.
+    """
+    faces = np.asarray(faces)
+    if not len(faces):
+        return 0, np.zeros(0, np.int64)
+    rows = np.concatenate([faces[:, 0], faces[:, 1]])
+    cols = np.concatenate([faces[:, 1], faces[:, 2]])
+    graph = sparse.coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n_verts, n_verts))
+    _, vertex_labels = connected_components(graph, directed=False)
+    face_labels = vertex_labels[faces[:, 0]]
+    uniq, face_labels = np.unique(face_labels, return_inverse=True)
+    return len(uniq), face_labels
+
+
+def component_volumes(verts, faces, face_labels, count) -> np.ndarray:
+    origin = verts.mean(axis=0)
+    tri = verts.astype(np.float64)[faces] - origin
+    vol6 = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))
+    return np.bincount(face_labels, weights=vol6, minlength=count) / 6.0
+
+
+def keep_largest(verts, faces):
+    """Keep only the component enclosing the largest volume."""
+    verts, faces = _check_mesh(verts, faces)
+    count, labels = components(faces, len(verts))
+    if count <= 1:
+        return verts, faces
+    vols = component_volumes(verts, faces, labels, count)
+    return compact(verts, faces[labels == int(np.argmax(np.abs(vols)))])
+
+
+def drop_islands(verts, faces, min_volume: float):
+    """Remove components whose enclosed volume is below ``min_volume`` (mm³).
+
+    Cavities (inner surfaces, negative volume) inside a kept component are
+    kept with it when they are large enough themselves.
+    """
+    if min_volume < 0 or not np.isfinite(min_volume):
+        raise ValueError(f"min_volume must be a finite number >= 0, got {min_volume}")
+    verts, faces = _check_mesh(verts, faces)
+    count, labels = components(faces, len(verts))
+    if count == 0:
+        return verts, faces
+    vols = np.abs(component_volumes(verts, faces, labels, count))
+    return compact(verts, faces[vols[labels] >= min_volume])
+
+
+def drop_components_touching(verts, faces, lo, hi, tol=1e-6):
+    """Remove components with a vertex on or outside the box ``[lo, hi]``."""
+    verts, faces = _check_mesh(verts, faces)
+    count, labels = components(faces, len(verts))
+    if count == 0:
+        return verts, faces
+    outside = np.any((verts <= np.asarray(lo) + tol) | (verts >= np.asarray(hi) - tol), axis=1)
+    bad_faces = outside[faces].any(axis=1)
+    bad = np.zeros(count, bool)
+    bad[labels[bad_faces]] = True
+    return compact(verts, faces[~bad[labels]])
+
+
+def _neighbour_mean_operator(faces, n_verts):
+    a = faces.reshape(-1)
+    b = np.roll(faces, -1, axis=1).reshape(-1)
+    rows = np.concatenate([a, b])
+    cols = np.concatenate([b, a])
+    adj = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_verts, n_verts)).tocsr()
+    adj.data[:] = 1.0  # duplicates summed by tocsr; an edge counts once
+    deg = np.asarray(adj.sum(axis=1)).ravel()
+    deg[deg == 0] = 1.0
+    return sparse.diags(1.0 / deg) @ adj
+
+
+def taubin_smooth(verts, faces, iterations: int, lam: float = 0.5, mu: float = -0.53):
+    """Taubin λ|μ smoothing: smooths without the shrinking of plain Laplacian.
+
+    Parameters
+    ----------
+    iterations : int
+        Number of λ/μ pairs; 0 returns the input unchanged.
+    lam, mu : float
+        Positive and negative step factors, ``0 < lam < -mu``.
+    """
+    if int(iterations) != iterations or iterations < 0:
+        raise ValueError(f"iterations must be an integer >= 0, got {iterations}")
+    if not (0 < lam < -mu):
+        raise ValueError(f"need 0 < lam < -mu, got lam={lam}, mu={mu}")
+    verts, faces = _check_mesh(verts, faces)
+    if iterations == 0 or not len(faces):
+        return verts, faces
+    mean = _neighbour_mean_operator(faces, len(verts))
+    v = verts.astype(np.float64)
+    for _ in range(int(iterations)):
+        v = v + lam * (mean @ v - v)
+        v = v + mu * (mean @ v - v)
+    return v.astype(verts.dtype, copy=False), faces
+
+
+def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int | None = None):
+    """Quadric decimation (fast-simplification) to a fraction or a triangle budget.
+
+    Parameters
+    ----------
+    fraction : float, optional
+        Fraction of triangles to keep, in (0, 1].
+    max_triangles : int, optional
+        Upper bound on the triangle count, >= 4.
+    """
+    if (fraction is None) == (max_triangles is None):
+        raise ValueError("give exactly one of fraction or max_triangles")
+    verts, faces = _check_mesh(verts, faces)
+    if fraction is not None:
+        if not (0 < fraction <= 1):
+            raise ValueError(f"fraction must be in (0, 1], got {fraction}")
+        target = int(round(len(faces) * fraction))
+    else:
+        if int(max_triangles) != max_triangles or max_triangles < 4:
+            raise ValueError(f"max_triangles must be an integer >= 4, got {max_triangles}")
+        target = int(max_triangles)
+    if target >= len(faces):
+        return verts, faces
+    import fast_simplification  # noqa: PLC0415 - heavy, only when asked
+
+    out_v, out_f = fast_simplification.simplify(
+        np.ascontiguousarray(verts, dtype=np.float32), np.ascontiguousarray(faces, dtype=np.int32),
+        target_count=max(target, 4),
+    )
+    return drop_degenerate(out_v.astype(np.float64), out_f.astype(np.int64))

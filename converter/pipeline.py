@@ -1,0 +1,442 @@
+"""The conversion pipeline: inputs → series → volume → surface → mesh → STL.
+
+``convert`` is the one entry point the CLI and the worker call.  Each stage
+reports progress as ``progress(stage, percent)`` with an overall percentage,
+and its wall time lands in the report.  The report is JSON-safe and holds no
+UIDs, names, descriptions or file names, so it can be kept and shown.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import mesh as meshops
+from . import stl
+from .errors import NoUsableSeries, UsageError
+from .presets import PRESETS, get_preset, otsu_level
+
+FRAMES = ("lps", "ras")
+
+# overall percent at the start of each stage
+_STAGES = {"reading": (0, 40), "surface": (40, 75), "mesh": (75, 90), "writing": (90, 100)}
+
+
+@dataclass
+class ConvertOptions:
+    """What to extract and how to shape the mesh.
+
+    Parameters
+    ----------
+    threshold : float, optional
+        Isovalue in modality units (HU for CT).  Exclusive with ``preset``.
+    preset : str, optional
+        One of ``bone``, ``skin``, ``soft-tissue``, ``teeth``, ``airway``,
+        ``auto``.  Default: ``bone`` for CT, ``auto`` otherwise.
+    series : str, optional
+        SeriesInstanceUID or series number; default the largest volume.
+    largest : bool
+        Keep only the component enclosing the largest volume.
+    min_island_mm3 : float, optional
+        Drop components enclosing less than this volume.
+    smooth : int
+        Taubin smoothing iterations (0 = none).
+    decimate : float, optional
+        Fraction of triangles to keep, in (0, 1].  Exclusive with ``max_triangles``.
+    max_triangles : int, optional
+        Triangle budget.
+    frame : {"lps", "ras"}
+        Output frame; RAS is LPS turned 180° about the z axis (never mirrored).
+    ascii : bool
+        Write ASCII STL instead of binary.
+    step : int
+        Sample every ``step`` voxels (coarse preview).
+    workers : int
+        Processes for slice decoding and slab-parallel surface extraction.
+    """
+
+    threshold: float | None = None
+    preset: str | None = None
+    series: str | None = None
+    largest: bool = False
+    min_island_mm3: float | None = None
+    smooth: int = 0
+    decimate: float | None = None
+    max_triangles: int | None = None
+    frame: str = "lps"
+    ascii: bool = False
+    step: int = 1
+    workers: int = 1
+
+    def validate(self) -> ConvertOptions:
+        """Check every option; raise ``UsageError`` naming what is allowed."""
+        if self.threshold is not None and self.preset is not None:
+            raise UsageError("give a threshold or a preset, not both", code="invalid_option")
+        if self.threshold is not None:
+            try:
+                self.threshold = float(self.threshold)
+            except (TypeError, ValueError):
+                raise UsageError("threshold must be a number", code="invalid_threshold") from None
+            if not np.isfinite(self.threshold):
+                raise UsageError("threshold must be a finite number", code="invalid_threshold")
+        if self.preset is not None:
+            get_preset(self.preset)
+        if self.series is not None:
+            self.series = str(self.series).strip()
+            if not self.series:
+                raise UsageError("series must be a UID or a series number", code="invalid_series")
+        _check_number(self, "min_island_mm3", minimum=0.0)
+        _check_int(self, "smooth", minimum=0, maximum=500)
+        _check_int(self, "step", minimum=1, maximum=16)
+        _check_int(self, "workers", minimum=1, maximum=64)
+        if self.decimate is not None and self.max_triangles is not None:
+            raise UsageError("give decimate or max_triangles, not both", code="invalid_option")
+        if self.decimate is not None:
+            _check_number(self, "decimate", minimum=0.0)
+            if not 0 < self.decimate <= 1:
+                raise UsageError(
+                    "decimate must be a fraction of triangles to keep, in (0, 1]",
+                    code="invalid_decimate",
+                )
+        _check_int(self, "max_triangles", minimum=4, maximum=10**9)
+        self.frame = str(self.frame).lower()
+        if self.frame not in FRAMES:
+            raise UsageError("frame must be lps or ras", code="invalid_frame")
+        self.largest = bool(self.largest)
+        self.ascii = bool(self.ascii)
+        return self
+
+
+def _check_number(opts, name, minimum):
+    value = getattr(opts, name)
+    if value is None:
+        return
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(f"{name} must be a number", code=f"invalid_{name}") from None
+    if not np.isfinite(value) or value < minimum:
+        raise UsageError(f"{name} must be a number >= {minimum:g}", code=f"invalid_{name}")
+    setattr(opts, name, value)
+
+
+def _check_int(opts, name, minimum, maximum):
+    value = getattr(opts, name)
+    if value is None:
+        return
+    try:
+        as_int = int(value)
+        ok = float(value) == as_int
+    except (TypeError, ValueError):
+        ok = False
+    if not ok or not minimum <= as_int <= maximum:
+        raise UsageError(
+            f"{name} must be a whole number from {minimum} to {maximum}", code=f"invalid_{name}"
+        )
+    setattr(opts, name, as_int)
+
+
+@dataclass
+class ConversionResult:
+    report: dict
+    stl: bytes | None = None
+    verts: np.ndarray | None = field(default=None, repr=False)
+    faces: np.ndarray | None = field(default=None, repr=False)
+
+
+class _Progress:
+    def __init__(self, callback):
+        self.callback = callback
+        self.last = -1.0
+
+    def stage(self, name):
+        lo, hi = _STAGES[name]
+
+        def report(fraction):
+            pct = lo + (hi - lo) * min(max(float(fraction), 0.0), 1.0)
+            if self.callback and (pct - self.last >= 0.5 or fraction >= 1):
+                self.last = pct
+                self.callback(name, round(pct, 1))
+
+        report(0.0)
+        return report
+
+
+def list_series(inputs, *, progress=None):
+    """Scan ``inputs`` and return the listing (``.series``, ``.skipped``, ``.warnings``)."""
+    from .series import scan  # noqa: PLC0415
+
+    with _quiet_pydicom():
+        return scan(_as_list(inputs), progress=progress)
+
+
+def _as_list(inputs):
+    if isinstance(inputs, (str, Path, bytes, bytearray)) or hasattr(inputs, "read"):
+        return [inputs]
+    return list(inputs)
+
+
+class _quiet_pydicom:
+    """Keep pydicom's warnings and log records (which can hold values) away from sinks."""
+
+    def __enter__(self):
+        import logging  # noqa: PLC0415
+
+        self._warn = warnings.catch_warnings()
+        self._warn.__enter__()
+        warnings.simplefilter("ignore")
+        self._logger = logging.getLogger("pydicom")
+        self._old = (self._logger.level, self._logger.propagate, self._logger.disabled)
+        self._logger.disabled = True
+        return self
+
+    def __exit__(self, *exc):
+        self._logger.setLevel(self._old[0])
+        self._logger.propagate, self._logger.disabled = self._old[1], self._old[2]
+        self._warn.__exit__(*exc)
+        return False
+
+
+def convert(inputs, options: ConvertOptions | None = None, *, output=None, progress=None):
+    """Convert a DICOM series to an STL surface.
+
+    Parameters
+    ----------
+    inputs : path, bytes, file object, or a list of them
+        Folders (searched recursively), files, zip archives, raw bytes.
+    options : ConvertOptions, optional
+    output : path or binary file, optional
+        Where to write the STL.  When omitted the STL bytes are returned in
+        ``result.stl``.
+    progress : callable(stage: str, percent: float), optional
+        Called as work advances; ``percent`` is overall, 0–100.
+
+    Returns
+    -------
+    ConversionResult
+        ``report`` (a JSON-safe dict) and, without ``output``, ``stl`` bytes.
+
+    Raises
+    ------
+    ConverterError
+        ``UsageError`` for bad options, ``NoUsableSeries`` when nothing can be
+        converted, ``UnreadableInput`` when the data cannot be read.
+    """
+    opts = (options or ConvertOptions()).validate()
+    bar = _Progress(progress)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    with _quiet_pydicom():
+        from .loading import load_volume  # noqa: PLC0415
+        from .series import scan, select  # noqa: PLC0415
+
+        t = time.perf_counter()
+        on_read = bar.stage("reading")
+        listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f))
+        info = select(listing, opts.series)
+        vol = load_volume(listing, info, progress=lambda f: on_read(0.1 + 0.9 * f), workers=opts.workers)
+        timings["read"] = time.perf_counter() - t
+
+    level, inverted, level_source = _choose_level(opts, vol)
+
+    t = time.perf_counter()
+    verts, faces = _extract_surface(vol, level, inverted, opts, bar.stage("surface"))
+    timings["surface"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    on_mesh = bar.stage("mesh")
+    verts, faces, mesh_warnings = _shape_mesh(verts, faces, vol, inverted, opts, on_mesh)
+    timings["mesh"] = time.perf_counter() - t
+
+    if opts.frame == "ras":  # 180° about z: (x, y, z) -> (-x, -y, z); a rotation, not a mirror
+        verts = verts * np.array([-1.0, -1.0, 1.0])
+
+    t = time.perf_counter()
+    on_write = bar.stage("writing")
+    frame = opts.frame.upper()
+    writer = stl.write_ascii if opts.ascii else stl.write_binary
+    data = None
+    if output is None:
+        import io  # noqa: PLC0415
+
+        buf = io.BytesIO()
+        size = writer(verts, faces, buf, frame)
+        data = buf.getvalue()
+    else:
+        size = writer(verts, faces, output, frame)
+    on_write(1.0)
+    timings["write"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_all
+
+    report = _report(listing, info, vol, opts, (level, level_source, inverted), verts, faces,
+                     size, mesh_warnings, timings)
+    return ConversionResult(report=report, stl=data, verts=verts, faces=faces)
+
+
+def _choose_level(opts: ConvertOptions, vol) -> tuple[float, bool, str]:
+    data = vol.data
+    if opts.threshold is not None:
+        level, inverted, source = opts.threshold, False, "threshold"
+    else:
+        name = opts.preset or ("bone" if vol.modality == "CT" else "auto")
+        preset = get_preset(name)
+        inverted = preset.inverted
+        if preset.level is None:
+            level, source = otsu_level(data), "preset auto (Otsu)"
+        else:
+            level, source = preset.level, f"preset {name}"
+        if preset.ct_only and vol.modality != "CT":
+            vol.warnings.append(
+                f"preset {name} is defined in HU for CT; this series is {_safe_modality(vol)}"
+            )
+    lo, hi = float(data.min()), float(data.max())
+    if not lo <= level < hi or (inverted and level <= lo):
+        unit = " HU" if vol.modality == "CT" else ""
+        raise NoUsableSeries(
+            f"threshold {level:g}{unit} yields no surface: the data range from "
+            f"{lo:g} to {hi:g}{unit}",
+            code="no_surface",
+        )
+    return float(level), inverted, source
+
+
+def _safe_modality(vol) -> str:
+    m = str(vol.modality or "OT")
+    return m if m.isalnum() and len(m) <= 4 else "not CT"
+
+
+def _extract_surface(vol, level, inverted, opts, on_progress):
+    """Crop to where the level is crossed, pad with background, run marching cubes.
+
+    Returns vertices in the *volume's* (slice, row, column) index space
+    (fractional, may be -1 or n for the pad) and outward-wound faces.
+    """
+    from .marching import marching_cubes  # noqa: PLC0415
+
+    data = vol.data
+    inside = data < level if inverted else data > level
+    # bounding box of the inside region, one voxel of margin
+    idx = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(inside.any(axis=other))
+        if not len(hit):
+            raise NoUsableSeries("the threshold yields no surface", code="no_surface")
+        idx.append((max(hit[0] - 1, 0), min(hit[-1] + 2, data.shape[axis])))
+    del inside
+    sub = data[idx[0][0]:idx[0][1], idx[1][0]:idx[1][1], idx[2][0]:idx[2][1]]
+    if inverted:
+        # region below the level: negate (in a wider type only for this crop)
+        sub = -sub.astype(np.float32 if sub.dtype.kind == "f" else np.int32)
+        work_level = -level
+    else:
+        work_level = level
+    pad_value = _pad_value(sub, work_level)
+    padded = np.pad(sub, 1, mode="constant", constant_values=pad_value)
+    del sub
+    verts, faces = marching_cubes(padded, work_level, step=opts.step, workers=opts.workers,
+                                  progress=on_progress)
+    del padded
+    offset = np.array([lo - 1 for lo, _ in idx], dtype=np.float64)
+    verts = verts.astype(np.float64) + offset
+    on_progress(1.0)
+    return verts, np.asarray(faces, dtype=np.int64)
+
+
+def _pad_value(sub, level):
+    lo = sub.min()
+    if sub.dtype.kind == "f":
+        return min(float(lo), level - 1.0)
+    info = np.iinfo(sub.dtype)
+    return int(max(min(int(lo), int(np.floor(level)) - 1), info.min))
+
+
+def _shape_mesh(verts_idx, faces, vol, inverted, opts, on_progress):
+    """Index → patient mm, orientation fix, then the optional mesh steps."""
+    notes = []
+    verts = vol.index_to_patient(verts_idx)
+    if vol.handedness() < 0:
+        faces = faces[:, [0, 2, 1]]  # keep outward normals; vertices are never mirrored
+    verts, faces = meshops.drop_degenerate(verts, faces)
+    if len(faces) and meshops.signed_volume(verts, faces) < 0:
+        # should not happen; say so rather than write an inside-out mesh
+        faces = faces[:, [0, 2, 1]]
+        notes.append("mesh orientation corrected")
+    on_progress(0.2)
+    if inverted:
+        lo, hi = _volume_box(vol)
+        verts, faces = meshops.drop_components_touching(verts, faces, lo, hi)
+        if not len(faces):
+            raise NoUsableSeries("no enclosed air found inside the body", code="no_surface")
+    if opts.largest:
+        verts, faces = meshops.keep_largest(verts, faces)
+    if opts.min_island_mm3:
+        before = meshops.components(faces, len(verts))[0]
+        verts, faces = meshops.drop_islands(verts, faces, opts.min_island_mm3)
+        after = meshops.components(faces, len(verts))[0]
+        if before != after:
+            notes.append(f"{before - after} islands below {opts.min_island_mm3:g} mm³ removed")
+        if not len(faces):
+            raise NoUsableSeries(
+                f"every part is smaller than {opts.min_island_mm3:g} mm³", code="no_surface"
+            )
+    on_progress(0.4)
+    if opts.smooth:
+        verts, faces = meshops.taubin_smooth(verts, faces, opts.smooth)
+    on_progress(0.6)
+    if opts.decimate is not None or opts.max_triangles is not None:
+        verts, faces = meshops.decimate(verts, faces, fraction=opts.decimate,
+                                        max_triangles=opts.max_triangles)
+    on_progress(1.0)
+    return verts, faces, notes
+
+
+def _volume_box(vol):
+    """Patient-frame bounding box of the voxel grid, shrunk by half a voxel."""
+    n, rows, cols = vol.shape
+    corners = np.array([[k, r, c] for k in (0, n - 1) for r in (0, rows - 1) for c in (0, cols - 1)],
+                       float)
+    pts = vol.index_to_patient(corners)
+    return pts.min(axis=0), pts.max(axis=0)
+
+
+def _report(listing, info, vol, opts, surface, verts, faces, size, notes, timings):
+    level, level_source, inverted = surface
+    topo = meshops.topology(verts, faces)
+    available = [s.safe_dict() for s in listing.series]
+    if opts.series is None:
+        why = ("the only series" if len(available) == 1
+               else f"the largest volume of {len(available)} series")
+    else:
+        why = "chosen by the caller"
+    bbox = [verts.min(axis=0).round(3).tolist(), verts.max(axis=0).round(3).tolist()] \
+        if len(verts) else None
+    return {
+        "series": {"chosen": info.safe_dict(), "why": why, "available": available},
+        "skipped": dict(listing.skipped),
+        "threshold": {"value": level, "unit": "HU" if vol.modality == "CT" else "modality units",
+                      "source": level_source, "region": "below" if inverted else "above"},
+        "frame": opts.frame.upper(),
+        "units": "mm",
+        "options": {k: v for k, v in asdict(opts).items() if k not in ("series",)},
+        "warnings": list(listing.warnings) + list(vol.warnings) + notes,
+        "triangles": int(len(faces)),
+        "vertices": int(len(verts)),
+        "area_mm2": round(meshops.area(verts, faces), 3),
+        "volume_mm3": round(meshops.signed_volume(verts, faces), 3),
+        "centroid_mm": meshops.volume_centroid(verts, faces).round(3).tolist() if len(faces) else None,
+        "bbox_mm": bbox,
+        "watertight": topo.watertight,
+        "manifold": topo.manifold,
+        "components": topo.components,
+        "stl": {"format": "ascii" if opts.ascii else "binary", "bytes": int(size),
+                "header": "ephemesh SPACE=" + opts.frame.upper()},
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+    }
+
+
+__all__ = ["ConvertOptions", "ConversionResult", "convert", "list_series", "PRESETS"]
