@@ -51,6 +51,11 @@ def register(subparsers) -> None:
     s.add_argument("--json", action="store_true", help="print JSON instead of lines")
     s.set_defaults(handler=run_series)
 
+    m = subparsers.add_parser("sample", help="write a synthetic CT series to try ephemesh on",
+                              description="Write a synthetic CT phantom series (no patient data).")
+    m.add_argument("folder", help="folder to write into (created if missing)")
+    m.set_defaults(handler=run_sample)
+
 
 def _fail(message: str, code: int) -> int:
     print(f"ephemesh: error: {message}", file=sys.stderr)
@@ -133,6 +138,17 @@ def run_series(args) -> int:
     if listing.skipped:
         skipped = ", ".join(f"{n} {kind}" for kind, n in sorted(listing.skipped.items()))
         print(f"skipped: {skipped}")
+    return 0
+
+
+def run_sample(args) -> int:
+    from .sample import write_sample_series  # noqa: PLC0415
+
+    try:
+        count = write_sample_series(args.folder)
+    except OSError as exc:
+        return _fail(f"cannot write the sample series: {exc.strerror or 'I/O error'}", 4)
+    print(f"{args.folder}: {count} CT slices written")
     return 0
 
 

