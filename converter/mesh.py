@@ -168,19 +168,6 @@ def drop_islands(verts, faces, min_volume: float):
     return compact(verts, faces[vols[labels] >= min_volume])
 
 
-def drop_components_touching(verts, faces, lo, hi, tol=1e-6):
-    """Remove components with a vertex on or outside the box ``[lo, hi]``."""
-    verts, faces = _check_mesh(verts, faces)
-    count, labels = components(faces, len(verts))
-    if count == 0:
-        return verts, faces
-    outside = np.any((verts <= np.asarray(lo) + tol) | (verts >= np.asarray(hi) - tol), axis=1)
-    bad_faces = outside[faces].any(axis=1)
-    bad = np.zeros(count, bool)
-    bad[labels[bad_faces]] = True
-    return compact(verts, faces[~bad[labels]])
-
-
 def _neighbour_mean_operator(faces, n_verts):
     a = faces.reshape(-1)
     b = np.roll(faces, -1, axis=1).reshape(-1)

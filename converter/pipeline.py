@@ -249,7 +249,7 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
 
     t = time.perf_counter()
     on_mesh = bar.stage("mesh")
-    verts, faces, mesh_warnings = _shape_mesh(verts, faces, vol, inverted, opts, on_mesh)
+    verts, faces, mesh_warnings = _shape_mesh(verts, faces, vol, opts, on_mesh)
     timings["mesh"] = time.perf_counter() - t
 
     if opts.frame == "ras":  # 180° about z: (x, y, z) -> (-x, -y, z); a rotation, not a mirror
@@ -319,43 +319,71 @@ def _extract_surface(vol, level, inverted, opts, on_progress):
 
     data = vol.data
     inside = data < level if inverted else data > level
-    # bounding box of the inside region, one voxel of margin
-    idx = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(inside.any(axis=other))
-        if not len(hit):
-            raise NoUsableSeries("the threshold yields no surface", code="no_surface")
-        idx.append((max(hit[0] - 1, 0), min(hit[-1] + 2, data.shape[axis])))
-    del inside
-    sub = data[idx[0][0]:idx[0][1], idx[1][0]:idx[1][1], idx[2][0]:idx[2][1]]
+    removed = None
     if inverted:
-        # region below the level: negate (in a wider type only for this crop)
+        inside, removed = _enclosed_only(inside)
+    box = _crop_box(inside)
+    del inside
+    crop = tuple(slice(lo, hi) for lo, hi in box)
+    sub = data[crop]
+    if inverted:
+        # the region below the level: negate (in a wider type, for this crop only)
         sub = -sub.astype(np.float32 if sub.dtype.kind == "f" else np.int32)
         work_level = -level
+        pad_value = _pad_value(-float(data.max()), work_level, sub.dtype)
+        sub[removed[crop]] = pad_value  # air connected to the outside is not airway
+        del removed
     else:
         work_level = level
-    pad_value = _pad_value(sub, work_level)
+        pad_value = _pad_value(float(data.min()), work_level, sub.dtype)
     padded = np.pad(sub, 1, mode="constant", constant_values=pad_value)
     del sub
     verts, faces = marching_cubes(padded, work_level, step=opts.step, workers=opts.workers,
                                   progress=on_progress)
     del padded
-    offset = np.array([lo - 1 for lo, _ in idx], dtype=np.float64)
+    offset = np.array([lo - 1 for lo, _ in box], dtype=np.float64)
     verts = verts.astype(np.float64) + offset
     on_progress(1.0)
     return verts, np.asarray(faces, dtype=np.int64)
 
 
-def _pad_value(sub, level):
-    lo = sub.min()
-    if sub.dtype.kind == "f":
-        return min(float(lo), level - 1.0)
-    info = np.iinfo(sub.dtype)
-    return int(max(min(int(lo), int(np.floor(level)) - 1), info.min))
+def _crop_box(inside):
+    """Per axis, the index range holding ``inside`` plus one voxel of margin."""
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        hit = np.flatnonzero(inside.any(axis=other))
+        if not len(hit):
+            raise NoUsableSeries("the threshold yields no surface", code="no_surface")
+        box.append((max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, inside.shape[axis])))
+    return box
 
 
-def _shape_mesh(verts_idx, faces, vol, inverted, opts, on_progress):
+def _enclosed_only(mask):
+    """Split ``mask`` into parts enclosed by the volume and parts touching its edge."""
+    from scipy import ndimage  # noqa: PLC0415
+
+    labels, count = ndimage.label(mask)
+    edge = np.unique(np.concatenate([
+        labels[[0, -1]].ravel(), labels[:, [0, -1]].ravel(), labels[:, :, [0, -1]].ravel(),
+    ]))
+    touching = np.isin(labels, edge[edge > 0])
+    del labels
+    enclosed = mask & ~touching
+    if not enclosed.any():
+        raise NoUsableSeries("no enclosed air found inside the body", code="no_surface")
+    return enclosed, touching
+
+
+def _pad_value(background, level, dtype):
+    """The value padded around the crop: the volume's lowest value, below the level."""
+    if np.dtype(dtype).kind == "f":
+        return min(background, level - 1.0)
+    info = np.iinfo(dtype)
+    return int(max(min(int(np.floor(background)), int(np.floor(level)) - 1), info.min))
+
+
+def _shape_mesh(verts_idx, faces, vol, opts, on_progress):
     """Index → patient mm, orientation fix, then the optional mesh steps."""
     notes = []
     verts = vol.index_to_patient(verts_idx)
@@ -367,11 +395,6 @@ def _shape_mesh(verts_idx, faces, vol, inverted, opts, on_progress):
         faces = faces[:, [0, 2, 1]]
         notes.append("mesh orientation corrected")
     on_progress(0.2)
-    if inverted:
-        lo, hi = _volume_box(vol)
-        verts, faces = meshops.drop_components_touching(verts, faces, lo, hi)
-        if not len(faces):
-            raise NoUsableSeries("no enclosed air found inside the body", code="no_surface")
     if opts.largest:
         verts, faces = meshops.keep_largest(verts, faces)
     if opts.min_island_mm3:
@@ -393,15 +416,6 @@ def _shape_mesh(verts_idx, faces, vol, inverted, opts, on_progress):
                                         max_triangles=opts.max_triangles)
     on_progress(1.0)
     return verts, faces, notes
-
-
-def _volume_box(vol):
-    """Patient-frame bounding box of the voxel grid, shrunk by half a voxel."""
-    n, rows, cols = vol.shape
-    corners = np.array([[k, r, c] for k in (0, n - 1) for r in (0, rows - 1) for c in (0, cols - 1)],
-                       float)
-    pts = vol.index_to_patient(corners)
-    return pts.min(axis=0), pts.max(axis=0)
 
 
 def _report(listing, info, vol, opts, surface, verts, faces, size, notes, timings):

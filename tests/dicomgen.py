@@ -61,23 +61,24 @@ def box(lo=(-10.0, -8.0, -6.0), hi=(10.0, 8.0, 6.0)) -> Phantom:
     return Phantom("box", float(np.prod(hi - lo)), (lo + hi) / 2, np.array([lo, hi]), sd)
 
 
-def l_shape(origin=(-12.0, -10.0, -8.0)) -> Phantom:
-    """An asymmetric L: a long bar along +x and a short bar along +y, 8 mm thick.
+def l_shape(origin=(-16.0, -12.0, -6.0), length=(32.0, 22.0), bar=10.0, thickness=12.0) -> Phantom:
+    """An asymmetric L: a long bar along +x and a shorter bar along +y.
 
     Mirroring along any axis moves its centroid, so it catches flipped meshes.
     """
     o = np.asarray(origin, float)
-    a = box(o, o + (24.0, 6.0, 8.0))  # long bar along x
-    b = box(o, o + (6.0, 16.0, 8.0))  # short bar along y
-    va, vb, vab = 24 * 6 * 8, 6 * 16 * 8, 6 * 6 * 8
-    ca, cb, cab = a.centroid, b.centroid, o + (3.0, 3.0, 4.0)
+    lx, ly = length
+    a = box(o, o + (lx, bar, thickness))  # long bar along x
+    b = box(o, o + (bar, ly, thickness))  # short bar along y
+    va, vb, vab = lx * bar * thickness, bar * ly * thickness, bar * bar * thickness
+    cab = o + (bar / 2, bar / 2, thickness / 2)
     vol = va + vb - vab
-    cen = (va * ca + vb * cb - vab * cab) / vol
+    cen = (va * a.centroid + vb * b.centroid - vab * cab) / vol
 
     def sd(p):
         return np.maximum(a.signed_distance(p), b.signed_distance(p))
 
-    return Phantom("l_shape", float(vol), cen, np.array([o, o + (24.0, 16.0, 8.0)]), sd)
+    return Phantom("l_shape", float(vol), cen, np.array([o, o + (lx, ly, thickness)]), sd)
 
 
 def two_spheres(gap=6.0) -> Phantom:

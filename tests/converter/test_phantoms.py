@@ -129,15 +129,16 @@ def test_zip_and_bytes_inputs(tmp_path):
 
 def test_structure_touching_the_edge_still_closes(tmp_path):
     geometry = G.make_geometry("axial", size=(30, 40, 40))
-    # a box far bigger than the scan: every edge voxel is inside
-    phantom = G.box((-100, -100, -100), (100, 100, 100))
+    # a slab wider than the scan in x and y and past its top in z
+    phantom = G.box((-100, -100, -5), (100, 100, 100))
     G.write_phantom_series(tmp_path, phantom, geometry)
     result = convert([tmp_path], ConvertOptions(threshold=G.MID_HU))
     topo = M.topology(result.verts, result.faces)
     assert topo.watertight and topo.manifold
-    # closes half a voxel beyond the outermost voxel centres (midway to the pad)
-    extent = np.array([40, 40, 30]) - 1 + 1.0
-    assert result.report["volume_mm3"] == pytest.approx(np.prod(extent), rel=0.01)
+    # closes half a voxel beyond the outermost voxel centres (midway to the pad):
+    # x, y: 39 mm between centres + 1; z: from -5 to the top centre (14.5) + 0.5
+    assert result.report["volume_mm3"] == pytest.approx(40 * 40 * 20, rel=0.01)
+    np.testing.assert_allclose(result.report["bbox_mm"], [[-20, -20, -5], [20, 20, 15]], atol=0.01)
 
 
 def test_options_largest_islands_smoothing_decimation(tmp_path):
