@@ -318,12 +318,16 @@ def _extract_surface(vol, level, inverted, opts, on_progress):
     from .marching import marching_cubes  # noqa: PLC0415
 
     data = vol.data
-    inside = data < level if inverted else data > level
     removed = None
     if inverted:
-        inside, removed = _enclosed_only(inside)
-    box = _crop_box(inside)
-    del inside
+        inside, removed = _enclosed_only(data < level)
+        box = _crop_box([inside.any(axis=(1, 2)), inside.any(axis=(0, 2)), inside.any(axis=(0, 1))])
+        del inside
+    else:
+        # max projections: no temporary the size of the volume
+        per_slice = data.max(axis=(1, 2)) > level
+        plane = data.max(axis=0)
+        box = _crop_box([per_slice, plane.max(axis=1) > level, plane.max(axis=0) > level])
     crop = tuple(slice(lo, hi) for lo, hi in box)
     sub = data[crop]
     if inverted:
@@ -347,15 +351,14 @@ def _extract_surface(vol, level, inverted, opts, on_progress):
     return verts, np.asarray(faces, dtype=np.int64)
 
 
-def _crop_box(inside):
-    """Per axis, the index range holding ``inside`` plus one voxel of margin."""
+def _crop_box(hits_per_axis):
+    """Per axis, the index range where the region is, plus one voxel of margin."""
     box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hit = np.flatnonzero(inside.any(axis=other))
-        if not len(hit):
+    for hits in hits_per_axis:
+        idx = np.flatnonzero(hits)
+        if not len(idx):
             raise NoUsableSeries("the threshold yields no surface", code="no_surface")
-        box.append((max(int(hit[0]) - 1, 0), min(int(hit[-1]) + 2, inside.shape[axis])))
+        box.append((max(int(idx[0]) - 1, 0), min(int(idx[-1]) + 2, len(hits))))
     return box
 
 
