@@ -50,7 +50,7 @@ stamp=".venv/.ephemesh-installed$([ $want_test -eq 1 ] && echo -test)"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   log "installing Python packages"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e "$extras"
+  .venv/bin/python -m pip install -q -e "$extras" 2> >(grep -v "is ignored: it is neither" >&2)
   touch "$stamp"
 fi
 
