@@ -1,0 +1,213 @@
+"""Decode a chosen series into one preallocated volume in modality units.
+
+Pixels are decoded by pydicom's pixel backends (pylibjpeg plugins, GDCM,
+numpy) one object at a time and copied straight into the volume; no dataset
+keeps its decoded array.  CT values become Hounsfield units through rescale
+slope and intercept; PixelPaddingValue voxels become background.  The volume
+stays int16 while rescaling is integral and the values fit.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import UnreadableInput
+from .volume import Volume
+
+#: refuse volumes larger than this many bytes (at 2 bytes a voxel)
+MAX_VOLUME_BYTES = 4 * 1024**3
+_PARALLEL_MIN_SLICES = 48
+_PAD_MARK = np.iinfo(np.int16).min
+
+
+def transfer_syntax_name(uid: str) -> str:
+    from pydicom.uid import UID  # noqa: PLC0415
+
+    name = UID(uid).name
+    return name if name and name != uid else f"transfer syntax {uid}"
+
+
+def decode(source, frame=None):
+    """Decode the pixel data of ``source`` (path or file) → ndarray.
+
+    Raises ``UnreadableInput`` with ``codec_missing`` or ``corrupt_pixel_data``.
+    """
+    import pydicom  # noqa: PLC0415
+    from pydicom.pixels import pixel_array  # noqa: PLC0415
+
+    try:
+        ds = pydicom.dcmread(source, force=True)
+    except Exception:  # noqa: BLE001 - any parse failure of a file we listed is corruption
+        raise UnreadableInput("a file could not be read again to decode its pixels",
+                              code="corrupt_pixel_data") from None
+    if "PixelData" not in ds and "FloatPixelData" not in ds:
+        raise UnreadableInput("an image has no pixel data", code="corrupt_pixel_data")
+    meta = ds.file_meta
+    if "TransferSyntaxUID" not in meta:
+        # a bare dataset without file meta: name the encoding pydicom detected
+        from pydicom.uid import (  # noqa: PLC0415
+            ExplicitVRBigEndian,
+            ExplicitVRLittleEndian,
+            ImplicitVRLittleEndian,
+        )
+
+        implicit, little = ds.original_encoding
+        meta.TransferSyntaxUID = (ImplicitVRLittleEndian if implicit else
+                                  ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    ts = str(meta.TransferSyntaxUID)
+    try:
+        return pixel_array(ds, index=frame) if frame is not None else pixel_array(ds)
+    except (NotImplementedError, ImportError, RuntimeError) as exc:
+        if _is_missing_codec(exc):
+            raise UnreadableInput(
+                f"no decoder is installed for {transfer_syntax_name(ts)}", code="codec_missing"
+            ) from None
+        raise UnreadableInput("the pixel data cannot be decoded (corrupt or truncated)",
+                              code="corrupt_pixel_data") from None
+    except Exception:  # noqa: BLE001 - decoders raise many types on damaged data
+        raise UnreadableInput("the pixel data cannot be decoded (corrupt or truncated)",
+                              code="corrupt_pixel_data") from None
+    finally:
+        del ds
+
+
+def _is_missing_codec(exc) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, (NotImplementedError, ImportError)) or "missing" in text \
+        or "no pixel data decoders" in text or "plugins" in text
+
+
+def _decode_plain(item_source, frame):
+    arr = decode(item_source, frame)
+    if arr.ndim != 2:
+        raise UnreadableInput("colour or multi-sample images cannot be meshed",
+                              code="corrupt_pixel_data")
+    return arr
+
+
+def _worker_decode(args):
+    source, frame = args
+    return _decode_plain(source, frame)
+
+
+def load_volume(listing, info, *, progress=None, workers=1) -> Volume:
+    """Decode the series ``info`` of ``listing`` into a ``Volume``.
+
+    Parameters
+    ----------
+    listing : series.Listing
+    info : SeriesInfo
+        One of ``listing.series``.
+    progress : callable(fraction), optional
+    workers : int
+        Processes for decoding; 1 decodes in this process.
+    """
+    stack = listing.stacks[info.index]
+    slices, facts = stack.slices, stack.header
+    n, rows, cols = len(slices), facts["rows"], facts["columns"]
+    if n * rows * cols * 2 > MAX_VOLUME_BYTES:
+        raise UnreadableInput(
+            f"the series is too large ({n}×{rows}×{cols} voxels); the limit is "
+            f"{MAX_VOLUME_BYTES // 1024**3} GiB", code="too_large")
+    if facts["samples"] != 1:
+        raise UnreadableInput("colour images cannot be meshed", code="corrupt_pixel_data")
+    integral = all(float(s.slope).is_integer() and float(s.intercept).is_integer() for s in slices)
+    volume = np.empty((n, rows, cols), np.int16 if integral else np.float32)
+    pad_mark = _PAD_MARK if integral else -np.inf
+    padding = _padding_range(facts)
+    lowest = np.inf
+    had_padding = False
+
+    for k, raw in enumerate(_decoded(slices, workers)):
+        if raw.shape != (rows, cols):
+            raise UnreadableInput("an image's size does not match its header",
+                                  code="corrupt_pixel_data")
+        s = slices[k]
+        pad_mask = None
+        if padding is not None:
+            pad_mask = (raw >= padding[0]) & (raw <= padding[1])
+        values = _rescale(raw, s.slope, s.intercept, integral)
+        if integral and (values.min() < -32767 or values.max() > 32767):
+            volume = volume.astype(np.float32)
+            integral, pad_mark = False, -np.inf
+        if pad_mask is not None and pad_mask.any():
+            had_padding = True
+            real = values[~pad_mask]
+            if real.size:
+                lowest = min(lowest, float(real.min()))
+            values[pad_mask] = pad_mark
+        else:
+            lowest = min(lowest, float(values.min()))
+        volume[k] = values
+        if progress and (k % 8 == 0 or k == n - 1):
+            progress((k + 1) / n)
+    if not np.isfinite(lowest):
+        lowest = -1024.0
+    background = min(-1024.0, lowest) if facts["modality"] == "CT" else lowest
+    if had_padding:
+        volume[volume == pad_mark] = background
+    ori = slices[0].orientation
+    return Volume(
+        data=volume,
+        positions=np.array([s.position for s in slices]),
+        row_dir=ori[:3] / np.linalg.norm(ori[:3]),
+        col_dir=ori[3:] / np.linalg.norm(ori[3:]),
+        pixel_spacing=slices[0].spacing,
+        modality=facts["modality"],
+        background=background,
+        info=info,
+        warnings=list(stack.warnings),
+    )
+
+
+def _padding_range(facts):
+    pad = facts.get("padding")
+    if pad is None:
+        return None
+    try:
+        pad = int(pad)
+        limit = facts.get("padding_limit")
+        limit = int(limit) if limit is not None else pad
+    except (TypeError, ValueError):
+        return None
+    return (min(pad, limit), max(pad, limit))
+
+
+def _rescale(raw, slope, intercept, integral):
+    if integral:
+        values = raw.astype(np.int32)
+        if slope != 1:
+            values *= int(slope)
+        if intercept:
+            values += int(intercept)
+        return values
+    values = raw.astype(np.float32)
+    values *= np.float32(slope)
+    values += np.float32(intercept)
+    return values
+
+
+def _decoded(slices, workers):
+    """Yield each slice's raw array, in order, decoding in ``workers`` processes."""
+    multiframe_cache: dict = {}
+    jobs = [(s.item, s.frame) for s in slices]
+    use_pool = workers > 1 and len(jobs) >= _PARALLEL_MIN_SLICES and all(f is None for _, f in jobs)
+    if use_pool:
+        import multiprocessing as mp  # noqa: PLC0415
+        from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
+
+        ctx = mp.get_context("fork")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            args = [(item.source(), None) for item, _ in jobs]
+            yield from pool.map(_worker_decode, args, chunksize=max(1, len(args) // (workers * 4)))
+        return
+    for item, frame in jobs:
+        if frame is None:
+            yield _decode_plain(item.source(), None)
+            continue
+        # enhanced multi-frame: decode the object once, hand out its frames
+        key = item.index
+        if key not in multiframe_cache:
+            arr = decode(item.source())
+            multiframe_cache[key] = arr if arr.ndim == 3 else arr[None]
+        yield multiframe_cache[key][frame]

@@ -1,0 +1,352 @@
+"""Find the series in the inputs: read headers, classify, group, sort, choose.
+
+Only headers are read here (``stop_before_pixels``).  A series is a
+SeriesInstanceUID split further by orientation and image size.  Slices are
+sorted by their position along the slice normal — never by InstanceNumber or
+file name — and checked for duplicates, gaps, tilt and uneven spacing.
+Warnings and errors hold counts and millimetres, never a DICOM value.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import NoUsableSeries
+from .sources import iter_items
+from .volume import SeriesInfo
+
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: SOP class prefixes of objects that are not images to mesh, by kind
+NON_IMAGE_CLASSES = (
+    ("1.2.840.10008.5.1.4.1.1.88.59", "KO"),
+    ("1.2.840.10008.5.1.4.1.1.88.", "SR"),
+    ("1.2.840.10008.5.1.4.1.1.11.", "PR"),
+    ("1.2.840.10008.5.1.4.1.1.481.3", "RTSTRUCT"),
+    ("1.2.840.10008.5.1.4.1.1.481.5", "RTPLAN"),
+    ("1.2.840.10008.5.1.4.1.1.481.2", "RTDOSE"),
+    ("1.2.840.10008.5.1.4.1.1.66.4", "SEG"),
+    ("1.2.840.10008.5.1.4.1.1.104.", "encapsulated document"),
+)
+ORIENTATION_TOL = 1e-4
+DUPLICATE_TOL_MM = 1e-3
+
+
+@dataclass
+class Slice:
+    """One image plane: where it comes from and where it sits."""
+
+    item: object  # sources.Item
+    frame: int | None  # frame index in a multi-frame object, else None
+    position: np.ndarray  # ImagePositionPatient
+    orientation: np.ndarray  # ImageOrientationPatient (6,)
+    spacing: tuple[float, float]
+    slope: float
+    intercept: float
+
+
+@dataclass
+class Stack:
+    """Slices of one series part, sorted along the normal."""
+
+    info: SeriesInfo
+    slices: list
+    header: dict  # pixel format and modality facts shared by the slices
+    warnings: list = field(default_factory=list)
+
+
+@dataclass
+class Listing:
+    series: list  # SeriesInfo, index 1..n
+    skipped: dict  # kind -> count
+    warnings: list
+    stacks: dict  # SeriesInfo.index -> Stack
+    files: int = 0
+
+
+def _looks_like_dicom(head: bytes) -> bool:
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    # a bare dataset: starts with a group 0x0002 or 0x0008 tag (either byte order)
+    group_le = int.from_bytes(head[0:2], "little")
+    group_be = int.from_bytes(head[0:2], "big")
+    return group_le in (0x0002, 0x0008) or group_be in (0x0002, 0x0008)
+
+
+def _kind_of(ds) -> str | None:
+    """Why a dataset is skipped, or None when it is an image to use."""
+    sop = str(getattr(ds, "SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    if sop == DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
+        return "DICOMDIR"
+    for prefix, kind in NON_IMAGE_CLASSES:
+        if sop.startswith(prefix):
+            return kind
+    if "Rows" not in ds or "Columns" not in ds:
+        return "no pixel data"
+    image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
+    if "LOCALIZER" in image_type:
+        return "localizer"
+    return None
+
+
+def _floats(value, n):
+    try:
+        out = np.array([float(v) for v in value], dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+    return out if out.shape == (n,) and np.all(np.isfinite(out)) else None
+
+
+def _first(seq_owner, seq_name):
+    seq = seq_owner.get(seq_name) if seq_owner is not None else None
+    return seq[0] if seq else None
+
+
+def _frame_attr(per_frame, shared, seq_name, attr):
+    for owner in (per_frame, shared):
+        item = _first(owner, seq_name)
+        if item is not None and attr in item:
+            return item.get(attr)
+    return None
+
+
+def _slices_of(ds, item):
+    """The image planes of one dataset (one for classic, many for enhanced)."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    slope = float(ds.get("RescaleSlope", 1) or 1)
+    intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    if frames > 1 or "PerFrameFunctionalGroupsSequence" in ds:
+        shared = _first(ds, "SharedFunctionalGroupsSequence")
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+        out = []
+        for i in range(frames):
+            pf = per_frame[i] if i < len(per_frame) else None
+            pos = _floats(_frame_attr(pf, shared, "PlanePositionSequence", "ImagePositionPatient") or [], 3)
+            ori = _floats(_frame_attr(pf, shared, "PlaneOrientationSequence",
+                                      "ImageOrientationPatient") or ds.get("ImageOrientationPatient") or [], 6)
+            sp = _floats(_frame_attr(pf, shared, "PixelMeasuresSequence", "PixelSpacing")
+                         or ds.get("PixelSpacing") or [], 2)
+            if pos is None or ori is None or sp is None:
+                return None
+            s = _frame_attr(pf, shared, "PixelValueTransformationSequence", "RescaleSlope")
+            b = _frame_attr(pf, shared, "PixelValueTransformationSequence", "RescaleIntercept")
+            out.append(Slice(item, i, pos, ori, (float(sp[0]), float(sp[1])),
+                             float(s) if s is not None else slope,
+                             float(b) if b is not None else intercept))
+        return out
+    pos = _floats(ds.get("ImagePositionPatient") or [], 3)
+    ori = _floats(ds.get("ImageOrientationPatient") or [], 6)
+    sp = _floats(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [], 2)
+    if pos is None or ori is None or sp is None:
+        return None
+    return [Slice(item, None, pos, ori, (float(sp[0]), float(sp[1])), slope, intercept)]
+
+
+def _header_facts(ds) -> dict:
+    return {
+        "modality": str(ds.get("Modality", "OT") or "OT"),
+        "rows": int(ds.Rows),
+        "columns": int(ds.Columns),
+        "bits_allocated": int(ds.get("BitsAllocated", 16) or 16),
+        "pixel_representation": int(ds.get("PixelRepresentation", 0) or 0),
+        "samples": int(ds.get("SamplesPerPixel", 1) or 1),
+        "padding": ds.get("PixelPaddingValue"),
+        "padding_limit": ds.get("PixelPaddingRangeLimit"),
+        "multiframe": int(ds.get("NumberOfFrames", 1) or 1) > 1,
+        "number": _int_or_none(ds.get("SeriesNumber")),
+        "description": str(ds.get("SeriesDescription", "") or ""),
+        "uid": str(ds.get("SeriesInstanceUID", "") or ""),
+    }
+
+
+def _int_or_none(value):
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def scan(inputs, *, progress=None) -> Listing:
+    """Read every header in ``inputs`` and list the series found.
+
+    Parameters
+    ----------
+    inputs : sequence of paths, bytes or binary files
+    progress : callable(fraction), optional
+
+    Returns
+    -------
+    Listing
+        ``series`` (SeriesInfo list), ``skipped`` (kind → count), ``warnings``.
+
+    Raises
+    ------
+    NoUsableSeries
+        ``empty_input`` (no files), ``no_dicom`` (no DICOM among them),
+        ``only_non_image`` (DICOM, but nothing to mesh).
+    """
+    import pydicom  # noqa: PLC0415
+    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
+
+    skipped: Counter = Counter()
+    groups: dict = {}
+    files = 0
+    dicom_files = 0
+    for item in iter_items(inputs):
+        files += 1
+        if not _looks_like_dicom(item.head()):
+            skipped["not DICOM"] += 1
+            continue
+        try:
+            ds = pydicom.dcmread(item.source(), stop_before_pixels=True, force=True)
+        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
+                OverflowError, AttributeError, IndexError):
+            skipped["unreadable"] += 1
+            continue
+        dicom_files += 1
+        kind = _kind_of(ds)
+        if kind:
+            skipped[kind] += 1
+            continue
+        facts = _header_facts(ds)
+        slices = _slices_of(ds, item)
+        if not slices:
+            skipped["no geometry"] += 1
+            continue
+        for sl in slices:
+            key = (facts["uid"], tuple(np.round(sl.orientation / ORIENTATION_TOL).astype(np.int64)),
+                   facts["rows"], facts["columns"])
+            groups.setdefault(key, (facts, []))[1].append(sl)
+        if progress and files % 16 == 0:
+            progress(min(0.99, files / (files + 16)))
+    if files == 0:
+        raise NoUsableSeries("the input is empty: no files found", code="empty_input")
+    if dicom_files == 0:
+        raise NoUsableSeries(f"no DICOM files found among {files} files", code="no_dicom")
+    if not groups:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(skipped.items()))
+        raise NoUsableSeries(
+            f"only non-image DICOM objects found ({kinds}); there is no image series to convert",
+            code="only_non_image",
+        )
+    stacks = _build_stacks(groups, skipped)
+    if progress:
+        progress(1.0)
+    warnings = []
+    if skipped.get("unreadable"):
+        warnings.append(f"{skipped['unreadable']} files could not be read and were skipped")
+    return Listing([s.info for s in stacks], dict(skipped), warnings,
+                   {s.info.index: s for s in stacks}, files)
+
+
+def _orientation_label(normal) -> str:
+    axis = int(np.argmax(np.abs(normal)))
+    if abs(normal[axis]) < 0.95:
+        return "oblique"
+    return ("sagittal", "coronal", "axial")[axis]
+
+
+def _build_stacks(groups, skipped) -> list:
+    parts_per_uid = Counter(key[0] for key in groups)
+    biggest_per_uid: dict = {}
+    for key, (_, sl) in groups.items():
+        biggest_per_uid[key[0]] = max(biggest_per_uid.get(key[0], 0), len(sl))
+    stacks = []
+    part_no: Counter = Counter()
+    for key, (facts, slices) in groups.items():
+        uid = key[0]
+        # a lone slice in another orientation than the rest of its series: a localizer
+        if len(slices) == 1 and parts_per_uid[uid] > 1 and biggest_per_uid[uid] > 1:
+            skipped["localizer"] += 1
+            continue
+        part_no[uid] += 1
+        stack_uid = uid if parts_per_uid[uid] == 1 else f"{uid}#{part_no[uid]}"
+        stacks.append(_sorted_stack(stack_uid, facts, slices))
+    stacks.sort(key=lambda s: (s.info.modality, s.info.number if s.info.number is not None else 1 << 30,
+                               -s.info.slices))
+    for i, stack in enumerate(stacks, start=1):
+        stack.info.index = i
+    return stacks
+
+
+def _sorted_stack(uid, facts, slices) -> Stack:
+    ori = slices[0].orientation
+    row_dir, col_dir = ori[:3], ori[3:]
+    normal = np.cross(row_dir, col_dir)
+    normal /= np.linalg.norm(normal) or 1.0
+    along = np.array([float(np.dot(s.position, normal)) for s in slices])
+    order = np.argsort(along, kind="stable")
+    slices = [slices[i] for i in order]
+    along = along[order]
+    warnings = []
+    positions = np.array([s.position for s in slices])
+    if len(slices) > 1:
+        dup = np.linalg.norm(np.diff(positions, axis=0), axis=1) < DUPLICATE_TOL_MM
+        if dup.any():
+            keep = np.concatenate([[True], ~dup])
+            slices = [s for s, k in zip(slices, keep, strict=True) if k]
+            along, positions = along[keep], positions[keep]
+            warnings.append(f"{int(dup.sum())} duplicate slices (same position) dropped")
+    gaps = np.diff(along)
+    median = float(np.median(gaps)) if len(gaps) else 0.0
+    if len(gaps):
+        for k in np.flatnonzero(gaps > 1.5 * median)[:5]:
+            warnings.append(f"gap of {gaps[k]:.2f} mm between slices {k} and {k + 1} "
+                            f"(median spacing {median:.2f} mm); not interpolated")
+        regular = gaps <= 1.5 * median
+        if regular.any() and gaps[regular].max() - gaps[regular].min() > 0.01 * max(median, 1e-6):
+            warnings.append(f"non-uniform slice spacing ({gaps.min():.2f} to {gaps.max():.2f} mm) "
+                            "mapped exactly")
+        step = positions[-1] - positions[0]
+        length = np.linalg.norm(step)
+        if length > 0:
+            tilt = float(np.degrees(np.arccos(min(1.0, abs(np.dot(step, normal)) / length))))
+            if tilt > 0.5:
+                warnings.append(f"gantry tilt of {tilt:.1f}° mapped exactly (no resampling)")
+    sr, sc = slices[0].spacing
+    info = SeriesInfo(
+        index=0, uid=uid, number=facts["number"], modality=facts["modality"], slices=len(slices),
+        rows=facts["rows"], columns=facts["columns"], spacing=(abs(median), sr, sc),
+        description=facts["description"], orientation=_orientation_label(normal),
+        multiframe=facts["multiframe"],
+    )
+    return Stack(info, slices, facts, warnings)
+
+
+def select(listing: Listing, series=None) -> SeriesInfo:
+    """Choose a series: the largest volume, or by UID or series number.
+
+    Raises
+    ------
+    NoUsableSeries
+        ``series_not_found`` naming what is available, or ``single_slice``
+        when every candidate has one slice.
+    """
+    candidates = listing.series
+    if series is not None:
+        wanted = str(series).strip()
+        chosen = [s for s in candidates if s.uid == wanted]
+        if not chosen:
+            chosen = [s for s in candidates if s.uid.split("#")[0] == wanted]
+        if not chosen and wanted.lstrip("-").isdigit():
+            chosen = [s for s in candidates if s.number == int(wanted)]
+        if not chosen:
+            numbers = sorted({s.number for s in candidates if s.number is not None})
+            shown = ", ".join(str(n) for n in numbers) or "none"
+            raise NoUsableSeries(
+                f"the requested series was not found; {len(candidates)} series available "
+                f"(series numbers {shown})",
+                code="series_not_found",
+            )
+        candidates = chosen
+    volumes = [s for s in candidates if s.slices > 1]
+    if not volumes:
+        raise NoUsableSeries(
+            "only a single slice was found; a surface needs a series of at least 2 slices",
+            code="single_slice",
+        )
+    return max(volumes, key=lambda s: (s.voxels, s.slices))
