@@ -153,21 +153,26 @@ def run_sample(args) -> int:
 
 
 class _ProgressBar:
-    """A tqdm bar on the terminal, advanced by ``update(stage, percent)``."""
+    """A one-line progress bar on the terminal: ``reading  [#####.....]  45%``."""
 
-    def __init__(self):
-        from tqdm import tqdm  # noqa: PLC0415
+    WIDTH = 30
 
-        self.bar = tqdm(total=100, unit="%", bar_format="{desc:<8} {bar} {n:.0f}% {elapsed}",
-                        file=sys.stderr, leave=False)
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.shown = None
 
     def update(self, stage: str, percent: float) -> None:
-        self.bar.set_description_str(stage)
-        self.bar.n = percent
-        self.bar.refresh()
+        filled = int(self.WIDTH * percent / 100)
+        line = f"\r{stage:<8} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:5.1f}%"
+        if line != self.shown:
+            self.stream.write(line)
+            self.stream.flush()
+            self.shown = line
 
     def close(self):
-        self.bar.close()
+        if self.shown:
+            self.stream.write("\r" + " " * len(self.shown) + "\r")
+            self.stream.flush()
 
 
 def main(argv=None) -> int:

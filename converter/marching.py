@@ -27,8 +27,6 @@ from ._mc_tables import EDGE_AXIS, EDGE_BASE, TRI_COUNT, TRI_TABLE
 
 #: voxels per slab (bounds temporaries to a few tens of MB)
 SLAB_VOXELS = 4_000_000
-#: a vertex never sits exactly on a voxel: keeps triangles from collapsing
-_T_EPS = 1e-6
 
 
 def _check(volume, level, step, workers):
@@ -118,16 +116,36 @@ def marching_cubes(volume, level, *, step=1, workers=1, progress=None):
     coords = [np.concatenate([p[1][axis] for p in parts]) for axis in range(3)]
     corner_keys = np.concatenate([p[2] for p in parts])
     corner_axis = np.concatenate([p[3] for p in parts])
+    on_voxel = np.concatenate([np.concatenate([p[4][axis] for p in parts]) for axis in range(3)])
     del parts
     offsets = np.cumsum([0] + [len(k) for k in keys])
     verts = np.concatenate(coords) if offsets[-1] else np.zeros((0, 3), np.float32)
     del coords
     faces = _lookup(keys, offsets, corner_keys, corner_axis, workers)
+    if (on_voxel >= 0).any():
+        verts, faces = _collapse_on_voxel(verts, faces, on_voxel)
     if progress:
         progress(1.0)
     if scale is not None and len(verts):
         verts = _rescale_vertices(verts, scale)
     return verts, faces
+
+
+def _collapse_on_voxel(verts, faces, on_voxel):
+    """Merge the vertices that sit on the same exact-level voxel into one and
+    drop the triangles that collapse (zero area): an edge collapse, so the
+    mesh stays closed and manifold."""
+    idx = np.flatnonzero(on_voxel >= 0)
+    _, first, inverse = np.unique(on_voxel[idx], return_index=True, return_inverse=True)
+    remap = np.arange(len(verts))
+    remap[idx] = idx[first][inverse]
+    faces = remap[faces]
+    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
+    faces = faces[keep]
+    used = np.zeros(len(verts), bool)
+    used[faces.ravel()] = True
+    new = np.cumsum(used) - 1
+    return verts[used], new[faces]
 
 
 def _lookup(keys, offsets, corner_keys, corner_axis, workers):
@@ -173,7 +191,7 @@ def _slab(volume, level, z0, z1, last):
     inside = _inside(volume, z0, z1 + 1, level)  # planes z0..z1
     n = z1 - z0
     flat_planes = n + 1 if last else n  # planes whose x/y edges this slab owns
-    keys, coords = [], []
+    keys, coords, corners = [], [], []
     for axis in range(3):
         if axis == 0:
             cross = np.not_equal(inside[:n], inside[1:n + 1])
@@ -189,12 +207,21 @@ def _slab(volume, level, z0, z1, last):
         nb = [zz, yy, xx]
         nb[axis] = nb[axis] + 1
         v1 = volume[nb[0], nb[1], nb[2]].astype(np.float64)
-        t = np.clip((level - v0) / (v1 - v0), _T_EPS, 1 - _T_EPS)
+        t = (level - v0) / (v1 - v0)
         pos = np.empty((len(zz), 3), np.float32)
         pos[:, 0], pos[:, 1], pos[:, 2] = zz, yy, xx
         pos[:, axis] += t
-        keys.append((zz * yn + yy) * xn + xx)
+        key = (zz * yn + yy) * xn + xx
+        # a voxel exactly at the level: the vertex sits on it; remember which
+        on_voxel = np.full(len(key), -1, np.int64)
+        at0, at1 = v0 == level, v1 == level
+        if at0.any() or at1.any():
+            step = (yn * xn, xn, 1)[axis]
+            on_voxel[at0] = key[at0]
+            on_voxel[at1] = key[at1] + step
+        keys.append(key)
         coords.append(pos)
+        corners.append(on_voxel)
     # cell configurations: corner i = (dz, dy, dx) has bit i = 4 dz + 2 dy + dx
     u = inside.view(np.uint8)
     pair = u[:, :, 1:] << 1  # bit 1: dx = 1
@@ -219,7 +246,7 @@ def _slab(volume, level, z0, z1, last):
     local = TRI_TABLE[cfg[cell], slot]  # (T, 3) local edge ids
     cell_key = (cz[cell] * yn + cy[cell]) * xn + cx[cell]
     corner_keys = cell_key[:, None] + EDGE_KEY_OFFSET(yn, xn)[local]
-    return keys, coords, corner_keys, EDGE_AXIS[local]
+    return keys, coords, corner_keys, EDGE_AXIS[local], corners
 
 
 def EDGE_KEY_OFFSET(yn, xn):  # noqa: N802 - a small table, named like one

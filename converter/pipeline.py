@@ -392,7 +392,6 @@ def _shape_mesh(verts_idx, faces, vol, opts, on_progress):
     verts = vol.index_to_patient(verts_idx)
     if vol.handedness() < 0:
         faces = faces[:, [0, 2, 1]]  # keep outward normals; vertices are never mirrored
-    verts, faces = meshops.drop_degenerate(verts, faces)
     if len(faces) and meshops.signed_volume(verts, faces) < 0:
         # should not happen; say so rather than write an inside-out mesh
         faces = faces[:, [0, 2, 1]]

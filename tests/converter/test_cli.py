@@ -160,18 +160,27 @@ def test_single_slice(series, tmp_path):
                           "single slice|one slice|only 1 slice")
 
 
-def test_codec_missing(tmp_path):
-    """A transfer syntax no installed decoder handles (JPEG XL) names the syntax."""
-    d = tmp_path / "jxl"
+@pytest.mark.parametrize("syntax,pattern", [
+    ("1.2.840.10008.1.2.4.100", "MPEG2"),  # known to pydicom, no decoder for it
+    ("1.2.840.10008.1.2.4.110", r"1\.2\.840\.10008\.1\.2\.4\.110"),  # JPEG XL: unknown to pydicom
+])
+def test_codec_missing(tmp_path, syntax, pattern):
+    """A transfer syntax no installed decoder handles: exit 4 naming the syntax."""
+    d = tmp_path / "codec"
     paths = G.write_phantom_series(d, G.sphere(), G.make_geometry(size=(4, 16, 16)))
+    mpeg2 = "1.2.840.10008.1.2.4.100"
     for path in paths:
         ds = pydicom.dcmread(path)
-        ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.110"  # JPEG XL Lossless
+        ds.file_meta.TransferSyntaxUID = mpeg2
         ds.PixelData = encapsulate([b"\xff\x0a" + b"\0" * 64])
         ds["PixelData"].VR = "OB"
         ds.save_as(path, enforce_file_format=True)
-    assert_one_line_error(run("convert", d, "-o", tmp_path / "o.stl"), 4,
-                          r"JPEG XL|1\.2\.840\.10008\.1\.2\.4\.110|codec|decoder")
+        raw = path.read_bytes()
+        assert raw.count(mpeg2.encode()) == 1 and len(syntax) == len(mpeg2)
+        path.write_bytes(raw.replace(mpeg2.encode(), syntax.encode()))
+    proc = run("convert", d, "-o", tmp_path / "o.stl")
+    assert_one_line_error(proc, 4, "no decoder")
+    assert_one_line_error(proc, 4, pattern)
 
 
 def test_truncated_pixel_data(series, tmp_path):
