@@ -45,8 +45,8 @@ class UsageError(ConverterError):
 class NoUsableSeries(ConverterError):
     """The input was read but holds nothing that can be converted.
 
-    Codes: ``empty_input``, ``no_dicom``, ``only_non_image``, ``single_slice``,
-    ``series_not_found``, ``inconsistent_series``, ``no_surface``.
+    Codes: ``empty_input``, ``no_dicom``, ``only_non_image``, ``no_geometry``,
+    ``single_slice``, ``series_not_found``, ``no_surface``.
     """
 
     code = "no_usable_series"

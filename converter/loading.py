@@ -62,8 +62,8 @@ def decode(source, frame=None):
             raise UnreadableInput(
                 f"no decoder is installed for {transfer_syntax_name(ts)}", code="codec_missing"
             ) from None
-        raise UnreadableInput("the pixel data cannot be decoded (corrupt or truncated)",
-                              code="corrupt_pixel_data") from None
+        raise UnreadableInput("the pixel data cannot be decoded (corrupt, truncated or an "
+                              "unsupported variant)", code="corrupt_pixel_data") from None
     except Exception:  # noqa: BLE001 - decoders raise many types on damaged data
         raise UnreadableInput("the pixel data cannot be decoded (corrupt or truncated)",
                               code="corrupt_pixel_data") from None
@@ -72,9 +72,12 @@ def decode(source, frame=None):
 
 
 def _is_missing_codec(exc) -> bool:
+    """True when no decoder could even try; False when decoders tried and failed."""
     text = str(exc).lower()
+    if "exceptions were raised by all available plugins" in text:
+        return False
     return isinstance(exc, (NotImplementedError, ImportError)) or "missing" in text \
-        or "no pixel data decoders" in text or "plugins" in text
+        or "no pixel data decoders" in text or "unavailable" in text
 
 
 def _decode_plain(item_source, frame):

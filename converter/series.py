@@ -227,6 +227,12 @@ def scan(inputs, *, progress=None) -> Listing:
         raise NoUsableSeries("the input is empty: no files found", code="empty_input")
     if dicom_files == 0:
         raise NoUsableSeries(f"no DICOM files found among {files} files", code="no_dicom")
+    if not groups and skipped.get("no geometry"):
+        raise NoUsableSeries(
+            f"{skipped['no geometry']} images carry no patient position and orientation, so "
+            "they cannot be placed in millimetres; nothing to convert",
+            code="no_geometry",
+        )
     if not groups:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(skipped.items()))
         raise NoUsableSeries(

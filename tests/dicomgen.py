@@ -333,6 +333,61 @@ def _strip_preamble(path: Path) -> None:
     assert raw[128:132] != b"DICM"
 
 
+def write_enhanced(path, volume, geometry: Geometry, *, transfer_syntax=ExplicitVRLittleEndian,
+                   rescale=(1.0, -1024.0), seed=0, patient_name="ANON^PHANTOM") -> Path:
+    """Write ``volume`` as one Enhanced CT object with per-frame functional groups.
+
+    Frames are stored in shuffled order (their positions say where they go);
+    orientation, pixel spacing and rescale sit in the shared groups.
+    """
+    from pydicom.dataset import Dataset  # noqa: PLC0415
+    from pydicom.sequence import Sequence  # noqa: PLC0415
+
+    path = Path(path)
+    n, rows, cols = volume.shape
+    slope, intercept = rescale
+    stored = np.rint((np.asarray(volume, np.float64) - intercept) / slope).astype(np.uint16)
+    order = list(range(n))
+    random.Random(seed).shuffle(order)
+    sop_class = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop_class
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+    ds.FrameOfReferenceUID = generate_uid()
+    ds.PatientName, ds.PatientID, ds.Modality, ds.SeriesNumber = patient_name, "PH", "CT", 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL", "NONE"]
+    ds.NumberOfFrames = n
+    ds.Rows, ds.Columns = rows, cols
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    shared = Dataset()
+    po, pm, pv = Dataset(), Dataset(), Dataset()
+    po.ImageOrientationPatient = [f"{v:.8f}" for v in (*geometry.row_dir, *geometry.col_dir)]
+    pm.PixelSpacing = [f"{geometry.spacing[0]:.6f}", f"{geometry.spacing[1]:.6f}"]
+    pm.SliceThickness = "1.0"
+    pv.RescaleSlope, pv.RescaleIntercept, pv.RescaleType = f"{slope:g}", f"{intercept:g}", "HU"
+    shared.PlaneOrientationSequence = Sequence([po])
+    shared.PixelMeasuresSequence = Sequence([pm])
+    shared.PixelValueTransformationSequence = Sequence([pv])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for k in order:
+        fg, pp = Dataset(), Dataset()
+        pp.ImagePositionPatient = [f"{v:.6f}" for v in geometry.positions[k]]
+        fg.PlanePositionSequence = Sequence([pp])
+        frames.append(fg)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.PixelData = stored[order].tobytes()
+    if transfer_syntax != ExplicitVRLittleEndian:
+        ds.compress(transfer_syntax)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
 # --------------------------------------------------------------------------- conveniences
 
 
