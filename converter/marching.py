@@ -23,10 +23,20 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._mc_tables import EDGE_AXIS, EDGE_BASE, TRI_COUNT, TRI_TABLE
+from ._mc_tables import (
+    AMBIGUOUS,
+    CENTRE_LOOP,
+    EDGE_AXIS,
+    EDGE_BASE,
+    FACE_CORNERS,
+    TRI_COUNT,
+    TRI_TABLE,
+)
 
 #: voxels per slab (bounds temporaries to a few tens of MB)
 SLAB_VOXELS = 4_000_000
+#: how far (in voxels) a vertex stays from a voxel whose value is the level
+_T_EPS = 5e-5
 
 
 def _check(volume, level, step, workers):
@@ -112,40 +122,24 @@ def marching_cubes(volume, level, *, step=1, workers=1, progress=None):
                 done[0] += 1
                 if progress:
                     progress(0.9 * done[0] / len(slabs))
-    keys = [np.concatenate([p[0][axis] for p in parts]) for axis in range(3)]
+    keys = [np.concatenate([p[0][axis] for p in parts]) for axis in range(4)]
     coords = [np.concatenate([p[1][axis] for p in parts]) for axis in range(3)]
+    centre_loops = np.concatenate([p[1][3] for p in parts])
     corner_keys = np.concatenate([p[2] for p in parts])
     corner_axis = np.concatenate([p[3] for p in parts])
-    on_voxel = np.concatenate([np.concatenate([p[4][axis] for p in parts]) for axis in range(3)])
     del parts
     offsets = np.cumsum([0] + [len(k) for k in keys])
+    coords.append(np.zeros((len(keys[3]), 3), np.float32))
     verts = np.concatenate(coords) if offsets[-1] else np.zeros((0, 3), np.float32)
     del coords
     faces = _lookup(keys, offsets, corner_keys, corner_axis, workers)
-    if (on_voxel >= 0).any():
-        verts, faces = _collapse_on_voxel(verts, faces, on_voxel)
+    if len(keys[3]):
+        verts[offsets[3]:] = _place_centres(volume, level, keys, offsets, verts, centre_loops)
     if progress:
         progress(1.0)
     if scale is not None and len(verts):
         verts = _rescale_vertices(verts, scale)
     return verts, faces
-
-
-def _collapse_on_voxel(verts, faces, on_voxel):
-    """Merge the vertices that sit on the same exact-level voxel into one and
-    drop the triangles that collapse (zero area): an edge collapse, so the
-    mesh stays closed and manifold."""
-    idx = np.flatnonzero(on_voxel >= 0)
-    _, first, inverse = np.unique(on_voxel[idx], return_index=True, return_inverse=True)
-    remap = np.arange(len(verts))
-    remap[idx] = idx[first][inverse]
-    faces = remap[faces]
-    keep = (faces[:, 0] != faces[:, 1]) & (faces[:, 1] != faces[:, 2]) & (faces[:, 0] != faces[:, 2])
-    faces = faces[keep]
-    used = np.zeros(len(verts), bool)
-    used[faces.ravel()] = True
-    new = np.cumsum(used) - 1
-    return verts[used], new[faces]
 
 
 def _lookup(keys, offsets, corner_keys, corner_axis, workers):
@@ -158,12 +152,52 @@ def _lookup(keys, offsets, corner_keys, corner_axis, workers):
         flat_out[sel] = offsets[a] + np.searchsorted(keys[a], flat_keys[sel])
 
     if workers == 1:
-        for a in range(3):
+        for a in range(4):
             per_axis(a)
     else:
-        with ThreadPoolExecutor(max_workers=min(workers, 3)) as pool:
-            list(pool.map(per_axis, range(3)))
+        with ThreadPoolExecutor(max_workers=min(workers, 4)) as pool:
+            list(pool.map(per_axis, range(4)))
     return faces
+
+
+def _place_centres(volume, level, keys, offsets, verts, loops):
+    """Put each cell's extra vertex on the isosurface: start at the mean of
+    its loop's vertices, then Newton steps on the cell's trilinear field."""
+    zn, yn, xn = volume.shape
+    cell = keys[3]
+    cz, rest = np.divmod(cell, yn * xn)
+    cy, cx = np.divmod(rest, xn)
+    total = np.zeros((len(cell), 3))
+    count = np.zeros(len(cell))
+    offset = EDGE_KEY_OFFSET(yn, xn)
+    for k in range(12):
+        sel = np.flatnonzero((loops >> k) & 1)
+        if not len(sel):
+            continue
+        a = EDGE_AXIS[k]
+        ids = offsets[a] + np.searchsorted(keys[a], cell[sel] + offset[k])
+        total[sel] += verts[ids]
+        count[sel] += 1
+    p = total / count[:, None] - np.stack([cz, cy, cx], axis=1)  # local, in [0, 1]^3
+    c = np.empty((len(cell), 8))
+    for i in range(8):
+        c[:, i] = volume[cz + (i >> 2 & 1), cy + (i >> 1 & 1), cx + (i & 1)]
+    c = c.reshape(-1, 2, 2, 2)
+    for _ in range(8):
+        u, v, w = p[:, 0], p[:, 1], p[:, 2]
+        along_w = c[..., 0] * (1 - w)[:, None, None] + c[..., 1] * w[:, None, None]
+        along_v = along_w[..., 0] * (1 - v)[:, None] + along_w[..., 1] * v[:, None]
+        f = along_v[:, 0] * (1 - u) + along_v[:, 1] * u - level
+        gu = along_v[:, 1] - along_v[:, 0]
+        gv = (along_w[:, 0, 1] - along_w[:, 0, 0]) * (1 - u) + (along_w[:, 1, 1] - along_w[:, 1, 0]) * u
+        dw = c[..., 1] - c[..., 0]
+        gw = ((dw[:, 0, 0] * (1 - v) + dw[:, 0, 1] * v) * (1 - u)
+              + (dw[:, 1, 0] * (1 - v) + dw[:, 1, 1] * v) * u)
+        g = np.stack([gu, gv, gw], axis=1)
+        norm2 = (g * g).sum(axis=1)
+        step = np.where(norm2 > 1e-30, f / np.maximum(norm2, 1e-30), 0.0)
+        p = np.clip(p - step[:, None] * g, 0.0, 1.0)
+    return (p + np.stack([cz, cy, cx], axis=1)).astype(np.float32)
 
 
 def _rescale_vertices(verts, scale):
@@ -191,7 +225,7 @@ def _slab(volume, level, z0, z1, last):
     inside = _inside(volume, z0, z1 + 1, level)  # planes z0..z1
     n = z1 - z0
     flat_planes = n + 1 if last else n  # planes whose x/y edges this slab owns
-    keys, coords, corners = [], [], []
+    keys, coords = [], []
     for axis in range(3):
         if axis == 0:
             cross = np.not_equal(inside[:n], inside[1:n + 1])
@@ -207,21 +241,14 @@ def _slab(volume, level, z0, z1, last):
         nb = [zz, yy, xx]
         nb[axis] = nb[axis] + 1
         v1 = volume[nb[0], nb[1], nb[2]].astype(np.float64)
-        t = (level - v0) / (v1 - v0)
+        # a voxel exactly at the level keeps its vertex a hair off the voxel,
+        # so triangles never collapse (and stay distinct in float32)
+        t = np.clip((level - v0) / (v1 - v0), _T_EPS, 1 - _T_EPS)
         pos = np.empty((len(zz), 3), np.float32)
         pos[:, 0], pos[:, 1], pos[:, 2] = zz, yy, xx
         pos[:, axis] += t
-        key = (zz * yn + yy) * xn + xx
-        # a voxel exactly at the level: the vertex sits on it; remember which
-        on_voxel = np.full(len(key), -1, np.int64)
-        at0, at1 = v0 == level, v1 == level
-        if at0.any() or at1.any():
-            step = (yn * xn, xn, 1)[axis]
-            on_voxel[at0] = key[at0]
-            on_voxel[at1] = key[at1] + step
-        keys.append(key)
+        keys.append((zz * yn + yy) * xn + xx)
         coords.append(pos)
-        corners.append(on_voxel)
     # cell configurations: corner i = (dz, dy, dx) has bit i = 4 dz + 2 dy + dx
     u = inside.view(np.uint8)
     pair = u[:, :, 1:] << 1  # bit 1: dx = 1
@@ -240,13 +267,40 @@ def _slab(volume, level, z0, z1, last):
     cfg = config.ravel()[flat]
     del config, flat
     cz += z0
-    counts = TRI_COUNT[cfg]
+    joined = _face_decisions(volume, level, cz, cy, cx, cfg)
+    counts = TRI_COUNT[cfg, joined]
     cell = np.repeat(np.arange(len(cfg)), counts)
     slot = np.arange(len(cell)) - np.repeat(np.cumsum(counts) - counts, counts)
-    local = TRI_TABLE[cfg[cell], slot]  # (T, 3) local edge ids
+    local = TRI_TABLE[cfg[cell], joined[cell], slot]  # (T, 3) local edge ids
     cell_key = (cz[cell] * yn + cy[cell]) * xn + cx[cell]
     corner_keys = cell_key[:, None] + EDGE_KEY_OFFSET(yn, xn)[local]
-    return keys, coords, corner_keys, EDGE_AXIS[local], corners
+    loops = CENTRE_LOOP[cfg, joined]
+    centred = np.flatnonzero(loops)
+    keys.append((cz[centred] * yn + cy[centred]) * xn + cx[centred])  # "axis 3": cell centres
+    coords.append(loops[centred])  # placed later, among these edges' vertices
+    return keys, coords, corner_keys, EDGE_AXIS[local]
+
+
+def _face_decisions(volume, level, cz, cy, cx, cfg):
+    """Asymptotic decider: for cells with ambiguous faces, bit f set when the
+    bilinear saddle of face f lies inside (its inside corners are joined)."""
+    joined = np.zeros(len(cfg), np.int64)
+    amb = AMBIGUOUS[cfg]
+    sel = np.flatnonzero(amb)
+    if not len(sel):
+        return joined
+    corners = np.empty((len(sel), 8), np.float64)
+    for i in range(8):
+        corners[:, i] = volume[cz[sel] + (i >> 2 & 1), cy[sel] + (i >> 1 & 1), cx[sel] + (i & 1)]
+    bits = np.zeros(len(sel), np.int64)
+    for f in range(6):
+        a, b, c, d = (corners[:, k] for k in FACE_CORNERS[f])
+        denom = a + c - b - d
+        with np.errstate(divide="ignore", invalid="ignore"):
+            saddle = (a * c - b * d) / denom
+        bits |= (((amb[sel] >> f) & 1).astype(bool) & (saddle > level)).astype(np.int64) << f
+    joined[sel] = bits
+    return joined
 
 
 def EDGE_KEY_OFFSET(yn, xn):  # noqa: N802 - a small table, named like one

@@ -1,0 +1,182 @@
+"""The vectorized marching cubes against scikit-image, the reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.ndimage import gaussian_filter
+from skimage.measure import marching_cubes as sk_marching_cubes
+
+from converter import mesh as M
+from converter.marching import marching_cubes
+
+
+def trilinear(volume, points):
+    """Trilinear interpolation of ``volume`` at fractional index ``points``."""
+    p = np.asarray(points, np.float64)
+    i0 = np.clip(np.floor(p).astype(int), 0, np.array(volume.shape) - 2)
+    t = p - i0
+    out = np.zeros(len(p))
+    for dz in (0, 1):
+        for dy in (0, 1):
+            for dx in (0, 1):
+                w = (t[:, 0] if dz else 1 - t[:, 0]) * (t[:, 1] if dy else 1 - t[:, 1]) \
+                    * (t[:, 2] if dx else 1 - t[:, 2])
+                out += w * volume[i0[:, 0] + dz, i0[:, 1] + dy, i0[:, 2] + dx]
+    return out
+
+
+def check_against_skimage(volume, level, rel_volume=0.005):
+    verts, faces = marching_cubes(volume, level)
+    sv, sf, _, _ = sk_marching_cubes(volume.astype(np.float64), level, allow_degenerate=False)
+    v = verts.astype(np.float64)
+    # every vertex on the isosurface (vertices lie on grid edges: trilinear = linear there)
+    value = trilinear(volume.astype(np.float64), v)
+    span = float(np.ptp(volume)) or 1.0
+    assert np.abs(value - level).max() <= 1e-4 * span
+    ours = M.signed_volume(v, faces)
+    theirs = abs(M.signed_volume(sv, sf))  # skimage winds the other way round
+    assert ours > 0
+    assert ours == pytest.approx(theirs, rel=rel_volume, abs=1e-9)
+    topo, sk_topo = M.topology(v, faces), M.topology(sv, sf)
+    if sk_topo.watertight:
+        assert topo.watertight
+    assert topo.manifold
+    # no degenerate triangles
+    tri = v[faces]
+    area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    assert area2.min() > 0
+    return verts, faces
+
+
+@pytest.mark.parametrize("config", range(1, 255))
+def test_every_cube_configuration(config):
+    cube = np.array([(config >> i) & 1 for i in range(8)], np.float64).reshape(2, 2, 2)
+    volume = np.pad(cube * 2.0 + 0.25, 1, constant_values=0.0)  # inside 2.25, outside 0.25 / 0
+    verts, faces = check_against_skimage(volume, 1.0, rel_volume=0.06)
+    topo = M.topology(verts.astype(np.float64), faces)
+    assert topo.watertight and topo.manifold
+
+
+def test_empty_and_full_configurations():
+    for value in (0.0, 2.0):
+        verts, faces = marching_cubes(np.full((4, 4, 4), value), 1.0)
+        assert len(verts) == 0 and len(faces) == 0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_smooth_fields(seed):
+    rng = np.random.default_rng(seed)
+    field = gaussian_filter(rng.normal(size=(28, 30, 32)), 2.0)
+    field = np.pad(field, 1, constant_values=field.min() - 1)
+    check_against_skimage(field, float(np.percentile(field, 65)))
+
+
+def test_random_rough_field_stays_closed():
+    rng = np.random.default_rng(7)
+    field = np.pad(rng.normal(size=(16, 17, 18)), 1, constant_values=-10.0)
+    verts, faces = marching_cubes(field, 0.0)
+    topo = M.topology(verts.astype(np.float64), faces)
+    assert topo.watertight and topo.manifold
+
+
+def test_sphere_box_and_l_shape():
+    z, y, x = np.mgrid[:40, :42, :44].astype(np.float64)
+    sphere = 15 - np.sqrt((z - 20) ** 2 + (y - 21) ** 2 + (x - 21.5) ** 2)
+    check_against_skimage(sphere, 0.0)
+    box = np.zeros((30, 30, 30))
+    box[5:20, 8:25, 3:27] = 10
+    check_against_skimage(box, 5.0)
+    ell = np.zeros((30, 30, 30))
+    ell[4:24, 4:10, 4:12] = 10
+    ell[4:10, 4:26, 4:12] = 10
+    verts, faces = check_against_skimage(ell, 5.0)
+    assert M.topology(verts.astype(np.float64), faces).components == 1
+
+
+def test_integer_volume_with_values_exactly_at_the_level():
+    rng = np.random.default_rng(3)
+    vol = rng.integers(-2, 3, size=(20, 21, 22)).astype(np.int16)
+    vol = np.pad(vol, 1, constant_values=-5)
+    verts, faces = marching_cubes(vol, 0)  # many voxels are exactly 0
+    v = verts.astype(np.float64)
+    topo = M.topology(v, faces)
+    assert topo.watertight and topo.manifold
+    tri = v[faces]
+    area2 = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    assert area2.min() > 0
+    # on the isosurface within 1e-4 voxel (value error over the steepest edge)
+    assert np.abs(trilinear(vol.astype(np.float64), v)).max() <= 1e-4 * np.ptp(vol)
+    # distinct even as float32 patient coordinates far from the origin
+    tri32 = (v * 0.7 + 250.0).astype(np.float32)[faces]
+    assert not np.any((tri32[:, 0] == tri32[:, 1]).all(1) | (tri32[:, 1] == tri32[:, 2]).all(1)
+                      | (tri32[:, 0] == tri32[:, 2]).all(1))
+
+
+def canonical(verts, faces):
+    """The mesh as a set of triangles of rounded coordinates (vertex order free)."""
+    tri = np.round(verts[faces].astype(np.float64), 5)
+    rolled = [np.roll(tri, -k, axis=1) for k in range(3)]
+    keys = np.stack([r.reshape(len(tri), -1) for r in rolled])  # 3 rotations, same winding
+    best = np.array([min(map(tuple, keys[:, i])) for i in range(len(tri))])
+    return sorted(map(tuple, best))
+
+
+def test_slab_parallel_path_gives_the_same_mesh(monkeypatch):
+    import converter.marching as mc
+
+    rng = np.random.default_rng(5)
+    field = gaussian_filter(rng.normal(size=(40, 36, 34)), 1.5)
+    field = np.pad(field, 1, constant_values=-5.0)
+    monkeypatch.setattr(mc, "SLAB_VOXELS", 36 * 38 * 3)  # force many slabs
+    single = marching_cubes(field, 0.05, workers=1)
+    double = marching_cubes(field, 0.05, workers=2)
+    monkeypatch.setattr(mc, "SLAB_VOXELS", 10**9)  # one slab
+    whole = marching_cubes(field, 0.05, workers=1)
+    assert canonical(*single) == canonical(*double) == canonical(*whole)
+    np.testing.assert_array_equal(single[1], double[1])
+
+
+def test_step_gives_full_resolution_units():
+    z, y, x = np.mgrid[:41, :41, :41].astype(np.float64)
+    sphere = np.pad(15 - np.sqrt((z - 20) ** 2 + (y - 20) ** 2 + (x - 20) ** 2), 1,
+                    constant_values=-20)
+    full = marching_cubes(sphere, 0.0)
+    coarse = marching_cubes(sphere, 0.0, step=2)
+    assert len(coarse[1]) < len(full[1]) / 3
+    vol_full = M.signed_volume(full[0].astype(float), full[1])
+    vol_coarse = M.signed_volume(coarse[0].astype(float), coarse[1])
+    assert vol_coarse == pytest.approx(vol_full, rel=0.03)
+    np.testing.assert_allclose(coarse[0].mean(axis=0), full[0].mean(axis=0), atol=0.3)
+    assert M.topology(coarse[0].astype(float), coarse[1]).watertight
+
+
+def test_progress_reaches_one():
+    seen = []
+    z, y, x = np.mgrid[:20, :20, :20]
+    marching_cubes((z + y + x).astype(np.int16), 30, progress=seen.append)
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+
+
+@pytest.mark.parametrize("args,kwargs,error,match", [
+    ((np.zeros((4, 4)), 0.5), {}, ValueError, "3-D"),
+    ((np.zeros((4, 4, 4)), float("nan")), {}, ValueError, "finite"),
+    ((np.zeros((4, 4, 4)), 0.5), {"step": 0}, ValueError, "step"),
+    ((np.zeros((4, 4, 4)), 0.5), {"workers": 0}, ValueError, "workers"),
+    ((np.zeros((4, 4, 4), bool), 0.5), {}, TypeError, "integers or floats"),
+    (([[[0.0]]], 0.5), {}, TypeError, "numpy array"),
+])
+def test_arguments_are_checked(args, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        marching_cubes(*args, **kwargs)
+
+
+def test_stored_table_is_the_derived_table():
+    from converter import _mc_tables as T
+
+    table, count, centre = T._build()
+    np.testing.assert_array_equal(T.TRI_TABLE, table)
+    np.testing.assert_array_equal(T.TRI_COUNT, count)
+    np.testing.assert_array_equal(T.CENTRE_LOOP, centre)
+    # every configuration and decision closes: each crossed edge used by its loops
+    assert count.max() <= table.shape[2]
