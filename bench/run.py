@@ -130,7 +130,7 @@ def run_size(n, series, volume_npy, runs):
     if (BIN / "dicom2stl").exists():
         rows.append(measure("dicom2stl 0.5.0 (full resolution, no smoothing/decimation)",
                             [str(BIN / "dicom2stl"), "-i", "300", "--disable", "shrink",
-                             "--disable", "smooth", "--reduce", "0.0", "--clean-small", "0.0",
+                             "--smooth", "0", "--reduce", "0.0", "--clean-small", "0.0",
                              "-o", str(out), str(series)], runs))
         rows[-1]["triangles"] = count_triangles(out)
     else:

@@ -103,9 +103,9 @@ def topology(verts, faces) -> Topology:
     n = len(verts)
     if not len(faces):
         return Topology(False, False, 0, 0, 0)
-    _, counts = np.unique(_edge_keys(faces, n, directed=False), return_counts=True)
-    directed = _edge_keys(faces, n, directed=True)
-    oriented = np.unique(directed).size == directed.size
+    counts = _run_lengths(np.sort(_edge_keys(faces, n, directed=False)))
+    directed = np.sort(_edge_keys(faces, n, directed=True))
+    oriented = not np.any(directed[1:] == directed[:-1])
     boundary = int((counts == 1).sum())
     nonmanifold = int((counts > 2).sum())
     comps, _ = components(faces, n)
@@ -116,6 +116,39 @@ def topology(verts, faces) -> Topology:
         nonmanifold_edges=nonmanifold,
         components=comps,
     )
+
+
+def _run_lengths(sorted_keys):
+    """Lengths of the runs of equal values in a sorted array (sort-based:
+    much faster than ``np.unique(..., return_counts=True)`` on millions)."""
+    if not len(sorted_keys):
+        return np.zeros(0, np.int64)
+    starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+    return np.diff(np.append(starts, len(sorted_keys)))
+
+
+@dataclass
+class Measures:
+    area: float
+    volume: float
+    centroid: np.ndarray
+
+
+def measures(verts, faces) -> Measures:
+    """Area, enclosed volume and volume centroid in one pass over the triangles."""
+    verts, faces = _check_mesh(verts, faces)
+    if not len(faces):
+        return Measures(0.0, 0.0, np.zeros(3))
+    origin = verts.mean(axis=0)
+    tri = verts.astype(np.float64)[faces] - origin
+    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+    area_ = float(np.sqrt(np.einsum("ij,ij->i", cross, cross)).sum() / 2)
+    # det(v0, v1, v2) = v0 . (v1 x v2) = v0 . ((v1 - v0) x (v2 - v0))
+    vol6 = np.einsum("ij,ij->i", tri[:, 0], cross)
+    total = vol6.sum()
+    centroid = origin + (vol6[:, None] * tri.sum(axis=1)).sum(axis=0) / (4.0 * total) \
+        if total else origin
+    return Measures(area_, float(total / 6.0), centroid)
 
 
 def components(faces, n_verts: int) -> tuple[int, np.ndarray]:

@@ -423,6 +423,7 @@ def _shape_mesh(verts_idx, faces, vol, opts, on_progress):
 def _report(listing, info, vol, opts, surface, verts, faces, size, notes, timings):
     level, level_source, inverted = surface
     topo = meshops.topology(verts, faces)
+    measured = meshops.measures(verts, faces)
     available = [s.safe_dict() for s in listing.series]
     if opts.series is None:
         why = ("the only series" if len(available) == 1
@@ -442,9 +443,9 @@ def _report(listing, info, vol, opts, surface, verts, faces, size, notes, timing
         "warnings": list(listing.warnings) + list(vol.warnings) + notes,
         "triangles": int(len(faces)),
         "vertices": int(len(verts)),
-        "area_mm2": round(meshops.area(verts, faces), 3),
-        "volume_mm3": round(meshops.signed_volume(verts, faces), 3),
-        "centroid_mm": meshops.volume_centroid(verts, faces).round(3).tolist() if len(faces) else None,
+        "area_mm2": round(measured.area, 3),
+        "volume_mm3": round(measured.volume, 3),
+        "centroid_mm": measured.centroid.round(3).tolist() if len(faces) else None,
         "bbox_mm": bbox,
         "watertight": topo.watertight,
         "manifold": topo.manifold,

@@ -140,3 +140,12 @@ def test_bad_shapes_are_refused():
         M.signed_volume(np.zeros((3, 2)), np.zeros((1, 3), int))
     with pytest.raises(ValueError, match="do not exist"):
         M.area(np.zeros((3, 3)), np.array([[0, 1, 5]]))
+
+
+def test_one_pass_measures_agree_with_the_separate_ones():
+    v, f = icosphere(radius=4.0, subdivisions=3, center=(3, -1, 7))
+    m = M.measures(v, f)
+    assert m.area == pytest.approx(M.area(v, f))
+    assert m.volume == pytest.approx(M.signed_volume(v, f))
+    np.testing.assert_allclose(m.centroid, M.volume_centroid(v, f), atol=1e-9)
+    np.testing.assert_allclose(m.centroid, [3, -1, 7], atol=1e-9)
