@@ -174,7 +174,7 @@ def table(rows, reference_names):
 
 
 def write_results(sections, args):
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     doc = [f"# ephemesh benchmark — {now}", "",
            f"Machine: {machine()}.", "",
            f"Command: `.venv/bin/python bench/run.py --runs {args.runs} --slices "
