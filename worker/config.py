@@ -1,0 +1,101 @@
+"""Configuration from the environment, checked at the door.
+
+=============================  ==============================================
+``EPHEMESH_DATA_DIR``          where the SQLite file, the store directory and
+                               the private Redis socket live
+                               (default ``$XDG_STATE_HOME/ephemesh``, else
+                               ``~/.local/state/ephemesh``)
+``EPHEMESH_REDIS_URL``         Redis to use; unset: a private redis-server on
+                               a unix socket under the data directory
+``EPHEMESH_DATABASE_URL``      SQLAlchemy URL; default SQLite in the data dir
+``EPHEMESH_STORE``             a directory path (tmpfs such as /dev/shm is
+                               advised) or ``redis``; default ``DATA_DIR/store``
+``EPHEMESH_RETENTION_SECONDS`` at most 3600 (the promise); default 3600
+``EPHEMESH_ACCESS_LOG_DAYS``   at most 30; default 30
+=============================  ==============================================
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_RETENTION_SECONDS = 3600
+MAX_ACCESS_LOG_DAYS = 30
+QUEUE = "ephemesh"
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names it and what is allowed."""
+
+
+def _int_setting(env, name, default, lo, hi):
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number from {lo} to {hi}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name} must be a whole number from {lo} to {hi}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    redis_url: str | None
+    database_url: str
+    store: str  # a directory path, or "redis"
+    retention_seconds: int
+    access_log_days: int
+    queue: str = QUEUE
+
+    @classmethod
+    def from_env(cls, environ=None) -> Settings:
+        env = os.environ if environ is None else environ
+        data_dir = env.get("EPHEMESH_DATA_DIR")
+        if not data_dir:
+            state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+            data_dir = str(Path(state) / "ephemesh")
+        data_dir = Path(data_dir).absolute()
+        store = env.get("EPHEMESH_STORE") or str(data_dir / "store")
+        if store != "redis":
+            store = str(Path(store).absolute())
+        return cls(
+            data_dir=data_dir,
+            redis_url=env.get("EPHEMESH_REDIS_URL") or None,
+            database_url=env.get("EPHEMESH_DATABASE_URL") or f"sqlite:///{data_dir / 'ephemesh.db'}",
+            store=store,
+            retention_seconds=_int_setting(env, "EPHEMESH_RETENTION_SECONDS",
+                                           MAX_RETENTION_SECONDS, 1, MAX_RETENTION_SECONDS),
+            access_log_days=_int_setting(env, "EPHEMESH_ACCESS_LOG_DAYS",
+                                         MAX_ACCESS_LOG_DAYS, 1, MAX_ACCESS_LOG_DAYS),
+        )
+
+    @property
+    def redis_socket(self) -> Path:
+        return self.data_dir / "redis.sock"
+
+    @property
+    def effective_redis_url(self) -> str:
+        """The configured Redis, or the private one's unix socket."""
+        return self.redis_url or f"unix://{self.redis_socket}"
+
+    @property
+    def job_timeout(self) -> int:
+        """A conversion may run at most this long (well inside the retention)."""
+        return max(1, min(900, self.retention_seconds // 2))
+
+    def as_env(self) -> dict:
+        """The settings as environment variables (for child processes)."""
+        return {
+            "EPHEMESH_DATA_DIR": str(self.data_dir),
+            "EPHEMESH_REDIS_URL": self.effective_redis_url,
+            "EPHEMESH_DATABASE_URL": self.database_url,
+            "EPHEMESH_STORE": self.store,
+            "EPHEMESH_RETENTION_SECONDS": str(self.retention_seconds),
+            "EPHEMESH_ACCESS_LOG_DAYS": str(self.access_log_days),
+        }

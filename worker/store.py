@@ -1,0 +1,213 @@
+"""Payload bytes behind one small interface, with two backends.
+
+An object is ``(kind, object_id)`` holding a list of byte parts, a creation
+time and a deadline.  Kinds: ``input`` (an upload and its options) and
+``result`` (the STL and its report).  Writes are atomic (temporary file then
+rename; Redis MULTI), so a retried job never leaves a half object.
+
+* ``DirectoryStore``: ``ROOT/kind/object_id/`` holding ``meta.json`` and
+  ``part-N`` files.  Put ROOT on a tmpfs (``/dev/shm``) so payloads never
+  reach a disk.
+* ``RedisStore``: chunked values under ``ephemesh:store:*``; every key gets a
+  TTL at the object's deadline, so Redis forgets it even without a sweeper.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+KINDS = ("input", "result")
+_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+CHUNK = 1 << 20
+
+
+@dataclass
+class Entry:
+    kind: str
+    object_id: str
+    size: int
+    created: float
+    deadline: float
+
+
+def _check(kind, object_id):
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if not isinstance(object_id, str) or not _ID.match(object_id):
+        raise ValueError("object ids are 8-64 characters of A-Z, a-z, 0-9, _ and -")
+
+
+class DirectoryStore:
+    def __init__(self, root):
+        self.root = Path(root)
+        for kind in KINDS:
+            (self.root / kind).mkdir(parents=True, exist_ok=True)
+        os.chmod(self.root, 0o700)
+
+    def _dir(self, kind, object_id):
+        _check(kind, object_id)
+        return self.root / kind / object_id
+
+    def put(self, kind, object_id, parts, deadline, created=None) -> int:
+        target = self._dir(kind, object_id)
+        tmp = target.with_name(f".{object_id}.{os.getpid()}.{time.monotonic_ns()}")
+        tmp.mkdir()
+        size = 0
+        try:
+            for i, part in enumerate(parts):
+                (tmp / f"part-{i}").write_bytes(part)
+                size += len(part)
+            meta = {"created": created or time.time(), "deadline": float(deadline),
+                    "parts": len(parts), "size": size}
+            (tmp / "meta.json").write_text(json.dumps(meta))
+            if target.exists():
+                shutil.rmtree(target, ignore_errors=True)
+            os.replace(tmp, target)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return size
+
+    def meta(self, kind, object_id):
+        try:
+            return json.loads((self._dir(kind, object_id) / "meta.json").read_text())
+        except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+            return None
+
+    def get(self, kind, object_id):
+        meta = self.meta(kind, object_id)
+        if meta is None:
+            return None
+        folder = self._dir(kind, object_id)
+        try:
+            return [(folder / f"part-{i}").read_bytes() for i in range(meta["parts"])]
+        except FileNotFoundError:
+            return None
+
+    def delete(self, kind, object_id) -> int | None:
+        """Delete an object; return its size, or None when it was not there."""
+        folder = self._dir(kind, object_id)
+        meta = self.meta(kind, object_id)
+        gone = folder.with_name(f".del.{object_id}.{os.getpid()}.{time.monotonic_ns()}")
+        try:
+            os.replace(folder, gone)  # atomic: two sweepers cannot both claim it
+        except FileNotFoundError:
+            return None
+        shutil.rmtree(gone, ignore_errors=True)
+        return int(meta["size"]) if meta else 0
+
+    def entries(self, kind):
+        out = []
+        for folder in (self.root / kind).iterdir():
+            if folder.name.startswith("."):
+                # leftovers of an interrupted write or delete: report them as
+                # already past their deadline so the sweeper removes them
+                stat = folder.stat()
+                out.append(Entry(kind, folder.name, 0, stat.st_mtime, stat.st_mtime))
+                continue
+            meta = self.meta(kind, folder.name)
+            if meta is None:
+                stat = folder.stat()
+                out.append(Entry(kind, folder.name, 0, stat.st_mtime, stat.st_mtime))
+            else:
+                out.append(Entry(kind, folder.name, meta["size"], meta["created"], meta["deadline"]))
+        return out
+
+    def remove_leftover(self, kind, name) -> int:
+        path = self.root / kind / name
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+            return 1
+        return 0
+
+
+class RedisStore:
+    PREFIX = "ephemesh:store"
+
+    def __init__(self, connection):
+        self.redis = connection
+
+    def _key(self, kind, object_id, suffix):
+        _check(kind, object_id)
+        return f"{self.PREFIX}:{kind}:{object_id}:{suffix}"
+
+    def put(self, kind, object_id, parts, deadline, created=None) -> int:
+        ttl_ms = max(1, int((deadline - time.time()) * 1000))
+        size = sum(len(p) for p in parts)
+        pipe = self.redis.pipeline(transaction=True)
+        old = self.redis.hget(self._key(kind, object_id, "meta"), "parts")
+        for i in range(int(old or 0)):
+            pipe.delete(self._key(kind, object_id, f"part:{i}"))
+        for i, part in enumerate(parts):
+            key = self._key(kind, object_id, f"part:{i}")
+            pipe.delete(key)
+            for start in range(0, max(len(part), 1), CHUNK):
+                pipe.rpush(key, part[start:start + CHUNK])
+            pipe.pexpire(key, ttl_ms)
+        meta = self._key(kind, object_id, "meta")
+        pipe.delete(meta)
+        pipe.hset(meta, mapping={"created": created or time.time(), "deadline": float(deadline),
+                                 "parts": len(parts), "size": size})
+        pipe.pexpire(meta, ttl_ms)
+        index = f"{self.PREFIX}:index:{kind}"
+        pipe.sadd(index, object_id)
+        pipe.pexpire(index, ttl_ms, gt=True)  # the index lives as long as its newest object
+        pipe.pexpire(index, ttl_ms, nx=True)
+        pipe.execute()
+        return size
+
+    def meta(self, kind, object_id):
+        raw = self.redis.hgetall(self._key(kind, object_id, "meta"))
+        if not raw:
+            return None
+        return {k.decode(): float(v) for k, v in raw.items()}
+
+    def get(self, kind, object_id):
+        meta = self.meta(kind, object_id)
+        if meta is None:
+            return None
+        return [b"".join(self.redis.lrange(self._key(kind, object_id, f"part:{i}"), 0, -1))
+                for i in range(int(meta["parts"]))]
+
+    def delete(self, kind, object_id) -> int | None:
+        meta_key = self._key(kind, object_id, "meta")
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hgetall(meta_key)
+        pipe.delete(meta_key)
+        raw, deleted = pipe.execute()
+        self.redis.srem(f"{self.PREFIX}:index:{kind}", object_id)
+        parts = int(float(raw.get(b"parts", 0))) if raw else 0
+        keys = [self._key(kind, object_id, f"part:{i}") for i in range(max(parts, 1))]
+        keys += list(self.redis.scan_iter(match=self._key(kind, object_id, "part:*")))
+        self.redis.delete(*keys)
+        if not deleted:
+            return None
+        return int(float(raw.get(b"size", 0)))
+
+    def entries(self, kind):
+        out = []
+        for raw_id in self.redis.smembers(f"{self.PREFIX}:index:{kind}"):
+            object_id = raw_id.decode()
+            meta = self.meta(kind, object_id)
+            if meta is None:  # expired by TTL: forget the index entry
+                self.redis.srem(f"{self.PREFIX}:index:{kind}", object_id)
+                continue
+            out.append(Entry(kind, object_id, int(meta["size"]), meta["created"], meta["deadline"]))
+        return out
+
+    def remove_leftover(self, kind, name) -> int:
+        return 0
+
+
+def open_store(settings, redis_connection=None):
+    if settings.store == "redis":
+        if redis_connection is None:
+            raise ValueError("the Redis store needs a Redis connection")
+        return RedisStore(redis_connection)
+    return DirectoryStore(settings.store)
