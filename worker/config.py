@@ -12,7 +12,14 @@
                                advised) or ``redis``; default ``DATA_DIR/store``
 ``EPHEMESH_RETENTION_SECONDS`` at most 3600 (the promise); default 3600
 ``EPHEMESH_ACCESS_LOG_DAYS``   at most 30; default 30
+``EPHEMESH_SWEEP_SECONDS``     how often the sweeper runs; default 60 (tests
+                               compress the clock with a few seconds)
 =============================  ==============================================
+
+Deadlines: an upload is due for deletion at ``created + retention``, a result
+at ``finished + retention``.  The sweeper deletes anything whose deadline
+falls before its *next* run, so nothing outlives its deadline by waiting for
+a sweep; a deletion after its deadline is recorded as late.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from pathlib import Path
 MAX_RETENTION_SECONDS = 3600
 MAX_ACCESS_LOG_DAYS = 30
 QUEUE = "ephemesh"
+MAINTENANCE_QUEUE = "ephemesh-maintenance"
 
 
 class ConfigError(ValueError):
@@ -51,7 +59,9 @@ class Settings:
     store: str  # a directory path, or "redis"
     retention_seconds: int
     access_log_days: int
+    sweep_seconds: int = 60
     queue: str = QUEUE
+    maintenance_queue: str = MAINTENANCE_QUEUE
 
     @classmethod
     def from_env(cls, environ=None) -> Settings:
@@ -73,6 +83,7 @@ class Settings:
                                            MAX_RETENTION_SECONDS, 1, MAX_RETENTION_SECONDS),
             access_log_days=_int_setting(env, "EPHEMESH_ACCESS_LOG_DAYS",
                                          MAX_ACCESS_LOG_DAYS, 1, MAX_ACCESS_LOG_DAYS),
+            sweep_seconds=_int_setting(env, "EPHEMESH_SWEEP_SECONDS", 60, 1, 300),
         )
 
     @property
@@ -89,6 +100,13 @@ class Settings:
         """A conversion may run at most this long (well inside the retention)."""
         return max(1, min(900, self.retention_seconds // 2))
 
+    @property
+    def sweep_margin(self) -> float:
+        """How long before its deadline the sweeper may delete a thing: one
+        sweep period plus slack, so a thing is never left waiting past its
+        deadline for the next sweep; at most a quarter of the retention."""
+        return min(self.sweep_seconds * 1.5 + 5, self.retention_seconds / 4)
+
     def as_env(self) -> dict:
         """The settings as environment variables (for child processes)."""
         return {
@@ -98,4 +116,5 @@ class Settings:
             "EPHEMESH_STORE": self.store,
             "EPHEMESH_RETENTION_SECONDS": str(self.retention_seconds),
             "EPHEMESH_ACCESS_LOG_DAYS": str(self.access_log_days),
+            "EPHEMESH_SWEEP_SECONDS": str(self.sweep_seconds),
         }

@@ -9,6 +9,7 @@ Times are UNIX seconds (float) so both databases compare them alike.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import json
@@ -16,6 +17,7 @@ import secrets
 import time
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -43,11 +45,25 @@ jobs = Table(
     Column("batch_id", String(64), index=True),
     Column("created", Float, nullable=False),
     Column("deadline", Float, nullable=False),
-    Column("status", String(16), nullable=False),  # queued running done failed deleted
+    Column("status", String(16), nullable=False),  # queued running choosing done failed deleted
+    Column("pick", Boolean, nullable=False, default=False),  # stop to let the owner choose a series
+    Column("input_bytes", BigInteger, nullable=False, default=0),
     Column("error_code", String(64)),
     Column("error_message", String(300)),
+    Column("series", Text),  # JSON: the safe listing (no UIDs, no descriptions) while choosing
     Column("report", Text),
     Column("finished", Float),
+)
+
+batches = Table(
+    "batches", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(128), nullable=False, index=True),
+    Column("created", Float, nullable=False),
+    Column("deadline", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # splitting ready failed deleted
+    Column("error_code", String(64)),
+    Column("error_message", String(300)),
 )
 
 purge_ledger = Table(
@@ -55,7 +71,8 @@ purge_ledger = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("kind", String(32), nullable=False),  # input result redis-job access-log
     Column("object_id", String(64), nullable=False),
-    Column("bytes", Integer, nullable=False, default=0),
+    Column("count", Integer, nullable=False, default=1),  # keys or rows deleted under this id
+    Column("bytes", BigInteger, nullable=False, default=0),
     Column("created", Float),
     Column("deadline", Float),
     Column("deleted", Float, nullable=False),
@@ -72,7 +89,7 @@ access_log = Table(
     Column("method", String(8), nullable=False),
     Column("route", String(120), nullable=False),
     Column("status", Integer, nullable=False),
-    Column("bytes", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
 )
 
 audit_log = Table(
@@ -100,8 +117,8 @@ usage = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("key_id", Integer, index=True),
     Column("endpoint", String(80), nullable=False),
-    Column("bytes_in", Integer, nullable=False),
-    Column("bytes_out", Integer, nullable=False),
+    Column("bytes_in", BigInteger, nullable=False),
+    Column("bytes_out", BigInteger, nullable=False),
     Column("at", Float, nullable=False),
 )
 
@@ -113,14 +130,28 @@ sweeps = Table(
     Column("late", Integer, nullable=False),
 )
 
+admins = Table(
+    "admins", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(80), nullable=False, unique=True),
+    Column("password_hash", String(200), nullable=False),  # argon2id
+    Column("created", Float, nullable=False),
+)
+
 KEY_PREFIX = "emk_"
+#: a deletion this long after its deadline counts as late (clock slack only)
+LATE_AFTER_S = 1.0
+
+
+def _rows(result):
+    return [dict(r) for r in result.mappings().all()]
 
 
 class Records:
     """The database, with one small method per thing recorded."""
 
     def __init__(self, url: str):
-        kwargs = {"future": True}
+        kwargs = {"future": True, "pool_pre_ping": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
         self.engine = create_engine(url, **kwargs)
@@ -130,21 +161,29 @@ class Records:
         self.engine.dispose()
 
     # ---------------------------------------------------------------- jobs
-    def add_job(self, job_id, owner, created, deadline, batch_id=None):
+    def add_job(self, job_id, owner, created, deadline, *, batch_id=None, pick=False,
+                input_bytes=0):
         with self.engine.begin() as c:
             c.execute(insert(jobs).values(id=job_id, owner=owner, batch_id=batch_id,
-                                          created=created, deadline=deadline, status="queued"))
+                                          created=created, deadline=deadline, status="queued",
+                                          pick=bool(pick), input_bytes=int(input_bytes)))
 
-    def set_job(self, job_id, **values):
+    def set_job(self, job_id, *, only_if=None, **values) -> bool:
+        """Update a job; with ``only_if`` (statuses) only while it is in one of them."""
+        q = update(jobs).where(jobs.c.id == job_id)
+        if only_if:
+            q = q.where(jobs.c.status.in_(list(only_if)))
         with self.engine.begin() as c:
-            c.execute(update(jobs).where(jobs.c.id == job_id).values(**values))
+            return c.execute(q.values(**values)).rowcount > 0
 
-    def finish_job(self, job_id, report: dict):
-        self.set_job(job_id, status="done", report=json.dumps(report), finished=time.time())
+    def finish_job(self, job_id, report: dict) -> bool:
+        return self.set_job(job_id, only_if=("queued", "running"), status="done",
+                            report=json.dumps(report), finished=time.time(), series=None)
 
-    def fail_job(self, job_id, code, message):
-        self.set_job(job_id, status="failed", error_code=code, error_message=message[:300],
-                     finished=time.time())
+    def fail_job(self, job_id, code, message) -> bool:
+        return self.set_job(job_id, only_if=("queued", "running", "choosing"), status="failed",
+                            error_code=code, error_message=message[:300], finished=time.time(),
+                            series=None)
 
     def job(self, job_id):
         with self.engine.connect() as c:
@@ -153,75 +192,145 @@ class Records:
 
     def jobs_of_batch(self, batch_id):
         with self.engine.connect() as c:
-            rows = c.execute(select(jobs).where(jobs.c.batch_id == batch_id)
-                             .order_by(jobs.c.created)).mappings().all()
-        return [dict(r) for r in rows]
+            return _rows(c.execute(select(jobs).where(jobs.c.batch_id == batch_id)
+                                   .order_by(jobs.c.created, jobs.c.id)))
+
+    def unfinished_jobs(self, due_before):
+        """Jobs still queued, running or choosing whose input deadline is before ``due_before``."""
+        with self.engine.connect() as c:
+            return _rows(c.execute(select(jobs).where(
+                jobs.c.status.in_(["queued", "running", "choosing"]),
+                jobs.c.deadline < due_before)))
+
+    def jobs_since(self, since):
+        with self.engine.connect() as c:
+            return _rows(c.execute(select(jobs.c.id, jobs.c.status, jobs.c.created,
+                                          jobs.c.deadline, jobs.c.finished)
+                                   .where(jobs.c.created >= since)))
+
+    # ---------------------------------------------------------------- batches
+    def add_batch(self, batch_id, owner, created, deadline):
+        with self.engine.begin() as c:
+            c.execute(insert(batches).values(id=batch_id, owner=owner, created=created,
+                                             deadline=deadline, status="splitting"))
+
+    def set_batch(self, batch_id, *, only_if=None, **values) -> bool:
+        q = update(batches).where(batches.c.id == batch_id)
+        if only_if:
+            q = q.where(batches.c.status.in_(list(only_if)))
+        with self.engine.begin() as c:
+            return c.execute(q.values(**values)).rowcount > 0
+
+    def batch(self, batch_id):
+        with self.engine.connect() as c:
+            row = c.execute(select(batches).where(batches.c.id == batch_id)).mappings().first()
+        return dict(row) if row else None
+
+    def unfinished_batches(self, due_before):
+        with self.engine.connect() as c:
+            return _rows(c.execute(select(batches).where(batches.c.status == "splitting",
+                                                         batches.c.deadline < due_before)))
 
     # ---------------------------------------------------------------- ledger
-    def record_deletion(self, kind, object_id, size, created, deadline, reason, now=None) -> bool:
-        """Write one ledger row; False when that object was already recorded."""
+    def record_deletion(self, kind, object_id, size, created, deadline, reason, *, count=1,
+                        now=None) -> bool:
+        """Write one ledger row; False when that object was already recorded
+        (so two sweepers racing for one object write one row)."""
         now = time.time() if now is None else now
-        late = deadline is not None and now > deadline + 60  # one sweep period of grace
+        late = deadline is not None and now > deadline + LATE_AFTER_S
         try:
             with self.engine.begin() as c:
                 c.execute(insert(purge_ledger).values(
-                    kind=kind, object_id=object_id, bytes=int(size or 0), created=created,
-                    deadline=deadline, deleted=now, reason=reason, late=bool(late)))
+                    kind=kind, object_id=object_id, count=int(count), bytes=int(size or 0),
+                    created=created, deadline=deadline, deleted=now, reason=reason,
+                    late=bool(late)))
         except IntegrityError:
             return False
         return True
 
+    def recorded(self, kind, object_id) -> bool:
+        with self.engine.connect() as c:
+            return c.execute(select(purge_ledger.c.id).where(
+                purge_ledger.c.kind == kind, purge_ledger.c.object_id == object_id)).first() is not None
+
     def ledger(self, since=None):
-        q = select(purge_ledger).order_by(purge_ledger.c.deleted)
+        q = select(purge_ledger).order_by(purge_ledger.c.deleted, purge_ledger.c.id)
         if since is not None:
             q = q.where(purge_ledger.c.deleted >= since)
         with self.engine.connect() as c:
-            return [dict(r) for r in c.execute(q).mappings().all()]
+            return _rows(c.execute(q))
 
     def purge_summary(self, since=None):
-        """Per day, kind and reason: count, bytes, oldest age at deletion, late count."""
+        """Per day (UTC), kind and reason: rows, count, bytes, oldest age at deletion, late."""
         out = {}
         for row in self.ledger(since):
             day = time.strftime("%Y-%m-%d", time.gmtime(row["deleted"]))
             key = (day, row["kind"], row["reason"])
             agg = out.setdefault(key, {"day": day, "kind": row["kind"], "reason": row["reason"],
                                        "count": 0, "bytes": 0, "oldest_age_s": 0.0, "late": 0})
-            agg["count"] += 1
+            agg["count"] += row["count"]
             agg["bytes"] += row["bytes"]
             if row["created"] is not None:
-                agg["oldest_age_s"] = max(agg["oldest_age_s"], round(row["deleted"] - row["created"], 1))
+                age = round(row["deleted"] - row["created"], 1)
+                agg["oldest_age_s"] = max(agg["oldest_age_s"], age)
             agg["late"] += int(bool(row["late"]))
         return [out[k] for k in sorted(out)]
 
     def record_sweep(self, deleted, late, now=None):
         with self.engine.begin() as c:
             c.execute(insert(sweeps).values(at=time.time() if now is None else now,
-                                            deleted=deleted, late=late))
+                                            deleted=int(deleted), late=int(late)))
 
     def last_sweep(self):
         with self.engine.connect() as c:
             return c.execute(select(func.max(sweeps.c.at))).scalar()
 
+    def purge_sweeps(self, older_than) -> int:
+        """Sweep-run rows are bookkeeping: keep them as long as access logs."""
+        with self.engine.begin() as c:
+            return c.execute(delete(sweeps).where(sweeps.c.at < older_than)).rowcount
+
     # ---------------------------------------------------------------- access and audit
     def log_access(self, ip, method, route, status, nbytes, at=None):
         with self.engine.begin() as c:
-            c.execute(insert(access_log).values(at=time.time() if at is None else at, ip=ip,
+            c.execute(insert(access_log).values(at=time.time() if at is None else at, ip=ip[:64],
                                                 method=method[:8], route=route[:120],
                                                 status=int(status), bytes=int(nbytes)))
 
-    def purge_access_log(self, older_than) -> int:
+    def oldest_access(self):
+        with self.engine.connect() as c:
+            return c.execute(select(func.min(access_log.c.at))).scalar()
+
+    def purge_access_log(self, older_than) -> tuple[int, float | None]:
+        """Delete access-log rows older than ``older_than``; return (rows, oldest time)."""
         with self.engine.begin() as c:
-            return c.execute(delete(access_log).where(access_log.c.at < older_than)).rowcount
+            oldest = c.execute(select(func.min(access_log.c.at))
+                               .where(access_log.c.at < older_than)).scalar()
+            n = c.execute(delete(access_log).where(access_log.c.at < older_than)).rowcount
+        return n, oldest
+
+    def access_rows(self, limit=200):
+        with self.engine.connect() as c:
+            return _rows(c.execute(select(access_log).order_by(access_log.c.at.desc())
+                                   .limit(limit)))
 
     def audit(self, event, actor, detail=None):
         with self.engine.begin() as c:
-            c.execute(insert(audit_log).values(at=time.time(), event=event, actor=actor,
+            c.execute(insert(audit_log).values(at=time.time(), event=event[:40], actor=actor[:80],
                                                detail=json.dumps(detail or {})))
 
+    def audit_rows(self, limit=200, event=None):
+        q = select(audit_log).order_by(audit_log.c.at.desc(), audit_log.c.id.desc()).limit(limit)
+        if event:
+            q = q.where(audit_log.c.event == event)
+        with self.engine.connect() as c:
+            return _rows(c.execute(q))
+
     # ---------------------------------------------------------------- API keys
-    def create_key(self, name):
+    def create_key(self, name, actor="cli"):
         """Create an API key; return ``(key_id, plaintext)``.  Only its
         SHA-256 is stored; the plaintext is shown once by the caller."""
+        name = (name or "").strip()
         if not name or len(name) > 80:
             raise ValueError("a key name is 1 to 80 characters")
         secret = secrets.token_urlsafe(32)
@@ -231,37 +340,97 @@ class Records:
             key_id = c.execute(insert(api_keys).values(
                 name=name, prefix=prefix, sha256=hashlib.sha256(plaintext.encode()).hexdigest(),
                 created=time.time())).inserted_primary_key[0]
-        self.audit("key-created", "cli", {"prefix": prefix})
+        self.audit("key-created", actor, {"key": key_id, "prefix": prefix})
         return key_id, plaintext
 
     def verify_key(self, plaintext):
-        if not plaintext or not plaintext.startswith(KEY_PREFIX):
+        """The key's row when ``plaintext`` is a live key, else None."""
+        if not plaintext or not plaintext.startswith(KEY_PREFIX) or len(plaintext) > 100:
             return None
         digest = hashlib.sha256(plaintext.encode()).hexdigest()
         with self.engine.begin() as c:
-            row = c.execute(select(api_keys).where(api_keys.c.prefix == plaintext[:len(KEY_PREFIX) + 8])
-                            ).mappings().first()
+            row = c.execute(select(api_keys).where(
+                api_keys.c.prefix == plaintext[:len(KEY_PREFIX) + 8])).mappings().first()
             if row is None or row["revoked"] or not hmac.compare_digest(row["sha256"], digest):
                 return None
-            c.execute(update(api_keys).where(api_keys.c.id == row["id"]).values(last_used=time.time()))
+            c.execute(update(api_keys).where(api_keys.c.id == row["id"])
+                      .values(last_used=time.time()))
         return dict(row)
 
     def list_keys(self):
         with self.engine.connect() as c:
-            return [dict(r) for r in c.execute(
+            return _rows(c.execute(
                 select(api_keys.c.id, api_keys.c.name, api_keys.c.prefix, api_keys.c.created,
-                       api_keys.c.last_used, api_keys.c.revoked).order_by(api_keys.c.id)).mappings()]
+                       api_keys.c.last_used, api_keys.c.revoked).order_by(api_keys.c.id)))
 
-    def revoke_key(self, prefix) -> bool:
+    def revoke_key(self, prefix, actor="cli") -> bool:
         with self.engine.begin() as c:
             n = c.execute(update(api_keys).where(api_keys.c.prefix == prefix,
                                                  api_keys.c.revoked.is_(None))
                           .values(revoked=time.time())).rowcount
         if n:
-            self.audit("key-revoked", "cli", {"prefix": prefix})
+            self.audit("key-revoked", actor, {"prefix": prefix})
         return bool(n)
 
     def record_usage(self, key_id, endpoint, bytes_in, bytes_out):
         with self.engine.begin() as c:
-            c.execute(insert(usage).values(key_id=key_id, endpoint=endpoint, bytes_in=int(bytes_in),
-                                           bytes_out=int(bytes_out), at=time.time()))
+            c.execute(insert(usage).values(key_id=key_id, endpoint=endpoint[:80],
+                                           bytes_in=int(bytes_in), bytes_out=int(bytes_out),
+                                           at=time.time()))
+
+    def usage_rows(self, key_id=None):
+        q = select(usage).order_by(usage.c.at)
+        if key_id is not None:
+            q = q.where(usage.c.key_id == key_id)
+        with self.engine.connect() as c:
+            return _rows(c.execute(q))
+
+    # ---------------------------------------------------------------- admins
+    def add_admin(self, name, password):
+        """Create (or reset the password of) an admin account; argon2id hash."""
+        from argon2 import PasswordHasher  # noqa: PLC0415
+
+        name = (name or "").strip()
+        if not name or len(name) > 80:
+            raise ValueError("an admin name is 1 to 80 characters")
+        if not password or len(password) < 10:
+            raise ValueError("an admin password has at least 10 characters")
+        digest = PasswordHasher().hash(password)
+        with self.engine.begin() as c:
+            done = c.execute(update(admins).where(admins.c.name == name)
+                             .values(password_hash=digest)).rowcount
+            if not done:
+                c.execute(insert(admins).values(name=name, password_hash=digest,
+                                                created=time.time()))
+        self.audit("admin-added" if not done else "admin-password-reset", "cli", {"admin": name})
+
+    def verify_admin(self, name, password) -> bool:
+        from argon2 import PasswordHasher  # noqa: PLC0415
+        from argon2.exceptions import InvalidHashError, VerificationError  # noqa: PLC0415
+
+        with self.engine.connect() as c:
+            row = c.execute(select(admins).where(admins.c.name == name)).mappings().first()
+        hasher = PasswordHasher()
+        if row is None:
+            # spend the same time as a real check, so names cannot be probed by timing
+            try:
+                hasher.verify(_DUMMY_HASH(), password or "")
+            except (VerificationError, InvalidHashError):
+                pass
+            return False
+        try:
+            return hasher.verify(row["password_hash"], password or "")
+        except (VerificationError, InvalidHashError):
+            return False
+
+    def list_admins(self):
+        with self.engine.connect() as c:
+            return _rows(c.execute(select(admins.c.id, admins.c.name, admins.c.created)
+                                   .order_by(admins.c.id)))
+
+
+@functools.lru_cache(maxsize=1)
+def _DUMMY_HASH():  # noqa: N802
+    from argon2 import PasswordHasher  # noqa: PLC0415
+
+    return PasswordHasher().hash(secrets.token_hex(16))

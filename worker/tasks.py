@@ -1,10 +1,17 @@
-"""The RQ job: ``convert(job_id)``.  Arguments are opaque ids only.
+"""The RQ jobs.  Arguments are opaque ids only.
 
-The payload (files and options) comes from the store, the STL and report go
-back to the store, and the input is deleted in a ``finally`` whatever
-happens.  Errors are stored as stable codes with the converter's safe
-messages, or a fixed message for anything unexpected — never exception text,
-which could hold DICOM values.
+``convert(job_id)``: the payload (options and files) comes from the store,
+the STL and report go back to the store, and the input is deleted in a
+``finally`` whatever happens (unless the job stops to let its owner choose a
+series: then its conversion has not ended, and the deadline still holds).
+
+``split_batch(batch_id)``: one upload holding many series becomes one
+conversion job per series, each with the batch's deadline.
+
+Errors are stored as stable codes with the converter's safe messages, or a
+fixed message for anything unexpected — never exception text, which could
+hold DICOM values.  A job found already finished, failed or deleted (a
+duplicate run after a kill, or one the sweeper expired) does nothing.
 """
 
 from __future__ import annotations
@@ -15,20 +22,20 @@ import os
 import time
 
 from .context import Context
+from .privacy import quiet_pydicom
 
 log = logging.getLogger("ephemesh.worker")
 INTERNAL_ERROR = ("internal_error", "conversion failed unexpectedly")
+LIVE = ("queued", "running")
 
 
-def _silence_pydicom():
-    logging.getLogger("pydicom").disabled = True
-    import warnings  # noqa: PLC0415
-
-    warnings.filterwarnings("ignore", module="pydicom")
+class JobFailed(RuntimeError):
+    """Raised to RQ when the records themselves cannot be written; the text
+    is a fixed code, so RQ stores nothing sensitive in ``exc_info``."""
 
 
 class _Progress:
-    """Writes {stage, percent} into job.meta at most every half second."""
+    """Writes {stage, percent} into ``job.meta`` at most every half second."""
 
     def __init__(self, job):
         self.job = job
@@ -49,47 +56,142 @@ class _Progress:
 
 
 def convert(job_id: str) -> str:
-    """Convert the stored upload ``job_id``; return the final status."""
+    """Convert the stored upload ``job_id``; return the job's status."""
     from rq import get_current_job  # noqa: PLC0415
 
-    from converter import ConverterError, ConvertOptions  # noqa: PLC0415
-    from converter import convert as run_conversion  # noqa: PLC0415
-
-    _silence_pydicom()
+    quiet_pydicom()
     ctx = Context()
-    job = get_current_job()
     status = "failed"
     try:
-        ctx.records.set_job(job_id, status="running")
-        payload = ctx.store.get("input", job_id)
-        if payload is None:
-            ctx.records.fail_job(job_id, "input_missing",
-                                 "the upload was deleted before it could be converted")
+        row = ctx.records.job(job_id)
+        if row is None or row["status"] not in LIVE:
+            status = row["status"] if row else "missing"
             return status
-        options = json.loads(payload[0])
-        files = payload[1:]
+        ctx.records.set_job(job_id, only_if=LIVE, status="running")
+        status = _convert(ctx, job_id, row, get_current_job())
+        return status
+    except Exception:  # noqa: BLE001 - the text could hold DICOM values or paths
+        log.error("job %s: failed unexpectedly", job_id)
         try:
-            result = run_conversion(files, ConvertOptions(**options), progress=_Progress(job))
-        except ConverterError as exc:
-            ctx.records.fail_job(job_id, exc.code, exc.message)
-            return status
-        except Exception:  # noqa: BLE001 - the text could hold DICOM values
-            log.error("job %s: conversion failed unexpectedly", job_id)
             ctx.records.fail_job(job_id, *INTERNAL_ERROR)
-            return status
-        deadline = time.time() + ctx.settings.retention_seconds
-        ctx.store.put("result", job_id, [result.stl, json.dumps(result.report).encode()], deadline)
-        ctx.records.finish_job(job_id, result.report)
-        status = "done"
-        if job is not None:
-            job.meta["progress"] = {"stage": "done", "percent": 100.0}
-            job.save_meta()
+        except Exception:  # noqa: BLE001
+            raise JobFailed("internal_error") from None
         return status
     finally:
-        entry = ctx.store.meta("input", job_id)
-        size = ctx.store.delete("input", job_id)
-        if size is not None:
-            ctx.records.record_deletion(
-                "input", job_id, size, entry and entry["created"], entry and entry["deadline"],
-                "converted" if status == "done" else "failed")
+        if status != "choosing":
+            _delete_input(ctx, job_id, "converted" if status == "done" else "failed")
+        ctx.close()
+
+
+def _convert(ctx, job_id, row, job) -> str:
+    from converter import ConverterError, ConvertOptions, list_series  # noqa: PLC0415
+    from converter import convert as run_conversion  # noqa: PLC0415
+
+    payload = ctx.store.get("input", job_id)
+    if payload is None:
+        ctx.records.fail_job(job_id, "input_missing",
+                             "the upload was deleted before it could be converted")
+        return "failed"
+    options = json.loads(payload[0])
+    files = payload[1:]
+    progress = _Progress(job)
+    try:
+        index = options.pop("series_index", None)
+        if index is not None or (row["pick"] and options.get("series") is None):
+            listing = list_series(files)
+            if index is None and len(listing.series) > 1:
+                listed = json.dumps([s.safe_dict() for s in listing.series])
+                ctx.records.set_job(job_id, only_if=("running",), status="choosing",
+                                    series=listed)
+                progress("choosing", 0.0)
+                return "choosing"
+            if index is not None:
+                if not 1 <= int(index) <= len(listing.series):
+                    ctx.records.fail_job(job_id, "series_not_found",
+                                         "the chosen series is not in the upload")
+                    return "failed"
+                options["series"] = listing.series[int(index) - 1].uid
+        result = run_conversion(files, ConvertOptions(**options), progress=progress)
+    except ConverterError as exc:
+        ctx.records.fail_job(job_id, exc.code, exc.message)
+        return "failed"
+    del files, payload
+    deadline = time.time() + ctx.settings.retention_seconds
+    ctx.store.put("result", job_id, [result.stl, json.dumps(result.report).encode()], deadline)
+    if not ctx.records.finish_job(job_id, result.report):
+        # deleted or expired while converting: the result must not outlive it
+        _delete(ctx, "result", job_id, "user-request")
+        return (ctx.records.job(job_id) or {}).get("status", "deleted")
+    progress("done", 100.0)
+    return "done"
+
+
+def _delete_input(ctx, job_id, reason):
+    _delete(ctx, "input", job_id, reason)
+
+
+def _delete(ctx, kind, object_id, reason):
+    entry = ctx.store.meta(kind, object_id)
+    size = ctx.store.delete(kind, object_id)
+    if size is not None:
+        ctx.records.record_deletion(kind, object_id, size, entry and entry["created"],
+                                    entry and entry["deadline"], reason)
+
+
+def split_batch(batch_id: str) -> str:
+    """Split the stored batch upload into one conversion job per series."""
+    from converter import ConverterError, list_series  # noqa: PLC0415
+
+    from .submit import derived_id, submit_job  # noqa: PLC0415
+
+    quiet_pydicom()
+    ctx = Context()
+    status = "failed"
+    try:
+        batch = ctx.records.batch(batch_id)
+        if batch is None or batch["status"] != "splitting":
+            status = batch["status"] if batch else "missing"
+            return status
+        payload = ctx.store.get("input", batch_id)
+        if payload is None:
+            ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
+                                  error_code="input_missing",
+                                  error_message="the upload was deleted before it was read")
+            return status
+        options = json.loads(payload[0])
+        try:
+            listing = list_series(payload[1:])
+        except ConverterError as exc:
+            ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
+                                  error_code=exc.code, error_message=exc.message)
+            return status
+        volumes = [s for s in listing.series if s.slices > 1]
+        if not volumes:
+            ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
+                                  error_code="no_usable_series",
+                                  error_message="no series of two or more slices in the upload")
+            return status
+        for info in volumes:
+            stack = listing.stacks[info.index]
+            files, seen = [], set()
+            for sl in stack.slices:
+                if sl.item.index not in seen:
+                    seen.add(sl.item.index)
+                    files.append(sl.item.data)
+            submit_job(ctx, files, dict(options, series=info.uid), owner_digest=batch["owner"],
+                       created=batch["created"], deadline=batch["deadline"], batch_id=batch_id,
+                       job_id=derived_id(batch_id, info.index))
+        ctx.records.set_batch(batch_id, only_if=("splitting",), status="ready")
+        status = "ready"
+        return status
+    except Exception:  # noqa: BLE001 - see convert()
+        log.error("batch %s: failed unexpectedly", batch_id)
+        try:
+            ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
+                                  error_code=INTERNAL_ERROR[0], error_message=INTERNAL_ERROR[1])
+        except Exception:  # noqa: BLE001
+            raise JobFailed("internal_error") from None
+        return status
+    finally:
+        _delete_input(ctx, batch_id, "converted" if status == "ready" else "failed")
         ctx.close()

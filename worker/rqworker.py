@@ -1,0 +1,60 @@
+"""RQ worker processes, set up for the retention promise.
+
+``EphemeshWorker`` is RQ's forking ``Worker`` with four changes: job
+descriptions are never logged, abandoned jobs are looked for every minute
+(not every ten), a dead worker's job is found abandoned 25 s after its last
+heartbeat (not 90 s), and a running job's key keeps a TTL at the job's
+deadline (RQ removes the TTL while a job runs, so a worker killed mid-job
+would leave it forever).  ``run_pool`` runs N of them (RQ's ``WorkerPool``), replacing any
+that dies.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rq import Worker
+
+from .privacy import quiet_pydicom
+
+#: how often a busy worker checks on its work horse and renews its heartbeat
+JOB_MONITORING_INTERVAL = 10
+#: a heartbeat outlives its renewal by this much (RQ: 60 s); a job whose worker
+#: died is found abandoned this long after its last heartbeat
+HEARTBEAT_SLACK = 15
+MAINTENANCE_INTERVAL = 60
+
+
+class EphemeshWorker(Worker):
+    def __init__(self, *args, **kwargs):
+        kwargs["log_job_description"] = False
+        kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
+        kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL)
+        super().__init__(*args, **kwargs)
+        quiet_pydicom()
+
+    def get_heartbeat_ttl(self, job, working_time=0.0):
+        interval = self.job_monitoring_interval
+        if job.timeout and job.timeout > 0:
+            interval = min(job.timeout - working_time, interval)
+        return int(interval) + HEARTBEAT_SLACK
+
+    def prepare_job_execution(self, job, remove_from_intermediate_queue=False):
+        super().prepare_job_execution(job, remove_from_intermediate_queue)
+        deadline = (job.meta or {}).get("deadline")
+        if deadline:
+            self.connection.expireat(job.key, int(deadline) + 1)
+
+
+def run_pool(settings, workers: int, *, burst: bool = False) -> None:
+    """Run ``workers`` worker processes on the conversion and maintenance
+    queues until SIGINT/SIGTERM (or, with ``burst``, until the queues are empty)."""
+    import redis  # noqa: PLC0415
+    from rq.worker_pool import WorkerPool  # noqa: PLC0415
+
+    quiet_pydicom()
+    logging.getLogger("rq").setLevel(logging.INFO)
+    connection = redis.Redis.from_url(settings.effective_redis_url)
+    pool = WorkerPool([settings.maintenance_queue, settings.queue], connection=connection,
+                      num_workers=workers, worker_class=EphemeshWorker)
+    pool.start(burst=burst, logging_level="INFO")

@@ -1,0 +1,110 @@
+"""Putting work on the queue: store the payload, record the job, enqueue it.
+
+The one place that calls ``enqueue``: every TTL is explicit and inside the
+retention (``Queue()`` ignores TTLs; they belong on ``enqueue``), the job's
+only argument is its opaque id, and its deadline rides in ``job.meta`` so the
+worker can keep a TTL on the job key even while the job runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import secrets
+import time
+
+#: how often a killed conversion is tried again
+RETRIES = 2
+#: every job and batch id has this length (RQ ids add "-N" for later attempts)
+ID_LENGTH = 22
+
+
+def new_id() -> str:
+    """An opaque, unguessable id (22 characters of A-Z a-z 0-9 _ -)."""
+    token = secrets.token_urlsafe(16)
+    assert len(token) == ID_LENGTH
+    return token
+
+
+def derived_id(parent: str, n: int) -> str:
+    """A stable id for the ``n``-th child of ``parent`` (a batch's jobs), so a
+    batch split twice after a crash makes each job once.  As unguessable as
+    the parent, which only its owner knows."""
+    digest = hashlib.sha256(f"{parent}:{n}".encode()).digest()
+    return base64.urlsafe_b64encode(digest).decode()[:ID_LENGTH]
+
+
+def owner_hash(owner: str) -> str:
+    """Owners (``session:…``, ``key:…``) are kept only as a hash."""
+    return hashlib.sha256(owner.encode()).hexdigest()
+
+
+def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id=None,
+               pick=False, job_id=None) -> str:
+    """Store ``files`` and ``options`` as a job's input and enqueue its conversion.
+
+    Parameters
+    ----------
+    ctx : worker.context.Context
+    files : list of bytes
+    options : dict
+        Converter options (already checked); may carry ``series`` (UID or
+        number) — it lives in the store with the payload, never elsewhere.
+    owner_digest : str
+        ``owner_hash`` of the owner.
+    created, deadline : float
+        UNIX times; the input is deleted by ``deadline`` at the latest.
+
+    Returns
+    -------
+    str
+        The new job id.  With ``job_id`` given (a batch being split again
+        after a crash) an existing job of that id is left as it is.
+    """
+    if job_id is None:
+        job_id = new_id()
+    elif ctx.records.job(job_id) is not None:
+        return job_id
+    parts = [json.dumps(options).encode()] + [bytes(f) for f in files]
+    size = ctx.store.put("input", job_id, parts, deadline, created=created)
+    ctx.records.add_job(job_id, owner_digest, created, deadline, batch_id=batch_id, pick=pick,
+                        input_bytes=size)
+    enqueue(ctx, "worker.tasks.convert", job_id, deadline)
+    return job_id
+
+
+def rq_id(object_id: str, attempt: int = 1) -> str:
+    """The RQ job id of the ``attempt``-th enqueue of ``object_id``'s work."""
+    return object_id if attempt <= 1 else f"{object_id}-{attempt}"
+
+
+def object_of(rq_job_id: str) -> str:
+    """The job or batch id an RQ job id belongs to (inverse of ``rq_id``)."""
+    return rq_job_id[:ID_LENGTH]
+
+
+def enqueue(ctx, func: str, object_id: str, deadline: float, *, retries: int = RETRIES,
+            attempt: int = 1):
+    """Enqueue ``func(object_id)`` with every TTL explicit and inside the retention.
+
+    A second enqueue of the same work (after the owner chose a series) uses
+    ``attempt=2``: a fresh RQ job id, so the first job's keys stay apart.
+    """
+    from rq import Queue, Retry  # noqa: PLC0415
+
+    settings = ctx.settings
+    left = max(1, int(deadline - time.time()))
+    queue = Queue(settings.queue, connection=ctx.redis)
+    kwargs = {"retry": Retry(max=retries)} if retries else {}
+    return queue.enqueue(
+        func, object_id,
+        job_id=rq_id(object_id, attempt),
+        description=func.rsplit(".", 1)[-1],  # never the arguments
+        job_timeout=max(1, min(settings.job_timeout, left)),
+        ttl=left,  # the longest it may wait in the queue
+        result_ttl=left,
+        failure_ttl=left,
+        meta={"deadline": deadline},
+        **kwargs,
+    )
