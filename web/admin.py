@@ -1,0 +1,186 @@
+"""The admin blueprint: purge reports, retention status, API keys, audit log.
+
+Accounts come from ``ephemesh admin add`` (argon2 hashes in the records).
+Every login attempt is an audit row; repeated failures lock the account
+and the address for ``EPHEMESH_LOCKOUT_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from . import reports
+from .jobs import service
+from .limits import FailureLock
+from .security import address_pseudonym, client_address
+
+bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+SESSION_HOURS = 8
+SWEEP_FAULT_S = 120
+
+
+def current_admin() -> str | None:
+    name, since = session.get("admin"), session.get("admin_since", 0)
+    if not name or time.time() - since > SESSION_HOURS * 3600:
+        return None
+    return name
+
+
+@bp.before_request
+def require_login():
+    if request.endpoint == "admin.login":
+        return None
+    if current_admin() is None:
+        return redirect(url_for(".login"), 303)
+    return None
+
+
+def _lock() -> FailureLock:
+    cfg = current_app.config
+    return FailureLock(service().redis, "login", cfg["EPHEMESH_LOGIN_MAX_FAILURES"],
+                       cfg["EPHEMESH_LOCKOUT_SECONDS"])
+
+
+def _audit(event, detail=None):
+    service().records.audit(event, f"admin:{current_admin()}", detail)
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "GET":
+        return render_template("admin/login.html")
+    records = service().records
+    name = request.form.get("name", "").strip()[:80]
+    password = request.form.get("password", "")
+    known = any(a["name"] == name for a in records.list_admins())
+    actor = f"admin:{name}" if known else "unknown"
+    detail = {"address": address_pseudonym()}
+    lock = _lock()
+    subjects = (f"account:{name}", f"address:{client_address()}")
+    minutes = -(-current_app.config["EPHEMESH_LOCKOUT_SECONDS"] // 60)
+    if lock.locked(*subjects):
+        records.audit("admin-login", actor, {**detail, "result": "locked"})
+        return render_template("admin/login.html", error=(
+            f"Too many failed logins: this account or address is locked for up to "
+            f"{minutes} minutes.")), 429
+    if not name or not password or not records.verify_admin(name, password):
+        now_locked = lock.fail(*subjects)
+        records.audit("admin-login", actor, {**detail, "result": "failed"})
+        error = "Wrong name or password."
+        if now_locked:
+            error += f" Too many failures: locked for up to {minutes} minutes."
+        return render_template("admin/login.html", error=error), 401
+    lock.clear(subjects[0])
+    sid = session.get("sid")
+    session.clear()
+    if sid:
+        session["sid"] = sid
+    session["admin"], session["admin_since"] = name, time.time()
+    records.audit("admin-login", actor, {**detail, "result": "ok"})
+    return redirect(url_for(".dashboard"), 303)
+
+
+@bp.post("/logout")
+def logout():
+    _audit("admin-logout")
+    session.pop("admin", None)
+    session.pop("admin_since", None)
+    return redirect(url_for(".login"), 303)
+
+
+def _retention():
+    status = dict(service().retention_status() or {})
+    last = status.get("last_sweep")
+    age = status.get("last_sweep_age_s")
+    if age is None and last is not None:
+        age = time.time() - last
+    status["last_sweep_age_s"] = age
+    status["fault"] = bool(status.get("fault")) or age is None or age > SWEEP_FAULT_S
+    return status
+
+
+def _days():
+    try:
+        return max(1, min(3660, int(request.args.get("days", "30"))))
+    except ValueError:
+        return 30
+
+
+@bp.get("/", endpoint="dashboard")
+def dashboard():
+    days = _days()
+    rows = reports.rows(service().records, days)
+    return render_template("admin/dashboard.html", rows=rows, chart=reports.chart(rows),
+                           retention=_retention(), days=days, admin=current_admin(),
+                           settings=current_app.extensions["ephemesh.settings"])
+
+
+@bp.get("/purges.csv")
+def purges_csv():
+    rows = reports.rows(service().records, _days())
+    resp = Response(reports.as_csv(rows), mimetype="text/csv")
+    resp.headers["Content-Disposition"] = "attachment; filename=purge-report.csv"
+    return resp
+
+
+@bp.get("/purges.json")
+def purges_json():
+    days = _days()
+    body = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "days": days,
+            "rows": reports.rows(service().records, days)}
+    resp = Response(json.dumps(body, indent=1), mimetype="application/json")
+    resp.headers["Content-Disposition"] = "attachment; filename=purge-report.json"
+    return resp
+
+
+@bp.get("/retention.json")
+def retention_json():
+    return Response(json.dumps(_retention()), mimetype="application/json")
+
+
+@bp.get("/keys")
+def keys():
+    return render_template("admin/keys.html", keys=service().records.list_keys(),
+                           admin=current_admin())
+
+
+@bp.post("/keys")
+def create_key():
+    name = request.form.get("name", "").strip()
+    records = service().records
+    if not name or len(name) > 80:
+        return render_template("admin/keys.html", keys=records.list_keys(), admin=current_admin(),
+                               error="A key name is 1 to 80 characters."), 400
+    key_id, plaintext = records.create_key(name, actor=f"admin:{current_admin()}")
+    return render_template("admin/keys.html", keys=records.list_keys(), admin=current_admin(),
+                           new_key=plaintext, new_name=name)
+
+
+@bp.post("/keys/revoke")
+def revoke_key():
+    prefix = request.form.get("prefix", "")
+    records = service().records
+    if not records.revoke_key(prefix, actor=f"admin:{current_admin()}"):
+        return render_template("admin/keys.html", keys=records.list_keys(), admin=current_admin(),
+                               error="No live key has that prefix."), 404
+    return redirect(url_for(".keys"), 303)
+
+
+@bp.get("/audit")
+def audit():
+    rows = service().records.audit_rows(limit=300)
+    return render_template("admin/audit.html", rows=rows, admin=current_admin())
+

@@ -1,0 +1,180 @@
+"""API v1: JSON for programs, keyed by ``Authorization: Bearer KEY``.
+
+Errors are ``application/problem+json`` with a stable ``code``.  A job or a
+batch is visible only to the key that made it (anyone else: 404).  Keys
+come from ``ephemesh keys create`` or the admin pages and are stored as
+hashes; failed keys are counted per address and lock it for a while.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app, g, jsonify, request, send_file, url_for
+
+from . import intake, options
+from .batchzip import stream_zip
+from .jobs import create_batch, create_job, open_result, service
+from .limits import FailureLock
+from .openapi import document
+from .problems import Refused
+from .security import address_pseudonym, client_address
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+PUBLIC = ("api.openapi",)
+JOB_FIELDS = ("id", "status", "progress", "report", "error", "created_at", "expires_at",
+              "batch_id")
+
+
+def _auth_lock() -> FailureLock:
+    cfg = current_app.config
+    return FailureLock(service().redis, "api-auth", cfg["EPHEMESH_API_MAX_AUTH_FAILURES"],
+                       cfg["EPHEMESH_LOCKOUT_SECONDS"])
+
+
+@bp.before_request
+def authenticate():
+    if request.endpoint in PUBLIC:
+        return None
+    lock = _auth_lock()
+    address = client_address()
+    if lock.locked(address):
+        raise Refused("too_many_failures", "Too many requests with a bad API key from this "
+                      "address; it is blocked for a while.", 429)
+    challenge = {"WWW-Authenticate": 'Bearer realm="ephemesh"'}
+    header = request.headers.get("Authorization", "")
+    if not header:
+        raise Refused("missing_key", "Send an API key: Authorization: Bearer KEY.", 401, challenge)
+    scheme, _, token = header.partition(" ")
+    key = service().records.verify_key(token.strip()) if scheme.lower() == "bearer" else None
+    if key is None:
+        lock.fail(address)
+        service().records.audit("api-key-refused", "unknown", {"address": address_pseudonym()})
+        raise Refused("invalid_key", "The API key is not valid, or it was revoked.", 401,
+                      challenge)
+    g.api_key = key
+    g.owner = f"key:{key['id']}"
+    return None
+
+
+def _links_job(job_id) -> dict:
+    return {"self": url_for(".get_job", job_id=job_id),
+            "result": url_for(".job_result", job_id=job_id)}
+
+
+def _job_json(view) -> dict:
+    out = {k: view.get(k) for k in JOB_FIELDS}
+    out["links"] = _links_job(view["id"])
+    return out
+
+
+def _own_job(job_id) -> dict:
+    view = service().get_job(job_id, owner=g.owner)
+    if view is None:
+        raise Refused("not_found", "There is no such job for this key.", 404)
+    return view
+
+
+def _batch_json(view) -> dict:
+    bid = view["id"]
+    return {"id": bid, "status": view["status"], "error": view.get("error"),
+            "created_at": view.get("created_at"), "expires_at": view.get("expires_at"),
+            "jobs": [_job_json(j) for j in view.get("jobs") or []],
+            "links": {"self": url_for(".get_batch", batch_id=bid),
+                      "result": url_for(".batch_result", batch_id=bid)}}
+
+
+def _own_batch(batch_id) -> dict:
+    view = service().get_batch(batch_id, owner=g.owner)
+    if view is None:
+        raise Refused("not_found", "There is no such batch for this key.", 404)
+    return view
+
+
+def _upload():
+    if request.mimetype != "multipart/form-data":
+        raise Refused("unsupported_media_type",
+                      "Send multipart/form-data with one or more 'files' parts.", 415)
+    limits = intake.Limits.from_config(current_app.config)
+    files = request.files
+    extra = [name for name in files if name != "files"]
+    if extra:
+        raise Refused("unknown_field", "Files go in parts named 'files'.")
+    return intake.read_upload(files.getlist("files"), limits)
+
+
+@bp.post("/jobs", endpoint="create_job")
+def create_job_view():
+    upload = _upload()
+    view = create_job(upload.files, options.from_form(request.form), owner=g.owner)
+    body = _job_json(view)
+    return jsonify(body), 202, {"Location": body["links"]["self"]}
+
+
+@bp.get("/jobs/<job_id>")
+def get_job(job_id):
+    return jsonify(_job_json(_own_job(job_id)))
+
+
+@bp.get("/jobs/<job_id>/result")
+def job_result(job_id):
+    _own_job(job_id)
+    fh, size = open_result(job_id, owner=g.owner)
+    return send_file(fh, mimetype="model/stl", as_attachment=True, download_name="model.stl",
+                     max_age=0, conditional=False, etag=False, last_modified=None)
+
+
+@bp.delete("/jobs/<job_id>")
+def delete_job(job_id):
+    if not service().delete_job(job_id, owner=g.owner):
+        raise Refused("not_found", "There is no such job for this key.", 404)
+    return Response(status=204)
+
+
+@bp.post("/batches", endpoint="create_batch")
+def create_batch_view():
+    upload = _upload()
+    opts = options.from_form(request.form, allowed={k: v for k, v in options.FIELDS.items()
+                                                    if k != "series"})
+    view = create_batch(upload.files, opts, owner=g.owner)
+    body = _batch_json(view)
+    return jsonify(body), 202, {"Location": body["links"]["self"]}
+
+
+@bp.get("/batches/<batch_id>")
+def get_batch(batch_id):
+    return jsonify(_batch_json(_own_batch(batch_id)))
+
+
+@bp.get("/batches/<batch_id>/result")
+def batch_result(batch_id):
+    view = _own_batch(batch_id)
+    if view["status"] == "splitting":
+        raise Refused("not_ready", "The batch is still being split into series.", 409)
+    if view["status"] == "failed":
+        raise Refused("not_ready", "The batch failed; it has no results.", 409)
+    owner = g.owner
+    svc = service()
+    jobs = list(view.get("jobs") or [])
+
+    def results():
+        for n, job in enumerate(jobs, 1):
+            if job["status"] != "done":
+                continue
+            try:
+                fh, _size = svc.open_result(job["id"], owner=owner)
+            except LookupError:  # deleted or expired since the listing
+                continue
+            yield f"series-{n:03d}-{job['id']}.stl", fh
+
+    manifest = {"batch": batch_id, "jobs": [
+        {"n": n, "id": j["id"], "status": j["status"],
+         "file": f"series-{n:03d}-{j['id']}.stl" if j["status"] == "done" else None}
+        for n, j in enumerate(jobs, 1)]}
+    resp = Response(stream_zip(results(), manifest), mimetype="application/zip")
+    resp.headers["Content-Disposition"] = "attachment; filename=batch.zip"
+    return resp
+
+
+@bp.get("/openapi.json", endpoint="openapi")
+def openapi():
+    return jsonify(document())

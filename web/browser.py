@@ -1,0 +1,134 @@
+"""The browser blueprint: upload, job page, result, delete now, privacy.
+
+A job belongs to the browser session that uploaded it (an opaque random id
+in the signed session cookie, the only cookie set).  Anyone else gets 404.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from flask import (
+    Blueprint,
+    Response,
+    current_app,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    send_file,
+    session,
+    url_for,
+)
+
+from . import intake, options, vendor
+from .jobs import create_job, open_result, presets, service, time_left
+from .problems import Refused, wants_problem_json
+
+bp = Blueprint("browser", __name__)
+
+
+def session_owner(create: bool = False) -> str | None:
+    sid = session.get("sid")
+    if sid is None and create:
+        sid = secrets.token_urlsafe(18)
+        session["sid"] = sid
+    return f"session:{sid}" if sid else None
+
+
+def _own_job(job_id: str) -> dict:
+    owner = session_owner()
+    view = service().get_job(job_id, owner=owner) if owner else None
+    if view is None:
+        raise Refused("not_found", "There is no such job in this browser session "
+                      "(it may have been deleted, or made in another browser).", 404)
+    return view
+
+
+@bp.get("/")
+def index():
+    settings = current_app.extensions["ephemesh.settings"]
+    return render_template("upload.html", presets=presets(),
+                           limits=intake.Limits.from_config(current_app.config),
+                           max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
+                           retention_minutes=settings.retention_seconds / 60)
+
+
+@bp.post("/jobs", endpoint="create_job")
+def create_job_view():
+    limits = intake.Limits.from_config(current_app.config)
+    upload = intake.read_upload(request.files.getlist("files"), limits)
+    opts = options.from_form(request.form, browser=True,
+                             allowed={k: v for k, v in options.FIELDS.items() if k != "series"})
+    view = create_job(upload.files, opts, owner=session_owner(create=True), pick_series=True)
+    url = url_for(".job", job_id=view["id"])
+    if wants_problem_json():
+        return jsonify({"id": view["id"], "url": url}), 201
+    return redirect(url, 303)
+
+
+@bp.get("/jobs/<job_id>")
+def job(job_id):
+    view = _own_job(job_id)
+    return render_template("job.html", job=view, left=time_left(view),
+                           preview=vendor.installed())
+
+
+@bp.get("/jobs/<job_id>/status")
+def job_status(job_id):
+    view = _own_job(job_id)
+    return jsonify({k: view.get(k) for k in ("id", "status", "progress", "error", "expires_at")})
+
+
+@bp.post("/jobs/<job_id>/series")
+def choose_series(job_id):
+    _own_job(job_id)
+    raw = request.form.get("series", "")
+    try:
+        index = int(raw)
+    except ValueError:
+        raise Refused("invalid_series", "Choose one of the series listed.") from None
+    from worker.service import Invalid, NotFound  # noqa: PLC0415
+
+    try:
+        service().choose_series(job_id, index, owner=session_owner())
+    except NotFound:
+        raise Refused("not_found", "There is no such job in this browser session.", 404) from None
+    except Invalid as exc:
+        raise Refused(exc.code, exc.message) from None
+    return redirect(url_for(".job", job_id=job_id), 303)
+
+
+@bp.get("/jobs/<job_id>/model.stl")
+def result(job_id):
+    _own_job(job_id)
+    fh, size = open_result(job_id, owner=session_owner())
+    return send_file(fh, mimetype="model/stl", as_attachment=True, download_name="model.stl",
+                     max_age=0, conditional=False, etag=False, last_modified=None)
+
+
+@bp.post("/jobs/<job_id>/delete")
+def delete(job_id):
+    _own_job(job_id)
+    service().delete_job(job_id, owner=session_owner())
+    return redirect(url_for(".job", job_id=job_id), 303)
+
+
+@bp.get("/privacy")
+def privacy():
+    settings = current_app.extensions["ephemesh.settings"]
+    return render_template("privacy.html", retention_minutes=settings.retention_seconds / 60,
+                           retention_seconds=settings.retention_seconds,
+                           access_log_days=settings.access_log_days)
+
+
+@bp.get("/vendor/three/<name>", endpoint="vendor")
+def vendor_file(name):
+    data = vendor.read(name)
+    if data is None:
+        raise Refused("not_found", "No such file.", 404)
+    resp = Response(data, mimetype="text/javascript")
+    resp.cache_control.public = True
+    resp.cache_control.max_age = 86400
+    return resp
+

@@ -1,0 +1,104 @@
+"""The web layer's settings, read from the environment (``EPHEMESH_*``).
+
+The worker's ``Settings`` say where things live and how long they are kept;
+these say how much one request may carry and how often it may come.
+
+=================================  =========================================
+``EPHEMESH_SECRET_KEY``            signs the session cookie and keys the IP
+                                   pseudonyms; default: a random key kept
+                                   in ``DATA_DIR/secret-key`` (mode 0600).
+                                   Set the same value on every web host.
+``EPHEMESH_MAX_UPLOAD_MB``         request body cap (default 1024)
+``EPHEMESH_MAX_FILES``             files per upload, zip members included
+                                   (default 5000)
+``EPHEMESH_MAX_ZIP_ENTRIES``       entries per zip (default 10000)
+``EPHEMESH_MAX_UNPACKED_MB``       bytes unpacked from zips per upload
+                                   (default 4096)
+``EPHEMESH_MAX_ZIP_RATIO``         unpacked bytes per archive byte (default 100)
+``EPHEMESH_RATE_LIMIT``            per address, every route (default 600/minute)
+``EPHEMESH_KEY_RATE_LIMIT``        per API key on /api (default 120/minute)
+``EPHEMESH_UPLOAD_RATE_LIMIT``     uploads per address or key (default 30/minute)
+``EPHEMESH_LOGIN_RATE_LIMIT``     admin login posts per address (default 20/minute)
+``EPHEMESH_LOGIN_MAX_FAILURES``    failed admin logins before a lock (default 5)
+``EPHEMESH_LOCKOUT_SECONDS``       how long a lock lasts (default 900)
+``EPHEMESH_SECURE_COOKIES``        1: cookies only over HTTPS (set it behind TLS)
+``EPHEMESH_TRUSTED_PROXIES``       reverse proxies in front (X-Forwarded-For hops)
+``EPHEMESH_SPOOL_DIR``             where large upload parts spool (unnamed
+                                   files); default beside the store
+=================================  =========================================
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+MB = 1024 * 1024
+
+
+def _int(env, name, default, lo=1):
+    raw = env.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number") from None
+    if value < lo:
+        raise ValueError(f"{name} must be at least {lo}")
+    return value
+
+
+def secret_key(env, data_dir: Path) -> str:
+    """The configured secret, else one kept (0600) in the data directory."""
+    if env.get("EPHEMESH_SECRET_KEY"):
+        return env["EPHEMESH_SECRET_KEY"]
+    path = Path(data_dir) / "secret-key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(key)
+    return key
+
+
+def from_env(settings, env=None) -> dict:
+    """Flask config for ``settings`` (the worker's) and the environment."""
+    env = os.environ if env is None else env
+    max_files = _int(env, "EPHEMESH_MAX_FILES", 5000)
+    return {
+        "SECRET_KEY": secret_key(env, settings.data_dir),
+        "MAX_CONTENT_LENGTH": _int(env, "EPHEMESH_MAX_UPLOAD_MB", 1024) * MB,
+        # every file is one part; a few more for the option fields
+        "MAX_FORM_PARTS": max_files + 32,
+        "MAX_FORM_MEMORY_SIZE": 64 * 1024,  # option fields are short
+        "EPHEMESH_MAX_FILES": max_files,
+        "EPHEMESH_MAX_ZIP_ENTRIES": _int(env, "EPHEMESH_MAX_ZIP_ENTRIES", 10000),
+        "EPHEMESH_MAX_UNPACKED": _int(env, "EPHEMESH_MAX_UNPACKED_MB", 4096) * MB,
+        "EPHEMESH_MAX_ZIP_RATIO": _int(env, "EPHEMESH_MAX_ZIP_RATIO", 100),
+        "EPHEMESH_RATE_LIMIT": env.get("EPHEMESH_RATE_LIMIT") or "600/minute",
+        "EPHEMESH_KEY_RATE_LIMIT": env.get("EPHEMESH_KEY_RATE_LIMIT") or "120/minute",
+        "EPHEMESH_UPLOAD_RATE_LIMIT": env.get("EPHEMESH_UPLOAD_RATE_LIMIT") or "30/minute",
+        "EPHEMESH_LOGIN_RATE_LIMIT": env.get("EPHEMESH_LOGIN_RATE_LIMIT") or "20/minute",
+        "EPHEMESH_LOGIN_MAX_FAILURES": _int(env, "EPHEMESH_LOGIN_MAX_FAILURES", 5),
+        "EPHEMESH_LOCKOUT_SECONDS": _int(env, "EPHEMESH_LOCKOUT_SECONDS", 900),
+        "EPHEMESH_API_MAX_AUTH_FAILURES": _int(env, "EPHEMESH_API_MAX_AUTH_FAILURES", 20),
+        "EPHEMESH_TRUSTED_PROXIES": _int(env, "EPHEMESH_TRUSTED_PROXIES", 0, lo=0),
+        "EPHEMESH_SPOOL_DIR": env.get("EPHEMESH_SPOOL_DIR") or str(
+            Path(settings.store) / ".spool" if settings.store != "redis"
+            else Path(settings.data_dir) / "spool"),
+        "SESSION_COOKIE_NAME": "ephemesh",
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": env.get("EPHEMESH_SECURE_COOKIES", "") in ("1", "true", "yes"),
+        "PERMANENT_SESSION_LIFETIME": 8 * 3600,
+        "WTF_CSRF_TIME_LIMIT": 8 * 3600,
+        "WTF_CSRF_SSL_STRICT": False,  # no Referer is sent (Referrer-Policy: no-referrer)
+        "RATELIMIT_ENABLED": True,
+        "JSON_SORT_KEYS": False,
+    }

@@ -1,0 +1,171 @@
+"""The OpenAPI 3 document served at ``/api/v1/openapi.json``.
+
+Written by hand next to the routes; ``tests/web/test_openapi.py`` checks
+that every route is described (and nothing else), that the document is
+valid, and runs schemathesis against the app.
+"""
+
+from __future__ import annotations
+
+import functools
+
+PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _problem(description):
+    return {"description": description, "content": PROBLEM}
+
+
+def _errors(*statuses):
+    text = {400: "Bad input (see `code`)", 401: "Missing or bad API key",
+            404: "No such job or batch for this key", 405: "Method not allowed",
+            409: "Not ready", 410: "Deleted", 413: "Upload too large or too many parts",
+            415: "Not multipart/form-data", 429: "Rate limited or blocked"}
+    return {str(s): _problem(text[s]) for s in statuses}
+
+
+JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+OPTION_PROPERTIES = {
+    "threshold": {"type": "number", "description": "isovalue in modality units (HU for CT); "
+                  "exclusive with preset"},
+    "preset": {"type": "string", "enum": ["bone", "skin", "soft-tissue", "teeth", "airway",
+                                          "auto"]},
+    "smooth": {"type": "integer", "minimum": 0, "maximum": 500,
+               "description": "Taubin smoothing iterations"},
+    "decimate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
+                 "description": "fraction of triangles to keep"},
+    "largest": {"type": "boolean", "description": "keep only the largest component"},
+    "max_triangles": {"type": "integer", "minimum": 4},
+    "min_island_mm3": {"type": "number", "minimum": 0},
+    "frame": {"type": "string", "enum": ["lps", "ras"]},
+}
+
+
+def _upload_body(with_series: bool):
+    props = {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
+                       "description": "DICOM files, or zips of them"},
+             **OPTION_PROPERTIES}
+    if with_series:
+        props["series"] = {"type": "string",
+                           "description": "series number or index to convert "
+                           "(default: the largest volume)"}
+    return {"required": True, "content": {"multipart/form-data": {
+        "schema": {"type": "object", "required": ["files"], "properties": props,
+                   "additionalProperties": False},
+        "encoding": {"files": {"contentType": "application/octet-stream, application/zip"}}}}}
+
+
+SCHEMAS = {
+    "Problem": {
+        "type": "object", "required": ["type", "title", "status", "code", "detail"],
+        "properties": {"type": {"type": "string"}, "title": {"type": "string"},
+                       "status": {"type": "integer"}, "code": {"type": "string"},
+                       "detail": {"type": "string"}},
+    },
+    "Progress": {"type": "object", "properties": {"stage": {"type": "string"},
+                                                  "percent": {"type": "number"}}},
+    "Error": {"type": ["object", "null"], "properties": {"code": {"type": "string"},
+                                                         "message": {"type": "string"}}},
+    "Job": {
+        "type": "object",
+        "required": ["id", "status", "progress", "report", "error", "expires_at", "links"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string",
+                       "enum": ["queued", "running", "choosing", "done", "failed", "deleted"]},
+            "progress": {"$ref": "#/components/schemas/Progress"},
+            "report": {"type": ["object", "null"],
+                       "description": "the converter's report (triangles, volume, warnings…)"},
+            "error": {"$ref": "#/components/schemas/Error"},
+            "created_at": {"type": ["string", "null"], "format": "date-time"},
+            "expires_at": {"type": ["string", "null"], "format": "date-time"},
+            "batch_id": {"type": ["string", "null"]},
+            "links": {"type": "object", "properties": {"self": {"type": "string"},
+                                                       "result": {"type": "string"}}},
+        },
+    },
+    "Batch": {
+        "type": "object", "required": ["id", "status", "jobs", "links"],
+        "properties": {
+            "id": {"type": "string"},
+            "status": {"type": "string", "enum": ["splitting", "ready", "failed", "deleted"]},
+            "error": {"$ref": "#/components/schemas/Error"},
+            "created_at": {"type": ["string", "null"]},
+            "expires_at": {"type": ["string", "null"]},
+            "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
+            "links": {"type": "object", "properties": {"self": {"type": "string"},
+                                                       "result": {"type": "string"}}},
+        },
+    },
+}
+
+
+@functools.lru_cache(maxsize=1)
+def document() -> dict:
+    job_json = {"application/json": {"schema": {"$ref": "#/components/schemas/Job"}}}
+    batch_json = {"application/json": {"schema": {"$ref": "#/components/schemas/Batch"}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "ephemesh API", "version": "1.0.0",
+                 "description": "DICOM series in, STL surfaces out; nothing kept. Uploads are "
+                 "deleted when their conversion ends, results within the retention "
+                 "(at most one hour)."},
+        "servers": [{"url": "/api/v1"}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "a key from `ephemesh keys create`"}},
+            "schemas": SCHEMAS,
+        },
+        "paths": {
+            "/jobs": {"post": {
+                "operationId": "createJob", "summary": "Convert one series",
+                "requestBody": _upload_body(True),
+                "responses": {"202": {"description": "Accepted", "content": job_json,
+                                      "headers": {"Location": {"schema": {"type": "string"}}}},
+                              **_errors(400, 401, 413, 415, 429)}}},
+            "/jobs/{job_id}": {
+                "parameters": [JOB_ID],
+                "get": {"operationId": "getJob", "summary": "A job's status and report",
+                        "responses": {"200": {"description": "The job", "content": job_json},
+                                      **_errors(401, 404, 429)}},
+                "delete": {"operationId": "deleteJob",
+                           "summary": "Delete the upload and the result now",
+                           "responses": {"204": {"description": "Deleted"},
+                                         **_errors(401, 404, 429)}}},
+            "/jobs/{job_id}/result": {
+                "parameters": [JOB_ID],
+                "get": {"operationId": "getJobResult", "summary": "The STL",
+                        "responses": {"200": {"description": "Binary STL (attachment)",
+                                              "content": {"model/stl": {"schema": {
+                                                  "type": "string", "format": "binary"}}}},
+                                      **_errors(401, 404, 409, 410, 429)}}},
+            "/batches": {"post": {
+                "operationId": "createBatch",
+                "summary": "Convert every series in a zip (one job per series)",
+                "requestBody": _upload_body(False),
+                "responses": {"202": {"description": "Accepted", "content": batch_json,
+                                      "headers": {"Location": {"schema": {"type": "string"}}}},
+                              **_errors(400, 401, 413, 415, 429)}}},
+            "/batches/{batch_id}": {
+                "parameters": [BATCH_ID],
+                "get": {"operationId": "getBatch", "summary": "A batch and its jobs",
+                        "responses": {"200": {"description": "The batch", "content": batch_json},
+                                      **_errors(401, 404, 429)}}},
+            "/batches/{batch_id}/result": {
+                "parameters": [BATCH_ID],
+                "get": {"operationId": "getBatchResult",
+                        "summary": "A zip of every finished STL and a manifest",
+                        "responses": {"200": {"description": "Zip stream",
+                                              "content": {"application/zip": {"schema": {
+                                                  "type": "string", "format": "binary"}}}},
+                                      **_errors(401, 404, 409, 429)}}},
+            "/openapi.json": {"get": {
+                "operationId": "openapi", "summary": "This document", "security": [],
+                "responses": {"200": {"description": "OpenAPI 3 document",
+                                      "content": {"application/json": {"schema": {
+                                          "type": "object"}}}}}}},
+        },
+    }

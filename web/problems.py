@@ -1,0 +1,114 @@
+"""Refusals: one exception, shown as ``application/problem+json`` (RFC 9457)
+on the API and as a readable page in the browser.
+
+Every refusal has a stable ``code``; its message names the problem in
+counts and limits, never in the client's file names or DICOM values.
+"""
+
+from __future__ import annotations
+
+from flask import Response, json, render_template, request
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+PROBLEM_TYPE = "https://ephemesh.invalid/problems/"
+
+#: codes for HTTP errors raised by Flask, Werkzeug and the extensions
+HTTP_CODES = {
+    400: ("bad_request", "The request could not be understood."),
+    401: ("unauthorized", "An API key is needed."),
+    403: ("forbidden", "This is not allowed."),
+    404: ("not_found", "There is nothing here (or it is not yours)."),
+    405: ("method_not_allowed", "This address does not accept that method."),
+    409: ("not_ready", "Not ready yet."),
+    410: ("gone", "This has been deleted."),
+    413: ("too_large", "The upload is larger than this service accepts."),
+    415: ("unsupported_media_type", "This content type is not accepted here."),
+    429: ("rate_limited", "Too many requests; wait a little and try again."),
+    500: ("internal_error", "Something went wrong on our side; nothing was kept."),
+}
+
+
+class Refused(Exception):
+    """A request this service will not carry out (status 4xx)."""
+
+    def __init__(self, code: str, message: str, status: int = 400, headers=None):
+        super().__init__(message)
+        self.code, self.message, self.status = code, message, status
+        self.headers = dict(headers or {})
+
+
+def wants_problem_json() -> bool:
+    """API routes answer problem+json; so does a script on our pages that asks for JSON."""
+    if request.path.startswith("/api/"):
+        return True
+    best = request.accept_mimetypes.best_match(["text/html", "application/json"])
+    return best == "application/json" and request.accept_mimetypes["application/json"] > \
+        request.accept_mimetypes["text/html"]
+
+
+def problem(status: int, code: str, detail: str, headers=None, **extra) -> Response:
+    title = HTTP_CODES.get(status, (code, detail))[1]
+    body = {"type": PROBLEM_TYPE + code, "title": title, "status": status, "code": code,
+            "detail": detail, **extra}
+    resp = Response(json.dumps(body), status=status, mimetype="application/problem+json")
+    for name, value in (headers or {}).items():
+        resp.headers[name] = value
+    return resp
+
+
+def page(status: int, code: str, detail: str, headers=None) -> Response:
+    html = render_template("error.html", status=status, code=code, detail=detail)
+    resp = Response(html, status=status, mimetype="text/html")
+    for name, value in (headers or {}).items():
+        resp.headers[name] = value
+    return resp
+
+
+def respond(status: int, code: str, detail: str, headers=None) -> Response:
+    if wants_problem_json():
+        return problem(status, code, detail, headers)
+    return page(status, code, detail, headers)
+
+
+def _too_large_code(exc) -> tuple[str, str]:
+    from flask import current_app  # noqa: PLC0415
+
+    cap = current_app.config.get("MAX_CONTENT_LENGTH")
+    length = request.content_length
+    if cap and (length is None or length > cap):
+        return "too_large", f"The upload is larger than {cap // (1024 * 1024)} MB."
+    return "too_many_parts", (
+        "The upload has too many files or form fields "
+        f"(at most {current_app.config['EPHEMESH_MAX_FILES']} files).")
+
+
+def register(app) -> None:
+    @app.errorhandler(Refused)
+    def _refused(exc: Refused):
+        return respond(exc.status, exc.code, exc.message, exc.headers)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException):
+        status = exc.code or 500
+        code, detail = HTTP_CODES.get(status, ("http_error", exc.name))
+        headers = {}
+        if status == 413:
+            code, detail = _too_large_code(exc)
+        elif isinstance(exc, CSRFError):
+            code = "csrf_failed"
+            detail = "The form had expired or was not sent from this site; reload the page and try again."
+        elif status == 429:
+            retry = getattr(exc, "retry_after", None)
+            if retry:
+                headers["Retry-After"] = str(retry)
+        elif status == 405:
+            headers["Allow"] = ", ".join(sorted(exc.valid_methods or ()))
+        return respond(status, code, detail, headers)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc):  # noqa: ARG001 - the text may hold anything; never shown or logged
+        app.logger.error("unexpected error on %s", request.url_rule.rule if request.url_rule
+                         else "an unmatched route")
+        code, detail = HTTP_CODES[500]
+        return respond(500, code, detail)

@@ -1,0 +1,125 @@
+// Upload page: drag and drop (folders too), upload progress, readable errors.
+// File names never leave the browser: every file is sent as "file-N".
+const form = document.getElementById('upload');
+const folderInput = document.getElementById('folder');
+const filesInput = document.getElementById('files');
+const dropzone = document.getElementById('dropzone');
+const chosen = document.getElementById('chosen');
+const statusEl = document.getElementById('upload-status');
+const errorEl = document.getElementById('upload-error');
+const sending = document.getElementById('sending');
+const bar = document.getElementById('upload-progress');
+const submit = document.getElementById('submit');
+const preset = document.getElementById('preset');
+const threshold = document.getElementById('threshold');
+
+let dropped = null; // files from a drop, when the last choice was a drop
+
+function showThreshold() {
+  const custom = preset.value === 'threshold';
+  threshold.disabled = !custom;
+  threshold.required = custom;
+  document.getElementById('threshold-field').classList.toggle('muted', !custom);
+}
+preset.addEventListener('change', showThreshold);
+showThreshold();
+
+function currentFiles() {
+  if (dropped) return dropped;
+  return [...folderInput.files, ...filesInput.files];
+}
+
+function describe(files) {
+  if (!files.length) return 'Nothing chosen yet.';
+  const bytes = files.reduce((n, f) => n + f.size, 0);
+  const mb = (bytes / 1048576).toFixed(1);
+  return `${files.length} file${files.length === 1 ? '' : 's'} chosen (${mb} MB).`;
+}
+
+function update() { chosen.textContent = describe(currentFiles()); }
+folderInput.addEventListener('change', () => { dropped = null; filesInput.value = ''; update(); });
+filesInput.addEventListener('change', () => { dropped = null; folderInput.value = ''; update(); });
+
+function readEntry(entry) {
+  if (entry.isFile) return new Promise((ok, fail) => entry.file(f => ok([f]), fail));
+  if (!entry.isDirectory) return Promise.resolve([]);
+  const reader = entry.createReader();
+  return new Promise((ok, fail) => {
+    const all = [];
+    const next = () => reader.readEntries(async entries => {
+      if (!entries.length) {
+        const nested = await Promise.all(all.map(readEntry));
+        ok(nested.flat());
+        return;
+      }
+      all.push(...entries);
+      next();
+    }, fail);
+    next();
+  });
+}
+
+['dragenter', 'dragover'].forEach(t => dropzone.addEventListener(t, e => {
+  e.preventDefault(); dropzone.classList.add('over');
+}));
+['dragleave', 'drop'].forEach(t => dropzone.addEventListener(t, () => dropzone.classList.remove('over')));
+dropzone.addEventListener('drop', async e => {
+  e.preventDefault();
+  const items = [...(e.dataTransfer.items || [])];
+  const entries = items.map(i => i.webkitGetAsEntry && i.webkitGetAsEntry()).filter(Boolean);
+  try {
+    dropped = entries.length ? (await Promise.all(entries.map(readEntry))).flat()
+                             : [...e.dataTransfer.files];
+  } catch (err) {
+    dropped = [...e.dataTransfer.files];
+  }
+  folderInput.value = ''; filesInput.value = '';
+  update();
+});
+
+function fail(message) {
+  errorEl.textContent = message;
+  errorEl.hidden = false;
+  statusEl.textContent = '';
+  sending.hidden = true;
+  submit.disabled = false;
+}
+
+form.addEventListener('submit', e => {
+  e.preventDefault();
+  errorEl.hidden = true;
+  const files = currentFiles();
+  if (!files.length) { fail('Choose a folder, a zip or DICOM files first.'); return; }
+  const data = new FormData();
+  for (const [name, value] of new FormData(form)) {
+    if (name !== 'files') data.append(name, value);
+  }
+  files.forEach((f, i) => data.append('files', f, `file-${i + 1}`));
+  const xhr = new XMLHttpRequest();
+  xhr.open('POST', form.action);
+  xhr.setRequestHeader('Accept', 'application/json');
+  xhr.setRequestHeader('X-CSRFToken', document.querySelector('meta[name=csrf-token]').content);
+  xhr.upload.addEventListener('progress', ev => {
+    if (!ev.lengthComputable) return;
+    const pct = Math.round(100 * ev.loaded / ev.total);
+    bar.value = pct; bar.textContent = `${pct} %`;
+    if (pct % 10 === 0) statusEl.textContent = `Uploading: ${pct} %`;
+  });
+  xhr.addEventListener('load', () => {
+    let body = null;
+    try { body = JSON.parse(xhr.responseText); } catch (err) { body = null; }
+    if (xhr.status === 201 && body && body.url) {
+      statusEl.textContent = 'Uploaded. Opening the job page…';
+      window.location.assign(body.url);
+    } else if (body && body.detail) {
+      fail(body.detail);
+    } else {
+      fail(`The upload was refused (HTTP ${xhr.status}).`);
+    }
+  });
+  xhr.addEventListener('error', () => fail('The upload did not reach the server (network error, or the upload is too large).'));
+  submit.disabled = true;
+  sending.hidden = false;
+  statusEl.textContent = 'Uploading…';
+  xhr.send(data);
+});
