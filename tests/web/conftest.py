@@ -1,0 +1,136 @@
+"""Fixtures for the web layer: an app on the private test Redis, clients,
+API keys, real RQ worker processes, generated DICOM uploads."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests import dicomgen as G
+from web import create_app
+from worker.config import Settings
+
+
+def make_settings(root: Path, redis_url: str, **env) -> Settings:
+    base = {
+        "EPHEMESH_DATA_DIR": str(root / "data"),
+        "EPHEMESH_REDIS_URL": redis_url,
+        "EPHEMESH_STORE": str(root / "store"),
+        "EPHEMESH_RETENTION_SECONDS": "900",
+    }
+    base.update({k: str(v) for k, v in env.items()})
+    return Settings.from_env(base)
+
+
+@pytest.fixture
+def settings(tmp_path, redis_url) -> Settings:
+    return make_settings(tmp_path, redis_url)
+
+
+@pytest.fixture
+def make_app(settings):
+    made = []
+
+    def make(**config):
+        app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings,
+                          "SECRET_KEY": "test-secret-key", **config})
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.extensions["ephemesh.service"].close()
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def records(app):
+    return app.extensions["ephemesh.service"].records
+
+
+@pytest.fixture
+def api_key(records) -> str:
+    return records.create_key("tests")[1]
+
+
+@pytest.fixture
+def auth(api_key) -> dict:
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+@pytest.fixture
+def workers(settings, tmp_path):
+    """One real RQ worker process (no cron) for this test's settings."""
+    from worker.runtime import Runtime  # noqa: PLC0415
+
+    log = open(tmp_path / "workers.log", "ab")  # noqa: SIM115
+    runtime = Runtime(settings).start(workers=1, cron=False, stderr=log)
+    runtime.log_path = tmp_path / "workers.log"
+    yield runtime
+    runtime.stop(grace=10)
+    log.close()
+
+
+def csrf_token(client, path="/") -> str:
+    html = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def wait_for(predicate, timeout=60, what="a condition"):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.fixture(scope="session")
+def series_files(tmp_path_factory) -> list[bytes]:
+    """A small CT series (a sphere) as file bytes."""
+    folder = G.make_series_dir(tmp_path_factory.mktemp("web-series"), "sphere", size=(20, 28, 28))
+    return [p.read_bytes() for p in sorted(folder.iterdir())]
+
+
+@pytest.fixture(scope="session")
+def series_zip(series_files) -> bytes:
+    return zip_bytes({f"slice{i:03d}.dcm": d for i, d in enumerate(series_files)})
+
+
+@pytest.fixture(scope="session")
+def two_series_zip(tmp_path_factory) -> bytes:
+    root = tmp_path_factory.mktemp("web-two")
+    G.make_series_dir(root / "a", "sphere", size=(20, 28, 28), series_number=1)
+    G.make_series_dir(root / "b", "box", size=(16, 28, 28), series_number=2)
+    return zip_bytes({f"{p.parent.name}/{p.name}": p.read_bytes()
+                      for p in sorted(root.rglob("*.dcm"))})
+
+
+def store_objects(settings) -> list[Path]:
+    """Everything in the directory store (input and result objects, leftovers)."""
+    root = Path(settings.store)
+    return [p for kind in ("input", "result") if (root / kind).exists()
+            for p in (root / kind).iterdir()]

@@ -1,0 +1,167 @@
+"""API v1 through the Flask test client, with real RQ workers converting."""
+
+import io
+import zipfile
+
+from tests.web.conftest import store_objects, wait_for
+
+
+def _post_job(client, auth, files, **fields):
+    data = {"files": [(io.BytesIO(f), "x.dcm") for f in files], **fields}
+    return client.post("/api/v1/jobs", data=data, headers=auth, content_type="multipart/form-data")
+
+
+def _wait(client, auth, url, statuses=("done", "failed"), timeout=90):
+    return wait_for(lambda: (lambda j: j if j["status"] in statuses else None)(
+        client.get(url, headers=auth).json), timeout, f"{url} to reach {statuses}")
+
+
+def test_a_job_runs_from_upload_to_delete(client, auth, workers, series_zip, settings):
+    resp = _post_job(client, auth, [series_zip], preset="bone", smooth="2", largest="true")
+    assert resp.status_code == 202, resp.json
+    body = resp.json
+    assert set(body) >= {"id", "status", "links"}
+    assert body["status"] == "queued"
+    assert body["links"] == {"self": f"/api/v1/jobs/{body['id']}",
+                             "result": f"/api/v1/jobs/{body['id']}/result"}
+    assert resp.headers["Location"] == body["links"]["self"]
+
+    job = _wait(client, auth, body["links"]["self"])
+    assert job["status"] == "done", job
+    assert set(job) >= {"id", "status", "progress", "report", "error", "expires_at"}
+    assert job["progress"]["percent"] == 100
+    assert job["report"]["triangles"] > 100 and job["report"]["watertight"]
+    assert job["error"] is None and job["expires_at"].endswith("Z")
+
+    result = client.get(body["links"]["result"], headers=auth)
+    assert result.status_code == 200
+    assert result.mimetype == "model/stl"
+    assert result.headers["Content-Disposition"] == "attachment; filename=model.stl"
+    assert result.headers["Cache-Control"] == "no-store"
+    assert result.data[:80].startswith(b"ephemesh SPACE=LPS UNITS=mm")
+    assert len(result.data) == 84 + 50 * job["report"]["triangles"]
+
+    assert client.delete(body["links"]["self"], headers=auth).status_code == 204
+    gone = client.get(body["links"]["result"], headers=auth)
+    assert gone.status_code == 410 and gone.json["code"] == "gone"
+    assert client.get(body["links"]["self"], headers=auth).json["status"] == "deleted"
+    assert store_objects(settings) == []
+
+
+def test_a_failed_job_reports_a_stable_code(client, auth, workers, series_files):
+    resp = _post_job(client, auth, series_files[:1])  # one slice: nothing to mesh
+    job = _wait(client, auth, resp.json["links"]["self"])
+    assert job["status"] == "failed"
+    assert job["error"]["code"] == "single_slice"
+    result = client.get(resp.json["links"]["result"], headers=auth)
+    assert result.status_code == 409 and result.json["code"] == "not_ready"
+
+
+def test_result_before_the_job_ran_is_409(client, auth, series_files):
+    resp = _post_job(client, auth, series_files)  # no worker running
+    result = client.get(resp.json["links"]["result"], headers=auth)
+    assert result.status_code == 409
+    assert result.mimetype == "application/problem+json"
+    assert result.json["code"] == "not_ready"
+    assert client.delete(resp.json["links"]["self"], headers=auth).status_code == 204
+
+
+def test_bad_options_are_refused_with_their_code_and_nothing_is_stored(client, auth,
+                                                                       series_files, settings):
+    cases = [({"threshold": "lots"}, "invalid_threshold"),
+             ({"preset": "marrow"}, "invalid_preset"),
+             ({"smooth": "-1"}, "invalid_smooth"),
+             ({"decimate": "2"}, "invalid_decimate"),
+             ({"largest": "maybe"}, "invalid_largest"),
+             ({"threshold": "300", "preset": "bone"}, "invalid_option"),
+             ({"colour": "red"}, "unknown_field")]
+    for fields, code in cases:
+        resp = _post_job(client, auth, series_files[:2], **fields)
+        assert resp.status_code == 400, fields
+        assert resp.mimetype == "application/problem+json"
+        assert resp.json["code"] == code, (fields, resp.json)
+        assert resp.json["status"] == 400 and resp.json["detail"]
+    assert store_objects(settings) == []
+
+
+def test_missing_bad_and_revoked_keys_are_401(client, records, series_files):
+    resp = client.get("/api/v1/jobs/abc")
+    assert resp.status_code == 401 and resp.json["code"] == "missing_key"
+    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+    for header in ("Bearer emk_nonsense", "Basic dXNlcjpwYXNz", "Bearer "):
+        resp = client.get("/api/v1/jobs/abc", headers={"Authorization": header})
+        assert resp.status_code == 401 and resp.json["code"] == "invalid_key", header
+    key_id, key = records.create_key("soon revoked")
+    auth = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/v1/jobs/abc", headers=auth).status_code == 404
+    assert records.revoke_key(key[:12])
+    resp = _post_job(client, auth, series_files)
+    assert resp.status_code == 401 and resp.json["code"] == "invalid_key"
+
+
+def test_another_keys_job_is_404(client, auth, records, series_files):
+    job = _post_job(client, auth, series_files).json
+    other = {"Authorization": f"Bearer {records.create_key('other')[1]}"}
+    for method, url in (("get", job["links"]["self"]), ("get", job["links"]["result"]),
+                        ("delete", job["links"]["self"])):
+        resp = getattr(client, method)(url, headers=other)
+        assert resp.status_code == 404, url
+        assert resp.json["code"] == "not_found"
+    assert client.get(job["links"]["self"], headers=auth).status_code == 200
+    # nor can a browser session see it
+    assert client.get(f"/jobs/{job['id']}").status_code == 404
+
+
+def test_upload_must_be_multipart_with_files(client, auth):
+    resp = client.post("/api/v1/jobs", data=b"{}", headers={**auth, "Content-Type": "application/json"})
+    assert resp.status_code == 415 and resp.json["code"] == "unsupported_media_type"
+    resp = client.post("/api/v1/jobs", data={"preset": "bone"}, headers=auth,
+                       content_type="multipart/form-data")
+    assert resp.status_code == 400 and resp.json["code"] == "no_files"
+    resp = client.post("/api/v1/jobs", data={"file": (io.BytesIO(b"x"), "a")}, headers=auth,
+                       content_type="multipart/form-data")
+    assert resp.status_code == 400 and resp.json["code"] == "unknown_field"
+
+
+def test_a_batch_makes_one_job_per_series_and_zips_the_results(client, auth, workers,
+                                                               two_series_zip):
+    resp = client.post("/api/v1/batches", data={"files": (io.BytesIO(two_series_zip), "b.zip"),
+                                                "preset": "bone"},
+                       headers=auth, content_type="multipart/form-data")
+    assert resp.status_code == 202, resp.json
+    batch = resp.json
+    assert batch["links"]["self"] == f"/api/v1/batches/{batch['id']}"
+
+    def finished():
+        view = client.get(batch["links"]["self"], headers=auth).json
+        if view["status"] == "ready" and len(view["jobs"]) == 2 and all(
+                j["status"] in ("done", "failed") for j in view["jobs"]):
+            return view
+        return None
+
+    view = wait_for(finished, 120, "the batch to finish")
+    assert [j["status"] for j in view["jobs"]] == ["done", "done"]
+    assert all(j["batch_id"] == batch["id"] for j in view["jobs"])
+    # each job of the batch is the key's own job too
+    assert client.get(view["jobs"][0]["links"]["self"], headers=auth).status_code == 200
+
+    result = client.get(batch["links"]["result"], headers=auth)
+    assert result.status_code == 200 and result.mimetype == "application/zip"
+    assert result.headers["Cache-Control"] == "no-store"
+    with zipfile.ZipFile(io.BytesIO(result.data)) as zf:
+        names = zf.namelist()
+        stls = [n for n in names if n.endswith(".stl")]
+        assert len(stls) == 2 and "manifest.json" in names
+        for name in stls:
+            assert zf.read(name)[:8] == b"ephemesh"
+
+    other = {"Authorization": f"Bearer {client.application.extensions['ephemesh.service'].records.create_key('o')[1]}"}
+    assert client.get(batch["links"]["self"], headers=other).status_code == 404
+    assert client.get(batch["links"]["result"], headers=other).status_code == 404
+
+
+def test_usage_is_recorded_per_key_without_payload(client, auth, records, series_files):
+    _post_job(client, auth, series_files)
+    rows = records.usage_rows()
+    assert rows and rows[-1]["endpoint"] == "/api/v1/jobs"
+    assert rows[-1]["bytes_in"] > sum(map(len, series_files))

@@ -1,0 +1,92 @@
+"""The app as a whole: security headers, cookies, readable errors, the
+privacy page read from the running configuration, three.js served locally."""
+
+import re
+from pathlib import Path
+
+from tests.web.conftest import make_settings
+
+WEB = Path(__file__).resolve().parents[2] / "web"
+
+
+def test_every_page_sends_the_security_headers(client):
+    for path in ("/", "/privacy", "/admin/login", "/api/v1/openapi.json", "/no-such-page"):
+        resp = client.get(path)
+        csp = resp.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in csp and "'unsafe-inline'" not in csp, path
+        assert "frame-ancestors 'none'" in csp
+        assert resp.headers["Referrer-Policy"] == "no-referrer"
+        assert resp.headers["X-Content-Type-Options"] == "nosniff"
+        assert resp.headers["Cache-Control"] == "no-store", path
+
+
+def test_templates_have_no_inline_script_or_style():
+    for path in (WEB / "templates").rglob("*.html"):
+        text = path.read_text()
+        for tag in re.findall(r"<script\b[^>]*>", text):
+            assert "src=" in tag, f"inline script in {path.name}"
+        assert "<style" not in text, path.name
+        assert not re.search(r"\sstyle=", text), path.name
+        assert not re.search(r"\son[a-z]+=", text), f"inline handler in {path.name}"
+
+
+def test_the_only_cookie_is_the_essential_session(client):
+    resp = client.get("/")
+    cookies = resp.headers.getlist("Set-Cookie")
+    assert len(cookies) == 1
+    assert cookies[0].startswith("ephemesh=")
+    assert "HttpOnly" in cookies[0] and "SameSite=Lax" in cookies[0]
+    assert "Expires" not in cookies[0]  # gone when the browser closes
+
+
+def test_unknown_pages_are_readable_not_tracebacks(client):
+    resp = client.get("/jobs/nope")
+    assert resp.status_code == 404
+    assert resp.mimetype == "text/html"
+    body = resp.get_data(as_text=True)
+    assert "no such job" in body.lower() and "Traceback" not in body
+
+
+def test_wrong_method_is_405_with_allow(client):
+    resp = client.put("/api/v1/jobs")
+    assert resp.status_code == 405
+    assert resp.mimetype == "application/problem+json"
+    assert resp.json["code"] == "method_not_allowed"
+
+
+def test_privacy_page_reads_the_running_configuration(tmp_path, redis_url):
+    from web import create_app
+
+    settings = make_settings(tmp_path, redis_url, EPHEMESH_RETENTION_SECONDS=1800,
+                             EPHEMESH_ACCESS_LOG_DAYS=14)
+    app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings})
+    try:
+        html = app.test_client().get("/privacy").get_data(as_text=True)
+    finally:
+        app.extensions["ephemesh.service"].close()
+    upload = re.search(r'id="fact-upload">(.*?)</td>', html, re.S).group(1)
+    assert "30 minutes" in upload
+    assert "14 days" in re.search(r'id="fact-log">(.*?)</td>', html, re.S).group(1)
+    assert "60 minutes" not in html and "30 days" not in html
+
+
+def test_three_js_is_served_by_the_app_with_its_imports_resolved(client):
+    page = client.get("/static/preview.js").get_data(as_text=True)
+    assert "/vendor/three/STLLoader.js" in page and "http" not in page
+    for name in ("three.module.js", "three.core.js", "STLLoader.js", "OrbitControls.js"):
+        resp = client.get(f"/vendor/three/{name}")
+        assert resp.status_code == 200, name
+        assert resp.mimetype == "text/javascript"
+        text = resp.get_data(as_text=True)
+        assert "from 'three'" not in text and 'from "three"' not in text
+    assert client.get("/vendor/three/package.json").status_code == 404
+    assert client.get("/vendor/three/..%2Fpackage.json").status_code == 404
+
+
+def test_pages_are_labelled_and_fit_a_phone(client):
+    html = client.get("/").get_data(as_text=True)
+    assert 'name="viewport"' in html
+    ids = re.findall(r'<(?:input|select)[^>]*\bid="([^"]+)"', html)
+    for ident in ids:
+        assert f'for="{ident}"' in html, f"control {ident} has no label"
+    assert 'aria-live="polite"' in html
