@@ -1,4 +1,4 @@
-"""Vectorized marching cubes over an int16 (or any real) volume.
+"""Marching cubes in numpy alone: the reference the compiled kernel is held to.
 
 Two passes over slabs of the volume, each slab vectorized with numpy:
 
@@ -33,74 +33,18 @@ from ._mc_tables import (
     TRI_TABLE,
 )
 
-#: voxels per slab (bounds temporaries to a few tens of MB)
-SLAB_VOXELS = 4_000_000
 #: how far (in voxels) a vertex stays from a voxel whose value is the level
 _T_EPS = 5e-5
 
 
-def _check(volume, level, step, workers):
-    if not isinstance(volume, np.ndarray):
-        raise TypeError(f"volume must be a numpy array, got {type(volume).__name__}")
-    if volume.ndim != 3:
-        raise ValueError(f"volume must be 3-D, got {volume.ndim}-D")
-    if volume.dtype.kind not in "iuf":
-        raise TypeError(f"volume must hold integers or floats, got {volume.dtype}")
-    try:
-        level = float(level)
-    except (TypeError, ValueError):
-        raise TypeError(f"level must be a number, got {level!r}") from None
-    if not np.isfinite(level):
-        raise ValueError(f"level must be finite, got {level}")
-    if int(step) != step or step < 1:
-        raise ValueError(f"step must be an integer >= 1, got {step}")
-    if int(workers) != workers or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers}")
-    return level, int(step), int(workers)
+def extract(volume, level, *, workers=1, progress=None, slab_voxels=4_000_000):
+    """Marching cubes over the whole of ``volume`` (checked by the caller).
 
-
-def _sample_index(n, step):
-    idx = np.arange(0, n, step)
-    if idx[-1] != n - 1:
-        idx = np.append(idx, n - 1)
-    return idx
-
-
-def marching_cubes(volume, level, *, step=1, workers=1, progress=None):
-    """Extract the isosurface ``volume == level`` as a welded triangle mesh.
-
-    Parameters
-    ----------
-    volume : (Z, Y, X) ndarray
-        Integers or floats; never copied to float as a whole.
-    level : float
-        The isovalue; the inside is ``volume > level``.
-    step : int, optional
-        Sample every ``step`` voxels along each axis (the last plane is
-        always kept); vertices stay in full-resolution index units.
-    workers : int, optional
-        Threads for slab-parallel extraction; the mesh is identical for any
-        number.
-    progress : callable(fraction), optional
-        Called as slabs finish.
-
-    Returns
-    -------
-    verts : (N, 3) float32
-        Vertex positions in index coordinates (axis 0, 1, 2).
-    faces : (M, 3) int64
-        Triangles wound so normals point from inside to outside.
+    Returns ``(verts, faces)`` as :func:`converter.marching.marching_cubes`.
     """
-    level, step, workers = _check(volume, level, step, workers)
-    scale = None
-    if step > 1:
-        scale = [_sample_index(n, step) for n in volume.shape]
-        volume = volume[np.ix_(*scale)]
-    if min(volume.shape) < 2:
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
     zn = volume.shape[0]
     plane = volume.shape[1] * volume.shape[2]
-    per = max(1, SLAB_VOXELS // plane)
+    per = max(1, slab_voxels // plane)
     slabs = [(z, min(z + per, zn - 1)) for z in range(0, zn - 1, per)]
     done = [0]
 
@@ -137,8 +81,6 @@ def marching_cubes(volume, level, *, step=1, workers=1, progress=None):
         verts[offsets[3]:] = _place_centres(volume, level, keys, offsets, verts, centre_loops)
     if progress:
         progress(1.0)
-    if scale is not None and len(verts):
-        verts = _rescale_vertices(verts, scale)
     return verts, faces
 
 
@@ -198,13 +140,6 @@ def _place_centres(volume, level, keys, offsets, verts, loops):
         step = np.where(norm2 > 1e-30, f / np.maximum(norm2, 1e-30), 0.0)
         p = np.clip(p - step[:, None] * g, 0.0, 1.0)
     return (p + np.stack([cz, cy, cx], axis=1)).astype(np.float32)
-
-
-def _rescale_vertices(verts, scale):
-    out = np.empty_like(verts)
-    for axis, idx in enumerate(scale):
-        out[:, axis] = np.interp(verts[:, axis], np.arange(len(idx)), idx)
-    return out
 
 
 def _inside(volume, z0, z1, level):

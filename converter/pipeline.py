@@ -310,7 +310,7 @@ def _safe_modality(vol) -> str:
 
 
 def _extract_surface(vol, level, inverted, opts, on_progress):
-    """Crop to where the level is crossed, pad with background, run marching cubes.
+    """Crop to where the level is crossed, run marching cubes closed by a background pad.
 
     Returns vertices in the *volume's* (slice, row, column) index space
     (fractional, may be -1 or n for the pad) and outward-wound faces.
@@ -340,12 +340,11 @@ def _extract_surface(vol, level, inverted, opts, on_progress):
     else:
         work_level = level
         pad_value = _pad_value(float(data.min()), work_level, sub.dtype)
-    padded = np.pad(sub, 1, mode="constant", constant_values=pad_value)
+    # the pad layer is virtual: surfaces touching the crop's faces close without a padded copy
+    verts, faces = marching_cubes(sub, work_level, step=opts.step, workers=opts.workers,
+                                  progress=on_progress, pad=pad_value)
     del sub
-    verts, faces = marching_cubes(padded, work_level, step=opts.step, workers=opts.workers,
-                                  progress=on_progress)
-    del padded
-    offset = np.array([lo - 1 for lo, _ in box], dtype=np.float64)
+    offset = np.array([lo for lo, _ in box], dtype=np.float64)
     verts = verts.astype(np.float64) + offset
     on_progress(1.0)
     return verts, np.asarray(faces, dtype=np.int64)

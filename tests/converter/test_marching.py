@@ -1,4 +1,10 @@
-"""The vectorized marching cubes against scikit-image, the reference."""
+"""Marching cubes against scikit-image, the reference, for both engines.
+
+``jit`` is the compiled kernel (numba), ``numpy`` the vectorized numpy path;
+each must agree with scikit-image (vertices on the isosurface, enclosed
+volume, closed and manifold wherever scikit-image's mesh is) and the two
+must make the same mesh.  Timings live in ``bench/``, never here.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +13,14 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.measure import marching_cubes as sk_marching_cubes
 
+from converter import _jit
 from converter import mesh as M
 from converter.marching import marching_cubes
+from tests import dicomgen as G
+
+ENGINES = [pytest.param("numpy", id="numpy"),
+           pytest.param("jit", id="jit", marks=pytest.mark.skipif(
+               not _jit.AVAILABLE, reason="numba not available"))]
 
 
 def trilinear(volume, points):
@@ -26,8 +38,8 @@ def trilinear(volume, points):
     return out
 
 
-def check_against_skimage(volume, level, rel_volume=0.005):
-    verts, faces = marching_cubes(volume, level)
+def check_against_skimage(volume, level, rel_volume=0.005, engine="auto"):
+    verts, faces = marching_cubes(volume, level, engine=engine)
     sv, sf, _, _ = sk_marching_cubes(volume.astype(np.float64), level, allow_degenerate=False)
     v = verts.astype(np.float64)
     # every vertex on the isosurface (vertices lie on grid edges: trilinear = linear there)
@@ -49,56 +61,73 @@ def check_against_skimage(volume, level, rel_volume=0.005):
     return verts, faces
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("config", range(1, 255))
-def test_every_cube_configuration(config):
+def test_every_cube_configuration(config, engine):
     cube = np.array([(config >> i) & 1 for i in range(8)], np.float64).reshape(2, 2, 2)
     volume = np.pad(cube * 2.0 + 0.25, 1, constant_values=0.0)  # inside 2.25, outside 0.25 / 0
-    verts, faces = check_against_skimage(volume, 1.0, rel_volume=0.06)
+    verts, faces = check_against_skimage(volume, 1.0, rel_volume=0.06, engine=engine)
     topo = M.topology(verts.astype(np.float64), faces)
     assert topo.watertight and topo.manifold
 
 
-def test_empty_and_full_configurations():
-    for value in (0.0, 2.0):
-        verts, faces = marching_cubes(np.full((4, 4, 4), value), 1.0)
+@pytest.mark.parametrize("engine", ENGINES)
+def test_empty_and_full_configurations(engine):
+    for value in (0.0, 2.0):  # configurations 0 and 255
+        verts, faces = marching_cubes(np.full((4, 4, 4), value), 1.0, engine=engine)
         assert len(verts) == 0 and len(faces) == 0
 
 
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_random_smooth_fields(seed):
+def test_random_smooth_fields(seed, engine):
     rng = np.random.default_rng(seed)
     field = gaussian_filter(rng.normal(size=(28, 30, 32)), 2.0)
     field = np.pad(field, 1, constant_values=field.min() - 1)
-    check_against_skimage(field, float(np.percentile(field, 65)))
+    check_against_skimage(field, float(np.percentile(field, 65)), engine=engine)
 
 
-def test_random_rough_field_stays_closed():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_random_rough_field_stays_closed(engine):
     rng = np.random.default_rng(7)
     field = np.pad(rng.normal(size=(16, 17, 18)), 1, constant_values=-10.0)
-    verts, faces = marching_cubes(field, 0.0)
+    verts, faces = marching_cubes(field, 0.0, engine=engine)
     topo = M.topology(verts.astype(np.float64), faces)
     assert topo.watertight and topo.manifold
 
 
-def test_sphere_box_and_l_shape():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_sphere_box_and_l_shape(engine):
     z, y, x = np.mgrid[:40, :42, :44].astype(np.float64)
     sphere = 15 - np.sqrt((z - 20) ** 2 + (y - 21) ** 2 + (x - 21.5) ** 2)
-    check_against_skimage(sphere, 0.0)
+    check_against_skimage(sphere, 0.0, engine=engine)
     box = np.zeros((30, 30, 30))
     box[5:20, 8:25, 3:27] = 10
-    check_against_skimage(box, 5.0)
+    check_against_skimage(box, 5.0, engine=engine)
     ell = np.zeros((30, 30, 30))
     ell[4:24, 4:10, 4:12] = 10
     ell[4:10, 4:26, 4:12] = 10
-    verts, faces = check_against_skimage(ell, 5.0)
+    verts, faces = check_against_skimage(ell, 5.0, engine=engine)
     assert M.topology(verts.astype(np.float64), faces).components == 1
 
 
-def test_integer_volume_with_values_exactly_at_the_level():
+@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("phantom_name", ["sphere", "box", "l_shape", "two_spheres"])
+def test_rendered_phantoms(phantom_name, engine):
+    """The int16 phantoms of the end-to-end tests, meshed in index space."""
+    phantom = getattr(G, phantom_name)()
+    geometry = G.make_geometry(size=(36, 40, 44))
+    volume = G.render(phantom, geometry)
+    check_against_skimage(np.pad(volume, 1, constant_values=G.BG_HU), 0.5 * (G.FG_HU + G.BG_HU),
+                          engine=engine)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_integer_volume_with_values_exactly_at_the_level(engine):
     rng = np.random.default_rng(3)
     vol = rng.integers(-2, 3, size=(20, 21, 22)).astype(np.int16)
     vol = np.pad(vol, 1, constant_values=-5)
-    verts, faces = marching_cubes(vol, 0)  # many voxels are exactly 0
+    verts, faces = marching_cubes(vol, 0, engine=engine)  # many voxels are exactly 0
     v = verts.astype(np.float64)
     topo = M.topology(v, faces)
     assert topo.watertight and topo.manifold
@@ -122,19 +151,90 @@ def canonical(verts, faces):
     return sorted(map(tuple, best))
 
 
-def test_slab_parallel_path_gives_the_same_mesh(monkeypatch):
+@pytest.mark.parametrize("engine", ENGINES)
+def test_slab_parallel_path_gives_the_same_mesh(monkeypatch, engine):
     import converter.marching as mc
 
     rng = np.random.default_rng(5)
     field = gaussian_filter(rng.normal(size=(40, 36, 34)), 1.5)
     field = np.pad(field, 1, constant_values=-5.0)
     monkeypatch.setattr(mc, "SLAB_VOXELS", 36 * 38 * 3)  # force many slabs
-    single = marching_cubes(field, 0.05, workers=1)
-    double = marching_cubes(field, 0.05, workers=2)
+    single = marching_cubes(field, 0.05, workers=1, engine=engine)
+    double = marching_cubes(field, 0.05, workers=2, engine=engine)
     monkeypatch.setattr(mc, "SLAB_VOXELS", 10**9)  # one slab
-    whole = marching_cubes(field, 0.05, workers=1)
+    whole = marching_cubes(field, 0.05, workers=1, engine=engine)
     assert canonical(*single) == canonical(*double) == canonical(*whole)
     np.testing.assert_array_equal(single[1], double[1])
+    np.testing.assert_array_equal(single[0], double[0])
+    if engine == "jit":  # its numbering does not depend on the slabs at all
+        np.testing.assert_array_equal(single[0], whole[0])
+        np.testing.assert_array_equal(single[1], whole[1])
+
+
+def same_mesh(a, b, atol=2e-5):
+    """Same triangles (winding included) up to vertex order, coordinates within ``atol``."""
+    from scipy.spatial import cKDTree
+
+    (va, fa), (vb, fb) = a, b
+    assert len(va) == len(vb) and len(fa) == len(fb)
+    if not len(va):
+        return
+    dist, match = cKDTree(vb.astype(np.float64)).query(va.astype(np.float64))
+    assert dist.max() <= atol
+    assert len(np.unique(match)) == len(va)  # one to one
+    ta, tb = match[fa], fb.copy()
+    # rotate each triangle so its smallest vertex comes first (keeps the winding)
+    for t in (ta, tb):
+        k = np.argmin(t, axis=1)
+        t[:] = np.stack([np.take_along_axis(t, ((k + j) % 3)[:, None], 1)[:, 0]
+                         for j in range(3)], axis=1)
+    ta = ta[np.lexsort(ta.T[::-1])]
+    tb = tb[np.lexsort(tb.T[::-1])]
+    np.testing.assert_array_equal(ta, tb)
+
+
+@pytest.mark.skipif(not _jit.AVAILABLE, reason="numba not available")
+@pytest.mark.parametrize("case", ["smooth", "rough", "integers", "float32", "uint8"])
+@pytest.mark.parametrize("pad", [None, "below"])
+def test_compiled_kernel_makes_the_numpy_mesh(case, pad):
+    rng = np.random.default_rng(11)
+    if case == "smooth":
+        vol, level = gaussian_filter(rng.normal(size=(30, 26, 28)), 1.7), 0.02
+    elif case == "rough":
+        vol, level = rng.normal(size=(14, 15, 16)), 0.1
+    elif case == "integers":  # many voxels exactly at the level
+        vol, level = rng.integers(-3, 4, size=(18, 19, 20)).astype(np.int16), 0
+    elif case == "float32":
+        vol, level = gaussian_filter(rng.normal(size=(20, 22, 24)), 1.2).astype(np.float32), 0.0
+    else:
+        vol, level = rng.integers(0, 255, size=(12, 13, 14)).astype(np.uint8), 127.5
+    pad_value = None if pad is None else float(np.floor(vol.min())) - 1.0
+    ours = marching_cubes(vol, level, engine="jit", pad=pad_value)
+    reference = marching_cubes(vol, level, engine="numpy", pad=pad_value)
+    same_mesh(ours, reference)
+    if pad is not None:
+        assert M.topology(ours[0].astype(np.float64), ours[1]).watertight
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_pad_closes_like_a_padded_copy_and_keeps_index_units(engine):
+    rng = np.random.default_rng(2)
+    vol = gaussian_filter(rng.normal(size=(16, 18, 20)), 1.5)
+    vol[0] += 1.0  # the surface runs into the first plane
+    padded = marching_cubes(np.pad(vol, 1, constant_values=-9.0), 0.0, engine=engine)
+    virtual = marching_cubes(vol, 0.0, pad=-9.0, engine=engine)
+    same_mesh((virtual[0] + np.float32(1), virtual[1]), padded)
+    assert virtual[0].min() >= -1 and M.topology(virtual[0].astype(float), virtual[1]).watertight
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_a_cropped_view_is_meshed_like_its_copy(engine):
+    rng = np.random.default_rng(4)
+    vol = (gaussian_filter(rng.normal(size=(24, 26, 28)), 1.5) * 1000).astype(np.int16)
+    view = vol[3:20, 5:22, 2:25]
+    assert not view.flags.c_contiguous
+    same_mesh(marching_cubes(view, 0, pad=-100, engine=engine),
+              marching_cubes(np.ascontiguousarray(view), 0, pad=-100, engine=engine), atol=0)
 
 
 def test_step_gives_full_resolution_units():
@@ -163,6 +263,8 @@ def test_progress_reaches_one():
     ((np.zeros((4, 4, 4)), float("nan")), {}, ValueError, "finite"),
     ((np.zeros((4, 4, 4)), 0.5), {"step": 0}, ValueError, "step"),
     ((np.zeros((4, 4, 4)), 0.5), {"workers": 0}, ValueError, "workers"),
+    ((np.zeros((4, 4, 4)), 0.5), {"pad": 1.0}, ValueError, "pad"),
+    ((np.zeros((4, 4, 4)), 0.5), {"engine": "gpu"}, ValueError, "engine"),
     ((np.zeros((4, 4, 4), bool), 0.5), {}, TypeError, "integers or floats"),
     (([[[0.0]]], 0.5), {}, TypeError, "numpy array"),
 ])

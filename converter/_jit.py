@@ -1,0 +1,63 @@
+"""numba, when it can be used: one decorator for the compiled kernels.
+
+The kernels (``marching_kernel.py``, ``mesh_kernel.py``) are compiled on
+first use and cached on disk next to their source (numba's ``cache=True``;
+numba falls back to a per-user cache folder when the package folder is not
+writable, and the kernels still run, uncached, when neither is).  Setting
+``EPHEMESH_JIT=0`` in the environment turns the kernels off: every caller
+then takes its numpy path, which is also the reference the tests compare
+against.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+try:  # pragma: no cover - numba is a dependency; its absence is tolerated
+    if os.environ.get("EPHEMESH_JIT", "1").strip() in ("0", "false", "no", "off"):
+        raise ImportError("turned off by EPHEMESH_JIT")
+    import numba
+except ImportError:  # noqa: BLE001
+    numba = None
+
+#: True when the compiled kernels are used
+AVAILABLE = numba is not None
+
+
+def njit(fn):
+    """Compile ``fn`` in nopython mode, releasing the GIL, cached on disk when possible."""
+    if numba is None:
+        return fn
+    try:
+        return numba.njit(cache=True, nogil=True)(fn)
+    except RuntimeError:  # no writable cache location: compile in memory only
+        return numba.njit(nogil=True)(fn)
+
+
+_warm = {}
+_warm_lock = threading.Lock()
+
+
+def warm_up_in_background():
+    """Start loading the kernels (numba's first call costs ~0.3 s) on a
+    thread, so it overlaps with reading the series; no-op without numba or
+    when already started."""
+    if not AVAILABLE:
+        return
+    with _warm_lock:
+        if "thread" in _warm:
+            return
+        thread = threading.Thread(target=_warm_up, name="ephemesh-jit-warm-up", daemon=True)
+        _warm["thread"] = thread
+        thread.start()
+
+
+def _warm_up():
+    try:
+        from . import marching_kernel, mesh_kernel  # noqa: PLC0415
+
+        marching_kernel.warm_up()
+        mesh_kernel.warm_up()
+    except Exception:  # noqa: BLE001 - a failed warm-up only costs the time it saves
+        pass
