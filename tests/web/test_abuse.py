@@ -1,0 +1,242 @@
+"""Abuse: every refusal is a problem+json (API) or a readable page (browser),
+with a stable code, and leaves nothing behind in the store or the queue."""
+
+import io
+import struct
+import zipfile
+
+import pytest
+import redis
+
+from tests.web.conftest import csrf_token, store_objects, zip_bytes
+
+MB = 1024 * 1024
+
+
+def _api_post(client, auth, parts, url="/api/v1/jobs", **fields):
+    data = {"files": [(io.BytesIO(p), "upload.bin") for p in parts], **fields}
+    return client.post(url, data=data, headers=auth, content_type="multipart/form-data")
+
+
+def _nothing_left(settings, redis_url):
+    assert store_objects(settings) == []
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        keys = [k.decode() for k in conn.keys("*")]
+    finally:
+        conn.close()
+    assert [k for k in keys if not k.startswith(("LIMITS:LIMITER/ephemesh:limit/", "ephemesh:lock:"))] == []
+
+
+def dicomdir_bytes() -> bytes:
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.1.3.10"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.FileSetID = "DISC"
+    ds.DirectoryRecordSequence = Sequence([])
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
+def zero_bomb(size=64 * MB) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf, zf.open("zeros.dcm", "w") as fh:
+        block = b"\0" * MB
+        for _ in range(size // MB):
+            fh.write(block)
+    return buf.getvalue()
+
+
+def overlap_bomb(copies=400, size=4 * MB) -> bytes:
+    """One deflated entry, listed ``copies`` times in the central directory
+    (all pointing at the same local data): zipfile 3.11.7 reads each copy."""
+    single = zero_bomb(size)
+    eocd = single.rindex(b"PK\x05\x06")
+    cd_size, cd_offset = struct.unpack("<II", single[eocd + 12:eocd + 20])
+    local, record = single[:cd_offset], single[cd_offset:cd_offset + cd_size]
+    end = bytearray(single[eocd:])
+    struct.pack_into("<HHII", end, 8, copies, copies, len(record) * copies, len(local))
+    return local + record * copies + bytes(end)
+
+
+def symlink_zip(series_files) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("a.dcm", series_files[0])
+        link = zipfile.ZipInfo("link.dcm")
+        link.external_attr = (0o120777 << 16)
+        zf.writestr(link, "/etc/passwd")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def small_app(make_app):
+    return make_app(MAX_CONTENT_LENGTH=2 * MB, MAX_FORM_PARTS=20, EPHEMESH_MAX_FILES=10,
+                    EPHEMESH_MAX_ZIP_ENTRIES=50, EPHEMESH_MAX_UNPACKED=256 * MB)
+
+
+def test_oversized_body_is_413(small_app, auth, settings, redis_url):
+    client = small_app.test_client()
+    resp = _api_post(client, auth, [b"\0" * (3 * MB)])
+    assert resp.status_code == 413
+    assert resp.mimetype == "application/problem+json"
+    assert resp.json["code"] == "too_large"
+    # the browser gets a page
+    token = csrf_token(client)
+    resp = client.post("/jobs", data={"csrf_token": token, "files": (io.BytesIO(b"\0" * 3 * MB), "a")},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 413 and resp.mimetype == "text/html"
+    assert "larger than 2 MB" in resp.get_data(as_text=True)
+    _nothing_left(settings, redis_url)
+
+
+def test_too_many_parts_and_too_many_files_are_413(small_app, auth, series_files, settings,
+                                                   redis_url):
+    client = small_app.test_client()
+    resp = _api_post(client, auth, [b"x"] * 30)
+    assert resp.status_code == 413 and resp.json["code"] == "too_many_parts"
+    resp = _api_post(client, auth, [zip_bytes({f"{i}.dcm": series_files[0] for i in range(12)})])
+    assert resp.status_code == 413 and resp.json["code"] == "too_many_files"
+    _nothing_left(settings, redis_url)
+
+
+@pytest.mark.parametrize("make, code", [
+    (lambda s: zero_bomb(), "zip_ratio"),
+    (lambda s: overlap_bomb(copies=40), "zip_ratio"),
+    (lambda s: zip_bytes({f"{i}": b"" for i in range(60)}), "zip_too_many_entries"),
+    (lambda s: symlink_zip(s), "zip_symlink"),
+    (lambda s: zip_bytes({"inner.zip": zip_bytes({"a.dcm": s[0]})}), "nested_archive"),
+    (lambda s: b"\x1f\x8b\x08\0" + b"\0" * 100, "unsupported_archive"),
+    (lambda s: b"PK\x03\x04 not really a zip", "bad_archive"),
+    (lambda s: b"Dear colleague, the scan is attached.\n" * 10, "not_dicom"),
+    (lambda s: dicomdir_bytes(), "dicomdir_only"),
+])
+def test_bad_uploads_are_400_with_a_code(small_app, auth, series_files, settings, redis_url,
+                                         make, code):
+    client = small_app.test_client()
+    resp = _api_post(client, auth, [make(series_files)])
+    assert resp.status_code == 400, resp.json
+    assert resp.json["code"] == code
+    assert "Traceback" not in resp.get_data(as_text=True)
+    _nothing_left(settings, redis_url)
+
+
+def test_a_zip_bomb_is_refused_on_the_bytes_read_within_bounds(make_app, auth, settings, redis_url):
+    app = make_app(EPHEMESH_MAX_ZIP_RATIO=100000, EPHEMESH_MAX_UNPACKED=100 * MB)
+    resp = _api_post(app.test_client(), auth, [overlap_bomb(copies=100, size=4 * MB)])
+    assert resp.status_code == 400 and resp.json["code"] == "zip_too_large"
+    _nothing_left(settings, redis_url)
+
+
+def test_zip_member_names_are_never_paths(client, auth, series_files, settings, tmp_path):
+    evil = {"../../../../tmp/ephemesh-slip.dcm": series_files[0],
+            "/etc/ephemesh-abs.dcm": series_files[1],
+            "..\\..\\ephemesh-win.dcm": series_files[2],
+            **{f"ok/{i}.dcm": f for i, f in enumerate(series_files[3:])}}
+    resp = _api_post(client, auth, [zip_bytes(evil)])
+    assert resp.status_code == 202
+    from pathlib import Path
+    for where in (Path("/tmp"), Path("/etc"), tmp_path, Path.cwd()):
+        assert not list(where.rglob("ephemesh-*.dcm")) if where != Path("/etc") else \
+            not (where / "ephemesh-abs.dcm").exists()
+    names = [p.name for p in Path(settings.store).rglob("*")]
+    assert not any("ephemesh-" in n or n.endswith(".dcm") for n in names)
+
+
+def test_a_disc_folder_with_its_dicomdir_is_accepted(client, auth, series_files):
+    resp = _api_post(client, auth, [dicomdir_bytes(), b"AUTORUN", *series_files])
+    assert resp.status_code == 202
+
+
+def test_form_post_without_csrf_token_is_refused(client, series_files, settings, redis_url):
+    client.get("/")
+    resp = client.post("/jobs", data={"files": (io.BytesIO(series_files[0]), "a.dcm")},
+                       content_type="multipart/form-data")
+    assert resp.status_code == 400
+    assert resp.mimetype == "text/html"
+    assert "reload the page" in resp.get_data(as_text=True)
+    for path in ("/admin/login", "/jobs/x/delete"):
+        resp = client.post(path, data={"name": "a", "password": "b"})
+        assert resp.status_code == 400, path
+    _nothing_left(settings, redis_url)
+
+
+def test_burst_over_the_rate_limit_is_429(make_app, auth):
+    app = make_app(EPHEMESH_RATE_LIMIT="5/minute", EPHEMESH_KEY_RATE_LIMIT="3/minute")
+    client = app.test_client()
+    statuses = [client.get("/privacy").status_code for _ in range(6)]
+    assert statuses == [200] * 5 + [429]
+    page = client.get("/privacy")
+    assert page.mimetype == "text/html" and "try again" in page.get_data(as_text=True).lower()
+    # per key on the API (another address, so the address limit is not what stops it)
+    api = app.test_client()
+    env = {"REMOTE_ADDR": "10.9.8.7"}
+    statuses = [api.get("/api/v1/jobs/nope", headers=auth, environ_base=env).status_code
+                for _ in range(4)]
+    assert statuses == [404, 404, 404, 429]
+    resp = api.get("/api/v1/jobs/nope", headers=auth, environ_base=env)
+    assert resp.mimetype == "application/problem+json" and resp.json["code"] == "rate_limited"
+    assert int(resp.headers["Retry-After"]) > 0
+
+
+def test_uploads_are_limited_per_key(make_app, auth, series_files):
+    app = make_app(EPHEMESH_UPLOAD_RATE_LIMIT="2/minute")
+    client = app.test_client()
+    codes = [_api_post(client, auth, series_files[:3]).status_code for _ in range(3)]
+    assert codes == [202, 202, 429]
+
+
+def test_brute_force_on_api_keys_blocks_the_address(make_app, records, api_key):
+    app = make_app(EPHEMESH_API_MAX_AUTH_FAILURES=5)
+    client = app.test_client()
+    bad = [f"emk_guess{i:04d}xxxxxxxxxxxxxxxxxxxxxxxx" for i in range(5)]
+    for key in bad:
+        assert client.get("/api/v1/jobs/x", headers={"Authorization": f"Bearer {key}"}
+                          ).status_code == 401
+    resp = client.get("/api/v1/jobs/x", headers={"Authorization": f"Bearer {api_key}"})
+    assert resp.status_code == 429 and resp.json["code"] == "too_many_failures"
+    rows = records.audit_rows(event="api-key-refused")
+    assert len(rows) == 5
+    text = repr(rows)
+    assert not any(k in text or k[:12] in text for k in bad)
+    assert "127.0.0.1" not in text
+    # another address is not blocked
+    other = client.get("/api/v1/jobs/x", headers={"Authorization": f"Bearer {api_key}"},
+                       environ_base={"REMOTE_ADDR": "10.1.2.3"})
+    assert other.status_code == 404
+
+
+def test_brute_force_admin_login_locks_account_and_address(make_app, records):
+    app = make_app(EPHEMESH_LOGIN_MAX_FAILURES=5, EPHEMESH_LOGIN_RATE_LIMIT="100/minute")
+    records.add_admin("ada", "correct horse battery")
+    records.add_admin("bob", "another long password")
+    client = app.test_client()
+
+    def attempt(name, password, addr="127.0.0.1", c=client):
+        token = csrf_token(c, "/admin/login")
+        return c.post("/admin/login", data={"csrf_token": token, "name": name,
+                                            "password": password},
+                      environ_base={"REMOTE_ADDR": addr})
+
+    codes = [attempt("ada", f"wrong-{i}").status_code for i in range(5)]
+    assert codes == [401] * 5
+    locked = attempt("ada", "correct horse battery")
+    assert locked.status_code == 429 and "locked" in locked.get_data(as_text=True)
+    # the account is locked from any address, and the address for any account
+    elsewhere = app.test_client()
+    assert attempt("ada", "correct horse battery", "10.0.0.9", elsewhere).status_code == 429
+    assert attempt("bob", "another long password").status_code == 429
+    # a fresh address and account still work
+    fresh = app.test_client()
+    assert attempt("bob", "another long password", "10.0.0.10", fresh).status_code == 303
+    rows = records.audit_rows(event="admin-login")
+    results = [__import__("json").loads(r["detail"])["result"] for r in rows]
+    assert results.count("failed") == 5 and results.count("locked") == 3 and results.count("ok") == 1
+    assert "correct horse" not in repr(rows) and "wrong-" not in repr(rows)
