@@ -4,7 +4,6 @@ import io
 import zipfile
 
 import pytest
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from werkzeug.datastructures import FileStorage
