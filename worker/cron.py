@@ -60,7 +60,7 @@ def run(settings=None, stop: threading.Event | None = None) -> None:
                 log.warning("cron: Redis unreachable; sweeping here instead")
                 born = False
             last = ctx.records.last_sweep()
-            if last is None or time.time() - last > 1.5 * period + 1:
+            if last is None or time.time() - last > 1.5 * period:
                 # nobody ran the sweep job in time: do it here
                 sweep(ctx)
             stop.wait(min(1.0, period / 4))

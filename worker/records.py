@@ -204,8 +204,9 @@ class Records:
 
     def jobs_since(self, since):
         with self.engine.connect() as c:
-            return _rows(c.execute(select(jobs.c.id, jobs.c.status, jobs.c.created,
-                                          jobs.c.deadline, jobs.c.finished)
+            return _rows(c.execute(select(jobs.c.id, jobs.c.status, jobs.c.error_code,
+                                          jobs.c.created, jobs.c.deadline, jobs.c.finished,
+                                          jobs.c.input_bytes)
                                    .where(jobs.c.created >= since)))
 
     # ---------------------------------------------------------------- batches

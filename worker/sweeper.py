@@ -88,7 +88,7 @@ def expire_jobs(ctx, now=None) -> int:
     return n
 
 
-def _purge_store(ctx, kind, now, ended) -> Swept:
+def _purge_store(ctx, kind, now, ended, reason=_reason) -> Swept:
     """Delete ``kind`` objects that are due, or whose job has ``ended``."""
     now = _now(now)
     due = now + ctx.settings.sweep_margin
@@ -105,7 +105,7 @@ def _purge_store(ctx, kind, now, ended) -> Swept:
         if size is None:
             continue  # another sweeper (or the worker) got there first
         ctx.records.record_deletion(kind, entry.object_id, size, entry.created, entry.deadline,
-                                    _reason(row), now=now)
+                                    reason(row), now=now)
         swept.add(size, entry.deadline, now)
     return swept
 
@@ -121,7 +121,33 @@ def purge_inputs(ctx, now=None) -> Swept:
 def purge_results(ctx, now=None) -> Swept:
     """Delete results at their deadline, or at once when their job was deleted."""
     return _purge_store(ctx, "result", now,
-                        lambda row: row is not None and row["status"] == "deleted")
+                        lambda row: row is not None and row["status"] == "deleted",
+                        lambda row: "user-request" if row and row["status"] == "deleted"
+                        else "expired")
+
+
+def record_lost(ctx, now=None) -> Swept:
+    """Ledger rows for uploads and results that went without the sweeper:
+    a Redis-backed store loses them when Redis restarts, or its TTL fires
+    first.  Each is recorded once, as deleted no later than its deadline
+    (the latest it can have gone), with the size the job record kept."""
+    now = _now(now)
+    swept = Swept("lost")
+    since = now - 3 * ctx.settings.retention_seconds - 3600
+    for row in ctx.records.jobs_since(since):
+        objects = [("input", row["deadline"], row["input_bytes"], _reason(row))]
+        if row["status"] == "done" and row["finished"]:
+            objects.append(("result", row["finished"] + ctx.settings.retention_seconds, None,
+                            "expired"))
+        for kind, deadline, size, reason in objects:
+            if deadline > now or ctx.records.recorded(kind, row["id"]):
+                continue
+            if ctx.store.meta(kind, row["id"]) is not None:
+                continue
+            if ctx.records.record_deletion(kind, row["id"], size or 0, row["created"], deadline,
+                                           reason, now=min(now, deadline)):
+                swept.add(size, deadline, min(now, deadline))
+    return swept
 
 
 def purge_redis_jobs(ctx, now=None) -> Swept:
@@ -244,7 +270,7 @@ def purge_access_log(ctx, now=None) -> Swept:
     return swept
 
 
-PURGES = (purge_inputs, purge_results, purge_redis_jobs, purge_access_log)
+PURGES = (purge_inputs, purge_results, purge_redis_jobs, purge_access_log, record_lost)
 
 
 def sweep(ctx=None, now=None) -> dict:
