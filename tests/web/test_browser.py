@@ -1,0 +1,110 @@
+"""The browser pages through the Flask test client: upload with CSRF, the
+job page in each state, choosing a series, download, delete now."""
+
+import io
+import re
+
+from tests.web.conftest import csrf_token, store_objects, wait_for
+
+
+def _upload(client, parts, **fields):
+    token = csrf_token(client)
+    data = {"csrf_token": token, "files": [(io.BytesIO(p), "Doe^Jane.dcm") for p in parts],
+            **fields}
+    return client.post("/jobs", data=data, content_type="multipart/form-data")
+
+
+def _status(client, job_id):
+    return client.get(f"/jobs/{job_id}/status", headers={"Accept": "application/json"}).json
+
+
+def test_upload_page_offers_folder_zip_presets_and_options(client):
+    html = client.get("/").get_data(as_text=True)
+    assert "webkitdirectory" in html and 'accept=".zip' in html
+    for name in ("preset", "threshold", "smooth", "decimate", "largest"):
+        assert f'name="{name}"' in html
+    for preset in ("bone", "skin", "soft-tissue", "teeth", "airway", "auto"):
+        assert f'value="{preset}"' in html
+    assert 'name="csrf_token"' in html
+
+
+def test_upload_converts_and_the_job_page_shows_everything(client, workers, series_files,
+                                                           settings):
+    resp = _upload(client, series_files, preset="bone", smooth="3", decimate="0.5")
+    assert resp.status_code == 303
+    job_url = resp.headers["Location"]
+    job_id = job_url.rsplit("/", 1)[1]
+    page = client.get(job_url).get_data(as_text=True)
+    assert "<progress" in page or "Your model is ready" in page
+    wait_for(lambda: _status(client, job_id)["status"] == "done", 60, "the job")
+    page = client.get(job_url).get_data(as_text=True)
+    assert 'id="preview"' in page and "preview.js" in page
+    assert "Download the STL" in page and "Delete now" in page
+    assert re.search(r"Deleted automatically <span id=\"time-left\">in 1[45] minutes", page)
+    assert re.search(r'id="r-triangles">[\d,]+<', page)
+    assert "mm³" in page
+    stl = client.get(f"/jobs/{job_id}/model.stl")
+    assert stl.status_code == 200 and stl.mimetype == "model/stl"
+    assert stl.headers["Cache-Control"] == "no-store"
+    assert stl.headers["Content-Disposition"] == "attachment; filename=model.stl"
+    # delete now
+    token = csrf_token(client, job_url)
+    resp = client.post(f"/jobs/{job_id}/delete", data={"csrf_token": token})
+    assert resp.status_code == 303
+    assert "The upload and the model are gone" in client.get(job_url).get_data(as_text=True)
+    gone = client.get(f"/jobs/{job_id}/model.stl")
+    assert gone.status_code == 410 and "deleted" in gone.get_data(as_text=True)
+    assert store_objects(settings) == []
+
+
+def test_a_job_is_only_visible_to_its_browser_session(app, series_files):
+    mine, theirs = app.test_client(), app.test_client()
+    job_url = _upload(mine, series_files).headers["Location"]
+    job_id = job_url.rsplit("/", 1)[1]
+    assert mine.get(job_url).status_code == 200
+    for url in (job_url, f"{job_url}/status", f"{job_url}/model.stl"):
+        assert theirs.get(url).status_code == 404, url
+    token = csrf_token(theirs)
+    assert theirs.post(f"{job_url}/delete", data={"csrf_token": token}).status_code == 404
+    assert _status(mine, job_id)["status"] == "queued"
+
+
+def test_several_series_are_listed_and_one_is_picked(client, workers, two_series_zip):
+    resp = _upload(client, [two_series_zip], preset="bone")
+    job_url = resp.headers["Location"]
+    job_id = job_url.rsplit("/", 1)[1]
+    wait_for(lambda: _status(client, job_id)["status"] == "choosing", 60, "the series listing")
+    page = client.get(job_url).get_data(as_text=True)
+    assert "Several series were found" in page
+    assert len(re.findall(r'type="radio" name="series"', page)) == 2
+    assert "Series 1" in page and "Series 2" in page
+    token = csrf_token(client, job_url)
+    bad = client.post(f"{job_url}/series", data={"csrf_token": token, "series": "9"})
+    assert bad.status_code == 400 and "from 1 to 2" in bad.get_data(as_text=True)
+    resp = client.post(f"{job_url}/series", data={"csrf_token": token, "series": "2"})
+    assert resp.status_code == 303
+    done = wait_for(lambda: (lambda s: s if s["status"] in ("done", "failed") else None)(
+        _status(client, job_id)), 60, "the chosen series")
+    assert done["status"] == "done"
+
+
+def test_refusals_are_readable_on_the_page(client, series_files):
+    resp = _upload(client, [b"plain text, not a scan" * 10])
+    assert resp.status_code == 400 and resp.mimetype == "text/html"
+    body = resp.get_data(as_text=True)
+    assert "None of the files is a DICOM file." in body and "not_dicom" in body
+    resp = _upload(client, series_files, preset="threshold")
+    assert resp.status_code == 400 and "Enter a threshold" in resp.get_data(as_text=True)
+    # a script asking for JSON gets problem+json
+    token = csrf_token(client)
+    resp = client.post("/jobs", data={"csrf_token": token, "files": (io.BytesIO(b"x" * 200), "a")},
+                       headers={"Accept": "application/json"}, content_type="multipart/form-data")
+    assert resp.status_code == 400 and resp.json["code"] == "not_dicom"
+
+
+def test_custom_threshold_is_used(client, workers, series_files):
+    resp = _upload(client, series_files, preset="threshold", threshold="-200")
+    job_id = resp.headers["Location"].rsplit("/", 1)[1]
+    wait_for(lambda: _status(client, job_id)["status"] == "done", 60, "the job")
+    page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
+    assert "-200.0 HU" in page
