@@ -11,24 +11,26 @@ against.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import threading
 
-try:  # pragma: no cover - numba is a dependency; its absence is tolerated
-    if os.environ.get("EPHEMESH_JIT", "1").strip() in ("0", "false", "no", "off"):
-        raise ImportError("turned off by EPHEMESH_JIT")
-    import numba
-except ImportError:  # noqa: BLE001
-    numba = None
 
-#: True when the compiled kernels are used
-AVAILABLE = numba is not None
+def _numba_wanted():
+    if os.environ.get("EPHEMESH_JIT", "1").strip().lower() in ("0", "false", "no", "off"):
+        return False
+    return importlib.util.find_spec("numba") is not None
+
+
+#: True when the compiled kernels are used (numba itself is imported only by
+#: the kernel modules, so importing the converter stays cheap)
+AVAILABLE = _numba_wanted()
 
 
 def njit(fn):
     """Compile ``fn`` in nopython mode, releasing the GIL, cached on disk when possible."""
-    if numba is None:
-        return fn
+    import numba  # noqa: PLC0415
+
     try:
         return numba.njit(cache=True, nogil=True)(fn)
     except RuntimeError:  # no writable cache location: compile in memory only

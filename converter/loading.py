@@ -1,8 +1,10 @@
 """Decode a chosen series into one preallocated volume in modality units.
 
-Pixels are decoded by pydicom's pixel backends (pylibjpeg plugins, GDCM,
-numpy) one object at a time and copied straight into the volume; no dataset
-keeps its decoded array.  CT values become Hounsfield units through rescale
+Uncompressed little-endian pixels are read straight from the files at the
+offset the header scan found (threads side by side); everything else is
+decoded by pydicom's pixel backends (pylibjpeg plugins, GDCM, numpy), in
+processes side by side, one object at a time, and copied straight into the
+volume; no dataset keeps its decoded array.  CT values become Hounsfield units through rescale
 slope and intercept; PixelPaddingValue voxels become background.  The volume
 stays int16 while rescaling is integral and the values fit.
 """
@@ -93,6 +95,10 @@ def _worker_decode(args):
     return _decode_plain(source, frame)
 
 
+class _NeedsFloat(Exception):
+    """Rescaled values do not fit int16: load again as float32."""
+
+
 def load_volume(listing, info, *, progress=None, workers=1) -> Volume:
     """Decode the series ``info`` of ``listing`` into a ``Volume``.
 
@@ -103,7 +109,9 @@ def load_volume(listing, info, *, progress=None, workers=1) -> Volume:
         One of ``listing.series``.
     progress : callable(fraction), optional
     workers : int
-        Processes for decoding; 1 decodes in this process.
+        Threads (uncompressed pixels, read straight from the files) or
+        processes (pixels pydicom must decode) working side by side; 1 does
+        everything in this thread.
     """
     stack = listing.stacks[info.index]
     slices, facts = stack.slices, stack.header
@@ -115,39 +123,15 @@ def load_volume(listing, info, *, progress=None, workers=1) -> Volume:
     if facts["samples"] != 1:
         raise UnreadableInput("colour images cannot be meshed", code="corrupt_pixel_data")
     integral = all(float(s.slope).is_integer() and float(s.intercept).is_integer() for s in slices)
-    volume = np.empty((n, rows, cols), np.int16 if integral else np.float32)
-    pad_mark = _PAD_MARK if integral else -np.inf
-    padding = _padding_range(facts)
-    lowest = np.inf
-    had_padding = False
-
-    for k, raw in enumerate(_decoded(slices, workers)):
-        if raw.shape != (rows, cols):
-            raise UnreadableInput("an image's size does not match its header",
-                                  code="corrupt_pixel_data")
-        s = slices[k]
-        pad_mask = None
-        if padding is not None:
-            pad_mask = (raw >= padding[0]) & (raw <= padding[1])
-        values = _rescale(raw, s.slope, s.intercept, integral)
-        if integral and (values.min() < -32767 or values.max() > 32767):
-            volume = volume.astype(np.float32)
-            integral, pad_mark = False, -np.inf
-        if pad_mask is not None and pad_mask.any():
-            had_padding = True
-            real = values[~pad_mask]
-            if real.size:
-                lowest = min(lowest, float(real.min()))
-            values[pad_mask] = pad_mark
-        else:
-            lowest = min(lowest, float(values.min()))
-        volume[k] = values
-        if progress and (k % 8 == 0 or k == n - 1):
-            progress((k + 1) / n)
+    try:
+        volume, lowest, had_padding = _fill(slices, facts, integral, progress, workers)
+    except _NeedsFloat:
+        volume, lowest, had_padding = _fill(slices, facts, False, progress, workers)
     if not np.isfinite(lowest):
         lowest = -1024.0
     background = min(-1024.0, lowest) if facts["modality"] == "CT" else lowest
     if had_padding:
+        pad_mark = _PAD_MARK if volume.dtype == np.int16 else -np.inf
         volume[volume == pad_mark] = background
     ori = slices[0].orientation
     return Volume(
@@ -161,6 +145,101 @@ def load_volume(listing, info, *, progress=None, workers=1) -> Volume:
         info=info,
         warnings=list(stack.warnings),
     )
+
+
+def _fill(slices, facts, integral, progress, workers):
+    """Decode every slice into one new volume; (volume, lowest real value, padding seen)."""
+    n, rows, cols = len(slices), facts["rows"], facts["columns"]
+    volume = np.empty((n, rows, cols), np.int16 if integral else np.float32)
+    padding = _padding_range(facts)
+    done = [0]
+
+    def store(k, raw):
+        if raw.shape != (rows, cols):
+            raise UnreadableInput("an image's size does not match its header",
+                                  code="corrupt_pixel_data")
+        result = _store(volume[k], raw, slices[k], padding, integral)
+        done[0] += 1
+        if progress and (done[0] % 8 == 0 or done[0] == n):
+            progress(done[0] / n)
+        return result
+
+    if all(s.native is not None for s in slices):
+        def one(k):
+            return store(k, _read_native(slices[k], rows, cols))
+
+        if workers > 1 and n >= _PARALLEL_MIN_SLICES:
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                results = list(pool.map(one, range(n)))
+        else:
+            results = [one(k) for k in range(n)]
+    else:
+        results = [store(k, raw) for k, raw in enumerate(_decoded(slices, workers))]
+    lowest = min((low for low, _ in results), default=np.inf)
+    return volume, lowest, any(padded for _, padded in results)
+
+
+def _store(out, raw, s, padding, integral):
+    """Rescale one slice into ``out`` (modality units); (lowest real value, padded)."""
+    if padding is None and integral:  # the common case: no temporaries but the slice
+        lo, hi = raw.min(), raw.max()
+        slope, intercept = int(s.slope), int(s.intercept)
+        low, high = sorted((int(lo) * slope + intercept, int(hi) * slope + intercept))
+        if low < -32767 or high > 32767:
+            raise _NeedsFloat
+        if slope == 1:
+            np.add(raw, np.int32(intercept), out=out, casting="unsafe")
+        else:
+            values = raw.astype(np.int32)
+            values *= slope
+            values += intercept
+            out[...] = values
+        return float(low), False
+    pad_mask = None
+    if padding is not None:
+        pad_mask = (raw >= padding[0]) & (raw <= padding[1])
+    values = _rescale(raw, s.slope, s.intercept, integral)
+    if integral and (values.min() < -32767 or values.max() > 32767):
+        raise _NeedsFloat
+    lowest = np.inf
+    padded = False
+    if pad_mask is not None and pad_mask.any():
+        padded = True
+        real = values[~pad_mask]
+        if real.size:
+            lowest = float(real.min())
+        values[pad_mask] = _PAD_MARK if integral else -np.inf
+    else:
+        lowest = float(values.min())
+    out[...] = values
+    return lowest, padded
+
+
+def _read_native(s, rows, cols):
+    """Uncompressed pixel values straight from the file (as pydicom returns them)."""
+    offset, dtype, unused_bits = s.native
+    dtype = np.dtype(dtype)
+    count = rows * cols
+    item = s.item
+    try:
+        if item.path is not None:
+            with open(item.path, "rb") as fh:
+                fh.seek(offset)
+                arr = np.fromfile(fh, dtype, count)
+        else:
+            arr = np.frombuffer(item.data, dtype, count, offset).copy()
+    except (OSError, ValueError):
+        arr = np.zeros(0, dtype)
+    if arr.size != count:
+        raise UnreadableInput("the pixel data cannot be decoded (corrupt or truncated)",
+                              code="corrupt_pixel_data")
+    arr = arr.reshape(rows, cols)
+    if unused_bits:  # as pydicom: ignore the unused high bits (sign-extending signed data)
+        np.left_shift(arr, unused_bits, out=arr)
+        np.right_shift(arr, unused_bits, out=arr)
+    return arr
 
 
 def _padding_range(facts):

@@ -3,7 +3,10 @@
 A mesh is a pair ``(verts, faces)``: ``verts`` an (N, 3) float array in
 millimetres, ``faces`` an (M, 3) integer array of vertex indices wound so
 that normals point outward (positive enclosed volume).  Every function is
-vectorized with numpy/scipy; none loops over triangles in Python.
+vectorized with numpy/scipy; none loops over triangles in Python.  The
+measures, topology and components the report needs run as compiled kernels
+(:mod:`converter.mesh_kernel`) when numba is available; the numpy code here
+is their reference.
 """
 
 from __future__ import annotations
@@ -11,8 +14,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import sparse
-from scipy.sparse.csgraph import connected_components
+
+from . import _jit
+
+
+def _kernel():
+    """The compiled kernels, or None (numpy then)."""
+    if not _jit.AVAILABLE:
+        return None
+    from . import mesh_kernel  # noqa: PLC0415
+
+    return mesh_kernel
 
 
 def _check_mesh(verts, faces):
@@ -40,6 +52,8 @@ def signed_volume(verts, faces) -> float:
     verts, faces = _check_mesh(verts, faces)
     if not len(faces):
         return 0.0
+    if (kernel := _kernel()) is not None:
+        return float(kernel.measures(verts, faces)[1])
     origin = verts.mean(axis=0)  # reduces cancellation
     v = verts.astype(np.float64) - origin
     tri = v[faces]
@@ -49,6 +63,8 @@ def signed_volume(verts, faces) -> float:
 def volume_centroid(verts, faces) -> np.ndarray:
     """Centroid of the enclosed volume (mm), from signed tetrahedra."""
     verts, faces = _check_mesh(verts, faces)
+    if len(faces) and (kernel := _kernel()) is not None:
+        return kernel.measures(verts, faces)[2]
     origin = verts.mean(axis=0)
     tri = verts.astype(np.float64)[faces] - origin
     vol6 = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))
@@ -61,6 +77,8 @@ def volume_centroid(verts, faces) -> np.ndarray:
 def area(verts, faces) -> float:
     """Total surface area."""
     verts, faces = _check_mesh(verts, faces)
+    if len(faces) and (kernel := _kernel()) is not None:
+        return float(kernel.measures(verts, faces)[0])
     tri = verts.astype(np.float64)[faces]
     return float(np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum() / 2)
 
@@ -97,18 +115,25 @@ class Topology:
     components: int
 
 
-def topology(verts, faces) -> Topology:
-    """Edge-based closedness and manifoldness checks, and component count."""
+def topology(verts, faces, *, engine="auto") -> Topology:
+    """Edge-based closedness and manifoldness checks, and component count.
+
+    ``engine``: ``auto`` (compiled when available) or ``numpy``.
+    """
     verts, faces = _check_mesh(verts, faces)
     n = len(verts)
     if not len(faces):
         return Topology(False, False, 0, 0, 0)
-    counts = _run_lengths(np.sort(_edge_keys(faces, n, directed=False)))
-    directed = np.sort(_edge_keys(faces, n, directed=True))
-    oriented = not np.any(directed[1:] == directed[:-1])
-    boundary = int((counts == 1).sum())
-    nonmanifold = int((counts > 2).sum())
-    comps, _ = components(faces, n)
+    kernel = _kernel() if engine == "auto" else None
+    if kernel is not None:
+        boundary, nonmanifold, oriented = kernel.edge_counts(faces, n)
+    else:
+        counts = _run_lengths(np.sort(_edge_keys(faces, n, directed=False)))
+        directed = np.sort(_edge_keys(faces, n, directed=True))
+        oriented = not np.any(directed[1:] == directed[:-1])
+        boundary = int((counts == 1).sum())
+        nonmanifold = int((counts > 2).sum())
+    comps, _ = components(faces, n, engine=engine)
     return Topology(
         watertight=boundary == 0 and nonmanifold == 0,
         manifold=nonmanifold == 0 and oriented,
@@ -134,11 +159,17 @@ class Measures:
     centroid: np.ndarray
 
 
-def measures(verts, faces) -> Measures:
-    """Area, enclosed volume and volume centroid in one pass over the triangles."""
+def measures(verts, faces, *, engine="auto") -> Measures:
+    """Area, enclosed volume and volume centroid in one pass over the triangles.
+
+    ``engine``: ``auto`` (compiled when available) or ``numpy``.
+    """
     verts, faces = _check_mesh(verts, faces)
     if not len(faces):
         return Measures(0.0, 0.0, np.zeros(3))
+    if engine == "auto" and (kernel := _kernel()) is not None:
+        area_, volume, centroid = kernel.measures(verts, faces)
+        return Measures(float(area_), float(volume), centroid)
     origin = verts.mean(axis=0)
     tri = verts.astype(np.float64)[faces] - origin
     cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
@@ -151,14 +182,20 @@ def measures(verts, faces) -> Measures:
     return Measures(area_, float(total / 6.0), centroid)
 
 
-def components(faces, n_verts: int) -> tuple[int, np.ndarray]:
+def components(faces, n_verts: int, *, engine="auto") -> tuple[int, np.ndarray]:
     """Connected components through shared vertices.
 
-    Returns ``(count, face_labels)``.
+    Returns ``(count, face_labels)``; labels follow each component's smallest
+    vertex.  ``engine``: ``auto`` (compiled when available) or ``numpy``.
     """
     faces = np.asarray(faces)
     if not len(faces):
         return 0, np.zeros(0, np.int64)
+    if engine == "auto" and (kernel := _kernel()) is not None:
+        return kernel.components(faces, n_verts)
+    from scipy import sparse  # noqa: PLC0415
+    from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
+
     rows = np.concatenate([faces[:, 0], faces[:, 1]])
     cols = np.concatenate([faces[:, 1], faces[:, 2]])
     graph = sparse.coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n_verts, n_verts))
@@ -202,6 +239,8 @@ def drop_islands(verts, faces, min_volume: float):
 
 
 def _neighbour_mean_operator(faces, n_verts):
+    from scipy import sparse  # noqa: PLC0415
+
     a = faces.reshape(-1)
     b = np.roll(faces, -1, axis=1).reshape(-1)
     rows = np.concatenate([a, b])

@@ -227,6 +227,9 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         converted, ``UnreadableInput`` when the data cannot be read.
     """
     opts = (options or ConvertOptions()).validate()
+    from . import _jit  # noqa: PLC0415
+
+    _jit.warm_up_in_background()  # loads the compiled kernels while the series is read
     bar = _Progress(progress)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()

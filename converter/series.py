@@ -45,6 +45,9 @@ class Slice:
     spacing: tuple[float, float]
     slope: float
     intercept: float
+    #: where the uncompressed pixels sit in the file: (byte offset, numpy dtype
+    #: string, unused high bits), or None when they must be decoded by pydicom
+    native: tuple | None = None
 
 
 @dataclass
@@ -114,7 +117,7 @@ def _frame_attr(per_frame, shared, seq_name, attr):
     return None
 
 
-def _slices_of(ds, item):
+def _slices_of(ds, item, native=None):
     """The image planes of one dataset (one for classic, many for enhanced)."""
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     slope = float(ds.get("RescaleSlope", 1) or 1)
@@ -143,7 +146,57 @@ def _slices_of(ds, item):
     sp = _floats(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [], 2)
     if pos is None or ori is None or sp is None:
         return None
-    return [Slice(item, None, pos, ori, (float(sp[0]), float(sp[1])), slope, intercept)]
+    return [Slice(item, None, pos, ori, (float(sp[0]), float(sp[1])), slope, intercept,
+                  native)]
+
+
+_NATIVE_SYNTAXES = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}  # -> implicit VR
+
+
+def _read_header(item, pydicom):
+    """The header (no pixels) and, for uncompressed little-endian single-frame
+    images, where their pixel values sit (see :attr:`Slice.native`)."""
+    src = item.source()
+    if isinstance(src, str):
+        with open(src, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
+            return ds, _native_pixels(ds, fh)
+    ds = pydicom.dcmread(src, stop_before_pixels=True, force=True)
+    return ds, _native_pixels(ds, src)
+
+
+def _native_pixels(ds, fh):
+    """(value offset, dtype, unused high bits) when the pixel data that follows
+    the header can be read as it is, as pydicom would return it; else None."""
+    try:
+        ts = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
+        implicit = _NATIVE_SYNTAXES.get(ts)
+        if implicit is None or ds.original_encoding != (implicit, True):
+            return None
+        if int(ds.get("NumberOfFrames", 1) or 1) != 1 or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+            return None
+        allocated = int(ds.BitsAllocated)
+        stored = int(ds.get("BitsStored", allocated) or allocated)
+        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+        if allocated not in (8, 16, 32) or not 1 <= stored <= allocated:
+            return None
+        start = fh.tell()
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"\xe0\x7f\x10\x00":
+            return None
+        if implicit:
+            length, value = int.from_bytes(head[4:8], "little"), start + 8
+        elif head[4:6] in (b"OW", b"OB") and head[6:8] == b"\0\0":
+            length, value = int.from_bytes(head[8:12], "little"), start + 12
+        else:
+            return None
+        needed = int(ds.Rows) * int(ds.Columns) * allocated // 8
+        if length == 0xFFFFFFFF or length < needed:
+            return None
+        dtype = f"<{'i' if signed else 'u'}{allocated // 8}"
+        return (value, dtype, allocated - stored)
+    except (AttributeError, KeyError, TypeError, ValueError, OSError):
+        return None
 
 
 def _header_facts(ds) -> dict:
@@ -202,7 +255,7 @@ def scan(inputs, *, progress=None) -> Listing:
             skipped["not DICOM"] += 1
             continue
         try:
-            ds = pydicom.dcmread(item.source(), stop_before_pixels=True, force=True)
+            ds, native = _read_header(item, pydicom)
         except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
                 OverflowError, AttributeError, IndexError):
             skipped["unreadable"] += 1
@@ -213,7 +266,7 @@ def scan(inputs, *, progress=None) -> Listing:
             skipped[kind] += 1
             continue
         facts = _header_facts(ds)
-        slices = _slices_of(ds, item)
+        slices = _slices_of(ds, item, native)
         if not slices:
             skipped["no geometry"] += 1
             continue

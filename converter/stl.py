@@ -1,4 +1,9 @@
-"""STL writing: binary (one structured-array write) and ASCII.
+"""STL writing: binary (structured-array writes, no per-triangle Python) and ASCII.
+
+Binary records are made in blocks of :data:`BLOCK` triangles (a compiled
+kernel fills normals and corners when numba is available, numpy otherwise)
+and each block is written with one call, so the whole file never sits in
+memory twice.
 
 The 80-byte binary header names the coordinate frame and nothing else, e.g.
 ``ephemesh SPACE=LPS UNITS=mm``; it never holds patient data, UIDs or file
@@ -19,6 +24,8 @@ STL_DTYPE = np.dtype(
     [("normal", "<f4", (3,)), ("vertices", "<f4", (3, 3)), ("attr", "<u2")]
 )
 assert STL_DTYPE.itemsize == 50
+#: triangles per written block (12.5 MB of records)
+BLOCK = 1 << 18
 
 
 def header_for(frame: str) -> bytes:
@@ -36,14 +43,63 @@ def face_normals(tri: np.ndarray) -> np.ndarray:
     return n
 
 
+def _corners_and_normals_numpy(v32, faces, block):
+    """Fill ``block`` (k, 12) float32 with each triangle's unit normal and corners."""
+    k = len(faces)
+    tri = block[:, 3:].reshape(k, 3, 3)
+    np.take(v32, faces, axis=0, out=tri)
+    block[:, :3] = face_normals(tri)
+
+
+def _block_filler():
+    from . import _jit  # noqa: PLC0415
+
+    if not _jit.AVAILABLE:
+        return _corners_and_normals_numpy
+    from .mesh_kernel import corners_and_normals  # noqa: PLC0415
+
+    return corners_and_normals
+
+
+def iter_binary_records(verts, faces, block=BLOCK):
+    """The triangles as structured arrays of at most ``block`` records each.
+
+    The yielded array is reused for the next block: write it before asking
+    for the next one.
+    """
+    verts, faces = _check(verts, faces)
+    v32 = np.ascontiguousarray(verts, dtype=np.float32)
+    fill = _block_filler()
+    m = len(faces)
+    if not m:
+        return
+    size = min(block, m)
+    corners = np.empty((size, 12), np.float32)
+    rec = np.zeros(size, STL_DTYPE)  # attr stays 0
+    words = rec.view(np.uint16).reshape(size, 25)
+    for start in range(0, m, size):
+        k = min(size, m - start)
+        fill(v32, faces[start:start + k], corners[:k])
+        words[:k, :24] = corners[:k].view(np.uint16)
+        yield rec[:k]
+
+
+def _check(verts, faces):
+    verts = np.asarray(verts)
+    faces = np.asarray(faces)
+    if verts.ndim != 2 or verts.shape[1] != 3:
+        raise ValueError(f"verts must have shape (N, 3), got {verts.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must have shape (M, 3), got {faces.shape}")
+    if faces.size and (faces.min() < 0 or faces.max() >= len(verts)):
+        raise IndexError("faces index vertices that do not exist")
+    return verts, np.ascontiguousarray(faces, dtype=np.int64)
+
+
 def binary_records(verts, faces) -> np.ndarray:
     """The triangles as one structured array ready to write."""
-    tri = np.asarray(verts, dtype=np.float32)[np.asarray(faces)]
-    rec = np.empty(len(tri), STL_DTYPE)
-    rec["vertices"] = tri
-    rec["normal"] = face_normals(tri)
-    rec["attr"] = 0
-    return rec
+    parts = [rec.copy() for rec in iter_binary_records(verts, faces)]
+    return np.concatenate(parts) if parts else np.zeros(0, STL_DTYPE)
 
 
 def _write(out, write_fn):
@@ -65,18 +121,21 @@ def _write(out, write_fn):
 def write_binary(verts, faces, out, frame: str = "LPS") -> int:
     """Write a binary STL to ``out`` (path or binary file); return bytes written."""
     header = header_for(frame)
-    rec = binary_records(verts, faces)
+    verts, faces = _check(verts, faces)
+    count = len(faces)
 
     def write(fh):
         fh.write(header)
-        fh.write(np.uint32(len(rec)).tobytes())
-        if isinstance(fh, io.BufferedWriter | io.FileIO):
-            rec.tofile(fh)
-        else:
-            fh.write(memoryview(rec).cast("B"))
+        fh.write(np.uint32(count).tobytes())
+        raw = isinstance(fh, io.BufferedWriter | io.FileIO)
+        for rec in iter_binary_records(verts, faces):
+            if raw:
+                rec.tofile(fh)
+            else:
+                fh.write(memoryview(rec).cast("B"))
 
     _write(out, write)
-    return 84 + rec.nbytes
+    return 84 + count * STL_DTYPE.itemsize
 
 
 def write_ascii(verts, faces, out, frame: str = "LPS") -> int:

@@ -149,3 +149,33 @@ def test_one_pass_measures_agree_with_the_separate_ones():
     assert m.volume == pytest.approx(M.signed_volume(v, f))
     np.testing.assert_allclose(m.centroid, M.volume_centroid(v, f), atol=1e-9)
     np.testing.assert_allclose(m.centroid, [3, -1, 7], atol=1e-9)
+
+
+def _odd_meshes():
+    """Closed, open, non-manifold, misoriented and multi-part meshes."""
+    rng = np.random.default_rng(8)
+    v, f = cube()
+    sphere_v, sphere_f = icosphere(subdivisions=2)
+    yield v, f
+    yield v, f[:-1]  # open
+    yield v, np.concatenate([f, f[:1]])  # a face twice: non-manifold
+    yield v, np.concatenate([f[:1, ::-1], f[1:]])  # one face flipped
+    v2, f2 = cube(lo=(3, 0, 0))
+    yield np.concatenate([v, v2, sphere_v + 20]), np.concatenate(
+        [f, f2 + len(v), sphere_f + 2 * len(v)])
+    yield sphere_v, sphere_f[rng.permutation(len(sphere_f))]
+    yield rng.normal(size=(30, 3)), rng.integers(0, 30, size=(50, 3))  # random soup
+
+
+@pytest.mark.skipif(not M._jit.AVAILABLE, reason="numba not available")
+def test_compiled_measures_topology_and_components_match_numpy():
+    for verts, faces in _odd_meshes():
+        fast, ref = M.measures(verts, faces), M.measures(verts, faces, engine="numpy")
+        assert fast.area == pytest.approx(ref.area, rel=1e-12, abs=1e-12)
+        assert fast.volume == pytest.approx(ref.volume, rel=1e-12, abs=1e-12)
+        np.testing.assert_allclose(fast.centroid, ref.centroid, rtol=1e-10, atol=1e-9)
+        assert M.topology(verts, faces) == M.topology(verts, faces, engine="numpy")
+        count, labels = M.components(faces, len(verts))
+        ref_count, ref_labels = M.components(faces, len(verts), engine="numpy")
+        assert count == ref_count
+        np.testing.assert_array_equal(labels, ref_labels)

@@ -61,3 +61,22 @@ def test_failed_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(IndexError):
         stl.write_binary(v, bad, target)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_records_in_blocks_match_one_numpy_block():
+    from converter import _jit
+
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=(500, 3)) * 100
+    f = rng.integers(0, 500, size=(1234, 3))
+    f[0] = [3, 3, 4]  # a degenerate triangle gets a zero normal
+    whole = stl.binary_records(v, f)
+    blocks = np.concatenate([r.copy() for r in stl.iter_binary_records(v, f, block=100)])
+    np.testing.assert_array_equal(whole, blocks)
+    corners = np.empty((len(f), 12), np.float32)
+    stl._corners_and_normals_numpy(v.astype(np.float32), f, corners)
+    np.testing.assert_array_equal(whole["vertices"].reshape(-1, 9), corners[:, 3:])
+    np.testing.assert_allclose(whole["normal"], corners[:, :3], atol=2e-6)
+    assert not whole["normal"][0].any() and not whole["attr"].any()
+    if _jit.AVAILABLE:
+        assert stl._block_filler() is not stl._corners_and_normals_numpy

@@ -1,0 +1,197 @@
+"""Compiled mesh measures and topology (numba) for the report, and STL records.
+
+One pass over the triangles for area, enclosed volume and centroid; edge
+counts from half-edges grouped by their first vertex (a counting sort, no
+global sort); components by union-find.  :mod:`converter.mesh` calls these
+when numba is available and keeps its numpy code as the reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._jit import njit
+
+
+@njit
+def _measures(verts, faces):
+    """(area, 6 × volume, centroid sums (3,), origin (3,)) in float64."""
+    n = verts.shape[0]
+    origin = np.zeros(3)
+    for i in range(n):
+        for k in range(3):
+            origin[k] += verts[i, k]
+    if n:
+        origin /= n
+    area2 = 0.0
+    vol6 = 0.0
+    moment = np.zeros(3)
+    for i in range(faces.shape[0]):
+        a0 = verts[faces[i, 0], 0] - origin[0]
+        a1 = verts[faces[i, 0], 1] - origin[1]
+        a2 = verts[faces[i, 0], 2] - origin[2]
+        b0 = verts[faces[i, 1], 0] - origin[0]
+        b1 = verts[faces[i, 1], 1] - origin[1]
+        b2 = verts[faces[i, 1], 2] - origin[2]
+        c0 = verts[faces[i, 2], 0] - origin[0]
+        c1 = verts[faces[i, 2], 1] - origin[1]
+        c2 = verts[faces[i, 2], 2] - origin[2]
+        u0, u1, u2 = b0 - a0, b1 - a1, b2 - a2
+        w0, w1, w2 = c0 - a0, c1 - a1, c2 - a2
+        x0 = u1 * w2 - u2 * w1
+        x1 = u2 * w0 - u0 * w2
+        x2 = u0 * w1 - u1 * w0
+        area2 += np.sqrt(x0 * x0 + x1 * x1 + x2 * x2)
+        v6 = a0 * x0 + a1 * x1 + a2 * x2
+        vol6 += v6
+        moment[0] += v6 * (a0 + b0 + c0)
+        moment[1] += v6 * (a1 + b1 + c1)
+        moment[2] += v6 * (a2 + b2 + c2)
+    return area2 / 2.0, vol6, moment, origin
+
+
+def measures(verts, faces):
+    """Area, enclosed volume and volume centroid (see :func:`converter.mesh.measures`)."""
+    area, vol6, moment, origin = _measures(np.ascontiguousarray(verts, dtype=np.float64),
+                                           np.ascontiguousarray(faces, dtype=np.int64))
+    centroid = origin + moment / (4.0 * vol6) if vol6 else origin
+    return area, vol6 / 6.0, centroid
+
+
+@njit
+def _edge_counts(faces, n_verts):
+    """(boundary edges, edges on more than two faces, consistently oriented)."""
+    m = faces.shape[0]
+    start = np.zeros(n_verts + 1, np.int64)
+    for i in range(m):
+        for j in range(3):
+            start[faces[i, j] + 1] += 1
+    for v in range(n_verts):
+        start[v + 1] += start[v]
+    fill = start[:-1].copy()
+    target = np.empty(3 * m, np.int64)
+    for i in range(m):
+        for j in range(3):
+            a = faces[i, j]
+            target[fill[a]] = faces[i, (j + 1) % 3]
+            fill[a] += 1
+    boundary = 0
+    nonmanifold = 0
+    oriented = True
+    for a in range(n_verts):
+        for k in range(start[a], start[a + 1]):
+            b = target[k]
+            seen = False
+            ab = 0
+            for k2 in range(start[a], start[a + 1]):
+                if target[k2] == b:
+                    ab += 1
+                    if k2 < k:
+                        seen = True
+            if seen:
+                continue  # this directed edge was counted at its first occurrence
+            if ab > 1:
+                oriented = False
+            if a == b:
+                total = ab
+            else:
+                ba = 0
+                for k2 in range(start[b], start[b + 1]):
+                    if target[k2] == a:
+                        ba += 1
+                if a > b and ba:
+                    continue  # counted from b's side
+                total = ab + ba
+            if total == 1:
+                boundary += 1
+            elif total > 2:
+                nonmanifold += 1
+    return boundary, nonmanifold, oriented
+
+
+def edge_counts(faces, n_verts):
+    """Boundary edges, non-manifold edges and whether no directed edge repeats."""
+    b, nm, oriented = _edge_counts(np.ascontiguousarray(faces, dtype=np.int64), int(n_verts))
+    return int(b), int(nm), bool(oriented)
+
+
+@njit
+def _find(parent, v):
+    root = v
+    while parent[root] != root:
+        root = parent[root]
+    while parent[v] != root:  # path compression
+        parent[v], v = root, parent[v]
+    return root
+
+
+@njit
+def _components(faces, n_verts):
+    parent = np.arange(n_verts)
+    for i in range(faces.shape[0]):
+        r0 = _find(parent, faces[i, 0])
+        for j in (1, 2):
+            r = _find(parent, faces[i, j])
+            if r != r0:
+                if r < r0:
+                    parent[r0] = r
+                    r0 = r
+                else:
+                    parent[r] = r0
+    label_of_root = np.full(n_verts, -1, np.int64)
+    face_labels = np.empty(faces.shape[0], np.int64)
+    # number components in the order of their smallest vertex, as scipy does
+    count = 0
+    used = np.zeros(n_verts, np.bool_)
+    for i in range(faces.shape[0]):
+        used[_find(parent, faces[i, 0])] = True
+    for v in range(n_verts):
+        if used[v]:
+            label_of_root[v] = count
+            count += 1
+    for i in range(faces.shape[0]):
+        face_labels[i] = label_of_root[_find(parent, faces[i, 0])]
+    return count, face_labels
+
+
+def components(faces, n_verts):
+    """Connected components through shared vertices: (count, face labels)."""
+    count, labels = _components(np.ascontiguousarray(faces, dtype=np.int64), int(n_verts))
+    return int(count), labels
+
+
+def warm_up():
+    """Compile (or load from the cache) the kernels."""
+    verts = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    measures(verts, faces)
+    edge_counts(faces, 4)
+    components(faces, 4)
+    corners_and_normals(verts.astype(np.float32), faces, np.empty((4, 12), np.float32))
+
+
+@njit
+def _corners_and_normals(verts, faces, block):
+    for i in range(faces.shape[0]):
+        a, b, c = faces[i, 0], faces[i, 1], faces[i, 2]
+        for k in range(3):
+            block[i, 3 + k] = verts[a, k]
+            block[i, 6 + k] = verts[b, k]
+            block[i, 9 + k] = verts[c, k]
+        u0, u1, u2 = verts[b, 0] - verts[a, 0], verts[b, 1] - verts[a, 1], verts[b, 2] - verts[a, 2]
+        w0, w1, w2 = verts[c, 0] - verts[a, 0], verts[c, 1] - verts[a, 1], verts[c, 2] - verts[a, 2]
+        n0 = u1 * w2 - u2 * w1
+        n1 = u2 * w0 - u0 * w2
+        n2 = u0 * w1 - u1 * w0
+        length = np.sqrt(n0 * n0 + n1 * n1 + n2 * n2)
+        if length > 0:
+            n0, n1, n2 = n0 / length, n1 / length, n2 / length
+        block[i, 0] = n0
+        block[i, 1] = n1
+        block[i, 2] = n2
+
+
+def corners_and_normals(v32, faces, block):
+    """Fill ``block`` (k, 12) float32 with each triangle's unit normal and its
+    corners (the payload of binary STL records) from float32 vertices."""
+    _corners_and_normals(v32, faces, block)
