@@ -89,6 +89,9 @@ def _convert(ctx, job_id, row, job) -> str:
 
     payload = ctx.store.get("input", job_id)
     if payload is None:
+        stored = ctx.store.get("result", job_id)
+        if stored is not None and ctx.records.finish_job(job_id, json.loads(stored[1])):
+            return "done"  # an earlier run was killed after storing its result
         ctx.records.fail_job(job_id, "input_missing",
                              "the upload was deleted before it could be converted")
         return "failed"
@@ -118,6 +121,7 @@ def _convert(ctx, job_id, row, job) -> str:
     del files, payload
     deadline = time.time() + ctx.settings.retention_seconds
     ctx.store.put("result", job_id, [result.stl, json.dumps(result.report).encode()], deadline)
+    _delete_input(ctx, job_id, "converted")  # before "done": a done job holds no upload
     if not ctx.records.finish_job(job_id, result.report):
         # deleted or expired while converting: the result must not outlive it
         _delete(ctx, "result", job_id, "user-request")
