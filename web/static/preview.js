@@ -47,7 +47,7 @@ async function main() {
   controls.enableDamping = false;
   controls.listenToKeyEvents(canvas);
   const home = () => {
-    camera.position.set(0, radius * 0.6, radius * 3.2);
+    camera.position.set(0, radius * 0.8, radius * 4.2);
     camera.near = radius / 100; camera.far = radius * 100;
     camera.updateProjectionMatrix();
     controls.target.set(0, 0, 0);

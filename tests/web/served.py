@@ -1,0 +1,65 @@
+"""``ephemesh serve`` as a child process for the tests that need the whole
+service: web through waitress, workers, cron and a private Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import free_port
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class Served:
+    def __init__(self, root: Path, workers: int = 1, **env):
+        self.root = root
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = root / "serve.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("EPHEMESH_")}
+        self.env.update({"EPHEMESH_DATA_DIR": str(root / "data"),
+                         "EPHEMESH_SECRET_KEY": "served-test-secret",
+                         **{k: str(v) for k, v in env.items()}})
+        self.args = [sys.executable, "-m", "web.cli", "serve", "--port", str(self.port),
+                     "--workers", str(workers)]
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60) -> Served:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"ephemesh serve exited: {self.log()}")
+            try:
+                with urllib.request.urlopen(self.url + "/privacy", timeout=2) as resp:
+                    if resp.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError(f"ephemesh serve did not answer: {self.log()}")
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM, as systemd would; SIGKILL the group only if it hangs."""
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        self._log.close()
+        return self.proc.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

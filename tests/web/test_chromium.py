@@ -1,0 +1,125 @@
+"""A real headless Chromium (Debian's, never downloaded) against
+``ephemesh serve``: upload a generated series through the page, watch the
+progress bar reach 100 %, see the preview canvas draw, download the STL,
+press "delete now", and find the result gone (410)."""
+
+import io
+import time
+
+import pytest
+from PIL import Image
+
+from tests import dicomgen as G
+from tests.web.served import Served
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def service(tmp_path):
+    served = Served(tmp_path / "svc", workers=1, EPHEMESH_TEST_STAGE_DELAY="0.6").start()
+    yield served
+    assert served.stop() == 0, served.log()
+
+
+def _watch(page, errors):
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+
+def test_upload_progress_preview_download_delete(browser, service, tmp_path, artifacts_dir):
+    series = G.make_series_dir(tmp_path / "Doe_Jane_scan", "sphere", size=(28, 40, 40))
+    context = browser.new_context(accept_downloads=True, viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    errors = []
+    _watch(page, errors)
+    page.goto(service.url + "/")
+    page.set_input_files("#folder", str(series))
+    assert "28 files chosen" in page.text_content("#chosen")
+    page.select_option("#preset", "bone")
+    page.fill("#smooth", "5")
+    page.click("#submit")
+    page.wait_for_url("**/jobs/*", timeout=30_000)
+    job_url = page.url
+
+    seen = []
+    end = time.monotonic() + 90
+    while time.monotonic() < end:
+        try:
+            value = page.evaluate("() => { const b = document.getElementById('progress');"
+                                  " return b ? b.value : (document.getElementById('download') ? -1 : null) }")
+        except Exception:  # noqa: BLE001 - the page is reloading
+            value = None
+        if value == -1:
+            break
+        if value is not None:
+            seen.append(value)
+        time.sleep(0.05)
+    assert any(0 < v < 100 for v in seen), seen
+    assert max(seen) == 100, seen
+    page.wait_for_selector('#preview[data-drawn="yes"]', timeout=30_000)
+    triangles = int(page.get_attribute("#preview", "data-triangles"))
+    assert triangles > 500
+    shot = Image.open(io.BytesIO(page.locator("#preview").screenshot())).convert("RGB")
+    colours = shot.getcolors(maxcolors=1 << 20)
+    assert len(colours) > 50, "the canvas looks blank"
+    background = max(colours)[1]
+    drawn = sum(n for n, c in colours if sum(abs(a - b) for a, b in zip(c, background, strict=True)) > 30)
+    assert drawn > 0.02 * shot.width * shot.height, "too little of the model is visible"
+    page.click('[data-view="left"]')
+    assert "triangles" in page.text_content("#preview-status")
+    page.screenshot(path=str(artifacts_dir / "job-page.png"), full_page=True)
+
+    with page.expect_download() as info:
+        page.click("#download")
+    path = info.value.path()
+    data = open(path, "rb").read()
+    assert data[:27] == b"ephemesh SPACE=LPS UNITS=mm"
+    assert len(data) == 84 + 50 * triangles
+
+    page.click("#delete")
+    page.wait_for_selector("text=The upload and the model are gone")
+    resp = page.request.get(job_url + "/model.stl")
+    assert resp.status == 410
+    assert errors == [], errors
+    context.close()
+
+
+def test_pages_fit_a_phone_and_work_by_keyboard(browser, service):
+    context = browser.new_context(viewport={"width": 360, "height": 740}, is_mobile=True)
+    page = context.new_page()
+    errors = []
+    _watch(page, errors)
+    for path in ("/", "/privacy", "/admin/login"):
+        page.goto(service.url + path)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - "
+                                 "document.documentElement.clientWidth")
+        assert overflow <= 0, (path, overflow)
+    page.goto(service.url + "/")
+    focused = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        focused.append(page.evaluate("() => document.activeElement.id || document.activeElement.tagName"))
+    for control in ("folder", "files", "preset", "smooth", "submit"):
+        assert control in focused or control == "submit", (control, focused)
+    # a refusal shows up on the page, announced
+    page.set_input_files("#files", files=[{"name": "note.txt", "mimeType": "text/plain",
+                                           "buffer": b"not a scan at all" * 20}])
+    page.click("#submit")
+    page.wait_for_selector("#upload-error:not([hidden])")
+    assert "None of the files is a DICOM file" in page.text_content("#upload-error")
+    assert page.get_attribute("#upload-error", "role") == "alert"
+    assert errors == [] or all("400" in e for e in errors), errors
+    context.close()
