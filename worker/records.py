@@ -15,6 +15,7 @@ import hmac
 import json
 import secrets
 import time
+from pathlib import Path
 
 from sqlalchemy import (
     BigInteger,
@@ -34,6 +35,7 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 metadata = MetaData()
@@ -154,6 +156,9 @@ class Records:
         kwargs = {"future": True, "pool_pre_ping": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
+            path = make_url(url).database
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url, **kwargs)
         metadata.create_all(self.engine)
 

@@ -41,10 +41,10 @@ def format_time(ts):
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts))
 
 
-def _cell(column, value):
+def _cell(column, value, rows_kind):
     if column in ("deleted", "created", "deadline"):
         return format_time(value)
-    if column == "late":
+    if column == "late" and rows_kind == "ledger":
         return "LATE" if value else ""
     return "" if value is None else str(value)
 
@@ -64,7 +64,7 @@ def render(rows, fmt="table", rows_kind="summary") -> str:
         return buf.getvalue()
     if not rows:
         return "nothing deleted in this period\n"
-    cells = [[_cell(c, r.get(c)) for c in columns] for r in rows]
+    cells = [[_cell(c, r.get(c), rows_kind) for c in columns] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
     lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]

