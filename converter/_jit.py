@@ -55,6 +55,13 @@ def warm_up_in_background():
         thread.start()
 
 
+def finish_warm_up():
+    """Wait for a warm-up started earlier (before forking, say); no-op otherwise."""
+    thread = _warm.get("thread")
+    if thread is not None and thread.is_alive():
+        thread.join()
+
+
 def _warm_up():
     try:
         from . import marching_kernel, mesh_kernel  # noqa: PLC0415

@@ -99,7 +99,30 @@ class _NeedsFloat(Exception):
     """Rescaled values do not fit int16: load again as float32."""
 
 
-def load_volume(listing, info, *, progress=None, workers=1) -> Volume:
+def _quiet_child():
+    """Pool initializer: pydicom's warnings and log records stay out of the child's stderr."""
+    import logging  # noqa: PLC0415
+    import warnings  # noqa: PLC0415
+
+    warnings.simplefilter("ignore")
+    logging.getLogger("pydicom").disabled = True
+
+
+def reading_pool(workers):
+    """A pool of ``workers`` forked processes for reading headers and decoding
+    pixels, or None for one worker (or where fork is not available).
+
+    Create it before starting any thread (forking a process that runs threads
+    is unsafe); terminate it when reading is done.
+    """
+    import multiprocessing as mp  # noqa: PLC0415
+
+    if workers <= 1 or "fork" not in mp.get_all_start_methods():
+        return None
+    return mp.get_context("fork").Pool(workers, initializer=_quiet_child)
+
+
+def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume:
     """Decode the series ``info`` of ``listing`` into a ``Volume``.
 
     Parameters
@@ -112,6 +135,9 @@ def load_volume(listing, info, *, progress=None, workers=1) -> Volume:
         Threads (uncompressed pixels, read straight from the files) or
         processes (pixels pydicom must decode) working side by side; 1 does
         everything in this thread.
+    pool : multiprocessing.pool.Pool, optional
+        Decodes compressed pixels (see :func:`reading_pool`); without it a
+        pool is forked here when ``workers`` > 1.
     """
     stack = listing.stacks[info.index]
     slices, facts = stack.slices, stack.header
@@ -124,9 +150,9 @@ def load_volume(listing, info, *, progress=None, workers=1) -> Volume:
         raise UnreadableInput("colour images cannot be meshed", code="corrupt_pixel_data")
     integral = all(float(s.slope).is_integer() and float(s.intercept).is_integer() for s in slices)
     try:
-        volume, lowest, had_padding = _fill(slices, facts, integral, progress, workers)
+        volume, lowest, had_padding = _fill(slices, facts, integral, progress, workers, pool)
     except _NeedsFloat:
-        volume, lowest, had_padding = _fill(slices, facts, False, progress, workers)
+        volume, lowest, had_padding = _fill(slices, facts, False, progress, workers, pool)
     if not np.isfinite(lowest):
         lowest = -1024.0
     background = min(-1024.0, lowest) if facts["modality"] == "CT" else lowest
@@ -147,7 +173,7 @@ def load_volume(listing, info, *, progress=None, workers=1) -> Volume:
     )
 
 
-def _fill(slices, facts, integral, progress, workers):
+def _fill(slices, facts, integral, progress, workers, pool):
     """Decode every slice into one new volume; (volume, lowest real value, padding seen)."""
     n, rows, cols = len(slices), facts["rows"], facts["columns"]
     volume = np.empty((n, rows, cols), np.int16 if integral else np.float32)
@@ -176,7 +202,7 @@ def _fill(slices, facts, integral, progress, workers):
         else:
             results = [one(k) for k in range(n)]
     else:
-        results = [store(k, raw) for k, raw in enumerate(_decoded(slices, workers))]
+        results = [store(k, raw) for k, raw in enumerate(_decoded(slices, workers, pool))]
     lowest = min((low for low, _ in results), default=np.inf)
     return volume, lowest, any(padded for _, padded in results)
 
@@ -189,11 +215,18 @@ def _store(out, raw, s, padding, integral):
         low, high = sorted((int(lo) * slope + intercept, int(hi) * slope + intercept))
         if low < -32767 or high > 32767:
             raise _NeedsFloat
-        if slope == 1:
-            np.add(raw, np.int32(intercept), out=out, casting="unsafe")
+        if raw.dtype.itemsize == 2:
+            # 16-bit wrap-around arithmetic is exact when the result fits int16
+            words = raw.view(np.int16)
+            if slope == 1:
+                np.add(words, np.int16(_wrap16(intercept)), out=out)
+            else:
+                np.multiply(words, np.int16(_wrap16(slope)), out=out)
+                out += np.int16(_wrap16(intercept))
         else:
             values = raw.astype(np.int32)
-            values *= slope
+            if slope != 1:
+                values *= slope
             values += intercept
             out[...] = values
         return float(low), False
@@ -215,6 +248,11 @@ def _store(out, raw, s, padding, integral):
         lowest = float(values.min())
     out[...] = values
     return lowest, padded
+
+
+def _wrap16(value):
+    """``value`` modulo 2**16, as an int16 value."""
+    return (int(value) + 32768) % 65536 - 32768
 
 
 def _read_native(s, rows, cols):
@@ -269,11 +307,15 @@ def _rescale(raw, slope, intercept, integral):
     return values
 
 
-def _decoded(slices, workers):
+def _decoded(slices, workers, pool=None):
     """Yield each slice's raw array, in order, decoding in ``workers`` processes."""
     multiframe_cache: dict = {}
     jobs = [(s.item, s.frame) for s in slices]
     use_pool = workers > 1 and len(jobs) >= _PARALLEL_MIN_SLICES and all(f is None for _, f in jobs)
+    if use_pool and pool is not None:
+        args = [(item.source(), None) for item, _ in jobs]
+        yield from pool.imap(_worker_decode, args, chunksize=max(1, len(args) // (workers * 4)))
+        return
     if use_pool:
         import multiprocessing as mp  # noqa: PLC0415
         from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415

@@ -195,3 +195,31 @@ def corners_and_normals(v32, faces, block):
     """Fill ``block`` (k, 12) float32 with each triangle's unit normal and its
     corners (the payload of binary STL records) from float32 vertices."""
     _corners_and_normals(v32, faces, block)
+
+
+@njit
+def _index_to_patient(ijk, offset, positions, in_plane, out):
+    last = positions.shape[0] - 2
+    for i in range(ijk.shape[0]):
+        k = ijk[i, 0] + offset[0]
+        r = ijk[i, 1] + offset[1]
+        c = ijk[i, 2] + offset[2]
+        k0 = min(max(np.floor(k), 0.0), last)
+        t = k - k0
+        s = int(k0)
+        for j in range(3):
+            p0 = positions[s, j]
+            out[i, j] = p0 + (positions[s + 1, j] - p0) * t + (r * in_plane[0, j]
+                                                               + c * in_plane[1, j])
+
+
+def index_to_patient(ijk, offset, positions, in_plane):
+    """Indices (+ offset) → patient mm, linear between slices (see ``Volume``);
+    ``ijk`` float32 or float64, at least two slices."""
+    ijk = np.ascontiguousarray(ijk)
+    if ijk.dtype not in (np.float32, np.float64):
+        ijk = ijk.astype(np.float64)
+    out = np.empty((len(ijk), 3), np.float64)
+    _index_to_patient(ijk, np.asarray(offset, np.float64), np.ascontiguousarray(positions),
+                      np.ascontiguousarray(in_plane), out)
+    return out

@@ -228,31 +228,38 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     """
     opts = (options or ConvertOptions()).validate()
     from . import _jit  # noqa: PLC0415
+    from .loading import load_volume, reading_pool  # noqa: PLC0415
+    from .series import scan, select  # noqa: PLC0415
 
-    _jit.warm_up_in_background()  # loads the compiled kernels while the series is read
     bar = _Progress(progress)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    with _quiet_pydicom():
-        from .loading import load_volume  # noqa: PLC0415
-        from .series import scan, select  # noqa: PLC0415
-
-        t = time.perf_counter()
-        on_read = bar.stage("reading")
-        listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f))
-        info = select(listing, opts.series)
-        vol = load_volume(listing, info, progress=lambda f: on_read(0.1 + 0.9 * f), workers=opts.workers)
-        timings["read"] = time.perf_counter() - t
+    t = time.perf_counter()
+    if opts.workers > 1:
+        _jit.finish_warm_up()  # a previous conversion's, in a long-lived process
+    pool = reading_pool(opts.workers)  # forked before any thread of ours starts
+    _jit.warm_up_in_background()  # loads the compiled kernels while the series is read
+    try:
+        with _quiet_pydicom():
+            on_read = bar.stage("reading")
+            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool)
+            info = select(listing, opts.series)
+            vol = load_volume(listing, info, progress=lambda f: on_read(0.1 + 0.9 * f),
+                              workers=opts.workers, pool=pool)
+    finally:
+        if pool is not None:
+            pool.terminate()
+    timings["read"] = time.perf_counter() - t
 
     level, inverted, level_source = _choose_level(opts, vol)
 
     t = time.perf_counter()
-    verts, faces = _extract_surface(vol, level, inverted, opts, bar.stage("surface"))
+    verts, faces, offset = _extract_surface(vol, level, inverted, opts, bar.stage("surface"))
     timings["surface"] = time.perf_counter() - t
 
     t = time.perf_counter()
     on_mesh = bar.stage("mesh")
-    verts, faces, mesh_warnings = _shape_mesh(verts, faces, vol, opts, on_mesh)
+    verts, faces, mesh_warnings = _shape_mesh(verts, faces, offset, vol, opts, on_mesh)
     timings["mesh"] = time.perf_counter() - t
 
     if opts.frame == "ras":  # 180° about z: (x, y, z) -> (-x, -y, z); a rotation, not a mirror
@@ -315,8 +322,9 @@ def _safe_modality(vol) -> str:
 def _extract_surface(vol, level, inverted, opts, on_progress):
     """Crop to where the level is crossed, run marching cubes closed by a background pad.
 
-    Returns vertices in the *volume's* (slice, row, column) index space
-    (fractional, may be -1 or n for the pad) and outward-wound faces.
+    Returns vertices (float32) in the crop's (slice, row, column) index
+    space (fractional, may be -1 or n for the pad), outward-wound faces, and
+    the crop's offset in the volume.
     """
     from .marching import marching_cubes  # noqa: PLC0415
 
@@ -347,10 +355,9 @@ def _extract_surface(vol, level, inverted, opts, on_progress):
     verts, faces = marching_cubes(sub, work_level, step=opts.step, workers=opts.workers,
                                   progress=on_progress, pad=pad_value)
     del sub
-    offset = np.array([lo for lo, _ in box], dtype=np.float64)
-    verts = verts.astype(np.float64) + offset
     on_progress(1.0)
-    return verts, np.asarray(faces, dtype=np.int64)
+    offset = np.array([lo for lo, _ in box], dtype=np.float64)
+    return verts, np.asarray(faces, dtype=np.int64), offset
 
 
 def _crop_box(hits_per_axis):
@@ -388,10 +395,10 @@ def _pad_value(background, level, dtype):
     return int(max(min(int(np.floor(background)), int(np.floor(level)) - 1), info.min))
 
 
-def _shape_mesh(verts_idx, faces, vol, opts, on_progress):
-    """Index → patient mm, orientation fix, then the optional mesh steps."""
+def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
+    """Index (+ crop offset) → patient mm, orientation fix, then the optional mesh steps."""
     notes = []
-    verts = vol.index_to_patient(verts_idx)
+    verts = vol.index_to_patient(verts_idx, offset)
     if vol.handedness() < 0:
         faces = faces[:, [0, 2, 1]]  # keep outward normals; vertices are never mirrored
     if len(faces) and meshops.signed_volume(verts, faces) < 0:

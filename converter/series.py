@@ -223,13 +223,57 @@ def _int_or_none(value):
         return None
 
 
-def scan(inputs, *, progress=None) -> Listing:
+#: a pool is worth its start-up from this many files on
+PARALLEL_MIN_FILES = 64
+_NOT_COUNTED = ("not DICOM", "unreadable")  # skip kinds that are not DICOM objects
+
+
+def _examine(item):
+    """One candidate file → ``(skip kind, None, None)`` or ``(None, facts, slices)``."""
+    import pydicom  # noqa: PLC0415
+    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
+
+    if not _looks_like_dicom(item.head()):
+        return "not DICOM", None, None
+    try:
+        ds, native = _read_header(item, pydicom)
+    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
+            OverflowError, AttributeError, IndexError):
+        return "unreadable", None, None
+    kind = _kind_of(ds)
+    if kind:
+        return kind, None, None
+    facts = _header_facts(ds)
+    slices = _slices_of(ds, item, native)
+    if not slices:
+        return "no geometry", None, None
+    return None, facts, slices
+
+
+def _examined(inputs, pool):
+    """``(item, result)`` for every candidate, in input order; headers are read
+    in ``pool`` (a multiprocessing pool) when there are enough files on disk."""
+    items = iter_items(inputs)
+    if pool is not None:
+        items = list(items)
+        if len(items) >= PARALLEL_MIN_FILES and all(i.path is not None for i in items):
+            chunk = max(4, len(items) // (8 * getattr(pool, "_processes", 2)))
+            yield from zip(items, pool.imap(_examine, items, chunksize=chunk), strict=True)
+            return
+    for item in items:
+        yield item, _examine(item)
+
+
+def scan(inputs, *, progress=None, pool=None) -> Listing:
     """Read every header in ``inputs`` and list the series found.
 
     Parameters
     ----------
     inputs : sequence of paths, bytes or binary files
     progress : callable(fraction), optional
+    pool : multiprocessing.pool.Pool, optional
+        Reads the headers of many files side by side (see
+        :func:`converter.loading.reading_pool`); the listing is the same.
 
     Returns
     -------
@@ -242,33 +286,16 @@ def scan(inputs, *, progress=None) -> Listing:
         ``empty_input`` (no files), ``no_dicom`` (no DICOM among them),
         ``only_non_image`` (DICOM, but nothing to mesh).
     """
-    import pydicom  # noqa: PLC0415
-    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
-
     skipped: Counter = Counter()
     groups: dict = {}
     files = 0
     dicom_files = 0
-    for item in iter_items(inputs):
+    for _, (kind, facts, slices) in _examined(inputs, pool):
         files += 1
-        if not _looks_like_dicom(item.head()):
-            skipped["not DICOM"] += 1
-            continue
-        try:
-            ds, native = _read_header(item, pydicom)
-        except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
-                OverflowError, AttributeError, IndexError):
-            skipped["unreadable"] += 1
-            continue
-        dicom_files += 1
-        kind = _kind_of(ds)
+        if kind not in _NOT_COUNTED:
+            dicom_files += 1
         if kind:
             skipped[kind] += 1
-            continue
-        facts = _header_facts(ds)
-        slices = _slices_of(ds, item, native)
-        if not slices:
-            skipped["no geometry"] += 1
             continue
         for sl in slices:
             key = (facts["uid"], tuple(np.round(sl.orientation / ORIENTATION_TOL).astype(np.int64)),

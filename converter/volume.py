@@ -94,23 +94,49 @@ class Volume:
         t = (k - k0)[..., None]
         return self.positions[k0] * (1.0 - t) + self.positions[k0 + 1] * t
 
-    def index_to_patient(self, ijk: np.ndarray) -> np.ndarray:
+    def index_to_patient(self, ijk: np.ndarray, offset=None) -> np.ndarray:
         """Map (slice, row, column) indices, fractional allowed, to LPS mm.
 
         Parameters
         ----------
         ijk : (N, 3) array_like
             Indices in the order of ``data``'s axes.
+        offset : (3,) array_like, optional
+            Added to every index first (e.g. where a crop starts).
 
         Returns
         -------
         (N, 3) float64 array of patient coordinates in millimetres.
         """
-        ijk = np.asarray(ijk, dtype=np.float64)
+        ijk = np.asarray(ijk)
+        if ijk.ndim != 2 or ijk.shape[1] != 3:
+            raise ValueError(f"ijk must have shape (N, 3), got {ijk.shape}")
+        offset = np.zeros(3) if offset is None else np.asarray(offset, dtype=np.float64)
+        if offset.shape != (3,):
+            raise ValueError(f"offset must have 3 values, got shape {offset.shape}")
         sr, sc = self.pixel_spacing
-        out = self.slice_positions(ijk[:, 0])
-        out += (ijk[:, 2] * sc)[:, None] * self.row_dir
-        out += (ijk[:, 1] * sr)[:, None] * self.col_dir
+        in_plane = np.stack([self.col_dir * sr, self.row_dir * sc])  # rows, columns -> mm
+        n = self.positions.shape[0]
+        if n > 1 and len(ijk) >= 4096:
+            from . import _jit  # noqa: PLC0415
+
+            if _jit.AVAILABLE:
+                from .mesh_kernel import index_to_patient  # noqa: PLC0415
+
+                return index_to_patient(ijk, offset, self.positions, in_plane)
+        ijk = ijk.astype(np.float64) + offset
+        if n == 1:
+            out = self.slice_positions(ijk[:, 0])
+        else:
+            # piecewise linear between slices: P[k0] + t (P[k0 + 1] - P[k0])
+            k0 = np.floor(ijk[:, 0])
+            np.clip(k0, 0, n - 2, out=k0)
+            t = ijk[:, 0] - k0
+            idx = k0.astype(np.intp)
+            del k0
+            p0 = self.positions[idx]
+            out = p0 + (self.positions[idx + 1] - p0) * t[:, None]
+        out += ijk[:, 1:] @ in_plane
         return out
 
     def handedness(self) -> float:

@@ -123,3 +123,12 @@ def test_values_beyond_int16_fall_back_to_float32(tmp_path):
     _, loaded = _load([tmp_path])
     assert loaded.data.dtype == np.float32
     assert loaded.data.max() == 40000.0
+
+
+def test_unsigned_words_above_32767_rescale_exactly(tmp_path):
+    vol = np.linspace(-9000, 30000, 4 * 8 * 8).reshape(4, 8, 8).round()
+    G.write_series(tmp_path, vol, rescale=(1.0, -10000.0))  # stored up to 40000 (uint16)
+    listing, loaded = _load([tmp_path])
+    assert listing.stacks[1].slices[0].native[1] == "<u2"
+    assert loaded.data.dtype == np.int16
+    np.testing.assert_array_equal(loaded.data, vol)
