@@ -1,21 +1,24 @@
 """ephemesh side by side with its peers, in one run.
 
-    .venv/bin/python bench/run.py [--install] [--slices 300 600] [--runs 5] [--quick]
+    scripts/bench.sh [--slices 300 600] [--runs 5] [--quick]
+    .venv/bin/python bench/run.py [same options] [--no-install]
 
-Generates a CT-like 512×512×N series (bone at 300 HU), then times, each in a
-fresh process, N runs apiece:
+Generates CT-like 512×512×N series (bone at 300 HU), installs the peers
+from ``bench/requirements.txt`` when they are missing (``--no-install``
+skips that), then times every case in a fresh process, round-robin (one run
+of each case per round, so a busy machine slows every peer alike):
 
 * end to end, series folder → binary STL on disk: ``ephemesh convert``
   (both cores, and one core), a plain pydicom + scikit-image + numpy-stl
   script, and dicom2stl (full resolution, no smoothing or decimation);
-* surface extraction alone on the same in-memory volume: ephemesh's
+* surface extraction alone on the same in-memory int16 volume: ephemesh's
   marching cubes (1 and 2 threads), ``skimage.measure.marching_cubes`` and
-  VTK's ``vtkFlyingEdges3D`` on one thread;
+  VTK's ``vtkFlyingEdges3D`` on one thread (imports excluded for all);
 * STL writing throughput.
 
-Prints one table (median, min, peak RSS, triangles, ratios) and writes it to
-``bench/results.md`` with the date and the machine.  dicom2stl and vtk come
-from the ``bench`` extra only (``--install`` installs them).
+Prints one table per size (median, min, peak RSS, triangles, ratios against
+every peer), checks the issue's targets, and writes ``bench/results.md``
+with the date, the machine and its load.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import datetime
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -36,161 +40,284 @@ ROOT = HERE.parent
 WORK = HERE / "_work"
 PY = sys.executable
 BIN = Path(PY).parent
+LEVEL = "300"
 
 
-def run_child(cmd, env=None):
-    """Run ``cmd``; return (wall seconds, peak RSS MB, stdout)."""
+class Case:
+    """One thing to time: a command, how to read its result, its runs."""
+
+    def __init__(self, name, cmd, *, group, reports_seconds=False, after=None):
+        self.name, self.cmd, self.group = name, cmd, group
+        self.reports_seconds = reports_seconds  # the child prints JSON with "seconds"
+        self.after = after  # callable() -> dict of extra facts (triangles, …)
+        self.walls, self.rss, self.extra = [], [], {}
+
+    def run_once(self):
+        wall, rss, out = _timed(self.cmd)
+        if self.reports_seconds:
+            data = json.loads(out.strip().splitlines()[-1])
+            wall = data.pop("seconds")
+            self.extra.update(data)
+        if self.after:
+            self.extra.update(self.after())
+        self.walls.append(wall)
+        self.rss.append(rss)
+
+    @property
+    def median(self):
+        return statistics.median(self.walls)
+
+
+def _timed(cmd):
+    """Wall time, peak RSS (MB, the child's own, via wait4) and stdout of ``cmd``."""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    stdout = proc.stdout.read()
+    stderr = proc.stderr.read()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    out = proc.stdout.read().decode()
-    err = proc.stderr.read().decode()
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{cmd[0:3]} failed ({proc.returncode}): {err.strip()[-500:]}")
-    return wall, usage.ru_maxrss / 1024, out
+    code = os.waitstatus_to_exitcode(status)
+    proc.returncode = code
+    if code != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd[:4]))} failed ({code}): "
+                           f"{stderr.decode(errors='replace').strip()[-800:]}")
+    return wall, usage.ru_maxrss / 1024, stdout.decode(errors="replace")
 
 
-def measure(name, cmd, runs, env=None, parse=None):
-    walls, rss, extra = [], [], None
-    for _ in range(runs):
-        wall, peak, out = run_child(cmd, env)
-        if parse:  # the child reports its own timing (extraction-only runs)
-            data = json.loads(out.strip().splitlines()[-1])
-            wall, extra = data["seconds"], data
-        walls.append(wall)
-        rss.append(peak)
-    return {"name": name, "median": statistics.median(walls), "min": min(walls),
-            "rss_mb": max(rss), "extra": extra}
-
-
-def count_triangles(path):
+def stl_triangles(path):
     with open(path, "rb") as fh:
         fh.seek(80)
-        return int.from_bytes(fh.read(4), "little")
+        return {"triangles": int.from_bytes(fh.read(4), "little")}
 
 
 def machine():
     cpu = "unknown"
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
     except OSError:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
     return f"{os.cpu_count()} cores, {cpu}, {mem:.0f} GiB, Python {platform.python_version()}"
 
 
-def have(module):
-    return subprocess.run([PY, "-c", f"import {module}"], capture_output=True).returncode == 0
+def peer_versions():
+    code = ("import importlib.metadata as m\n"
+            "for p in ('numpy','numba','pydicom','scikit-image','numpy-stl','vtk','dicom2stl'):\n"
+            "    try: print(p, m.version(p))\n"
+            "    except m.PackageNotFoundError: print(p, '-')\n")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True).stdout.split("\n")
+    return ", ".join(line for line in out if line.strip())
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--slices", type=int, nargs="+", default=[300, 600])
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--install", action="store_true", help="pip install the bench extra first")
-    ap.add_argument("--quick", action="store_true", help="one size (300), 3 runs")
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.slices, args.runs = [300], 3
-    if args.install:
-        subprocess.run([PY, "-m", "pip", "install", "-q", "-r", str(HERE / "requirements.txt")],
+def have_peers():
+    vtk = subprocess.run([PY, "-c", "import vtk"], capture_output=True).returncode == 0
+    return vtk and (BIN / "dicom2stl").exists()
+
+
+def make_data(n):
+    series = WORK / f"ct{n}"
+    if not (series / "done").exists():
+        print(f"writing the 512×512×{n} series …", flush=True)
+        shutil.rmtree(series, ignore_errors=True)
+        subprocess.run([PY, str(HERE / "ctseries.py"), str(series), str(n)], check=True)
+        (series / "done").write_text("ok")
+    volume = WORK / f"ct{n}.npy"
+    if not volume.exists():
+        subprocess.run([PY, str(HERE / "ctseries.py"), str(series), str(n), "--npy", str(volume)],
                        check=True)
-    WORK.mkdir(exist_ok=True)
-    sections = []
-    for n in args.slices:
-        series = WORK / f"ct{n}"
-        if not (series / "done").exists():
-            subprocess.run([PY, str(HERE / "ctseries.py"), str(series), str(n)], check=True)
-            (series / "done").write_text("ok")
-        volume_npy = WORK / f"ct{n}.npy"
-        if not volume_npy.exists():
-            subprocess.run([PY, str(HERE / "ctseries.py"), str(series), str(n), "--npy",
-                            str(volume_npy)], check=True)
-        sections.append(run_size(n, series, volume_npy, args.runs))
-    write_results(sections, args)
+    return series, volume
 
 
-def run_size(n, series, volume_npy, runs):
-    out = WORK / "out.stl"
-    rows = []
-    ephemesh = [str(BIN / "ephemesh"), "convert", str(series), "-o", str(out),
-                "--threshold", "300", "--no-progress"]
-    rows.append(measure("ephemesh convert (2 cores)", ephemesh + ["--workers", "2"], runs))
-    rows[-1]["triangles"] = count_triangles(out)
-    rows.append(measure("ephemesh convert (1 core)", ephemesh + ["--workers", "1"], runs))
-    rows[-1]["triangles"] = count_triangles(out)
-    rows.append(measure("pydicom + skimage + numpy-stl script",
-                        [PY, str(HERE / "plain_skimage.py"), str(series), str(out), "300"], runs))
-    rows[-1]["triangles"] = count_triangles(out)
-    if (BIN / "dicom2stl").exists():
-        rows.append(measure("dicom2stl 0.5.0 (full resolution, no smoothing/decimation)",
-                            [str(BIN / "dicom2stl"), "-i", "300", "--disable", "shrink",
-                             "--smooth", "0", "--reduce", "0.0", "--clean-small", "0.0",
-                             "-o", str(out), str(series)], runs))
-        rows[-1]["triangles"] = count_triangles(out)
-    else:
-        rows.append({"name": "dicom2stl", "missing": True})
-    extraction = []
-    for name, args in [("ephemesh marching_cubes, 1 thread", ["ephemesh", "1"]),
-                       ("ephemesh marching_cubes, 2 threads", ["ephemesh", "2"]),
-                       ("skimage.measure.marching_cubes", ["skimage", "1"]),
-                       ("VTK vtkFlyingEdges3D, 1 thread", ["vtk", "1"])]:
-        if args[0] == "vtk" and not have("vtk"):
-            extraction.append({"name": name, "missing": True})
-            continue
-        row = measure(name, [PY, str(HERE / "extract.py"), str(volume_npy), *args], runs, parse=True)
-        row["triangles"] = row["extra"]["triangles"]
-        extraction.append(row)
-    write = measure("STL write (binary, one structured-array write)",
-                    [PY, str(HERE / "extract.py"), str(volume_npy), "write", "1"], runs, parse=True)
-    return {"slices": n, "end_to_end": rows, "extraction": extraction, "write": write}
+def cases_for(n, series, volume):
+    out_dir = WORK / f"out{n}"
+    out_dir.mkdir(exist_ok=True)
+
+    def stl_path(tag):
+        return out_dir / f"{tag}.stl"
+
+    eph = [str(BIN / "ephemesh"), "convert", str(series), "--threshold", LEVEL, "--no-progress"]
+    report = out_dir / "report.json"
+    cases = [
+        Case("ephemesh convert, 2 cores",
+             eph + ["-o", str(stl_path("eph2")), "--workers", "2", "--report", str(report)],
+             group="e2e", after=lambda: _report_facts(report)),
+        Case("ephemesh convert, 1 core", eph + ["-o", str(stl_path("eph1")), "--workers", "1"],
+             group="e2e", after=lambda: stl_triangles(stl_path("eph1"))),
+        Case("pydicom + skimage + numpy-stl script",
+             [PY, str(HERE / "plain_skimage.py"), str(series), str(stl_path("plain")), LEVEL],
+             group="e2e", after=lambda: stl_triangles(stl_path("plain"))),
+        Case("dicom2stl 0.5.0, full resolution, no smoothing/decimation",
+             [str(BIN / "dicom2stl"), "-i", LEVEL, "--disable", "shrink", "--smooth", "0",
+              "--reduce", "0.0", "--clean-small", "0.0", "-o", str(stl_path("d2s")), str(series)],
+             group="e2e", after=lambda: stl_triangles(stl_path("d2s"))),
+    ]
+    extract = [PY, str(HERE / "extract.py"), str(volume)]
+    cases += [
+        Case("ephemesh marching_cubes, 1 thread", extract + ["ephemesh", "1"], group="surface",
+             reports_seconds=True),
+        Case("ephemesh marching_cubes, 2 threads", extract + ["ephemesh", "2"], group="surface",
+             reports_seconds=True),
+        Case("skimage.measure.marching_cubes", extract + ["skimage", "1"], group="surface",
+             reports_seconds=True),
+        Case("VTK vtkFlyingEdges3D, 1 thread", extract + ["vtk", "1"], group="surface",
+             reports_seconds=True),
+        Case("STL write (binary, blocks of structured records)", extract + ["write", "1"],
+             group="write", reports_seconds=True),
+    ]
+    return cases
 
 
-def ratio(a, b):
-    return f"{b / a:.2f}×" if a and b else "–"
+def _report_facts(path):
+    report = json.loads(Path(path).read_text())
+    return {"triangles": report["triangles"], "vertices": report["vertices"],
+            "timings": report["timings_s"]}
 
 
-def table(rows, reference_names):
-    lines = ["| run | median s | min s | peak RSS MB | triangles | " +
-             " | ".join(f"× vs {r}" for r in reference_names) + " |",
-             "|---|---|---|---|---|" + "---|" * len(reference_names)]
-    refs = {r["name"]: r for r in rows if not r.get("missing")}
+def load_average():
+    try:
+        return os.getloadavg()
+    except OSError:
+        return (float("nan"),) * 3
+
+
+def ratio(row, peer):
+    return peer.median / row.median
+
+
+def table(rows, peers):
+    head = ("| run | median s | min s | peak RSS MB | triangles | "
+            + " | ".join(f"× vs {p.name.split(',')[0]}" for p in peers) + " |")
+    lines = [head, "|---|---:|---:|---:|---:|" + "---:|" * len(peers)]
     for r in rows:
-        if r.get("missing"):
-            lines.append(f"| {r['name']} | not installed | | | | " + " | " * len(reference_names))
-            continue
-        cells = []
-        for ref in reference_names:
-            match = next((v for k, v in refs.items() if k.startswith(ref)), None)
-            cells.append(ratio(r["median"], match["median"]) if match else "–")
-        lines.append(f"| {r['name']} | {r['median']:.3f} | {r['min']:.3f} | {r['rss_mb']:.0f} | "
-                     f"{r.get('triangles', '')} | " + " | ".join(cells) + " |")
+        cells = [f"{ratio(r, p):.2f}×" for p in peers]
+        lines.append(f"| {r.name} | {r.median:.3f} | {min(r.walls):.3f} | {max(r.rss):.0f} | "
+                     f"{r.extra.get('triangles', '')} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
-def write_results(sections, args):
+def targets(n, cases):
+    by = {c.name: c for c in cases}
+    eph2, eph1 = by["ephemesh convert, 2 cores"], by["ephemesh convert, 1 core"]
+    plain = by["pydicom + skimage + numpy-stl script"]
+    d2s = next(c for c in cases if c.name.startswith("dicom2stl"))
+    mc1, mc2 = by["ephemesh marching_cubes, 1 thread"], by["ephemesh marching_cubes, 2 threads"]
+    sk, vtk = by["skimage.measure.marching_cubes"], by["VTK vtkFlyingEdges3D, 1 thread"]
+    write = next(c for c in cases if c.group == "write")
+    volume_mb = n * 512 * 512 * 2 / 1e6
+    mesh_mb = 24 * (eph2.extra["vertices"] + eph2.extra["triangles"]) / 1e6  # float64 + int64
+    budget = 2.5 * volume_mb + mesh_mb
+    mbps = write.extra["bytes"] / 1e6 / write.median
+
+    def mark(ok):
+        return "met" if ok else "**not met**"
+
+    rows = [
+        ("end to end ≤ 1/5 of dicom2stl", f"2 cores {ratio(eph2, d2s):.2f}×, 1 core "
+         f"{ratio(eph1, d2s):.2f}× faster", mark(ratio(eph2, d2s) >= 5),
+         mark(ratio(eph1, d2s) >= 5)),
+        ("end to end ≤ 1/3 of the plain script", f"2 cores {ratio(eph2, plain):.2f}×, 1 core "
+         f"{ratio(eph1, plain):.2f}× faster", mark(ratio(eph2, plain) >= 3),
+         mark(ratio(eph1, plain) >= 3)),
+        ("extraction ≥ 4× skimage", f"1 thread {ratio(mc1, sk):.2f}×, 2 threads "
+         f"{ratio(mc2, sk):.2f}×", mark(ratio(mc2, sk) >= 4), mark(ratio(mc1, sk) >= 4)),
+        ("extraction within 2× of VTK (1 thread)", f"1 thread {mc1.median / vtk.median:.2f}× "
+         f"VTK's time, 2 threads {mc2.median / vtk.median:.2f}×",
+         mark(mc2.median <= 2 * vtk.median), mark(mc1.median <= 2 * vtk.median)),
+        ("peak memory ≤ 2.5 × int16 volume + mesh", f"budget {budget:.0f} MB "
+         f"({volume_mb:.0f} MB volume, {mesh_mb:.0f} MB mesh); peak RSS 2 cores "
+         f"{max(eph2.rss):.0f} MB, 1 core {max(eph1.rss):.0f} MB",
+         mark(max(eph2.rss) <= budget), mark(max(eph1.rss) <= budget)),
+        ("STL writing ≥ 500 MB/s", f"{write.extra['bytes'] / 1e6:.0f} MB in {write.median:.3f} s "
+         f"= {mbps:.0f} MB/s", mark(mbps >= 500), ""),
+    ]
+    lines = ["| target | measured | 2 cores / as used | 1 core |", "|---|---|---|---|"]
+    lines += [f"| {t} | {m} | {a} | {b} |" for t, m, a, b in rows]
+    return "\n".join(lines)
+
+
+def scaling(sections):
+    if len(sections) < 2:
+        return []
+    (n0, c0), (n1, c1) = sections[0], sections[-1]
+    lines = [f"### Growth with slices ({n0} → {n1}, ×{n1 / n0:g} the data)", "",
+             f"| run | {n0} slices s | {n1} slices s | × |", "|---|---:|---:|---:|"]
+    for a, b in zip(c0, c1, strict=True):
+        lines.append(f"| {a.name} | {a.median:.3f} | {b.median:.3f} | {b.median / a.median:.2f} |")
+    return lines + [""]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--slices", type=int, nargs="+", default=[300, 600])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="300 slices, 3 runs")
+    ap.add_argument("--no-install", action="store_true",
+                    help="do not pip install the peers (bench/requirements.txt) when missing")
+    ap.add_argument("--install", action="store_true", help=argparse.SUPPRESS)  # old spelling
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.slices, args.runs = [300], 3
+    if args.runs < 1 or any(n < 2 for n in args.slices):
+        ap.error("need --runs >= 1 and at least 2 slices")
+    if not have_peers():
+        if args.no_install:
+            ap.error("dicom2stl and vtk are missing: pip install -r bench/requirements.txt")
+        print("installing the peers from bench/requirements.txt …", flush=True)
+        subprocess.run([PY, "-m", "pip", "install", "-q", "-r", str(HERE / "requirements.txt")],
+                       check=True)
+    WORK.mkdir(exist_ok=True)
+    load_before = load_average()
+    started = time.time()
+    sections = []
+    for n in args.slices:
+        series, volume = make_data(n)
+        cases = cases_for(n, series, volume)
+        _timed([str(BIN / "ephemesh"), "convert", str(series), "-o", str(WORK / "warm.stl"),
+                "--threshold", LEVEL, "--no-progress"])  # compile/cache kernels, warm page cache
+        for r in range(args.runs):
+            for case in cases:
+                case.run_once()
+            print(f"{n} slices: round {r + 1}/{args.runs} done "
+                  f"(load {load_average()[0]:.2f})", flush=True)
+        sections.append((n, cases))
+    load_after = load_average()
+    write_results(sections, args, load_before, load_after, time.time() - started)
+
+
+def write_results(sections, args, load_before, load_after, seconds):
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    cmd = f"scripts/bench.sh --runs {args.runs} --slices {' '.join(map(str, args.slices))}"
     doc = [f"# ephemesh benchmark — {now}", "",
-           f"Machine: {machine()}.", "",
-           f"Command: `.venv/bin/python bench/run.py --runs {args.runs} --slices "
-           f"{' '.join(map(str, args.slices))}`; medians of {args.runs} runs, each in a fresh "
-           "process. Ratios are *how many times faster ephemesh's row is* read against the "
-           "column's peer: a peer's time divided by the row's time.", ""]
-    for sec in sections:
-        n = sec["slices"]
-        doc += [f"## 512×512×{n} CT series, bone at 300 HU", "", "### End to end (folder → STL on disk)", "",
-                table(sec["end_to_end"], ["dicom2stl", "pydicom + skimage"]), "",
+           f"Machine: {machine()}. Load average (1 min) {load_before[0]:.2f} before, "
+           f"{load_after[0]:.2f} after; the run took {seconds / 60:.1f} min.", "",
+           f"Versions: {peer_versions()}.", "",
+           f"Command: `{cmd}`. Every case runs in a fresh process, round-robin, {args.runs} "
+           "times; median and min of those runs. Peak RSS is the process's own maximum "
+           "resident set (wait4). Ratios read *how many times faster the row is than the "
+           "column's peer* (peer's median / row's median; below 1× the row is slower). "
+           "Extraction-only times exclude imports for every peer (VTK's import alone is "
+           "~1 s, loading ephemesh's compiled kernels ~0.4 s); end-to-end times include "
+           "everything, interpreter start and imports too.", ""]
+    for n, cases in sections:
+        e2e = [c for c in cases if c.group == "e2e"]
+        surface = [c for c in cases if c.group == "surface"]
+        doc += [f"## 512×512×{n} CT series, bone at {LEVEL} HU", "",
+                "### End to end (folder → binary STL on disk)", "",
+                table(e2e, [e2e[3], e2e[2], e2e[0], e2e[1]]), "",
                 "### Surface extraction alone (same in-memory int16 volume)", "",
-                table(sec["extraction"], ["skimage", "VTK"]), ""]
-        w = sec["write"]
-        mb = w["extra"]["bytes"] / 1e6
-        doc += [f"STL write: {mb:.0f} MB in {w['median']:.3f} s median = "
-                f"**{mb / w['median']:.0f} MB/s**.", ""]
+                table(surface, [surface[2], surface[3], surface[0]]), ""]
+        eph2 = e2e[0]
+        if "timings" in eph2.extra:
+            stages = ", ".join(f"{k} {v:.2f} s" for k, v in eph2.extra["timings"].items())
+            doc += [f"ephemesh's own stage timings (2 cores, last run): {stages}; interpreter "
+                    "start, imports and the report's topology are outside `total`.", ""]
+        doc += ["### Targets", "", targets(n, cases), ""]
+    doc += scaling(sections)
     text = "\n".join(doc)
     (HERE / "results.md").write_text(text + "\n")
     print(text)

@@ -445,11 +445,14 @@ def extract(volume, level, *, pad=None, workers=1, progress=None, slab_voxels=4_
     centre_offset = edge_offset[-1] + np.concatenate([[0], np.cumsum(n_centre)])
     verts = np.empty((int(centre_offset[-1]), 3), np.float32)
     faces = np.empty((int(face_offset[-1]), 3), np.int64)
-    for k, (v, nv, f, nf, c, nc) in enumerate(parts):
+    for k in range(len(parts)):
+        v, nv, f, nf, c, nc = parts[k]
+        parts[k] = None  # each slab's buffers go as soon as they are copied
         verts[edge_offset[k]:edge_offset[k + 1]] = v[:nv]
         verts[centre_offset[k]:centre_offset[k + 1]] = c[:nc]
         _resolve(f[:nf], faces[face_offset[k]:face_offset[k + 1]], edge_offset[k],
                  edge_offset[k + 1], centre_offset[k])
+        del v, f, c
     del parts
     if progress:
         progress(1.0)

@@ -255,6 +255,7 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
 
     t = time.perf_counter()
     verts, faces, offset = _extract_surface(vol, level, inverted, opts, bar.stage("surface"))
+    vol.data = None  # from here on only the geometry is needed: free the voxels early
     timings["surface"] = time.perf_counter() - t
 
     t = time.perf_counter()
