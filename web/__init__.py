@@ -19,23 +19,24 @@ import os
 import time
 from pathlib import Path
 
-from flask import Flask, g, request
-from flask_wtf.csrf import CSRFProtect
-from werkzeug.middleware.proxy_fix import ProxyFix
-
-from . import config as web_config
-from . import problems, security
-from .limits import apply_limits, make_limiter
-
 log = logging.getLogger("ephemesh.web")
 
 
-def create_app(test_config=None) -> Flask:
+def create_app(test_config=None):
     """The app.  ``test_config`` may hold Flask config and ``EPHEMESH_SETTINGS``
     (a ``worker.config.Settings``); otherwise everything comes from the
     environment."""
+    # imported here so that `ephemesh --help` (which imports web.commands) stays light
+    from flask import Flask  # noqa: PLC0415
+    from flask_wtf.csrf import CSRFProtect  # noqa: PLC0415
+    from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: PLC0415
+
     from worker.config import Settings  # noqa: PLC0415
     from worker.service import Service  # noqa: PLC0415
+
+    from . import config as web_config  # noqa: PLC0415
+    from . import problems, security  # noqa: PLC0415
+    from .limits import apply_limits, make_limiter  # noqa: PLC0415
 
     test_config = dict(test_config or {})
     settings = test_config.pop("EPHEMESH_SETTINGS", None) or Settings.from_env()
@@ -84,9 +85,12 @@ def _record_access(response):
     """One access-log row per request: address, method, the route's rule
     (never the raw path or query), status, bytes.  API requests also add a
     usage row for their key."""
+    from flask import current_app, g, request  # noqa: PLC0415
+
+    from . import security  # noqa: PLC0415
+
     if request.endpoint in security.STATIC_ENDPOINTS:
         return response
-    from flask import current_app  # noqa: PLC0415
 
     records = current_app.extensions["ephemesh.service"].records
     route = request.url_rule.rule if request.url_rule else "(unmatched)"
