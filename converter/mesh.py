@@ -95,6 +95,22 @@ def drop_degenerate(verts, faces, eps: float = 1e-12):
     return compact(verts, faces[keep])
 
 
+def flip_winding(faces, *, in_place=False):
+    """Reverse every triangle's winding (its normal turns around).
+
+    With ``in_place`` the given array is changed (no copy of the whole mesh).
+    """
+    faces = np.asarray(faces)
+    if faces.ndim != 2 or faces.shape[1] != 3:
+        raise ValueError(f"faces must have shape (M, 3), got {faces.shape}")
+    if not in_place:
+        return faces[:, [0, 2, 1]]
+    second = faces[:, 1].copy()
+    faces[:, 1] = faces[:, 2]
+    faces[:, 2] = second
+    return faces
+
+
 def compact(verts, faces):
     """Drop vertices no face uses; renumber faces."""
     verts, faces = _check_mesh(verts, faces)

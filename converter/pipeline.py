@@ -251,10 +251,11 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
             pool.terminate()
     timings["read"] = time.perf_counter() - t
 
-    level, inverted, level_source = _choose_level(opts, vol)
+    level, inverted, level_source, lowest = _choose_level(opts, vol)
 
     t = time.perf_counter()
-    verts, faces, offset = _extract_surface(vol, level, inverted, opts, bar.stage("surface"))
+    verts, faces, offset = _extract_surface(vol, level, inverted, opts, bar.stage("surface"),
+                                            lowest)
     vol.data = None  # from here on only the geometry is needed: free the voxels early
     timings["surface"] = time.perf_counter() - t
 
@@ -266,29 +267,43 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     if opts.frame == "ras":  # 180° about z: (x, y, z) -> (-x, -y, z); a rotation, not a mirror
         verts = verts * np.array([-1.0, -1.0, 1.0])
 
-    t = time.perf_counter()
-    on_write = bar.stage("writing")
-    frame = opts.frame.upper()
-    writer = stl.write_ascii if opts.ascii else stl.write_binary
-    data = None
-    if output is None:
-        import io  # noqa: PLC0415
+    # the report's topology and measures run beside the STL write (compiled
+    # kernels release the GIL) when more than one worker is allowed
+    facts_pool = facts_job = None
+    if opts.workers > 1:
+        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
-        buf = io.BytesIO()
-        size = writer(verts, faces, buf, frame)
-        data = buf.getvalue()
-    else:
-        size = writer(verts, faces, output, frame)
-    on_write(1.0)
-    timings["write"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t_all
+        facts_pool = ThreadPoolExecutor(max_workers=1)
+        facts_job = facts_pool.submit(_mesh_facts, verts, faces)
+    try:
+        t = time.perf_counter()
+        on_write = bar.stage("writing")
+        frame = opts.frame.upper()
+        writer = stl.write_ascii if opts.ascii else stl.write_binary
+        data = None
+        if output is None:
+            import io  # noqa: PLC0415
+
+            buf = io.BytesIO()
+            size = writer(verts, faces, buf, frame)
+            data = buf.getvalue()
+        else:
+            size = writer(verts, faces, output, frame)
+        on_write(1.0)
+        timings["write"] = time.perf_counter() - t
+        timings["total"] = time.perf_counter() - t_all
+        facts = facts_job.result() if facts_job else _mesh_facts(verts, faces)
+    finally:
+        if facts_pool is not None:
+            facts_pool.shutdown()
 
     report = _report(listing, info, vol, opts, (level, level_source, inverted), verts, faces,
-                     size, mesh_warnings, timings)
+                     size, mesh_warnings, timings, facts)
     return ConversionResult(report=report, stl=data, verts=verts, faces=faces)
 
 
-def _choose_level(opts: ConvertOptions, vol) -> tuple[float, bool, str]:
+def _choose_level(opts: ConvertOptions, vol) -> tuple[float, bool, str, float]:
+    """(level, inverted, where the level comes from, the data's lowest value)."""
     data = vol.data
     if opts.threshold is not None:
         level, inverted, source = opts.threshold, False, "threshold"
@@ -312,7 +327,7 @@ def _choose_level(opts: ConvertOptions, vol) -> tuple[float, bool, str]:
             f"{lo:g} to {hi:g}{unit}",
             code="no_surface",
         )
-    return float(level), inverted, source
+    return float(level), inverted, source, lo
 
 
 def _safe_modality(vol) -> str:
@@ -320,7 +335,7 @@ def _safe_modality(vol) -> str:
     return m if m.isalnum() and len(m) <= 4 else "not CT"
 
 
-def _extract_surface(vol, level, inverted, opts, on_progress):
+def _extract_surface(vol, level, inverted, opts, on_progress, lowest=None):
     """Crop to where the level is crossed, run marching cubes closed by a background pad.
 
     Returns vertices (float32) in the crop's (slice, row, column) index
@@ -351,7 +366,8 @@ def _extract_surface(vol, level, inverted, opts, on_progress):
         del removed
     else:
         work_level = level
-        pad_value = _pad_value(float(data.min()), work_level, sub.dtype)
+        pad_value = _pad_value(float(data.min()) if lowest is None else lowest, work_level,
+                               sub.dtype)
     # the pad layer is virtual: surfaces touching the crop's faces close without a padded copy
     verts, faces = marching_cubes(sub, work_level, step=opts.step, workers=opts.workers,
                                   progress=on_progress, pad=pad_value)
@@ -401,7 +417,7 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
     notes = []
     verts = vol.index_to_patient(verts_idx, offset)
     if vol.handedness() < 0:
-        faces = faces[:, [0, 2, 1]]  # keep outward normals; vertices are never mirrored
+        faces = meshops.flip_winding(faces, in_place=True)  # vertices are never mirrored
     if len(faces) and meshops.signed_volume(verts, faces) < 0:
         # should not happen; say so rather than write an inside-out mesh
         faces = faces[:, [0, 2, 1]]
@@ -430,10 +446,14 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
     return verts, faces, notes
 
 
-def _report(listing, info, vol, opts, surface, verts, faces, size, notes, timings):
+def _mesh_facts(verts, faces):
+    """(topology, measures) of the final mesh, for the report."""
+    return meshops.topology(verts, faces), meshops.measures(verts, faces)
+
+
+def _report(listing, info, vol, opts, surface, verts, faces, size, notes, timings, facts):
     level, level_source, inverted = surface
-    topo = meshops.topology(verts, faces)
-    measured = meshops.measures(verts, faces)
+    topo, measured = facts
     available = [s.safe_dict() for s in listing.series]
     if opts.series is None:
         why = ("the only series" if len(available) == 1

@@ -154,34 +154,32 @@ _NATIVE_SYNTAXES = {"1.2.840.10008.1.2": True, "1.2.840.10008.1.2.1": False}  # 
 
 
 def _read_header(item, pydicom):
-    """The header (no pixels) and, for uncompressed little-endian single-frame
-    images, where their pixel values sit (see :attr:`Slice.native`)."""
+    """The header (no pixels) and where it ended: (offset, the next 12 bytes)."""
     src = item.source()
     if isinstance(src, str):
         with open(src, "rb") as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True, force=True)
-            return ds, _native_pixels(ds, fh)
+            start = fh.tell()
+            return ds, (start, fh.read(12))
     ds = pydicom.dcmread(src, stop_before_pixels=True, force=True)
-    return ds, _native_pixels(ds, src)
+    start = src.tell()
+    return ds, (start, src.read(12))
 
 
-def _native_pixels(ds, fh):
+def _native_pixels(ds, facts, where):
     """(value offset, dtype, unused high bits) when the pixel data that follows
     the header can be read as it is, as pydicom would return it; else None."""
     try:
-        ts = str(ds.file_meta.get("TransferSyntaxUID", "") or "")
-        implicit = _NATIVE_SYNTAXES.get(ts)
+        implicit = _NATIVE_SYNTAXES.get(str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
         if implicit is None or ds.original_encoding != (implicit, True):
             return None
-        if int(ds.get("NumberOfFrames", 1) or 1) != 1 or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        if facts["multiframe"] or facts["samples"] != 1:
             return None
-        allocated = int(ds.BitsAllocated)
+        allocated = facts["bits_allocated"]
         stored = int(ds.get("BitsStored", allocated) or allocated)
-        signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
         if allocated not in (8, 16, 32) or not 1 <= stored <= allocated:
             return None
-        start = fh.tell()
-        head = fh.read(12)
+        start, head = where
         if len(head) < 12 or head[:4] != b"\xe0\x7f\x10\x00":
             return None
         if implicit:
@@ -190,12 +188,12 @@ def _native_pixels(ds, fh):
             length, value = int.from_bytes(head[8:12], "little"), start + 12
         else:
             return None
-        needed = int(ds.Rows) * int(ds.Columns) * allocated // 8
+        needed = facts["rows"] * facts["columns"] * allocated // 8
         if length == 0xFFFFFFFF or length < needed:
             return None
-        dtype = f"<{'i' if signed else 'u'}{allocated // 8}"
-        return (value, dtype, allocated - stored)
-    except (AttributeError, KeyError, TypeError, ValueError, OSError):
+        signed = facts["pixel_representation"] == 1
+        return (value, f"<{'i' if signed else 'u'}{allocated // 8}", allocated - stored)
+    except (AttributeError, KeyError, TypeError, ValueError):
         return None
 
 
@@ -236,7 +234,7 @@ def _examine(item):
     if not _looks_like_dicom(item.head()):
         return "not DICOM", None, None
     try:
-        ds, native = _read_header(item, pydicom)
+        ds, where = _read_header(item, pydicom)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
             OverflowError, AttributeError, IndexError):
         return "unreadable", None, None
@@ -244,7 +242,7 @@ def _examine(item):
     if kind:
         return kind, None, None
     facts = _header_facts(ds)
-    slices = _slices_of(ds, item, native)
+    slices = _slices_of(ds, item, _native_pixels(ds, facts, where))
     if not slices:
         return "no geometry", None, None
     return None, facts, slices

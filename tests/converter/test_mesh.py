@@ -179,3 +179,15 @@ def test_compiled_measures_topology_and_components_match_numpy():
         ref_count, ref_labels = M.components(faces, len(verts), engine="numpy")
         assert count == ref_count
         np.testing.assert_array_equal(labels, ref_labels)
+
+
+def test_flip_winding_copies_or_works_in_place():
+    v, f = cube()
+    flipped = M.flip_winding(f)
+    assert M.signed_volume(v, flipped) == pytest.approx(-1.0)
+    assert M.signed_volume(v, f) == pytest.approx(1.0)  # the input is untouched
+    same = f.copy()
+    assert M.flip_winding(same, in_place=True) is same
+    np.testing.assert_array_equal(same, flipped)
+    with pytest.raises(ValueError, match="shape"):
+        M.flip_winding(np.zeros((2, 2), int))

@@ -238,3 +238,19 @@ def test_canaries_reach_neither_stl_nor_report(tmp_path):
     listing = list_series([tmp_path])
     assert listing.series[0].uid == uid_root + ".2"  # the listing itself may show it to the user
     assert uid_root not in repr(listing.series[0].safe_dict())
+
+
+def test_one_and_two_workers_make_the_same_stl_and_report(tmp_path, monkeypatch):
+    import converter.loading as L
+    import converter.series as S
+
+    monkeypatch.setattr(L, "_PARALLEL_MIN_SLICES", 2)  # thread the slices of a small series
+    monkeypatch.setattr(S, "PARALLEL_MIN_FILES", 2)  # and read the headers in a pool
+    geometry = G.make_geometry(size=SIZE, tilt_deg=10.0)
+    G.write_phantom_series(tmp_path / "s", G.two_spheres(), geometry)
+    runs = [convert([tmp_path / "s"], ConvertOptions(threshold=0, workers=w)) for w in (1, 2)]
+    assert runs[0].stl == runs[1].stl
+    reports = [{k: v for k, v in r.report.items() if k not in ("timings_s", "options")}
+               for r in runs]
+    assert reports[0] == reports[1]
+    assert reports[0]["watertight"] and reports[0]["components"] == 2
