@@ -55,7 +55,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
 fi
 
 # --- three.js for the in-browser preview (from the npm registry) -----------
-if [ -f web/package.json ] && [ ! -d web/node_modules/three ]; then
+if [ -f web/package.json ] && { [ ! -d web/node_modules/three ] ||
+     [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; }; then
   log "installing web/node_modules"
   if [ -f web/package-lock.json ]; then npm ci --prefix web --no-audit --no-fund >/dev/null
   else npm install --prefix web --no-audit --no-fund >/dev/null; fi
