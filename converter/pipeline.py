@@ -235,14 +235,13 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     t = time.perf_counter()
-    if opts.workers > 1:
-        _jit.finish_warm_up()  # a previous conversion's, in a long-lived process
     pool = reading_pool(opts.workers)  # forked before any thread of ours starts
-    _jit.warm_up_in_background()  # loads the compiled kernels while the series is read
     try:
         with _quiet_pydicom():
             on_read = bar.stage("reading")
-            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool)
+            # while the pool reads the headers, this process loads the compiled kernels
+            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool,
+                           while_waiting=_jit.warm_up)
             info = select(listing, opts.series)
             vol = load_volume(listing, info, progress=lambda f: on_read(0.1 + 0.9 * f),
                               workers=opts.workers, pool=pool)
@@ -252,6 +251,7 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     timings["read"] = time.perf_counter() - t
 
     level, inverted, level_source, lowest = _choose_level(opts, vol)
+    _jit.warm_up()  # done already when a pool read the headers
 
     t = time.perf_counter()
     verts, faces, offset = _extract_surface(vol, level, inverted, opts, bar.stage("surface"),

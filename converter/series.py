@@ -248,21 +248,25 @@ def _examine(item):
     return None, facts, slices
 
 
-def _examined(inputs, pool):
+def _examined(inputs, pool, while_waiting):
     """``(item, result)`` for every candidate, in input order; headers are read
-    in ``pool`` (a multiprocessing pool) when there are enough files on disk."""
+    in ``pool`` (a multiprocessing pool) when there are enough files on disk,
+    and ``while_waiting`` runs here meanwhile."""
     items = iter_items(inputs)
     if pool is not None:
         items = list(items)
         if len(items) >= PARALLEL_MIN_FILES and all(i.path is not None for i in items):
             chunk = max(4, len(items) // (8 * getattr(pool, "_processes", 2)))
-            yield from zip(items, pool.imap(_examine, items, chunksize=chunk), strict=True)
+            pending = pool.map_async(_examine, items, chunksize=chunk)
+            if while_waiting is not None:
+                while_waiting()
+            yield from zip(items, pending.get(), strict=True)
             return
     for item in items:
         yield item, _examine(item)
 
 
-def scan(inputs, *, progress=None, pool=None) -> Listing:
+def scan(inputs, *, progress=None, pool=None, while_waiting=None) -> Listing:
     """Read every header in ``inputs`` and list the series found.
 
     Parameters
@@ -272,6 +276,8 @@ def scan(inputs, *, progress=None, pool=None) -> Listing:
     pool : multiprocessing.pool.Pool, optional
         Reads the headers of many files side by side (see
         :func:`converter.loading.reading_pool`); the listing is the same.
+    while_waiting : callable(), optional
+        Run in this process while the pool reads (only when a pool is used).
 
     Returns
     -------
@@ -288,7 +294,7 @@ def scan(inputs, *, progress=None, pool=None) -> Listing:
     groups: dict = {}
     files = 0
     dicom_files = 0
-    for _, (kind, facts, slices) in _examined(inputs, pool):
+    for _, (kind, facts, slices) in _examined(inputs, pool, while_waiting):
         files += 1
         if kind not in _NOT_COUNTED:
             dicom_files += 1
