@@ -33,6 +33,18 @@ def _multipart(files):
     return body.getvalue(), f"multipart/form-data; boundary={boundary}"
 
 
+def test_ctrl_c_stops_everything(tmp_path):
+    import signal
+
+    served = Served(tmp_path, workers=1).start()
+    pids = [p.pid for p in psutil.Process(served.proc.pid).children(recursive=True)]
+    served.proc.send_signal(signal.SIGINT)
+    assert served.proc.wait(60) == 0, served.log()
+    for pid in pids:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert "stopping" in served.log() and "Traceback" not in served.log()
+
+
 def test_serve_runs_everything_and_stops_on_sigterm(tmp_path, series_zip):
     served = Served(tmp_path, workers=1).start()
     try:
