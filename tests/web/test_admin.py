@@ -148,3 +148,9 @@ def test_cli_admin_add_reads_the_password_without_echo(settings):
                            capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert short.returncode == 2
     assert short.stderr.count("\n") == 1 and "Traceback" not in short.stderr
+
+
+def test_a_key_needs_a_name(admin):
+    token = csrf_token(admin, "/admin/keys")
+    resp = admin.post("/admin/keys", data={"csrf_token": token, "name": "  "})
+    assert resp.status_code == 400 and "1 to 80 characters" in resp.get_data(as_text=True)

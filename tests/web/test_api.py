@@ -165,3 +165,15 @@ def test_usage_is_recorded_per_key_without_payload(client, auth, records, series
     rows = records.usage_rows()
     assert rows and rows[-1]["endpoint"] == "/api/v1/jobs"
     assert rows[-1]["bytes_in"] > sum(map(len, series_files))
+
+
+def test_a_batch_result_before_it_is_split_is_409(client, auth, two_series_zip):
+    resp = client.post("/api/v1/batches", data={"files": (io.BytesIO(two_series_zip), "b.zip")},
+                       headers=auth, content_type="multipart/form-data")
+    assert resp.status_code == 202 and resp.json["status"] == "splitting"  # no worker yet
+    result = client.get(resp.json["links"]["result"], headers=auth)
+    assert result.status_code == 409 and result.json["code"] == "not_ready"
+    resp = client.post("/api/v1/batches", data={"files": (io.BytesIO(two_series_zip), "b.zip"),
+                                                "series": "1"},
+                       headers=auth, content_type="multipart/form-data")
+    assert resp.status_code == 400 and resp.json["code"] == "unknown_field"

@@ -108,3 +108,13 @@ def test_custom_threshold_is_used(client, workers, series_files):
     wait_for(lambda: _status(client, job_id)["status"] == "done", 60, "the job")
     page = client.get(f"/jobs/{job_id}").get_data(as_text=True)
     assert "-200.0 HU" in page
+
+
+def test_the_model_before_it_is_made_is_409_on_a_page(client, series_files):
+    job_url = _upload(client, series_files).headers["Location"]
+    resp = client.get(job_url + "/model.stl")
+    assert resp.status_code == 409 and resp.mimetype == "text/html"
+    assert "not finished yet" in resp.get_data(as_text=True)
+    token = csrf_token(client, job_url)
+    resp = client.post(job_url + "/series", data={"csrf_token": token, "series": "1"})
+    assert resp.status_code == 400 and "not waiting" in resp.get_data(as_text=True)
