@@ -11,7 +11,8 @@ of the plane (row by row), then the crossed edges from the plane to the next
 one; the cells' extra (centre) vertices come after all edge vertices, layer
 by layer.  A slab numbers its own planes; for the first plane of the next
 slab it only counts crossings in the same order and writes *boundary codes*
-(``-1 - i``) that :func:`_resolve` turns into the next slab's numbers.  So
+(``-1 - i``) that :func:`_resolve` turns into the next slab's numbers; codes
+are int32 until then, so the slabs' buffers stay small.  So
 any number of slabs and threads gives exactly the same arrays.
 """
 
@@ -34,8 +35,9 @@ from ._mc_tables import (
 
 #: how far (in voxels) a vertex stays from a voxel whose value is the level
 T_EPS = 5e-5
-#: faces refer to the slab's k-th centre vertex as CENTRE_CODE + k until resolved
-CENTRE_CODE = 1 << 50
+#: slab-local vertex codes (int32): own vertices 0, 1, …; the next slab's first
+#: plane -1 - i (i < 2**30); the slab's k-th centre vertex CENTRE_CODE - k
+CENTRE_CODE = -(1 << 30) - 1
 #: the dtypes the kernel is compiled for; others are converted first
 KERNEL_DTYPES = (np.int16, np.int32, np.float32, np.float64)
 
@@ -278,7 +280,7 @@ def _cells(volume, box, p, padval, level, z, mask_a, first_a, last_a, mask_b, fi
                 centres[nc, 0] = cu
                 centres[nc, 1] = cv
                 centres[nc, 2] = cw
-                centre_id = CENTRE_CODE + nc
+                centre_id = CENTRE_CODE - nc
                 nc += 1
             n = tri_count[cfg, joined]
             for s in range(n):
@@ -313,11 +315,11 @@ def _slab(volume, box, p, padval, thr, level, z0, z1, last_slab, tri_table, tri_
     masks = np.empty((2, ny, nx), np.uint8)
     firsts = np.empty((2, ny), np.int64)
     lasts = np.empty((2, ny), np.int64)
-    ids_x = np.empty((2, ny, nx), np.int64)
-    ids_y = np.empty((2, ny, nx), np.int64)
-    ids_z = np.empty((ny, nx), np.int64)
+    ids_x = np.empty((2, ny, nx), np.int32)
+    ids_y = np.empty((2, ny, nx), np.int32)
+    ids_z = np.empty((ny, nx), np.int32)
     verts = np.empty((1 << 14, 3), np.float32)
-    faces = np.empty((1 << 15, 3), np.int64)
+    faces = np.empty((1 << 15, 3), np.int32)
     centres = np.empty((16, 3), np.float32)
     nv = 0
     nf = 0
@@ -348,12 +350,12 @@ def _resolve(codes, out, own_offset, next_offset, centre_offset):
     for i in range(codes.shape[0]):
         for j in range(3):
             c = codes[i, j]
-            if c >= CENTRE_CODE:
-                out[i, j] = centre_offset + (c - CENTRE_CODE)
-            elif c < 0:
+            if c >= 0:
+                out[i, j] = own_offset + c
+            elif c > CENTRE_CODE:
                 out[i, j] = next_offset + (-1 - c)
             else:
-                out[i, j] = own_offset + c
+                out[i, j] = centre_offset + (CENTRE_CODE - c)
 
 
 def _base_and_box(volume):
@@ -416,6 +418,7 @@ def extract(volume, level, *, pad=None, workers=1, progress=None, slab_voxels=4_
     p = 1 if pad is not None else 0
     nz, ny, nx = (n + 2 * p for n in box[3:])
     per = max(1, slab_voxels // (ny * nx))
+    per = max(1, min(per, (2**31 - 1) // (3 * ny * nx) - 1))  # int32 codes within a slab
     slabs = [(z, min(z + per, nz - 1)) for z in range(0, nz - 1, per)]
 
     def one(slab):

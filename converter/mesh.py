@@ -149,7 +149,10 @@ def topology(verts, faces, *, engine="auto") -> Topology:
         oriented = not np.any(directed[1:] == directed[:-1])
         boundary = int((counts == 1).sum())
         nonmanifold = int((counts > 2).sum())
-    comps, _ = components(faces, n, engine=engine)
+    if kernel is not None:
+        comps = kernel.count_components(faces, n)
+    else:
+        comps, _ = components(faces, n, engine=engine)
     return Topology(
         watertight=boundary == 0 and nonmanifold == 0,
         manifold=nonmanifold == 0 and oriented,
@@ -196,6 +199,18 @@ def measures(verts, faces, *, engine="auto") -> Measures:
     centroid = origin + (vol6[:, None] * tri.sum(axis=1)).sum(axis=0) / (4.0 * total) \
         if total else origin
     return Measures(area_, float(total / 6.0), centroid)
+
+
+def bounds(verts) -> tuple[np.ndarray, np.ndarray]:
+    """(min, max) of the vertices along each axis."""
+    verts = np.asarray(verts)
+    if verts.ndim != 2 or verts.shape[1] != 3:
+        raise ValueError(f"verts must have shape (N, 3), got {verts.shape}")
+    if not len(verts):
+        raise ValueError("an empty mesh has no bounds")
+    if (kernel := _kernel()) is not None:
+        return kernel.bounds(verts)
+    return verts.min(axis=0), verts.max(axis=0)
 
 
 def components(faces, n_verts: int, *, engine="auto") -> tuple[int, np.ndarray]:

@@ -59,17 +59,18 @@ def measures(verts, faces):
 
 
 @njit
-def _edge_counts(faces, n_verts):
-    """(boundary edges, edges on more than two faces, consistently oriented)."""
+def _edge_counts(faces, n_verts, start, target):
+    """(boundary edges, edges on more than two faces, consistently oriented).
+
+    ``start`` (n_verts + 1, zeros) and ``target`` (3 × faces) are work arrays.
+    """
     m = faces.shape[0]
-    start = np.zeros(n_verts + 1, np.int64)
     for i in range(m):
         for j in range(3):
             start[faces[i, j] + 1] += 1
     for v in range(n_verts):
         start[v + 1] += start[v]
     fill = start[:-1].copy()
-    target = np.empty(3 * m, np.int64)
     for i in range(m):
         for j in range(3):
             a = faces[i, j]
@@ -111,7 +112,10 @@ def _edge_counts(faces, n_verts):
 
 def edge_counts(faces, n_verts):
     """Boundary edges, non-manifold edges and whether no directed edge repeats."""
-    b, nm, oriented = _edge_counts(np.ascontiguousarray(faces, dtype=np.int64), int(n_verts))
+    faces = np.ascontiguousarray(faces, dtype=np.int64)
+    index = np.int32 if 3 * len(faces) < 2**31 and n_verts < 2**31 else np.int64
+    b, nm, oriented = _edge_counts(faces, int(n_verts), np.zeros(int(n_verts) + 1, index),
+                                   np.empty(3 * len(faces), index))
     return int(b), int(nm), bool(oriented)
 
 
@@ -126,7 +130,8 @@ def _find(parent, v):
 
 
 @njit
-def _components(faces, n_verts):
+def _union(faces, n_verts):
+    """Union-find over the faces' vertices; each set's root is its smallest vertex."""
     parent = np.arange(n_verts)
     for i in range(faces.shape[0]):
         r0 = _find(parent, faces[i, 0])
@@ -138,17 +143,36 @@ def _components(faces, n_verts):
                     r0 = r
                 else:
                     parent[r] = r0
-    label_of_root = np.full(n_verts, -1, np.int64)
-    face_labels = np.empty(faces.shape[0], np.int64)
-    # number components in the order of their smallest vertex, as scipy does
+    return parent
+
+
+@njit
+def _count_components(faces, n_verts):
+    parent = _union(faces, n_verts)
+    used = np.zeros(n_verts, np.bool_)
     count = 0
+    for i in range(faces.shape[0]):
+        root = _find(parent, faces[i, 0])
+        if not used[root]:
+            used[root] = True
+            count += 1
+    return count
+
+
+@njit
+def _components(faces, n_verts):
+    parent = _union(faces, n_verts)
     used = np.zeros(n_verts, np.bool_)
     for i in range(faces.shape[0]):
         used[_find(parent, faces[i, 0])] = True
+    # number components in the order of their smallest vertex, as scipy does
+    label_of_root = np.full(n_verts, -1, np.int64)
+    count = 0
     for v in range(n_verts):
         if used[v]:
             label_of_root[v] = count
             count += 1
+    face_labels = np.empty(faces.shape[0], np.int64)
     for i in range(faces.shape[0]):
         face_labels[i] = label_of_root[_find(parent, faces[i, 0])]
     return count, face_labels
@@ -160,6 +184,30 @@ def components(faces, n_verts):
     return int(count), labels
 
 
+def count_components(faces, n_verts):
+    """The number of connected components (no labels)."""
+    return int(_count_components(np.ascontiguousarray(faces, dtype=np.int64), int(n_verts)))
+
+
+@njit
+def _bounds(verts):
+    lo = np.full(3, np.inf)
+    hi = np.full(3, -np.inf)
+    for i in range(verts.shape[0]):
+        for k in range(3):
+            v = verts[i, k]
+            if v < lo[k]:
+                lo[k] = v
+            if v > hi[k]:
+                hi[k] = v
+    return lo, hi
+
+
+def bounds(verts):
+    """(min, max) of the vertices per axis, float64."""
+    return _bounds(np.ascontiguousarray(verts))
+
+
 def warm_up():
     """Compile (or load from the cache) the kernels."""
     verts = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
@@ -167,6 +215,8 @@ def warm_up():
     measures(verts, faces)
     edge_counts(faces, 4)
     components(faces, 4)
+    count_components(faces, 4)
+    bounds(verts)
     corners_and_normals(verts.astype(np.float32), faces, np.empty((4, 12), np.float32))
 
 

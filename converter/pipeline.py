@@ -460,8 +460,7 @@ def _report(listing, info, vol, opts, surface, verts, faces, size, notes, timing
                else f"the largest volume of {len(available)} series")
     else:
         why = "chosen by the caller"
-    bbox = [verts.min(axis=0).round(3).tolist(), verts.max(axis=0).round(3).tolist()] \
-        if len(verts) else None
+    bbox = [side.round(3).tolist() for side in meshops.bounds(verts)] if len(verts) else None
     return {
         "series": {"chosen": info.safe_dict(), "why": why, "available": available},
         "skipped": dict(listing.skipped),

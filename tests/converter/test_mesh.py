@@ -191,3 +191,13 @@ def test_flip_winding_copies_or_works_in_place():
     np.testing.assert_array_equal(same, flipped)
     with pytest.raises(ValueError, match="shape"):
         M.flip_winding(np.zeros((2, 2), int))
+
+
+def test_bounds_and_component_count():
+    v, f = icosphere(subdivisions=1)
+    lo, hi = M.bounds(v)
+    np.testing.assert_array_equal(lo, v.min(axis=0))
+    np.testing.assert_array_equal(hi, v.max(axis=0))
+    for verts, faces in _odd_meshes():
+        assert M.topology(verts, faces).components == M.components(faces, len(verts),
+                                                                   engine="numpy")[0]
