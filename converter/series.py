@@ -223,6 +223,8 @@ def _int_or_none(value):
 
 #: a pool is worth its start-up from this many files on
 PARALLEL_MIN_FILES = 64
+#: headers one pool process reads while the main process loads the kernels
+HEADERS_PER_PROCESS = 400
 _NOT_COUNTED = ("not DICOM", "unreadable")  # skip kinds that are not DICOM objects
 
 
@@ -256,8 +258,10 @@ def _examined(inputs, pool, while_waiting):
     if pool is not None:
         items = list(items)
         if len(items) >= PARALLEL_MIN_FILES and all(i.path is not None for i in items):
-            chunk = max(4, len(items) // (8 * getattr(pool, "_processes", 2)))
-            pending = pool.map_async(_examine, items, chunksize=chunk)
+            # one process reads ~HEADERS_PER_PROCESS headers in about the time this
+            # one loads the kernels; more processes would only compete for the cores
+            procs = min(getattr(pool, "_processes", 2), -(-len(items) // HEADERS_PER_PROCESS))
+            pending = pool.map_async(_examine, items, chunksize=-(-len(items) // procs))
             if while_waiting is not None:
                 while_waiting()
             yield from zip(items, pending.get(), strict=True)
