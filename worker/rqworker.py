@@ -39,11 +39,44 @@ class EphemeshWorker(Worker):
             interval = min(job.timeout - working_time, interval)
         return int(interval) + HEARTBEAT_SLACK
 
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="",
+                           execution=None):
+        """A work horse that died (killed, out of memory) is retried; after the
+        last try the job's record says so instead of waiting for its deadline."""
+        final = not job.should_retry and self._stopped_job_id != job.id
+        super().handle_job_failure(job, queue, started_job_registry=started_job_registry,
+                                   exc_string=exc_string, execution=execution)
+        if final:
+            record_crash(job)
+
     def prepare_job_execution(self, job, remove_from_intermediate_queue=False):
         super().prepare_job_execution(job, remove_from_intermediate_queue)
         deadline = (job.meta or {}).get("deadline")
         if deadline:
             self.connection.expireat(job.key, int(deadline) + 1)
+
+
+CRASHED = ("worker_crashed",
+           "the conversion process stopped unexpectedly (it may have run out of memory)")
+
+
+def record_crash(job) -> None:
+    """Mark the job (or batch) of a crashed RQ job failed, if it still waits."""
+    from .context import Context  # noqa: PLC0415
+    from .submit import object_of  # noqa: PLC0415
+
+    object_id = object_of(job.id)
+    ctx = Context()
+    try:
+        if job.func_name.endswith("split_batch"):
+            ctx.records.set_batch(object_id, only_if=("splitting",), status="failed",
+                                  error_code=CRASHED[0], error_message=CRASHED[1])
+        else:
+            ctx.records.fail_job(object_id, *CRASHED)
+    except Exception:  # noqa: BLE001 - the sweeper expires it at its deadline anyway
+        logging.getLogger("ephemesh.worker").error("job %s: could not record a crash", job.id)
+    finally:
+        ctx.close()
 
 
 def run_pool(settings, workers: int, *, burst: bool = False) -> None:

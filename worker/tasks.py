@@ -21,6 +21,8 @@ import logging
 import os
 import time
 
+from rq.timeouts import JobTimeoutException
+
 from .context import Context
 from .privacy import quiet_pydicom
 
@@ -69,6 +71,10 @@ def convert(job_id: str) -> str:
             return status
         ctx.records.set_job(job_id, only_if=LIVE, status="running")
         status = _convert(ctx, job_id, row, get_current_job())
+        return status
+    except JobTimeoutException:
+        ctx.records.fail_job(job_id, "timeout", f"the conversion took longer than "
+                             f"{ctx.settings.job_timeout} s and was stopped")
         return status
     except Exception:  # noqa: BLE001 - the text could hold DICOM values or paths
         log.error("job %s: failed unexpectedly", job_id)

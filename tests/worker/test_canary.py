@@ -26,19 +26,30 @@ UID_DIGITS = "8675309123456789"  # every planted UID contains this
 UID_ROOT = f"2.25.{UID_DIGITS}"
 
 
-def canary_series(directory, size=(16, 24, 24), kind="sphere", number=1, **kw):
+def canary_series(directory, size=(16, 24, 24), kind="sphere", number=1, extra=None, **kw):
     """A series whose every identifying value is a canary."""
     n = number
+    extra = {"InstitutionName": f"INST {WORD}", "AccessionNumber": f"AC{WORD}"[:16],
+             **(extra or {})}
     G.make_series_dir(
         directory, kind, size=size,
         patient_name=f"PN{WORD.upper()}^DOE{n}", patient_id=f"ID-{WORD}-{n}",
         study_uid=f"{UID_ROOT}.1", series_uid=f"{UID_ROOT}.{n + 1}",
         sop_uid_prefix=f"{UID_ROOT}.{n + 1}.9", series_description=f"DESC {WORD} {n}",
-        private_value=f"PRIV-{WORD}-{n}", series_number=n,
-        extra={"InstitutionName": f"INST {WORD}", "AccessionNumber": f"AC{WORD}"[:16]},
-        **kw,
+        private_value=f"PRIV-{WORD}-{n}", series_number=n, extra=extra, **kw,
     )
     return sorted(directory.iterdir())
+
+
+def patched(paths, old: bytes, new: bytes) -> list[bytes]:
+    """The files with a placeholder value's bytes replaced (same length), to
+    plant values pydicom itself finds invalid — and warns about, quoting them."""
+    out = []
+    for path in paths:
+        data = path.read_bytes()
+        assert old in data and len(old) == len(new)
+        out.append(data.replace(old, new))
+    return out
 
 
 def zip_named(paths, prefix) -> bytes:
@@ -136,6 +147,12 @@ def test_no_canary_in_any_lasting_record(env_factory, store_kind, database_url, 
         broken = canary_series(tmp_path / "broken", size=(6, 16, 16), number=3)
         truncated = [p.read_bytes()[:-300] for p in broken]  # corrupt pixel data
         single = canary_series(tmp_path / "single", size=(1, 16, 16), number=4)
+        # DS values pydicom warns about when it reads them, quoting the value; the
+        # converter needs one of them (RescaleSlope), not the other (SliceThickness)
+        odd = canary_series(tmp_path / "odd", size=(12, 24, 24), number=5,
+                            extra={"SliceThickness": "7.654321"})
+        bad_slope = canary_series(tmp_path / "slope", size=(6, 16, 16), number=6,
+                                  extra={"RescaleSlope": "1.000001"})
 
         jobs = [
             env.service.create_job([zip_named(good, "PATIENT-" + WORD)], {"preset": "bone"},
@@ -148,12 +165,15 @@ def test_no_canary_in_any_lasting_record(env_factory, store_kind, database_url, 
                                    {"series": f"{UID_ROOT}.999"}, owner=OWNER),  # not there
             env.service.create_job([zip_named(good + other, "STUDY-" + WORD)], {}, owner=OWNER,
                                    pick_series=True),
+            env.service.create_job(patched(odd, b"7.654321", WORD.encode()), {}, owner=OWNER),
+            env.service.create_job(patched(bad_slope, b"1.000001", WORD.encode()), {},
+                                   owner=OWNER),
         ]
         batch = env.service.create_batch([zip_named(good + other, WORD)], {}, owner=OWNER)
         ids = [j["id"] for j in jobs]
         views = [env.wait_job(i, OWNER, statuses=("done", "failed", "choosing")) for i in ids]
         assert [v["status"] for v in views] == ["done", "failed", "failed", "failed", "failed",
-                                                "choosing"]
+                                                "choosing", "done", "failed"]
         assert [v["error"]["code"] for v in views[1:5]] == [
             "no_surface", "corrupt_pixel_data", "single_slice", "series_not_found"]
         env.service.choose_series(ids[5], 2, owner=OWNER)

@@ -117,3 +117,31 @@ def test_a_killed_job_past_its_deadline_ends_failed_and_its_upload_goes(env_fact
     rows = [r for r in env.service.records.ledger() if r["object_id"] == job_id]
     assert [(r["kind"], r["reason"], r["late"]) for r in rows if r["kind"] == "input"] == [
         ("input", "expired", False)]
+
+
+def test_a_horse_killed_on_every_try_ends_failed_with_a_code(env_factory, series_bytes):
+    env = env_factory(retention=300, sweep=1)
+    pool = env.start_workers(1, EPHEMESH_TEST_STAGE_DELAY=SLOW)
+    time.sleep(1)
+    before = _children(pool)
+    job_id = env.service.create_job(series_bytes, {}, owner=OWNER)["id"]
+    for _ in range(3):  # the first run and both retries
+        _, horse = _busy_worker(env, pool, job_id, before, stage="reading")
+        os.kill(horse, signal.SIGKILL)
+        wait_for(lambda h=horse: not psutil.pid_exists(h), 10, "the horse to go")
+    view = env.wait_job(job_id, OWNER, statuses=("failed",), timeout=30)
+    assert view["error"]["code"] == "worker_crashed"
+    assert "out of memory" in view["error"]["message"]
+    # its upload is not left for the deadline: the sweeper removes an ended job's input
+    env.start("cron")
+    wait_for(lambda: env.ctx.store.meta("input", job_id) is None, 15, "the upload to go")
+
+
+def test_a_job_over_its_time_limit_is_stopped(env_factory, series_bytes):
+    env = env_factory(retention=6, sweep=1)  # job timeout: half the retention
+    env.start_workers(1, EPHEMESH_TEST_STAGE_DELAY="2")
+    job_id = env.service.create_job(series_bytes, {}, owner=OWNER)["id"]
+    view = env.wait_job(job_id, OWNER, statuses=("failed",), timeout=30)
+    assert view["error"] == {"code": "timeout",
+                             "message": "the conversion took longer than 3 s and was stopped"}
+    assert env.ctx.store.meta("input", job_id) is None
