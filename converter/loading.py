@@ -150,15 +150,16 @@ def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume
         raise UnreadableInput("colour images cannot be meshed", code="corrupt_pixel_data")
     integral = all(float(s.slope).is_integer() and float(s.intercept).is_integer() for s in slices)
     try:
-        volume, lowest, had_padding = _fill(slices, facts, integral, progress, workers, pool)
+        volume, lowest, had_padding, stats = _fill(slices, facts, integral, progress, workers, pool)
     except _NeedsFloat:
-        volume, lowest, had_padding = _fill(slices, facts, False, progress, workers, pool)
+        volume, lowest, had_padding, stats = _fill(slices, facts, False, progress, workers, pool)
     if not np.isfinite(lowest):
         lowest = -1024.0
     background = min(-1024.0, lowest) if facts["modality"] == "CT" else lowest
     if had_padding:
         pad_mark = _PAD_MARK if volume.dtype == np.int16 else -np.inf
         volume[volume == pad_mark] = background
+        stats = (None, None, None)  # the summaries saw the pad mark, not the background
     ori = slices[0].orientation
     return Volume(
         data=volume,
@@ -170,13 +171,20 @@ def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume
         background=background,
         info=info,
         warnings=list(stack.warnings),
+        slice_range=stats[0],
+        row_max=stats[1],
+        col_max=stats[2],
     )
 
 
 def _fill(slices, facts, integral, progress, workers, pool):
-    """Decode every slice into one new volume; (volume, lowest real value, padding seen)."""
+    """Decode every slice into one new volume; (volume, lowest real value, padding
+    seen, (per slice min/max, row maxima, column maxima))."""
     n, rows, cols = len(slices), facts["rows"], facts["columns"]
     volume = np.empty((n, rows, cols), np.int16 if integral else np.float32)
+    slice_range = np.empty((n, 2), volume.dtype)
+    row_max = np.empty((n, rows), volume.dtype)
+    col_max = np.empty((n, cols), volume.dtype)
     padding = _padding_range(facts)
     done = [0]
 
@@ -185,6 +193,10 @@ def _fill(slices, facts, integral, progress, workers, pool):
             raise UnreadableInput("an image's size does not match its header",
                                   code="corrupt_pixel_data")
         result = _store(volume[k], raw, slices[k], padding, integral)
+        plane = volume[k]  # summaries while the slice is in cache
+        plane.max(axis=1, out=row_max[k])
+        plane.max(axis=0, out=col_max[k])
+        slice_range[k] = plane.min(), row_max[k].max()
         done[0] += 1
         if progress and (done[0] % 8 == 0 or done[0] == n):
             progress(done[0] / n)
@@ -204,7 +216,8 @@ def _fill(slices, facts, integral, progress, workers, pool):
     else:
         results = [store(k, raw) for k, raw in enumerate(_decoded(slices, workers, pool))]
     lowest = min((low for low, _ in results), default=np.inf)
-    return volume, lowest, any(padded for _, padded in results)
+    return (volume, lowest, any(padded for _, padded in results),
+            (slice_range, row_max, col_max))
 
 
 def _store(out, raw, s, padding, integral):

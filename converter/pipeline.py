@@ -319,7 +319,7 @@ def _choose_level(opts: ConvertOptions, vol) -> tuple[float, bool, str, float]:
             vol.warnings.append(
                 f"preset {name} is defined in HU for CT; this series is {_safe_modality(vol)}"
             )
-    lo, hi = float(data.min()), float(data.max())
+    lo, hi = vol.value_range()
     if not lo <= level < hi or (inverted and level <= lo):
         unit = " HU" if vol.modality == "CT" else ""
         raise NoUsableSeries(
@@ -352,16 +352,14 @@ def _extract_surface(vol, level, inverted, opts, on_progress, lowest=None):
         del inside
     else:
         # max projections: no temporary the size of the volume
-        per_slice = data.max(axis=(1, 2)) > level
-        plane = data.max(axis=0)
-        box = _crop_box([per_slice, plane.max(axis=1) > level, plane.max(axis=0) > level])
+        box = _crop_box(vol.crossing_box(level))
     crop = tuple(slice(lo, hi) for lo, hi in box)
     sub = data[crop]
     if inverted:
         # the region below the level: negate (in a wider type, for this crop only)
         sub = -sub.astype(np.float32 if sub.dtype.kind == "f" else np.int32)
         work_level = -level
-        pad_value = _pad_value(-float(data.max()), work_level, sub.dtype)
+        pad_value = _pad_value(-vol.value_range()[1], work_level, sub.dtype)
         sub[removed[crop]] = pad_value  # air connected to the outside is not airway
         del removed
     else:

@@ -65,6 +65,12 @@ class Volume:
     background: float = -1024.0  # value used for padding and for PixelPaddingValue
     info: SeriesInfo | None = None
     warnings: list[str] = field(default_factory=list)
+    #: summaries the loader computes while each slice is hot, so later stages
+    #: need no pass over the voxels: per slice (min, max), and the maximum of
+    #: each row and of each column per slice.  None when unknown.
+    slice_range: np.ndarray | None = field(default=None, repr=False)
+    row_max: np.ndarray | None = field(default=None, repr=False)
+    col_max: np.ndarray | None = field(default=None, repr=False)
 
     def __post_init__(self):
         self.positions = np.asarray(self.positions, dtype=np.float64)
@@ -77,6 +83,22 @@ class Volume:
                 f"positions must have shape ({self.data.shape[0]}, 3), "
                 f"got {self.positions.shape}"
             )
+
+    def value_range(self) -> tuple[float, float]:
+        """(lowest, highest) voxel value, from the loader's summaries when present."""
+        if self.slice_range is not None:
+            return float(self.slice_range[:, 0].min()), float(self.slice_range[:, 1].max())
+        return float(self.data.min()), float(self.data.max())
+
+    def crossing_box(self, level: float):
+        """Per axis, whether each slice / row / column holds a voxel above ``level``
+        (from the summaries when present, else one pass over the voxels)."""
+        if self.row_max is not None and self.col_max is not None and self.slice_range is not None:
+            return [self.slice_range[:, 1] > level, self.row_max.max(axis=0) > level,
+                    self.col_max.max(axis=0) > level]
+        per_slice = self.data.max(axis=(1, 2)) > level
+        plane = self.data.max(axis=0)
+        return [per_slice, plane.max(axis=1) > level, plane.max(axis=0) > level]
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -132,3 +132,24 @@ def test_unsigned_words_above_32767_rescale_exactly(tmp_path):
     assert listing.stacks[1].slices[0].native[1] == "<u2"
     assert loaded.data.dtype == np.int16
     np.testing.assert_array_equal(loaded.data, vol)
+
+
+@pytest.mark.parametrize("padding", [False, True])
+def test_loader_summaries_match_the_voxels(tmp_path, padding):
+    vol = _volume(seed=3)
+    if padding:
+        vol[:, :2] = -2000 - 1024
+    G.write_series(tmp_path, vol, pixel_padding_value=-2000 if padding else None)
+    _, loaded = _load([tmp_path])
+    data = loaded.data
+    assert loaded.value_range() == (float(data.min()), float(data.max()))
+    for level in (-500.0, 0.0, 1500.0):
+        expected = [data.max(axis=(1, 2)) > level, data.max(axis=(0, 2)) > level,
+                    data.max(axis=(0, 1)) > level]
+        for got, want in zip(loaded.crossing_box(level), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+    if padding:
+        assert loaded.row_max is None
+    else:
+        np.testing.assert_array_equal(loaded.row_max, data.max(axis=2))
+        np.testing.assert_array_equal(loaded.col_max, data.max(axis=1))
