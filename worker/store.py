@@ -103,20 +103,21 @@ class DirectoryStore:
         return int(meta["size"]) if meta else 0
 
     def entries(self, kind):
+        """Every object of ``kind``.  Names starting with "." are debris of an
+        interrupted write or delete (the sweeper removes them); an entry
+        without readable meta is reported as due (created = its mtime)."""
         out = []
         for folder in (self.root / kind).iterdir():
-            if folder.name.startswith("."):
-                # leftovers of an interrupted write or delete: report them as
-                # already past their deadline so the sweeper removes them
-                stat = folder.stat()
-                out.append(Entry(kind, folder.name, 0, stat.st_mtime, stat.st_mtime))
-                continue
-            meta = self.meta(kind, folder.name)
-            if meta is None:
-                stat = folder.stat()
-                out.append(Entry(kind, folder.name, 0, stat.st_mtime, stat.st_mtime))
-            else:
-                out.append(Entry(kind, folder.name, meta["size"], meta["created"], meta["deadline"]))
+            try:
+                meta = json.loads((folder / "meta.json").read_text())
+                out.append(Entry(kind, folder.name, meta["size"], meta["created"],
+                                 meta["deadline"]))
+            except (OSError, ValueError, KeyError):
+                try:
+                    mtime = folder.stat().st_mtime
+                except FileNotFoundError:
+                    continue  # deleted meanwhile
+                out.append(Entry(kind, folder.name, 0, mtime, mtime))
         return out
 
     def remove_leftover(self, kind, name) -> int:

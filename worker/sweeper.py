@@ -127,9 +127,10 @@ def purge_results(ctx, now=None) -> Swept:
 
 
 def record_lost(ctx, now=None) -> Swept:
-    """Ledger rows for uploads and results that went without the sweeper:
+    """Ledger rows for uploads and results that went without a ledger row:
     a Redis-backed store loses them when Redis restarts, or its TTL fires
-    first.  Each is recorded once, as deleted no later than its deadline
+    first; a worker killed between deleting an upload and recording it.
+    Each is recorded once, as deleted no later than now or its deadline
     (the latest it can have gone), with the size the job record kept."""
     now = _now(now)
     swept = Swept("lost")
@@ -139,8 +140,10 @@ def record_lost(ctx, now=None) -> Swept:
         if row["status"] == "done" and row["finished"]:
             objects.append(("result", row["finished"] + ctx.settings.retention_seconds, None,
                             "expired"))
+        ended = row["status"] in ("done", "failed", "deleted")
         for kind, deadline, size, reason in objects:
-            if deadline > now or ctx.records.recorded(kind, row["id"]):
+            if (deadline > now and not (kind == "input" and ended)) \
+                    or ctx.records.recorded(kind, row["id"]):
                 continue
             if ctx.store.meta(kind, row["id"]) is not None:
                 continue
