@@ -43,12 +43,10 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-class _Stop(Exception):
-    """SIGTERM arrived."""
-
-
 def _on_sigterm(signum, frame):  # noqa: ARG001
-    raise _Stop()
+    # KeyboardInterrupt is what waitress's loop lets through (wherever in the
+    # loop it lands) and then stops on, as on Ctrl-C
+    raise KeyboardInterrupt
 
 
 def run_serve(args) -> int:
@@ -65,6 +63,7 @@ def run_serve(args) -> int:
     runtime = server = None
     try:
         settings = Settings.from_env()
+        _create_tables(settings)
         runtime = Runtime(settings)
         if args.no_workers:
             if not settings.redis_url:
@@ -85,9 +84,9 @@ def run_serve(args) -> int:
             clear_untrusted_proxy_headers=True)
         print(f"ephemesh: serving on http://{args.host}:{server.effective_port}/ "
               "(Ctrl-C to stop)", file=sys.stderr, flush=True)
-        server.run()
-    except (KeyboardInterrupt, _Stop):
-        print("ephemesh: stopping", file=sys.stderr, flush=True)
+        server.run()  # returns on Ctrl-C (waitress catches KeyboardInterrupt itself)
+    except KeyboardInterrupt:
+        pass
     except (ConfigError, RuntimeFailure, ValueError) as exc:
         return _fail(str(exc))
     except OSError as exc:
@@ -95,10 +94,20 @@ def run_serve(args) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
         if server is not None:
+            print("ephemesh: stopping", file=sys.stderr, flush=True)
             server.close()
         if runtime is not None:
             runtime.stop()
     return 0
+
+
+def _create_tables(settings) -> None:
+    """Create the database tables once, before the workers and cron start
+    (several processes creating them at once race on a fresh SQLite file)."""
+    from worker.records import Records  # noqa: PLC0415
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    Records(settings.database_url).close()
 
 
 def _read_password(args) -> str | None:
