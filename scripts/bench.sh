@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The side-by-side benchmark in one command: scripts/bench.sh [bench/run.py options]
-# Installs ephemesh (scripts/setup.sh) and, into the same venv, the peers from
-# bench/requirements.txt (dicom2stl, vtk) when they are missing; then writes
-# bench/results.md.  Takes about 10 minutes on 2 cores with the defaults.
+# Installs ephemesh (scripts/setup.sh) unless the venv already has it, then
+# bench/run.py installs the peers from bench/requirements.txt (dicom2stl, vtk)
+# into the same venv when they are missing, runs everything and writes
+# bench/results.md.  About 10 minutes on 2 cores with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh
+if ! .venv/bin/python -c "import converter.pipeline, numba" 2>/dev/null; then
+  scripts/setup.sh
+fi
 exec .venv/bin/python bench/run.py "$@"
