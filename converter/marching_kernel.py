@@ -63,8 +63,13 @@ def _value(volume, box, p, padval, z, y, x):
 
 @njit
 def _load_plane(volume, box, p, thr, z, mask, first, last):
-    """Inside mask of virtual plane ``z`` and each row's first/last inside column."""
-    ny, nx = mask.shape
+    """Inside mask of virtual plane ``z`` and each row's first/last inside column.
+
+    ``mask`` rows are longer than the plane (a multiple of 8 bytes, read as
+    words); the bytes past the plane stay 0 (outside).
+    """
+    ny = mask.shape[0]
+    nx = box[5] + 2 * p
     zi = z - p
     for y in range(ny):
         yi = y - p
@@ -77,9 +82,9 @@ def _load_plane(volume, box, p, thr, z, mask, first, last):
         src = volume[box[0] + zi, box[1] + yi, box[2]:box[2] + box[5]]
         if p:
             row[0] = 0
-            row[nx - 1] = 0
         for x in range(box[5]):
             row[x + p] = src[x] > thr
+        row[box[5] + p:] = 0
         f = nx
         for x in range(nx):
             if row[x]:
@@ -132,57 +137,93 @@ def _put_vertex(verts, n, volume, box, p, padval, level, z, y, x, axis):
 
 
 @njit
-def _number_plane(volume, box, p, padval, level, z, mask, first, last, ids_x, ids_y,
+def _next_word(row, i):
+    return row[i + 1] if i + 1 < row.shape[0] else np.uint64(0)
+
+
+@njit
+def _shifted(row, i):
+    """Word ``i`` of a row of mask bytes moved down one byte: byte j holds byte j + 1."""
+    return (row[i] >> np.uint64(8)) | (_next_word(row, i) << np.uint64(56))
+
+
+@njit
+def _number_plane(volume, box, p, padval, level, z, words, first, last, ids_x, ids_y,
                   own, verts, nv):
     """Number the crossed x and y edges of virtual plane ``z``, row by row.
 
-    ``own``: store vertices and give them numbers from ``nv`` on; otherwise
-    write boundary codes ``-1 - i`` (the next slab's numbers).
+    ``words``: the plane's mask rows as 64-bit words (8 columns each), so runs
+    of equal bytes are skipped 8 at a time.  ``own``: store vertices and give
+    them numbers from ``nv`` on; otherwise write boundary codes ``-1 - i``
+    (the next slab's numbers).
     """
-    ny, nx = mask.shape
+    ny = words.shape[0]
+    nx = box[5] + 2 * p
     nb = 0
     for y in range(ny):
         if own:
             verts = _reserve(verts, nv + 2 * nx)
-        if last[y] >= 0:  # x edges of row y
-            for x in range(max(first[y] - 1, 0), min(last[y], nx - 2) + 1):
-                if mask[y, x] != mask[y, x + 1]:
-                    if own:
-                        _put_vertex(verts, nv, volume, box, p, padval, level, z, y, x, 2)
-                        ids_x[y, x] = nv
-                        nv += 1
-                    else:
-                        ids_x[y, x] = -1 - nb
-                        nb += 1
+        if last[y] >= 0:  # x edges of row y: byte x differs from byte x + 1
+            row = words[y]
+            for i in range(max(first[y] - 1, 0) >> 3, (min(last[y], nx - 2) >> 3) + 1):
+                d = row[i] ^ _shifted(row, i)
+                if d == 0:
+                    continue
+                for j in range(8):
+                    x = 8 * i + j
+                    if (d >> np.uint64(8 * j)) & np.uint64(0xFF) and x <= nx - 2:
+                        if own:
+                            _put_vertex(verts, nv, volume, box, p, padval, level, z, y, x, 2)
+                            ids_x[y, x] = nv
+                            nv += 1
+                        else:
+                            ids_x[y, x] = -1 - nb
+                            nb += 1
         if y + 1 < ny:  # y edges from row y to row y + 1
             lo = min(first[y], first[y + 1])
             hi = max(last[y], last[y + 1])
-            for x in range(lo, hi + 1):
-                if mask[y, x] != mask[y + 1, x]:
-                    if own:
-                        _put_vertex(verts, nv, volume, box, p, padval, level, z, y, x, 1)
-                        ids_y[y, x] = nv
-                        nv += 1
-                    else:
-                        ids_y[y, x] = -1 - nb
-                        nb += 1
+            if hi < 0:
+                continue
+            r0, r1 = words[y], words[y + 1]
+            for i in range(lo >> 3, (hi >> 3) + 1):
+                d = r0[i] ^ r1[i]
+                if d == 0:
+                    continue
+                for j in range(8):
+                    if (d >> np.uint64(8 * j)) & np.uint64(0xFF):
+                        x = 8 * i + j
+                        if own:
+                            _put_vertex(verts, nv, volume, box, p, padval, level, z, y, x, 1)
+                            ids_y[y, x] = nv
+                            nv += 1
+                        else:
+                            ids_y[y, x] = -1 - nb
+                            nb += 1
     return verts, nv
 
 
 @njit
-def _number_between(volume, box, p, padval, level, z, mask_a, first_a, last_a, mask_b, first_b,
-                    last_b, ids_z, verts, nv):
+def _number_between(volume, box, p, padval, level, z, words_a, first_a, last_a, words_b,
+                    first_b, last_b, ids_z, verts, nv):
     """Number the crossed edges from virtual plane ``z`` to plane ``z + 1``."""
-    ny = mask_a.shape[0]
+    ny = words_a.shape[0]
     for y in range(ny):
         lo = min(first_a[y], first_b[y])
         hi = max(last_a[y], last_b[y])
-        verts = _reserve(verts, nv + max(hi - lo + 1, 0))
-        for x in range(lo, hi + 1):
-            if mask_a[y, x] != mask_b[y, x]:
-                _put_vertex(verts, nv, volume, box, p, padval, level, z, y, x, 0)
-                ids_z[y, x] = nv
-                nv += 1
+        if hi < 0:
+            continue
+        verts = _reserve(verts, nv + hi - lo + 8)
+        ra, rb = words_a[y], words_b[y]
+        for i in range(lo >> 3, (hi >> 3) + 1):
+            d = ra[i] ^ rb[i]
+            if d == 0:
+                continue
+            for j in range(8):
+                if (d >> np.uint64(8 * j)) & np.uint64(0xFF):
+                    x = 8 * i + j
+                    _put_vertex(verts, nv, volume, box, p, padval, level, z, y, x, 0)
+                    ids_z[y, x] = nv
+                    nv += 1
     return verts, nv
 
 
@@ -228,11 +269,12 @@ def _centre(volume, box, p, padval, level, z, y, x, corner, loop, edge_base, edg
 
 
 @njit
-def _cells(volume, box, p, padval, level, z, mask_a, first_a, last_a, mask_b, first_b, last_b,
-           ids_x_a, ids_y_a, ids_x_b, ids_y_b, ids_z, faces, nf, centres, nc,
+def _cells(volume, box, p, padval, level, z, mask_a, words_a, first_a, last_a, mask_b, words_b,
+           first_b, last_b, ids_x_a, ids_y_a, ids_x_b, ids_y_b, ids_z, faces, nf, centres, nc,
            tri_table, tri_count, centre_loop, ambiguous, face_corners, edge_base, edge_axis):
     """Triangles of the cells between virtual planes ``z`` and ``z + 1``."""
-    ny, nx = mask_a.shape
+    ny = mask_a.shape[0]
+    nx = box[5] + 2 * p
     corner = np.empty(8, np.float64)
     for y in range(ny - 1):
         lo = min(min(first_a[y], first_a[y + 1]), min(first_b[y], first_b[y + 1]))
@@ -243,61 +285,71 @@ def _cells(volume, box, p, padval, level, z, mask_a, first_a, last_a, mask_b, fi
         hi = min(hi, nx - 2)
         faces = _reserve(faces, nf + tri_table.shape[2] * (hi - lo + 1))
         centres = _reserve(centres, nc + hi - lo + 1)
-        q = (mask_a[y, lo] | (mask_a[y + 1, lo] << 2) | (mask_b[y, lo] << 4)
-             | (mask_b[y + 1, lo] << 6))
-        for x in range(lo, hi + 1):
-            q1 = (mask_a[y, x + 1] | (mask_a[y + 1, x + 1] << 2) | (mask_b[y, x + 1] << 4)
-                  | (mask_b[y + 1, x + 1] << 6))
-            cfg = q | (q1 << 1)
-            q = q1
-            if cfg == 0 or cfg == 255:
+        a0, a1, b0, b1 = words_a[y], words_a[y + 1], words_b[y], words_b[y + 1]
+        for i in range(lo >> 3, (hi >> 3) + 1):
+            # a cell is active unless its 8 corners agree: the 4 rows agree at x
+            # and at x + 1, and the first row does not change from x to x + 1
+            differ = (a0[i] ^ a1[i]) | (a0[i] ^ b0[i]) | (a0[i] ^ b1[i])
+            nxt = (_next_word(a0, i) ^ _next_word(a1, i)) | (_next_word(a0, i) ^ _next_word(b0, i)) \
+                | (_next_word(a0, i) ^ _next_word(b1, i))
+            active = (differ | (differ >> np.uint64(8)) | (nxt << np.uint64(56))
+                      | (a0[i] ^ _shifted(a0, i)))
+            if active == 0:
                 continue
-            amb = ambiguous[cfg]
-            loaded = False
-            joined = 0
-            if amb:
-                for i in range(8):
-                    corner[i] = _value(volume, box, p, padval, z + (i >> 2), y + ((i >> 1) & 1),
-                                       x + (i & 1))
-                loaded = True
-                for f in range(6):
-                    if (amb >> f) & 1:
-                        a = corner[face_corners[f, 0]]
-                        b = corner[face_corners[f, 1]]
-                        c = corner[face_corners[f, 2]]
-                        d = corner[face_corners[f, 3]]
-                        if (a * c - b * d) / (a + c - b - d) > level:
-                            joined |= 1 << f
-            centre_id = 0
-            loop = centre_loop[cfg, joined]
-            if loop:
-                if not loaded:
-                    for i in range(8):
-                        corner[i] = _value(volume, box, p, padval, z + (i >> 2),
-                                           y + ((i >> 1) & 1), x + (i & 1))
-                cu, cv, cw = _centre(volume, box, p, padval, level, z, y, x, corner, loop,
-                                     edge_base, edge_axis)
-                centres[nc, 0] = cu
-                centres[nc, 1] = cv
-                centres[nc, 2] = cw
-                centre_id = CENTRE_CODE - nc
-                nc += 1
-            n = tri_count[cfg, joined]
-            for s in range(n):
-                for j in range(3):
-                    e = tri_table[cfg, joined, s, j]
-                    if e == 12:
-                        vid = centre_id
-                    elif e < 4:  # edges along axis 0
-                        vid = ids_z[y + (e >> 1), x + (e & 1)]
-                    elif e < 8:  # along axis 1
-                        dx = edge_base[e, 2]
-                        vid = ids_y_a[y, x + dx] if edge_base[e, 0] == 0 else ids_y_b[y, x + dx]
-                    else:  # along axis 2
-                        dy = edge_base[e, 1]
-                        vid = ids_x_a[y + dy, x] if edge_base[e, 0] == 0 else ids_x_b[y + dy, x]
-                    faces[nf, j] = vid
-                nf += 1
+            for j in range(8):
+                x = 8 * i + j
+                if not (active >> np.uint64(8 * j)) & np.uint64(0xFF) or x > hi:
+                    continue
+                cfg = (mask_a[y, x] | (mask_a[y, x + 1] << 1) | (mask_a[y + 1, x] << 2)
+                       | (mask_a[y + 1, x + 1] << 3) | (mask_b[y, x] << 4)
+                       | (mask_b[y, x + 1] << 5) | (mask_b[y + 1, x] << 6)
+                       | (mask_b[y + 1, x + 1] << 7))
+                amb = ambiguous[cfg]
+                loaded = False
+                joined = 0
+                if amb:
+                    for k in range(8):
+                        corner[k] = _value(volume, box, p, padval, z + (k >> 2), y + ((k >> 1) & 1),
+                                           x + (k & 1))
+                    loaded = True
+                    for f in range(6):
+                        if (amb >> f) & 1:
+                            a = corner[face_corners[f, 0]]
+                            b = corner[face_corners[f, 1]]
+                            c = corner[face_corners[f, 2]]
+                            d = corner[face_corners[f, 3]]
+                            if (a * c - b * d) / (a + c - b - d) > level:
+                                joined |= 1 << f
+                centre_id = 0
+                loop = centre_loop[cfg, joined]
+                if loop:
+                    if not loaded:
+                        for k in range(8):
+                            corner[k] = _value(volume, box, p, padval, z + (k >> 2),
+                                               y + ((k >> 1) & 1), x + (k & 1))
+                    cu, cv, cw = _centre(volume, box, p, padval, level, z, y, x, corner, loop,
+                                         edge_base, edge_axis)
+                    centres[nc, 0] = cu
+                    centres[nc, 1] = cv
+                    centres[nc, 2] = cw
+                    centre_id = CENTRE_CODE - nc
+                    nc += 1
+                n = tri_count[cfg, joined]
+                for s in range(n):
+                    for m in range(3):
+                        e = tri_table[cfg, joined, s, m]
+                        if e == 12:
+                            vid = centre_id
+                        elif e < 4:  # edges along axis 0
+                            vid = ids_z[y + (e >> 1), x + (e & 1)]
+                        elif e < 8:  # along axis 1
+                            dx = edge_base[e, 2]
+                            vid = ids_y_a[y, x + dx] if edge_base[e, 0] == 0 else ids_y_b[y, x + dx]
+                        else:  # along axis 2
+                            dy = edge_base[e, 1]
+                            vid = ids_x_a[y + dy, x] if edge_base[e, 0] == 0 else ids_x_b[y + dy, x]
+                        faces[nf, m] = vid
+                    nf += 1
     return faces, nf, centres, nc
 
 
@@ -312,7 +364,9 @@ def _slab(volume, box, p, padval, thr, level, z0, z1, last_slab, tri_table, tri_
     """
     ny = box[4] + 2 * p
     nx = box[5] + 2 * p
-    masks = np.empty((2, ny, nx), np.uint8)
+    row_words = nx // 8 + 1  # at least one spare byte past the plane, read as 0
+    masks = np.zeros((2, ny, 8 * row_words), np.uint8)
+    words = masks.reshape(2 * ny * 8 * row_words).view(np.uint64).reshape((2, ny, row_words))
     firsts = np.empty((2, ny), np.int64)
     lasts = np.empty((2, ny), np.int64)
     ids_x = np.empty((2, ny, nx), np.int32)
@@ -326,20 +380,21 @@ def _slab(volume, box, p, padval, thr, level, z0, z1, last_slab, tri_table, tri_
     nc = 0
     a = 0
     _load_plane(volume, box, p, thr, z0, masks[a], firsts[a], lasts[a])
-    verts, nv = _number_plane(volume, box, p, padval, level, z0, masks[a], firsts[a], lasts[a],
+    verts, nv = _number_plane(volume, box, p, padval, level, z0, words[a], firsts[a], lasts[a],
                               ids_x[a], ids_y[a], True, verts, nv)
     for z in range(z0, z1):
         b = 1 - a
         _load_plane(volume, box, p, thr, z + 1, masks[b], firsts[b], lasts[b])
-        verts, nv = _number_between(volume, box, p, padval, level, z, masks[a], firsts[a], lasts[a],
-                                    masks[b], firsts[b], lasts[b], ids_z, verts, nv)
+        verts, nv = _number_between(volume, box, p, padval, level, z, words[a], firsts[a], lasts[a],
+                                    words[b], firsts[b], lasts[b], ids_z, verts, nv)
         own = z + 1 < z1 or last_slab
-        verts, nv = _number_plane(volume, box, p, padval, level, z + 1, masks[b], firsts[b],
+        verts, nv = _number_plane(volume, box, p, padval, level, z + 1, words[b], firsts[b],
                                   lasts[b], ids_x[b], ids_y[b], own, verts, nv)
         faces, nf, centres, nc = _cells(
-            volume, box, p, padval, level, z, masks[a], firsts[a], lasts[a], masks[b], firsts[b],
-            lasts[b], ids_x[a], ids_y[a], ids_x[b], ids_y[b], ids_z, faces, nf, centres, nc,
-            tri_table, tri_count, centre_loop, ambiguous, face_corners, edge_base, edge_axis)
+            volume, box, p, padval, level, z, masks[a], words[a], firsts[a], lasts[a], masks[b],
+            words[b], firsts[b], lasts[b], ids_x[a], ids_y[a], ids_x[b], ids_y[b], ids_z, faces,
+            nf, centres, nc, tri_table, tri_count, centre_loop, ambiguous, face_corners,
+            edge_base, edge_axis)
         a = b
     return verts, nv, faces, nf, centres, nc
 
