@@ -36,7 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 
 metadata = MetaData()
 
@@ -145,6 +145,20 @@ KEY_PREFIX = "emk_"
 LATE_AFTER_S = 1.0
 
 
+def _create_tables(engine, attempts=5):
+    """Create missing tables.  Processes starting together (web, workers,
+    cron) race to create them; whoever loses sees "already exists" and
+    simply looks again."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine)
+            return
+        except (OperationalError, ProgrammingError, IntegrityError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 def _rows(result):
     return [dict(r) for r in result.mappings().all()]
 
@@ -160,7 +174,7 @@ class Records:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url, **kwargs)
-        metadata.create_all(self.engine)
+        _create_tables(self.engine)
 
     def close(self):
         self.engine.dispose()

@@ -117,6 +117,9 @@ class Runtime:
                 self.redis = PrivateRedis(self.settings.redis_socket)
                 self.redis.start()
                 self.settings = replace(self.settings, redis_url=self.redis.url)
+            from .records import Records  # noqa: PLC0415
+
+            Records(self.settings.database_url).close()  # the tables, once, before the children
             env = dict(os.environ, **self.settings.as_env())
             n = workers or os.cpu_count() or 1
             self._spawn(["worker", "-n", str(n)], env, stderr)

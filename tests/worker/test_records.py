@@ -102,3 +102,21 @@ def test_jobs_change_state_only_from_the_states_allowed(records):
     assert [j["id"] for j in records.unfinished_jobs(now)] == ["j2"]
     assert records.fail_job("j2", "expired", "x")
     assert records.unfinished_jobs(now) == []
+
+
+def _open_records(url):
+    Records(url).close()
+
+
+def test_processes_starting_together_all_get_the_tables(tmp_path, postgres_url):
+    """Web, workers and cron open the records at once on a fresh database."""
+    import multiprocessing as mp  # noqa: PLC0415
+
+    ctx = mp.get_context("fork")
+    for url in (f"sqlite:///{tmp_path / 'fresh.db'}", postgres_url):
+        procs = [ctx.Process(target=_open_records, args=(url,)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert [p.exitcode for p in procs] == [0] * 6
