@@ -23,9 +23,24 @@ def _numba_wanted():
     return importlib.util.find_spec("numba") is not None
 
 
-#: True when the compiled kernels are used (numba itself is imported only by
-#: the kernel modules, so importing the converter stays cheap)
+#: True when numba is installed and not turned off (numba itself is imported
+#: only when a kernel is first needed, so importing the converter stays cheap)
 AVAILABLE = _numba_wanted()
+_usable: list[bool] = []
+
+
+def usable() -> bool:
+    """True when the compiled kernels can be used: numba is available and its
+    import works (checked once; a broken install falls back to numpy)."""
+    if not _usable:
+        ok = AVAILABLE
+        if ok:
+            try:
+                import numba  # noqa: F401, PLC0415
+            except Exception:  # noqa: BLE001 - any import failure means: use numpy
+                ok = False
+        _usable.append(ok)
+    return _usable[0]
 
 
 def njit(fn):
@@ -49,7 +64,7 @@ def warm_up():
     The converter calls it while forked workers read the series, so the cost
     overlaps with reading instead of adding to it.
     """
-    if not AVAILABLE:
+    if not usable():
         return
     with _warm_lock:
         if _warmed:

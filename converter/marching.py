@@ -52,10 +52,10 @@ def _check(volume, level, step, workers, pad, engine):
             raise ValueError(f"pad must be a finite value at or below the level, got {pad}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "jit" and not _jit.AVAILABLE:
+    if engine == "jit" and not _jit.usable():
         raise ValueError("engine 'jit' needs numba, which is not available")
     if engine == "auto":
-        engine = "jit" if _jit.AVAILABLE else "numpy"
+        engine = "jit" if _jit.usable() else "numpy"
     return level, int(step), int(workers), pad, engine
 
 

@@ -20,7 +20,7 @@ from . import _jit
 
 def _kernel():
     """The compiled kernels, or None (numpy then)."""
-    if not _jit.AVAILABLE:
+    if not _jit.usable():
         return None
     from . import mesh_kernel  # noqa: PLC0415
 

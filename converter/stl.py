@@ -54,7 +54,7 @@ def _corners_and_normals_numpy(v32, faces, block):
 def _block_filler():
     from . import _jit  # noqa: PLC0415
 
-    if not _jit.AVAILABLE:
+    if not _jit.usable():
         return _corners_and_normals_numpy
     from .mesh_kernel import corners_and_normals  # noqa: PLC0415
 

@@ -142,7 +142,7 @@ class Volume:
         if n > 1 and len(ijk) >= 4096:
             from . import _jit  # noqa: PLC0415
 
-            if _jit.AVAILABLE:
+            if _jit.usable():
                 from .mesh_kernel import index_to_patient  # noqa: PLC0415
 
                 return index_to_patient(ijk, offset, self.positions, in_plane)
