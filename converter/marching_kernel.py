@@ -18,6 +18,7 @@ any number of slabs and threads gives exactly the same arrays.
 
 from __future__ import annotations
 
+import queue
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -354,26 +355,20 @@ def _cells(volume, box, p, padval, level, z, mask_a, words_a, first_a, last_a, m
 
 
 @njit
-def _slab(volume, box, p, padval, thr, level, z0, z1, last_slab, tri_table, tri_count, centre_loop,
-          ambiguous, face_corners, edge_base, edge_axis):
+def _slab(volume, box, p, padval, thr, level, z0, z1, last_slab, work, capacity, tri_table,
+          tri_count, centre_loop, ambiguous, face_corners, edge_base, edge_axis):
     """Vertices and triangles of the cells between virtual planes z0 and z1.
 
     ``box`` = (offset z, y, x, size z, y, x): the part of ``volume`` to mesh.
+    ``work``: the plane buffers of :func:`_workspace`, reused slab after slab
+    (fresh memory is slow to touch on some machines).  ``capacity``: first
+    guess of (vertices, triangles) for the output buffers, which grow.
 
     Returns (edge vertices, count, faces, count, centre vertices, count).
     """
-    ny = box[4] + 2 * p
-    nx = box[5] + 2 * p
-    row_words = nx // 8 + 1  # at least one spare byte past the plane, read as 0
-    masks = np.zeros((2, ny, 8 * row_words), np.uint8)
-    words = masks.reshape(2 * ny * 8 * row_words).view(np.uint64).reshape((2, ny, row_words))
-    firsts = np.empty((2, ny), np.int64)
-    lasts = np.empty((2, ny), np.int64)
-    ids_x = np.empty((2, ny, nx), np.int32)
-    ids_y = np.empty((2, ny, nx), np.int32)
-    ids_z = np.empty((ny, nx), np.int32)
-    verts = np.empty((1 << 14, 3), np.float32)
-    faces = np.empty((1 << 15, 3), np.int32)
+    masks, words, firsts, lasts, ids_x, ids_y, ids_z = work
+    verts = np.empty((max(capacity[0], 1 << 10), 3), np.float32)
+    faces = np.empty((max(capacity[1], 1 << 11), 3), np.int32)
     centres = np.empty((16, 3), np.float32)
     nv = 0
     nf = 0
@@ -439,6 +434,17 @@ def _base_and_box(volume):
     return np.ascontiguousarray(volume), (0, 0, 0, *shape)
 
 
+def _workspace(ny, nx):
+    """Plane buffers for :func:`_slab`: masks (rows padded to whole 64-bit
+    words, the spare bytes 0) and their word view, row bounds, edge numbers."""
+    row_words = nx // 8 + 1  # at least one spare byte past the plane, read as 0
+    masks = np.zeros((2, ny, 8 * row_words), np.uint8)
+    words = masks.view(np.uint64)
+    return (masks, words, np.empty((2, ny), np.int64), np.empty((2, ny), np.int64),
+            np.empty((2, ny, nx), np.int32), np.empty((2, ny, nx), np.int32),
+            np.empty((ny, nx), np.int32))
+
+
 def _kernel_input(volume, level, pad):
     """The volume in a compiled dtype, its box, the inside test's threshold, the pad value."""
     if volume.dtype.type not in KERNEL_DTYPES:
@@ -476,9 +482,20 @@ def extract(volume, level, *, pad=None, workers=1, progress=None, slab_voxels=4_
     per = max(1, min(per, (2**31 - 1) // (3 * ny * nx) - 1))  # int32 codes within a slab
     slabs = [(z, min(z + per, nz - 1)) for z in range(0, nz - 1, per)]
 
+    spare = queue.SimpleQueue()  # one workspace per thread, reused across its slabs
+    for _ in range(min(workers, len(slabs))):
+        spare.put([_workspace(ny, nx), (0, 0)])
+
     def one(slab):
-        return _slab(volume, box, p, padval, thr, level, slab[0], slab[1], slab[1] == nz - 1,
-                     *_TABLES)
+        held = spare.get()
+        work, (nv, nf) = held
+        try:
+            part = _slab(volume, box, p, padval, thr, level, slab[0], slab[1],
+                         slab[1] == nz - 1, work, (nv + nv // 4, nf + nf // 4), *_TABLES)
+            held[1] = (part[1], part[3])  # the next slab's first guess
+            return part
+        finally:
+            spare.put(held)
 
     parts = []
     if workers == 1 or len(slabs) == 1:
