@@ -199,6 +199,17 @@ def table(rows, peers):
     return "\n".join(lines)
 
 
+def first_touch():
+    """(ms to write 100 MB of fresh memory, ms to write it again): page faults on
+    this machine kind are slow and erratic, and every peer allocates."""
+    code = ("import numpy as np, time\n"
+            "a = np.empty(100 * 2**20, np.uint8)\n"
+            "t = time.perf_counter(); a[:] = 1; t1 = time.perf_counter(); a[:] = 2\n"
+            "print((t1 - t) * 1e3, (time.perf_counter() - t1) * 1e3)\n")
+    out = subprocess.run([PY, "-c", code], capture_output=True, text=True, check=True).stdout
+    return tuple(float(v) for v in out.split())
+
+
 def baseline_rss():
     """Peak RSS (MB) of the interpreter with ephemesh's imports and kernels loaded, no data."""
     code = ("import converter.pipeline, pydicom, pydicom.pixels\n"
@@ -296,15 +307,19 @@ def main(argv=None):
         sections.append((n, cases))
     load_after = load_average()
     baseline = baseline_rss()
-    write_results(sections, args, load_before, load_after, time.time() - started, baseline)
+    touch = first_touch()
+    write_results(sections, args, load_before, load_after, time.time() - started, baseline, touch)
 
 
-def write_results(sections, args, load_before, load_after, seconds, baseline):
+def write_results(sections, args, load_before, load_after, seconds, baseline, touch):
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     cmd = f"scripts/bench.sh --runs {args.runs} --slices {' '.join(map(str, args.slices))}"
     doc = [f"# ephemesh benchmark — {now}", "",
            f"Machine: {machine()}. Load average (1 min) {load_before[0]:.2f} before, "
-           f"{load_after[0]:.2f} after; the run took {seconds / 60:.1f} min.", "",
+           f"{load_after[0]:.2f} after; the run took {seconds / 60:.1f} min. Writing 100 MB of "
+           f"fresh memory took {touch[0]:.0f} ms, writing it again {touch[1]:.0f} ms (first "
+           "touch is slow on this machine kind and costs every peer in proportion to what it "
+           "allocates).", "",
            f"Versions: {peer_versions()}.", "",
            f"Command: `{cmd}`. Every case runs in a fresh process, round-robin, {args.runs} "
            "times; median and min of those runs. Peak RSS is the process's own maximum "
