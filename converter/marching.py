@@ -95,8 +95,10 @@ def marching_cubes(volume, level, *, step=1, workers=1, progress=None, pad=None,
     -------
     verts : (N, 3) float32
         Vertex positions in index coordinates (axis 0, 1, 2).
-    faces : (M, 3) int64
-        Triangles wound so normals point from inside to outside.
+    faces : (M, 3) int32 or int64
+        Triangles wound so normals point from inside to outside; int32 from
+        the compiled kernel (int64 for boxes of more than ~700 M voxels),
+        int64 from the numpy engine.
     """
     level, step, workers, pad, engine = _check(volume, level, step, workers, pad, engine)
     scale = None

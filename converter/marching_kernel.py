@@ -39,6 +39,8 @@ T_EPS = 5e-5
 #: slab-local vertex codes (int32): own vertices 0, 1, …; the next slab's first
 #: plane -1 - i (i < 2**30); the slab's k-th centre vertex CENTRE_CODE - k
 CENTRE_CODE = -(1 << 30) - 1
+#: boxes up to this many voxels number their vertices in int32 (3 edges a voxel)
+INT32_VOXELS = (2**31 - 1) // 3
 #: the dtypes the kernel is compiled for; others are converted first
 KERNEL_DTYPES = (np.int16, np.int32, np.float32, np.float64)
 
@@ -355,24 +357,21 @@ def _cells(volume, box, p, padval, level, z, mask_a, words_a, first_a, last_a, m
 
 
 @njit
-def _slab(volume, box, p, padval, thr, level, z0, z1, last_slab, work, capacity, tri_table,
-          tri_count, centre_loop, ambiguous, face_corners, edge_base, edge_axis):
+def _slab(volume, box, p, padval, thr, level, z0, z1, last_slab, work, verts, nv, faces, nf,
+          centres, nc, tri_table, tri_count, centre_loop, ambiguous, face_corners, edge_base,
+          edge_axis):
     """Vertices and triangles of the cells between virtual planes z0 and z1.
 
     ``box`` = (offset z, y, x, size z, y, x): the part of ``volume`` to mesh.
     ``work``: the plane buffers of :func:`_workspace`, reused slab after slab
-    (fresh memory is slow to touch on some machines).  ``capacity``: first
-    guess of (vertices, triangles) for the output buffers, which grow.
+    (fresh memory is slow to touch on some machines).  Vertices, faces and
+    centre vertices are appended to the given buffers after their first
+    ``nv``, ``nf``, ``nc`` rows (own vertices are numbered from ``nv`` on);
+    the buffers grow when full.
 
     Returns (edge vertices, count, faces, count, centre vertices, count).
     """
     masks, words, firsts, lasts, ids_x, ids_y, ids_z = work
-    verts = np.empty((max(capacity[0], 1 << 10), 3), np.float32)
-    faces = np.empty((max(capacity[1], 1 << 11), 3), np.int32)
-    centres = np.empty((16, 3), np.float32)
-    nv = 0
-    nf = 0
-    nc = 0
     a = 0
     _load_plane(volume, box, p, thr, z0, masks[a], firsts[a], lasts[a])
     verts, nv = _number_plane(volume, box, p, padval, level, z0, words[a], firsts[a], lasts[a],
@@ -396,7 +395,7 @@ def _slab(volume, box, p, padval, thr, level, z0, z1, last_slab, work, capacity,
 
 @njit
 def _resolve(codes, out, own_offset, next_offset, centre_offset):
-    """Slab-local vertex codes → global vertex numbers."""
+    """Slab vertex codes → global vertex numbers (``out`` may be ``codes``)."""
     for i in range(codes.shape[0]):
         for j in range(3):
             c = codes[i, j]
@@ -479,9 +478,54 @@ def extract(volume, level, *, pad=None, workers=1, progress=None, slab_voxels=4_
     p = 1 if pad is not None else 0
     nz, ny, nx = (n + 2 * p for n in box[3:])
     per = max(1, slab_voxels // (ny * nx))
-    per = max(1, min(per, (2**31 - 1) // (3 * ny * nx) - 1))  # int32 codes within a slab
+    # vertex numbers are int32 (at most 3 per voxel) unless the box is huge: then
+    # each slab numbers its own and the faces come out int64
+    huge = nz * ny * nx > INT32_VOXELS
+    if huge:
+        per = max(1, min(per, INT32_VOXELS // (ny * nx) - 1))
     slabs = [(z, min(z + per, nz - 1)) for z in range(0, nz - 1, per)]
 
+    if not huge and (workers == 1 or len(slabs) == 1):
+        verts, faces = _one_thread(volume, box, p, padval, thr, level, slabs, nz, ny, nx, progress)
+    else:
+        verts, faces = _threads(volume, box, p, padval, thr, level, slabs, nz, ny, nx, workers,
+                                progress, np.int64 if huge else np.int32)
+    if progress:
+        progress(1.0)
+    return verts, faces
+
+
+def _one_thread(volume, box, p, padval, thr, level, slabs, nz, ny, nx, progress):
+    """Slab after slab into one set of growing buffers: no per-slab copies, and
+    the buffers' untouched tails cost nothing.  Codes are resolved in place."""
+    work = _workspace(ny, nx)
+    verts = np.empty((1 << 16, 3), np.float32)
+    faces = np.empty((1 << 17, 3), np.int32)
+    centres = np.empty((64, 3), np.float32)
+    nv = nf = nc = 0
+    ends = []  # per slab: (faces so far, vertices so far)
+    for k, (z0, z1) in enumerate(slabs):
+        if k == 1:  # guess the totals from the first slab: at most one early regrowth
+            scale = 1.25 * len(slabs)
+            verts = _reserve(verts, int(nv * scale))
+            faces = _reserve(faces, int(nf * scale))
+        verts, nv, faces, nf, centres, nc = _slab(
+            volume, box, p, padval, thr, level, z0, z1, z1 == nz - 1, work, verts, nv, faces, nf,
+            centres, nc, *_TABLES)
+        ends.append((nf, nv))
+        if progress:
+            progress(0.9 * (k + 1) / len(slabs))
+    verts = _reserve(verts, nv + nc)
+    verts[nv:nv + nc] = centres[:nc]
+    start = 0
+    for end, edges_so_far in ends:  # boundary codes point past this slab's own vertices
+        _resolve(faces[start:end], faces[start:end], 0, edges_so_far, nv)
+        start = end
+    return verts[:nv + nc], faces[:nf]
+
+
+def _threads(volume, box, p, padval, thr, level, slabs, nz, ny, nx, workers, progress, index):
+    """Slabs on threads, each into its own buffers, then one concatenation."""
     spare = queue.SimpleQueue()  # one workspace per thread, reused across its slabs
     for _ in range(min(workers, len(slabs))):
         spare.put([_workspace(ny, nx), (0, 0)])
@@ -490,36 +534,26 @@ def extract(volume, level, *, pad=None, workers=1, progress=None, slab_voxels=4_
         held = spare.get()
         work, (nv, nf) = held
         try:
-            part = _slab(volume, box, p, padval, thr, level, slab[0], slab[1],
-                         slab[1] == nz - 1, work, (nv + nv // 4, nf + nf // 4), *_TABLES)
+            part = _slab(volume, box, p, padval, thr, level, slab[0], slab[1], slab[1] == nz - 1,
+                         work, np.empty((max(nv + nv // 4, 1 << 10), 3), np.float32), 0,
+                         np.empty((max(nf + nf // 4, 1 << 11), 3), np.int32), 0,
+                         np.empty((16, 3), np.float32), 0, *_TABLES)
             held[1] = (part[1], part[3])  # the next slab's first guess
             return part
         finally:
             spare.put(held)
 
     parts = []
-    if workers == 1 or len(slabs) == 1:
-        results = map(one, slabs)
-        pool = None
-    else:
-        pool = ThreadPoolExecutor(max_workers=workers)
-        results = pool.map(one, slabs)
-    try:
-        for part in results:
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for part in pool.map(one, slabs):
             parts.append(part)
             if progress:
                 progress(0.9 * len(parts) / len(slabs))
-    finally:
-        if pool is not None:
-            pool.shutdown()
-    n_edge = [part[1] for part in parts]
-    n_face = [part[3] for part in parts]
-    n_centre = [part[5] for part in parts]
-    edge_offset = np.concatenate([[0], np.cumsum(n_edge)])
-    face_offset = np.concatenate([[0], np.cumsum(n_face)])
-    centre_offset = edge_offset[-1] + np.concatenate([[0], np.cumsum(n_centre)])
+    edge_offset = np.concatenate([[0], np.cumsum([part[1] for part in parts])])
+    face_offset = np.concatenate([[0], np.cumsum([part[3] for part in parts])])
+    centre_offset = edge_offset[-1] + np.concatenate([[0], np.cumsum([part[5] for part in parts])])
     verts = np.empty((int(centre_offset[-1]), 3), np.float32)
-    faces = np.empty((int(face_offset[-1]), 3), np.int64)
+    faces = np.empty((int(face_offset[-1]), 3), index)
     for k in range(len(parts)):
         v, nv, f, nf, c, nc = parts[k]
         parts[k] = None  # each slab's buffers go as soon as they are copied
@@ -528,9 +562,6 @@ def extract(volume, level, *, pad=None, workers=1, progress=None, slab_voxels=4_
         _resolve(f[:nf], faces[face_offset[k]:face_offset[k + 1]], edge_offset[k],
                  edge_offset[k + 1], centre_offset[k])
         del v, f, c
-    del parts
-    if progress:
-        progress(1.0)
     return verts, faces
 
 

@@ -13,6 +13,12 @@ import numpy as np
 from ._jit import njit
 
 
+def _index_array(faces):
+    """Faces as a C-contiguous int32 or int64 array (others are converted)."""
+    faces = np.ascontiguousarray(faces)
+    return faces if faces.dtype in (np.int32, np.int64) else faces.astype(np.int64)
+
+
 @njit
 def _measures(verts, faces):
     """(area, 6 × volume, centroid sums (3,), origin (3,)) in float64."""
@@ -53,7 +59,7 @@ def _measures(verts, faces):
 def measures(verts, faces):
     """Area, enclosed volume and volume centroid (see :func:`converter.mesh.measures`)."""
     area, vol6, moment, origin = _measures(np.ascontiguousarray(verts, dtype=np.float64),
-                                           np.ascontiguousarray(faces, dtype=np.int64))
+                                           _index_array(faces))
     centroid = origin + moment / (4.0 * vol6) if vol6 else origin
     return area, vol6 / 6.0, centroid
 
@@ -112,7 +118,7 @@ def _edge_counts(faces, n_verts, start, target):
 
 def edge_counts(faces, n_verts):
     """Boundary edges, non-manifold edges and whether no directed edge repeats."""
-    faces = np.ascontiguousarray(faces, dtype=np.int64)
+    faces = _index_array(faces)
     index = np.int32 if 3 * len(faces) < 2**31 and n_verts < 2**31 else np.int64
     b, nm, oriented = _edge_counts(faces, int(n_verts), np.zeros(int(n_verts) + 1, index),
                                    np.empty(3 * len(faces), index))
@@ -180,13 +186,13 @@ def _components(faces, n_verts):
 
 def components(faces, n_verts):
     """Connected components through shared vertices: (count, face labels)."""
-    count, labels = _components(np.ascontiguousarray(faces, dtype=np.int64), int(n_verts))
+    count, labels = _components(_index_array(faces), int(n_verts))
     return int(count), labels
 
 
 def count_components(faces, n_verts):
     """The number of connected components (no labels)."""
-    return int(_count_components(np.ascontiguousarray(faces, dtype=np.int64), int(n_verts)))
+    return int(_count_components(_index_array(faces), int(n_verts)))
 
 
 @njit
@@ -211,7 +217,7 @@ def bounds(verts):
 def warm_up():
     """Compile (or load from the cache) the kernels."""
     verts = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
-    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])
+    faces = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.int32)  # as the kernel makes
     measures(verts, faces)
     edge_counts(faces, 4)
     components(faces, 4)

@@ -372,7 +372,7 @@ def _extract_surface(vol, level, inverted, opts, on_progress, lowest=None):
     del sub
     on_progress(1.0)
     offset = np.array([lo for lo, _ in box], dtype=np.float64)
-    return verts, np.asarray(faces, dtype=np.int64), offset
+    return verts, faces, offset
 
 
 def _crop_box(hits_per_axis):

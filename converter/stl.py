@@ -93,7 +93,8 @@ def _check(verts, faces):
         raise ValueError(f"faces must have shape (M, 3), got {faces.shape}")
     if faces.size and (faces.min() < 0 or faces.max() >= len(verts)):
         raise IndexError("faces index vertices that do not exist")
-    return verts, np.ascontiguousarray(faces, dtype=np.int64)
+    faces = np.ascontiguousarray(faces)
+    return verts, faces if faces.dtype in (np.int32, np.int64) else faces.astype(np.int64)
 
 
 def binary_records(verts, faces) -> np.ndarray:

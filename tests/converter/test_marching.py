@@ -310,3 +310,21 @@ def test_stored_table_is_the_derived_table():
     np.testing.assert_array_equal(T.CENTRE_LOOP, centre)
     # every configuration and decision closes: each crossed edge used by its loops
     assert count.max() <= table.shape[2]
+
+
+@pytest.mark.skipif(not _jit.AVAILABLE, reason="numba not available")
+def test_huge_boxes_number_per_slab_and_give_int64_faces(monkeypatch):
+    import converter.marching as mc
+    from converter import marching_kernel
+
+    rng = np.random.default_rng(9)
+    field = gaussian_filter(rng.normal(size=(30, 20, 22)), 1.5)
+    normal = marching_cubes(field, 0.0, pad=-5.0, engine="jit")
+    assert normal[1].dtype == np.int32
+    monkeypatch.setattr(marching_kernel, "INT32_VOXELS", 24 * 22 * 4)  # "huge": 3 planes a slab
+    monkeypatch.setattr(mc, "SLAB_VOXELS", 24 * 22 * 3)
+    for workers in (1, 2):
+        huge = marching_cubes(field, 0.0, pad=-5.0, engine="jit", workers=workers)
+        assert huge[1].dtype == np.int64
+        np.testing.assert_array_equal(huge[0], normal[0])
+        np.testing.assert_array_equal(huge[1], normal[1])
