@@ -47,7 +47,16 @@ fi
 extras="."
 [ $want_test -eq 1 ] && extras=".[test]"
 stamp=".venv/.ephemesh-installed$([ $want_test -eq 1 ] && echo -test)"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# the editable install maps each top-level package as it was when installed:
+# one that became a regular package later (an __init__.py added) stays a
+# namespace to the console script, so check the imports from outside the checkout
+installed_ok() {
+  local python="$PWD/.venv/bin/python"
+  (cd / && "$python" -c '
+import sys, converter, web, worker
+sys.exit(any(getattr(m, "__file__", None) is None for m in (converter, web, worker)))' 2>/dev/null)
+}
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! installed_ok; then
   log "installing Python packages"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e "$extras" 2> >(grep -v "is ignored: it is neither" >&2)

@@ -16,6 +16,13 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def ephemesh_script() -> str:
+    """The ``ephemesh`` console script of this interpreter's environment."""
+    script = Path(sys.executable).parent / "ephemesh"
+    assert script.exists(), f"{script} is missing: run scripts/setup.sh"
+    return str(script)
+
+
 class Served:
     def __init__(self, root: Path, workers: int = 1, **env):
         self.root = root
@@ -26,14 +33,16 @@ class Served:
         self.env.update({"EPHEMESH_DATA_DIR": str(root / "data"),
                          "EPHEMESH_SECRET_KEY": "served-test-secret",
                          **{k: str(v) for k, v in env.items()}})
-        self.args = [sys.executable, "-m", "web.cli", "serve", "--port", str(self.port),
+        # the installed console script, run from outside the checkout: what a
+        # user runs (a stale editable install shows up here, not in a user's hands)
+        self.args = [ephemesh_script(), "serve", "--port", str(self.port),
                      "--workers", str(workers)]
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> Served:
         self.root.mkdir(parents=True, exist_ok=True)
         self._log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen(self.args, env=self.env, cwd=ROOT, stdout=self._log,
+        self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.root, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + timeout
         while time.monotonic() < end:
