@@ -46,7 +46,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 extras="."
 [ $want_test -eq 1 ] && extras=".[test]"
-stamp=".venv/.ephemesh-installed$([ $want_test -eq 1 ] && echo -test)"
+stamp=".venv/.ephemesh-installed"
+[ $want_test -eq 1 ] && stamp="$stamp-test"
 # the editable install maps each top-level package as it was when installed:
 # one that became a regular package later (an __init__.py added) stays a
 # namespace to the console script, so check the imports from outside the checkout
