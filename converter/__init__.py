@@ -6,8 +6,12 @@ A pure library: no web framework, queue or Redis.  The public API::
     listing = list_series(["scan/"])          # .series, .skipped, .warnings
     result = convert(["scan/"], ConvertOptions(preset="bone"), output="bone.stl")
     result.report["volume_mm3"]
+
+A process that forks workers calls ``warm_up()`` first, so each child
+inherits the loaded kernels instead of loading them again.
 """
 
+from ._jit import warm_up
 from .errors import ConverterError, NoUsableSeries, UnreadableInput, UsageError
 from .pipeline import ConversionResult, ConvertOptions, convert, list_series
 from .presets import PRESETS
@@ -22,4 +26,5 @@ __all__ = [
     "UsageError",
     "convert",
     "list_series",
+    "warm_up",
 ]

@@ -25,6 +25,16 @@ HEARTBEAT_SLACK = 15
 MAINTENANCE_INTERVAL = 60
 
 
+def preload() -> None:
+    """Import the converter and load its compiled kernels in the worker, once:
+    every work horse is a fork of it and starts with them loaded (~0.5 s a job)."""
+    import converter  # noqa: PLC0415
+    import converter.loading  # noqa: F401, PLC0415
+    import converter.series  # noqa: F401, PLC0415
+
+    converter.warm_up()
+
+
 class EphemeshWorker(Worker):
     def __init__(self, *args, **kwargs):
         kwargs["log_job_description"] = False
@@ -32,6 +42,7 @@ class EphemeshWorker(Worker):
         kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL)
         super().__init__(*args, **kwargs)
         quiet_pydicom()
+        preload()
 
     def get_heartbeat_ttl(self, job, working_time=0.0):
         interval = self.job_monitoring_interval

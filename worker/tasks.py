@@ -37,19 +37,21 @@ class JobFailed(RuntimeError):
 
 
 class _Progress:
-    """Writes {stage, percent} into ``job.meta`` at most every half second."""
+    """Writes {stage, percent} into ``job.meta`` at each new stage and at most
+    every half second within one."""
 
     def __init__(self, job):
         self.job = job
         self.last = 0.0
+        self.stage = None
 
     def __call__(self, stage, percent):
         if self.job is None:
             return
         now = time.monotonic()
-        if now - self.last < 0.5 and percent < 100:
+        if stage == self.stage and now - self.last < 0.5 and percent < 100:
             return
-        self.last = now
+        self.last, self.stage = now, stage
         self.job.meta["progress"] = {"stage": stage, "percent": float(percent)}
         self.job.save_meta()
         delay = float(os.environ.get("EPHEMESH_TEST_STAGE_DELAY", "0") or 0)  # tests only

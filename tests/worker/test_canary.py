@@ -74,15 +74,20 @@ def hits(blob) -> list[str]:
     return found
 
 
-def _expand(value: bytes):
-    """The value, and what it holds if it is zlib and/or pickle (RQ's job data)."""
+def _expand(value: bytes, key: bytes):
+    """The value, and for RQ's keys what it holds if it is zlib and/or pickle
+    (job data, meta, results).  Only bytes that start like a pickle are
+    unpickled: random bytes (an STL) can ask pickle for gigabytes."""
     out = [value]
+    if not key.startswith(b"rq:"):
+        return out
     for candidate in (value, _try(zlib.decompress, value)):
         if candidate is None:
             continue
-        loaded = _try(pickle.loads, candidate)
-        if loaded is not None:
-            out.append(repr(loaded).encode())
+        if candidate[:1] == b"\x80" and candidate[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+            loaded = _try(pickle.loads, candidate)
+            if loaded is not None:
+                out.append(repr(loaded).encode())
         if candidate is not value:
             out.append(candidate)
     return out
@@ -117,7 +122,7 @@ def scan_redis(url) -> list[str]:
                 for k, v in fields.items():
                     values += [k, v]
         for v in values:
-            for blob in _expand(v if isinstance(v, bytes) else str(v).encode()):
+            for blob in _expand(v if isinstance(v, bytes) else str(v).encode(), key):
                 found += [f"redis {key!r}: {h}" for h in hits(blob)]
     return found
 
@@ -204,11 +209,17 @@ def test_no_canary_in_any_lasting_record(env_factory, store_kind, database_url, 
 
 
 def test_the_scanner_finds_planted_canaries(env_factory, tmp_path):
-    """The scan itself can fail: an upload waiting in a Redis store is found."""
+    """The scan itself can fail: an upload waiting in a Redis store is found,
+    and so is a canary inside RQ's compressed, pickled job data."""
     env = env_factory(store="redis")
     good = canary_series(tmp_path / "good", size=(4, 8, 8))
     env.service.create_job([zip_named(good, "x")], {}, owner=OWNER)  # no worker: stays queued
     found = scan_redis(env.settings.effective_redis_url)
     assert any("ephemesh:store:input" in f for f in found)
+    from rq import Queue  # noqa: PLC0415
+
+    Queue("elsewhere", connection=redis.Redis.from_url(env.settings.effective_redis_url)
+          ).enqueue("os.getcwd", f"ID-{WORD}", job_id="planted", ttl=60)
+    assert any("rq:job:planted" in f for f in scan_redis(env.settings.effective_redis_url))
     env.service.records.audit("test", "x", {"note": f"ID-{WORD}"})
     assert scan_database(env.service.records.engine)
