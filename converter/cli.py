@@ -1,7 +1,8 @@
 """``ephemesh convert`` and ``ephemesh series``: the converter on the command line.
 
 Errors print one line (``ephemesh: error: ...``) and exit with 2 (usage),
-3 (no usable series) or 4 (unreadable input); never a traceback.
+3 (no usable series) or 4 (unreadable input); never a traceback.  A bug
+(an error that is not about the input) is one line too, exit 1.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import sys
 
 PRESET_NAMES = ("bone", "skin", "soft-tissue", "teeth", "airway", "auto")
+EXIT_INTERNAL = 1
 
 
 def register(subparsers) -> None:
@@ -62,6 +64,15 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def _internal_error() -> int:
+    """A bug, not bad input: one line and exit 1; ``EPHEMESH_DEBUG=1`` shows the
+    traceback (which may quote values from the files, so never by default)."""
+    if os.environ.get("EPHEMESH_DEBUG") == "1":
+        raise
+    return _fail("internal error: the conversion failed unexpectedly "
+                 "(run with EPHEMESH_DEBUG=1 to see why)", EXIT_INTERNAL)
+
+
 def _check_inputs(paths) -> str | None:
     for path in paths:
         if not os.path.exists(path):
@@ -90,6 +101,8 @@ def run_convert(args) -> int:
         return _fail(exc.message, exc.exit_code)
     except OSError as exc:  # e.g. output folder missing or not writable
         return _fail(f"cannot write output: {exc.strerror or 'I/O error'}", 4)
+    except Exception:  # noqa: BLE001 - a bug: one line (its text could hold DICOM values)
+        return _internal_error()
     finally:
         if bar:
             bar.close()
@@ -124,6 +137,8 @@ def run_series(args) -> int:
         listing = list_series(args.inputs)
     except ConverterError as exc:
         return _fail(exc.message, exc.exit_code)
+    except Exception:  # noqa: BLE001 - see run_convert
+        return _internal_error()
     if args.json:
         out = {"series": [dict(s.safe_dict(), uid=s.uid, number=s.number,
                                description=s.description) for s in listing.series],

@@ -57,7 +57,7 @@ class UnreadableInput(ConverterError):
     """The input cannot be read or decoded.
 
     Codes: ``not_found``, ``bad_archive``, ``codec_missing``,
-    ``corrupt_pixel_data``, ``too_large``.
+    ``corrupt_header``, ``corrupt_pixel_data``, ``too_large``.
     """
 
     code = "unreadable_input"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import NoUsableSeries
+from .errors import NoUsableSeries, UnreadableInput
 from .sources import iter_items
 from .volume import SeriesInfo
 
@@ -226,25 +226,27 @@ PARALLEL_MIN_FILES = 64
 #: headers one pool process reads while the main process loads the kernels
 HEADERS_PER_PROCESS = 400
 _NOT_COUNTED = ("not DICOM", "unreadable")  # skip kinds that are not DICOM objects
+#: a DICOM object whose header holds an element that cannot be interpreted
+DAMAGED = "damaged header"
 
 
 def _examine(item):
     """One candidate file → ``(skip kind, None, None)`` or ``(None, facts, slices)``."""
     import pydicom  # noqa: PLC0415
-    from pydicom.errors import InvalidDicomError  # noqa: PLC0415
-
     if not _looks_like_dicom(item.head()):
         return "not DICOM", None, None
     try:
         ds, where = _read_header(item, pydicom)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError,
-            OverflowError, AttributeError, IndexError):
+    except Exception:  # noqa: BLE001 - pydicom raises many kinds on a damaged file
         return "unreadable", None, None
-    kind = _kind_of(ds)
-    if kind:
-        return kind, None, None
-    facts = _header_facts(ds)
-    slices = _slices_of(ds, item, _native_pixels(ds, facts, where))
+    try:
+        kind = _kind_of(ds)
+        if kind:
+            return kind, None, None
+        facts = _header_facts(ds)
+        slices = _slices_of(ds, item, _native_pixels(ds, facts, where))
+    except Exception:  # noqa: BLE001 - pydicom raises many kinds on a damaged element
+        return DAMAGED, None, None
     if not slices:
         return "no geometry", None, None
     return None, facts, slices
@@ -315,6 +317,11 @@ def scan(inputs, *, progress=None, pool=None, while_waiting=None) -> Listing:
         raise NoUsableSeries("the input is empty: no files found", code="empty_input")
     if dicom_files == 0:
         raise NoUsableSeries(f"no DICOM files found among {files} files", code="no_dicom")
+    if not groups and skipped.get(DAMAGED) and skipped[DAMAGED] + skipped.get("no geometry", 0) \
+            == dicom_files:
+        raise UnreadableInput(
+            f"{skipped[DAMAGED]} of {files} files look like DICOM but hold damaged header "
+            "elements; nothing could be read", code="corrupt_header")
     if not groups and skipped.get("no geometry"):
         raise NoUsableSeries(
             f"{skipped['no geometry']} images carry no patient position and orientation, so "
@@ -333,6 +340,8 @@ def scan(inputs, *, progress=None, pool=None, while_waiting=None) -> Listing:
     warnings = []
     if skipped.get("unreadable"):
         warnings.append(f"{skipped['unreadable']} files could not be read and were skipped")
+    if skipped.get(DAMAGED):
+        warnings.append(f"{skipped[DAMAGED]} files with damaged header elements were skipped")
     return Listing([s.info for s in stacks], dict(skipped), warnings,
                    {s.info.index: s for s in stacks}, files)
 
