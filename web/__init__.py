@@ -67,6 +67,9 @@ def create_app(test_config=None):
     app.register_blueprint(admin.bp)
     app.extensions["csrf"].exempt(api.bp)  # bearer keys, never cookies
 
+    # registered before the limiter's hook, so it runs after it (Flask runs
+    # after_request hooks last-registered first)
+    app.after_request(security.tidy_limit_headers)
     limiter = make_limiter(app, settings.effective_redis_url)
     apply_limits(app, limiter)
     app.extensions["ephemesh.limiter"] = limiter

@@ -75,7 +75,7 @@ def login():
         records.audit("admin-login", actor, {**detail, "result": "locked"})
         return render_template("admin/login.html", error=(
             f"Too many failed logins: this account or address is locked for up to "
-            f"{minutes} minutes.")), 429
+            f"{minutes} minutes.")), 429, {"Retry-After": str(lock.retry_after(*subjects))}
     if not name or not password or not records.verify_admin(name, password):
         now_locked = lock.fail(*subjects)
         records.audit("admin-login", actor, {**detail, "result": "failed"})

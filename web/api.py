@@ -39,7 +39,8 @@ def authenticate():
     address = client_address()
     if lock.locked(address):
         raise Refused("too_many_failures", "Too many requests with a bad API key from this "
-                      "address; it is blocked for a while.", 429)
+                      "address; it is blocked for a while.", 429,
+                      {"Retry-After": str(lock.retry_after(address))})
     challenge = {"WWW-Authenticate": 'Bearer realm="ephemesh"'}
     header = request.headers.get("Authorization", "")
     if not header:

@@ -11,8 +11,6 @@ import os
 import signal
 import sys
 
-MB = 1024 * 1024
-
 
 def register(subparsers) -> None:
     s = subparsers.add_parser(
@@ -39,7 +37,7 @@ def register(subparsers) -> None:
 
 
 def _fail(message: str, code: int = 1) -> int:
-    print(f"ephemesh: {message}", file=sys.stderr)
+    print(f"ephemesh: error: {message}", file=sys.stderr)
     return code
 
 
@@ -49,8 +47,68 @@ def _on_sigterm(signum, frame):  # noqa: ARG001
     raise KeyboardInterrupt
 
 
-def run_serve(args) -> int:
+class _Refusal(Exception):
+    """A reason not to serve, already worded as one line."""
+
+
+def _check_settings():
+    """The worker's and the web's settings, checked before anything starts."""
     from worker.config import ConfigError, Settings  # noqa: PLC0415
+
+    from . import config as web_config  # noqa: PLC0415
+
+    try:
+        settings = Settings.from_env()
+        web_config.check(os.environ)
+    except (ConfigError, ValueError) as exc:
+        raise _Refusal(str(exc)) from None
+    return settings
+
+
+def _prepare_data_dir(settings) -> None:
+    try:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _Refusal(f"cannot create {exc.filename or settings.data_dir}: "
+                       f"{exc.strerror or exc}") from None
+
+
+def _database_name(url: str) -> str:
+    try:
+        from sqlalchemy.engine import make_url  # noqa: PLC0415
+
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a URL too broken to parse is named by its setting
+        return "EPHEMESH_DATABASE_URL"
+
+
+def _create_tables(settings) -> None:
+    """Create the database tables once, before the workers and cron start
+    (several processes creating them at once race on a fresh SQLite file)."""
+    from worker.records import Records  # noqa: PLC0415
+
+    try:
+        Records(settings.database_url).close()
+    except Exception as exc:  # noqa: BLE001 - any driver's error; one line, no traceback
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+        raise _Refusal(f"cannot open the database {_database_name(settings.database_url)}"
+                       + (f": {reason[0]}" if reason else "")) from None
+
+
+def _check_redis(url: str) -> None:
+    import redis  # noqa: PLC0415
+
+    try:
+        conn = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
+        try:
+            conn.ping()
+        finally:
+            conn.close()
+    except (redis.exceptions.RedisError, OSError, ValueError) as exc:
+        raise _Refusal(f"cannot reach Redis at {url} (EPHEMESH_REDIS_URL): {exc}") from None
+
+
+def run_serve(args) -> int:
     from worker.runtime import Runtime, RuntimeFailure  # noqa: PLC0415
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -59,55 +117,64 @@ def run_serve(args) -> int:
         return _fail("--port must be from 1 to 65535", 2)
     if args.workers < 0:
         return _fail("--workers must be 0 (one per core) or more", 2)
+    if args.threads < 1:
+        return _fail("--threads must be 1 or more", 2)
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     runtime = server = None
+    sockets = []
     try:
-        settings = Settings.from_env()
+        # everything that can be refused is checked before anything starts
+        settings = _check_settings()
+        if args.no_workers and not settings.redis_url:
+            return _fail("--no-workers needs EPHEMESH_REDIS_URL (the shared Redis)", 2)
+        from . import server as web_server  # noqa: PLC0415
+
+        try:
+            sockets = web_server.listen(args.host, args.port)
+        except OSError as exc:
+            raise _Refusal(f"cannot listen on {args.host}:{args.port}: "
+                           f"{exc.strerror or exc}") from None
+        _prepare_data_dir(settings)
         _create_tables(settings)
+        if settings.redis_url:
+            _check_redis(settings.redis_url)
+
+        from . import config as web_config  # noqa: PLC0415
+
+        web_server.use_spool_for_temporary_files(web_config.spool_dir(settings, os.environ))
         runtime = Runtime(settings)
-        if args.no_workers:
-            if not settings.redis_url:
-                return _fail("--no-workers needs EPHEMESH_REDIS_URL (the shared Redis)", 2)
-        else:
+        if not args.no_workers:
             runtime.start(workers=args.workers)
         settings = runtime.settings
         os.environ.update(settings.as_env())
 
-        import waitress  # noqa: PLC0415
-
         from . import create_app  # noqa: PLC0415
 
         app = create_app({"EPHEMESH_SETTINGS": settings})
-        server = waitress.create_server(
-            app, host=args.host, port=args.port, threads=args.threads, ident="ephemesh",
-            max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + MB,
-            clear_untrusted_proxy_headers=True)
-        print(f"ephemesh: serving on http://{args.host}:{server.effective_port}/ "
+        server = web_server.make_server(app, sockets, threads=args.threads)
+        port = sockets[0].getsockname()[1]
+        print(f"ephemesh: serving on http://{args.host}:{port}/ "
               "(Ctrl-C to stop)", file=sys.stderr, flush=True)
         server.run()  # returns on Ctrl-C (waitress catches KeyboardInterrupt itself)
     except KeyboardInterrupt:
         pass
-    except (ConfigError, RuntimeFailure, ValueError) as exc:
+    except _Refusal as exc:
+        return _fail(str(exc))
+    except (RuntimeFailure, ValueError) as exc:
         return _fail(str(exc))
     except OSError as exc:
-        return _fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        return _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     finally:
         signal.signal(signal.SIGTERM, previous)
         if server is not None:
             print("ephemesh: stopping", file=sys.stderr, flush=True)
             server.close()
+        else:
+            for sock in sockets:
+                sock.close()
         if runtime is not None:
             runtime.stop()
     return 0
-
-
-def _create_tables(settings) -> None:
-    """Create the database tables once, before the workers and cron start
-    (several processes creating them at once race on a fresh SQLite file)."""
-    from worker.records import Records  # noqa: PLC0415
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    Records(settings.database_url).close()
 
 
 def _read_password(args) -> str | None:
@@ -127,9 +194,12 @@ def run_admin(args) -> int:
 
     try:
         settings = Settings.from_env()
+        _prepare_data_dir(settings)
+        _create_tables(settings)
     except ConfigError as exc:
         return _fail(str(exc))
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except _Refusal as exc:
+        return _fail(str(exc))
     records = Records(settings.database_url)
     try:
         if args.admin_command == "list":

@@ -67,35 +67,89 @@ def secret_key(env, data_dir: Path) -> str:
     return key
 
 
-def from_env(settings, env=None) -> dict:
-    """Flask config for ``settings`` (the worker's) and the environment."""
-    env = os.environ if env is None else env
+def _numbers(env) -> dict:
+    """The numeric settings, checked (ValueError names the bad one)."""
     max_files = _int(env, "EPHEMESH_MAX_FILES", 5000)
     return {
-        "SECRET_KEY": secret_key(env, settings.data_dir),
         "MAX_CONTENT_LENGTH": _int(env, "EPHEMESH_MAX_UPLOAD_MB", 1024) * MB,
         # every file is one part; a few more for the option fields
         "MAX_FORM_PARTS": max_files + 32,
-        "MAX_FORM_MEMORY_SIZE": 64 * 1024,  # option fields are short
+        # Werkzeug applies this to its parser's buffer on *every* part, file
+        # parts too: it must exceed the 64 KiB read size plus a boundary, or a
+        # file part whose 64 KiB chunk ends near a line break is refused as
+        # too large (option fields are checked for length in web/options.py)
+        "MAX_FORM_MEMORY_SIZE": 500_000,
         "EPHEMESH_MAX_FILES": max_files,
         "EPHEMESH_MAX_ZIP_ENTRIES": _int(env, "EPHEMESH_MAX_ZIP_ENTRIES", 10000),
         "EPHEMESH_MAX_UNPACKED": _int(env, "EPHEMESH_MAX_UNPACKED_MB", 4096) * MB,
         "EPHEMESH_MAX_ZIP_RATIO": _int(env, "EPHEMESH_MAX_ZIP_RATIO", 100),
-        "EPHEMESH_RATE_LIMIT": env.get("EPHEMESH_RATE_LIMIT") or "600/minute",
-        "EPHEMESH_KEY_RATE_LIMIT": env.get("EPHEMESH_KEY_RATE_LIMIT") or "120/minute",
-        "EPHEMESH_UPLOAD_RATE_LIMIT": env.get("EPHEMESH_UPLOAD_RATE_LIMIT") or "30/minute",
-        "EPHEMESH_LOGIN_RATE_LIMIT": env.get("EPHEMESH_LOGIN_RATE_LIMIT") or "20/minute",
         "EPHEMESH_LOGIN_MAX_FAILURES": _int(env, "EPHEMESH_LOGIN_MAX_FAILURES", 5),
         "EPHEMESH_LOCKOUT_SECONDS": _int(env, "EPHEMESH_LOCKOUT_SECONDS", 900),
         "EPHEMESH_API_MAX_AUTH_FAILURES": _int(env, "EPHEMESH_API_MAX_AUTH_FAILURES", 20),
         "EPHEMESH_TRUSTED_PROXIES": _int(env, "EPHEMESH_TRUSTED_PROXIES", 0, lo=0),
-        "EPHEMESH_SPOOL_DIR": env.get("EPHEMESH_SPOOL_DIR") or str(
-            Path(settings.store) / ".spool" if settings.store != "redis"
-            else Path(settings.data_dir) / "spool"),
+    }
+
+
+def _flag(env, name) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name} must be 1 or 0 (true or false), got {env.get(name)!r}")
+
+
+def _rate(env, name, default) -> str:
+    value = env.get(name) or default
+    try:
+        from limits import parse_many  # noqa: PLC0415
+
+        if not parse_many(value):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"{name} must be a rate such as 30/minute, got {value!r}") from None
+    return value
+
+
+def _rates(env) -> dict:
+    return {
+        "EPHEMESH_RATE_LIMIT": _rate(env, "EPHEMESH_RATE_LIMIT", "600/minute"),
+        "EPHEMESH_KEY_RATE_LIMIT": _rate(env, "EPHEMESH_KEY_RATE_LIMIT", "120/minute"),
+        "EPHEMESH_UPLOAD_RATE_LIMIT": _rate(env, "EPHEMESH_UPLOAD_RATE_LIMIT", "30/minute"),
+        "EPHEMESH_LOGIN_RATE_LIMIT": _rate(env, "EPHEMESH_LOGIN_RATE_LIMIT", "20/minute"),
+    }
+
+
+def check(env=None) -> None:
+    """Raise ValueError (naming the setting) when a web setting is invalid."""
+    env = os.environ if env is None else env
+    _numbers(env)
+    _rates(env)
+    _flag(env, "EPHEMESH_SECURE_COOKIES")
+
+
+def spool_dir(settings, env=None) -> Path:
+    """Where upload parts (and, under ``serve``, every temporary file) go."""
+    env = os.environ if env is None else env
+    if env.get("EPHEMESH_SPOOL_DIR"):
+        return Path(env["EPHEMESH_SPOOL_DIR"]).absolute()
+    if settings.store != "redis":
+        return Path(settings.store) / ".spool"
+    return Path(settings.data_dir) / "spool"
+
+
+def from_env(settings, env=None) -> dict:
+    """Flask config for ``settings`` (the worker's) and the environment."""
+    env = os.environ if env is None else env
+    return {
+        "SECRET_KEY": secret_key(env, settings.data_dir),
+        **_numbers(env),
+        **_rates(env),
+        "EPHEMESH_SPOOL_DIR": str(spool_dir(settings, env)),
         "SESSION_COOKIE_NAME": "ephemesh",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
-        "SESSION_COOKIE_SECURE": env.get("EPHEMESH_SECURE_COOKIES", "") in ("1", "true", "yes"),
+        "SESSION_COOKIE_SECURE": _flag(env, "EPHEMESH_SECURE_COOKIES"),
         "PERMANENT_SESSION_LIFETIME": 8 * 3600,
         "WTF_CSRF_TIME_LIMIT": 8 * 3600,
         "WTF_CSRF_SSL_STRICT": False,  # no Referer is sent (Referrer-Policy: no-referrer)

@@ -76,6 +76,11 @@ class FailureLock:
         values = self.redis.mget(keys) if keys else []
         return any(int(v or 0) >= self.max_failures for v in values)
 
+    def retry_after(self, *subjects) -> int:
+        """Seconds until every locked subject is free again (at least 1)."""
+        ttls = [self.redis.ttl(self._key(s)) for s in subjects]
+        return max([t for t in ttls if t and t > 0] + [1])
+
     def fail(self, *subjects) -> bool:
         """Count one failure for each subject; True when one is now locked."""
         pipe = self.redis.pipeline()

@@ -56,6 +56,15 @@ def add_headers(response):
     return response
 
 
+def tidy_limit_headers(response):
+    """``Retry-After`` only where it means "try again then" (429, 503):
+    flask-limiter adds it to every response, and on a 202 it would tell a
+    client to wait a minute before looking at its job."""
+    if response.status_code not in (429, 503):
+        response.headers.pop("Retry-After", None)
+    return response
+
+
 def client_address() -> str:
     return request.remote_addr or "unknown"
 

@@ -240,3 +240,57 @@ def test_brute_force_admin_login_locks_account_and_address(make_app, records):
     results = [__import__("json").loads(r["detail"])["result"] for r in rows]
     assert results.count("failed") == 5 and results.count("locked") == 3 and results.count("ok") == 1
     assert "correct horse" not in repr(rows) and "wrong-" not in repr(rows)
+
+
+def test_file_parts_with_line_breaks_are_not_too_large(client, auth, series_files, settings):
+    """Werkzeug checks its form-memory cap on every 64 KiB chunk of every part:
+    a cap at the chunk size refused real uploads (zips, pixel data) whenever
+    a chunk ended near a CR or LF byte, as 413 too_many_parts."""
+    awkward = b"\r\n" * 200_000  # every chunk ends on a line break: a skipped non-DICOM file
+    noise = zip_bytes({"noise.bin": bytes(range(256)) * 4000, "a.dcm": series_files[0]})
+    resp = _api_post(client, auth, [awkward, noise, *series_files])
+    assert resp.status_code == 202, resp.json
+
+
+def test_large_parts_spool_in_the_spool_dir(make_app, auth):
+    """Werkzeug writes a file part over 500 kB to a temporary file: in the
+    spool directory, never the system's /tmp."""
+    import os
+
+    from flask import request
+
+    app = make_app()
+    seen = []
+
+    @app.post("/_probe")
+    def probe():
+        stream = request.files["files"].stream
+        fileno = stream.fileno()  # rolled over to a real (unnamed) file
+        seen.append(os.readlink(f"/proc/self/fd/{fileno}"))
+        return "", 204
+
+    app.extensions["csrf"].exempt(probe)
+    resp = app.test_client().post("/_probe", data={"files": (io.BytesIO(b"\1" * 3 * MB), "a")},
+                                  content_type="multipart/form-data")
+    assert resp.status_code == 204
+    assert seen and seen[0].startswith(app.config["EPHEMESH_SPOOL_DIR"] + "/"), seen
+
+
+def test_retry_after_only_where_it_means_wait(make_app, auth, api_key, series_files):
+    app = make_app(EPHEMESH_UPLOAD_RATE_LIMIT="1/minute", EPHEMESH_API_MAX_AUTH_FAILURES=2,
+                   EPHEMESH_LOCKOUT_SECONDS=600)
+    client = app.test_client()
+    accepted = _api_post(client, auth, series_files[:2])
+    assert accepted.status_code == 202
+    assert "Retry-After" not in accepted.headers  # a 202 does not say "come back in a minute"
+    assert "Retry-After" not in client.get("/privacy").headers
+    limited = _api_post(client, auth, series_files[:2])
+    assert limited.status_code == 429 and 0 < int(limited.headers["Retry-After"]) <= 60
+    # a locked address is told how long the lock lasts
+    env = {"REMOTE_ADDR": "10.7.7.7"}
+    for _ in range(2):
+        client.get("/api/v1/jobs/x", headers={"Authorization": "Bearer emk_bad"},
+                   environ_base=env)
+    locked = client.get("/api/v1/jobs/x", headers=auth, environ_base=env)
+    assert locked.status_code == 429 and locked.json["code"] == "too_many_failures"
+    assert 540 <= int(locked.headers["Retry-After"]) <= 600

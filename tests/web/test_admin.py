@@ -154,3 +154,15 @@ def test_a_key_needs_a_name(admin):
     token = csrf_token(admin, "/admin/keys")
     resp = admin.post("/admin/keys", data={"csrf_token": token, "name": "  "})
     assert resp.status_code == 400 and "1 to 80 characters" in resp.get_data(as_text=True)
+
+
+def test_a_locked_login_says_how_long(make_app, records):
+    app = make_app(EPHEMESH_LOGIN_MAX_FAILURES=2, EPHEMESH_LOCKOUT_SECONDS=300)
+    records.add_admin("ada", "correct horse battery")
+    client = app.test_client()
+    token = csrf_token(client, "/admin/login")
+    for _ in range(2):
+        client.post("/admin/login", data={"csrf_token": token, "name": "ada", "password": "x"})
+    resp = client.post("/admin/login", data={"csrf_token": token, "name": "ada",
+                                             "password": "correct horse battery"})
+    assert resp.status_code == 429 and 240 <= int(resp.headers["Retry-After"]) <= 300

@@ -3,12 +3,16 @@ it on SIGTERM: web (waitress), workers, cron, a private Redis."""
 
 import io
 import json
+import os
+import socket
+import subprocess
 import time
 import urllib.error
 import urllib.request
 import uuid
 
 import psutil
+import pytest
 
 from tests.web.served import Served
 
@@ -99,3 +103,154 @@ def test_serve_refuses_a_bad_setting_in_one_line(tmp_path):
     proc = subprocess.run(served.args, env=served.env, capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0 and "EPHEMESH_RETENTION_SECONDS" in proc.stderr
+
+
+def _fds(pid) -> dict:
+    """The server's open files: fd → target (sockets, pipes and devices left out)."""
+    out = {}
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/") and not target.startswith("/dev/"):
+            out[fd] = target
+    return out
+
+
+def test_upload_bytes_never_touch_the_system_temp_dir(tmp_path):
+    """waitress buffers a body over 512 kB in a temporary file before Flask
+    sees it: that file must be in the spool directory (next to the store,
+    on a tmpfs in production), never in /tmp."""
+    served = Served(tmp_path / "svc", workers=1).start()
+    try:
+        spool = str(tmp_path / "svc" / "data" / "store" / ".spool")
+        before = _fds(served.proc.pid)
+        sock = socket.create_connection(("127.0.0.1", served.port))
+        sock.sendall(b"POST /jobs HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; "
+                     b"boundary=zz\r\nContent-Length: 8000000\r\n\r\n" + b"\x11" * 3_000_000)
+        end = time.monotonic() + 15
+        new = {}
+        while time.monotonic() < end and not new:
+            new = {fd: t for fd, t in _fds(served.proc.pid).items() if before.get(fd) != t}
+            time.sleep(0.05)
+        sock.close()
+        assert new, "the body buffer was not found among the server's files"
+        for target in new.values():
+            assert target.startswith(spool + "/"), new
+    finally:
+        assert served.stop() == 0, served.log()
+
+
+def _raw(port, data: bytes) -> tuple[int, dict, bytes]:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    sock.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_refusals_made_by_waitress_are_the_apps(tmp_path):
+    """Requests waitress refuses by itself (body over the cap, malformed,
+    unknown transfer coding) get the app's problem+json or error page, with
+    its headers; a body just over the cap is refused before it is read."""
+    served = Served(tmp_path / "svc", workers=1, EPHEMESH_MAX_UPLOAD_MB=2).start()
+    try:
+        over = 2 * 1024 * 1024 + 1
+        status, headers, body = _raw(served.port, (
+            "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer emk_x\r\n"
+            "Content-Type: multipart/form-data; boundary=zz\r\n"
+            f"Content-Length: {over}\r\nExpect: 100-continue\r\n\r\n").encode())
+        assert status == 413
+        assert headers["content-type"] == "application/problem+json"
+        problem = json.loads(body)
+        assert problem["code"] == "too_large" and problem["status"] == 413
+        assert "larger than 2 MB" in problem["detail"]
+        assert headers["x-content-type-options"] == "nosniff"
+        assert "frame-ancestors 'none'" in headers["content-security-policy"]
+        assert "set-cookie" not in headers
+        # the browser's script asks for JSON: the page shows the detail
+        status, headers, body = _raw(served.port, (
+            "POST /jobs HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"
+            f"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: {over}\r\n\r\n"
+        ).encode())
+        assert status == 413 and json.loads(body)["code"] == "too_large"
+        # a plain form post gets the error page
+        status, headers, body = _raw(served.port, (
+            "POST /jobs HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n"
+            f"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: {over}\r\n\r\n"
+        ).encode())
+        assert status == 413 and headers["content-type"].startswith("text/html")
+        assert b"Error code: <code>too_large</code>" in body
+        # a body of exactly the cap reaches the app (which refuses the bad key)
+        status, headers, body = _raw(served.port, (
+            "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer emk_x\r\n"
+            "Content-Type: multipart/form-data; boundary=zz\r\n"
+            f"Content-Length: {over - 1}\r\n\r\n").encode() + b"z" * (over - 1))
+        assert status == 401 and json.loads(body)["code"] == "invalid_key"
+        status, headers, body = _raw(served.port, (
+            b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"))
+        assert status == 501 and json.loads(body)["code"] == "not_implemented"
+        status, headers, body = _raw(served.port, b"NONSENSE\r\n\r\n")
+        assert status == 400 and b"bad_request" in body
+        assert headers["x-content-type-options"] == "nosniff"
+    finally:
+        assert served.stop() == 0, served.log()
+    assert "Traceback" not in served.log()
+
+
+@pytest.mark.parametrize("case", ["port in use", "database", "setting", "rate", "cookies",
+                                  "data dir", "redis"])
+def test_serve_refuses_in_one_line_before_starting_anything(tmp_path, case):
+    served = Served(tmp_path / "svc")
+    served.root.mkdir(parents=True, exist_ok=True)
+    blocker = None
+    expect = {"port in use": "cannot listen on 127.0.0.1:",
+              "database": "cannot open the database postgresql+psycopg://nobody:***@",
+              "setting": "EPHEMESH_MAX_UPLOAD_MB", "rate": "EPHEMESH_RATE_LIMIT",
+              "cookies": "EPHEMESH_SECURE_COOKIES", "data dir": "cannot create",
+              "redis": "cannot reach Redis"}[case]
+    if case == "port in use":
+        blocker = socket.socket()
+        blocker.bind(("127.0.0.1", served.port))
+        blocker.listen(1)
+    elif case == "database":
+        served.env["EPHEMESH_DATABASE_URL"] = "postgresql+psycopg://nobody:secret@127.0.0.1:1/x"
+    elif case == "setting":
+        served.env["EPHEMESH_MAX_UPLOAD_MB"] = "0"
+    elif case == "rate":
+        served.env["EPHEMESH_RATE_LIMIT"] = "lots"
+    elif case == "cookies":
+        served.env["EPHEMESH_SECURE_COOKIES"] = "maybe"
+    elif case == "data dir":
+        (tmp_path / "file").write_text("")
+        served.env["EPHEMESH_DATA_DIR"] = str(tmp_path / "file" / "data")
+    elif case == "redis":
+        served.env["EPHEMESH_REDIS_URL"] = "redis://127.0.0.1:1/0"
+        served.args.append("--no-workers")
+    try:
+        started = time.monotonic()
+        proc = subprocess.run(served.args, env=served.env, capture_output=True, text=True,
+                              timeout=60, cwd=served.root)
+        took = time.monotonic() - started
+    finally:
+        if blocker is not None:
+            blocker.close()
+    assert proc.returncode != 0
+    assert proc.stderr.count("\n") == 1, proc.stderr
+    assert proc.stderr.startswith("ephemesh: error: ") and expect in proc.stderr, proc.stderr
+    assert "secret" not in proc.stderr
+    assert took < 15, took
+    # nothing was started: no Redis socket, no worker ever logged
+    assert not (tmp_path / "svc" / "data" / "redis.sock").exists()
