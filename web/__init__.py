@@ -74,7 +74,10 @@ def create_app(test_config=None):
     apply_limits(app, limiter)
     app.extensions["ephemesh.limiter"] = limiter
 
+    from .jobs import stage_label  # noqa: PLC0415
+
     app.jinja_env.filters["utc"] = _utc
+    app.jinja_env.filters["stage"] = stage_label
     app.after_request(security.add_headers)
     app.after_request(_record_access)
     return app

@@ -177,3 +177,42 @@ def test_a_batch_result_before_it_is_split_is_409(client, auth, two_series_zip):
                                                 "series": "1"},
                        headers=auth, content_type="multipart/form-data")
     assert resp.status_code == 400 and resp.json["code"] == "unknown_field"
+
+
+def test_a_model_gone_at_its_deadline_is_deleted_to_its_owner(tmp_path, redis_url, series_zip,
+                                                              series_files):
+    """The sweeper deletes a model at its deadline without touching the job's
+    status: the API and the job page must then say "deleted", not "done"
+    with a download that answers 410."""
+    from tests.web.conftest import csrf_token, make_settings
+    from web import create_app
+    from worker.runtime import Runtime
+
+    settings = make_settings(tmp_path, redis_url, EPHEMESH_RETENTION_SECONDS=10,
+                             EPHEMESH_SWEEP_SECONDS=1)
+    app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings, "SECRET_KEY": "k"})
+    log = open(tmp_path / "runtime.log", "ab")  # noqa: SIM115
+    runtime = Runtime(settings).start(workers=1, cron=True, stderr=log)
+    try:
+        client = app.test_client()
+        auth = {"Authorization": f"Bearer {app.extensions['ephemesh.service'].records.create_key('k')[1]}"}
+        job = _post_job(client, auth, [series_zip]).json
+        token = csrf_token(client)
+        page_url = client.post("/jobs", data={"csrf_token": token, "files": [
+            (io.BytesIO(f), "x") for f in series_files]},
+            content_type="multipart/form-data").headers["Location"]
+        assert _wait(client, auth, job["links"]["self"])["status"] == "done"
+        wait_for(lambda: client.get(page_url + "/status").json["status"] == "done", 30, "the page")
+        assert "Download the STL" in client.get(page_url).get_data(as_text=True)
+        wait_for(lambda: not [p for p in store_objects(settings) if p.parent.name == "result"],
+                 30, "the sweeper to delete the models")
+        view = client.get(job["links"]["self"], headers=auth).json
+        assert view["status"] == "deleted" and view["expires_at"] is None, view
+        assert client.get(job["links"]["result"], headers=auth).status_code == 410
+        page = client.get(page_url).get_data(as_text=True)
+        assert "<h1>Deleted</h1>" in page and "Download the STL" not in page
+        assert client.get(page_url + "/status").json["status"] == "deleted"
+    finally:
+        runtime.stop(grace=10)
+        log.close()
+        app.extensions["ephemesh.service"].close()

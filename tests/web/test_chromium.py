@@ -123,3 +123,52 @@ def test_pages_fit_a_phone_and_work_by_keyboard(browser, service):
     assert page.get_attribute("#upload-error", "role") == "alert"
     assert errors == [] or all("400" in e for e in errors), errors
     context.close()
+
+
+@pytest.fixture
+def queue_only(tmp_path, redis_url):
+    """The web alone (no workers): a job stays in the queue."""
+    served = Served(tmp_path / "web", EPHEMESH_REDIS_URL=redis_url, EPHEMESH_MAX_UPLOAD_MB=1)
+    served.args.append("--no-workers")
+    served.start()
+    yield served
+    assert served.stop() == 0, served.log()
+
+
+def test_polling_backs_off_in_the_queue_and_stops_for_good(browser, queue_only, tmp_path):
+    """Each status poll is an access-log row: a job waiting in the queue is
+    asked less and less often (not every 0.6 s), and once it is deleted
+    ("Cancel and delete", offered while it waits) nothing more is asked."""
+    series = G.make_series_dir(tmp_path / "s", "sphere", size=(12, 20, 20))
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    errors, polls, posts = [], [], []
+    _watch(page, errors)
+    page.on("request", lambda r: polls.append(time.monotonic()) if r.url.endswith("/status")
+            else posts.append(r.url) if r.method == "POST" else None)
+    page.goto(queue_only.url + "/")
+    page.set_input_files("#folder", str(series))
+    page.click("#submit")
+    page.wait_for_url("**/jobs/*", timeout=30_000)
+    assert "Waiting in the queue" in page.text_content("#progress-text")
+    page.wait_for_timeout(12_000)  # (time.sleep would hold back Playwright's events)
+    assert 3 <= len(polls) <= 9, len(polls)
+    gaps = [b - a for a, b in zip(polls, polls[1:], strict=False)]
+    assert gaps[-1] > 2 * gaps[0], gaps
+    page.click("#delete")
+    page.wait_for_selector("text=The upload and the model are gone")
+    asked = len(polls)
+    page.wait_for_timeout(3000)
+    assert len(polls) == asked
+    # more than the server takes is said before a byte is sent
+    page.goto(queue_only.url + "/")
+    posts.clear()
+    page.set_input_files("#files", files=[{"name": "big.zip", "mimeType": "application/zip",
+                                           "buffer": b"PK\x03\x04" + b"\0" * (2 << 20)}])
+    page.wait_for_selector("#upload-error:not([hidden])")
+    assert "at most 1.0 MB" in page.text_content("#upload-error")
+    page.click("#submit")
+    page.wait_for_timeout(500)
+    assert posts == [] and "at most 1.0 MB" in page.text_content("#upload-error")
+    assert errors == [], errors
+    context.close()

@@ -1,5 +1,11 @@
-// Job page: poll the status, move the progress bar, announce stages,
-// reload when the job leaves the queue; count down to automatic deletion.
+// Job page: poll the status while the job is queued or running, move the
+// progress bar, announce stages; reload when it leaves the queue; count down
+// to automatic deletion and show the deleted state when the time is up.
+//
+// Polling (each poll is one access-log row): every 0.7 s while the progress
+// moves, backing off (x1.5) while it does not, to 5 s when running and 10 s
+// when waiting in the queue; paused while the tab is hidden; stopped for good
+// when the job is done, failed, deleted or waiting for a series choice.
 const section = document.getElementById('job');
 const statusUrl = section.dataset.statusUrl;
 const bar = document.getElementById('progress');
@@ -7,15 +13,31 @@ const text = document.getElementById('progress-text');
 const STAGES = { queued: 'Waiting in the queue', running: 'Starting', reading: 'Reading the scan',
   surface: 'Extracting the surface', mesh: 'Shaping the mesh', writing: 'Writing the STL',
   done: 'Done' };
-let lastAnnounced = '';
+const LIVE = ['queued', 'running'];
+const FAST = 700;
+const MAX_RUNNING = 5000;
+const MAX_QUEUED = 10000;
+const MAX_TROUBLE = 30000;
 
-async function poll() {
-  let view;
-  try {
-    const resp = await fetch(statusUrl, { headers: { Accept: 'application/json' }, cache: 'no-store' });
-    if (!resp.ok) { setTimeout(poll, 2000); return; }
-    view = await resp.json();
-  } catch (err) { setTimeout(poll, 2000); return; }
+let lastAnnounced = '';
+let lastSeen = '';
+let delay = FAST;
+let timer = null;
+let paused = false;
+let stopped = false;
+
+function schedule(ms) {
+  clearTimeout(timer);
+  timer = setTimeout(poll, ms);
+}
+
+function stop(reloadAfter) {
+  stopped = true;
+  clearTimeout(timer);
+  if (reloadAfter !== undefined) setTimeout(() => window.location.reload(), reloadAfter);
+}
+
+function show(view) {
   const pct = Math.round((view.progress && view.progress.percent) || 0);
   const stage = (view.progress && view.progress.stage) || view.status;
   if (bar) { bar.value = pct; bar.textContent = `${pct} %`; }
@@ -24,25 +46,76 @@ async function poll() {
   const key = `${stage}:${Math.floor(pct / 25)}`;
   if (text && key !== lastAnnounced) { text.textContent = label; lastAnnounced = key; }
   else if (text) { text.dataset.current = label; }
-  if (view.status !== section.dataset.status) {
-    if (bar && view.status === 'done') { bar.value = 100; text.textContent = 'Done: 100 %'; }
-    setTimeout(() => window.location.reload(), view.status === 'done' ? 400 : 0);
-    return;
-  }
-  setTimeout(poll, 600);
+  return `${view.status}:${stage}:${pct}`;
 }
 
-if (section.dataset.status === 'queued' || section.dataset.status === 'running') poll();
+async function poll() {
+  if (stopped) return;
+  if (document.hidden) { paused = true; return; }
+  let resp;
+  try {
+    resp = await fetch(statusUrl, { headers: { Accept: 'application/json' }, cache: 'no-store' });
+  } catch (err) {
+    delay = Math.min(delay * 2, MAX_TROUBLE);
+    schedule(delay);
+    return;
+  }
+  if (resp.status === 404 || resp.status === 410) { stop(0); return; } // the page says why
+  if (resp.status === 429) {
+    const wait = parseInt(resp.headers.get('Retry-After') || '', 10);
+    schedule(1000 * (wait > 0 ? wait : 30));
+    return;
+  }
+  if (!resp.ok) {
+    delay = Math.min(delay * 2, MAX_TROUBLE);
+    schedule(delay);
+    return;
+  }
+  let view;
+  try { view = await resp.json(); } catch (err) { schedule(MAX_TROUBLE); return; }
+  const seen = show(view);
+  if (!LIVE.includes(view.status)) {
+    if (bar && view.status === 'done') { bar.value = 100; text.textContent = 'Done: 100 %'; }
+    stop(view.status === 'done' ? 400 : 0);
+    return;
+  }
+  if (seen !== lastSeen) {
+    lastSeen = seen;
+    delay = FAST;
+  } else {
+    delay = Math.min(delay * 1.5, view.status === 'queued' ? MAX_QUEUED : MAX_RUNNING);
+  }
+  schedule(delay);
+}
 
+document.addEventListener('visibilitychange', () => {
+  if (!document.hidden && paused && !stopped) {
+    paused = false;
+    delay = FAST;
+    poll();
+  }
+});
+
+if (LIVE.includes(section.dataset.status)) schedule(FAST);
+
+// the countdown to automatic deletion; when it is up, the page shows what is left
 const left = document.getElementById('time-left');
 const expires = section.dataset.expires;
 if (left && expires) {
   const at = Date.parse(expires);
+  let ticker = null;
   const tick = () => {
     const s = Math.max(0, Math.round((at - Date.now()) / 1000));
     const m = Math.ceil(s / 60);
-    left.textContent = s <= 0 ? 'now' : `in ${m} minute${m === 1 ? '' : 's'}`;
+    if (s <= 0) {
+      left.textContent = 'now';
+      clearInterval(ticker);
+      // the sweeper deletes it at (or just before) this time: show that state
+      setTimeout(() => window.location.reload(), 5000);
+      return;
+    }
+    left.textContent = s < 60 ? `in ${s} seconds` : `in ${m} minute${m === 1 ? '' : 's'}`;
   };
   tick();
-  setInterval(tick, 15000);
+  ticker = setInterval(tick, 1000);
 }

@@ -36,7 +36,12 @@ function describe(files) {
   return `${files.length} file${files.length === 1 ? '' : 's'} chosen (${mb} MB).`;
 }
 
-function update() { chosen.textContent = describe(currentFiles()); }
+function update() {
+  const files = currentFiles();
+  chosen.textContent = describe(files);
+  const refusal = files.length ? tooMuch(files) : null;
+  if (refusal) fail(refusal); else errorEl.hidden = true;
+}
 folderInput.addEventListener('change', () => { dropped = null; filesInput.value = ''; update(); });
 filesInput.addEventListener('change', () => { dropped = null; folderInput.value = ''; update(); });
 
@@ -85,11 +90,32 @@ function fail(message) {
   submit.disabled = false;
 }
 
+// what the server would refuse, said before a byte is sent
+function tooMuch(files) {
+  const maxBytes = Number(form.dataset.maxBytes || 0);
+  const maxFiles = Number(form.dataset.maxFiles || 0);
+  const bytes = files.reduce((n, f) => n + f.size, 0);
+  // each file is a form part with a few hundred bytes of headers
+  const body = bytes + 400 * files.length + 4096;
+  const mb = n => (n / 1048576).toFixed(n < 10485760 ? 1 : 0);
+  if (maxFiles && files.length > maxFiles) {
+    return `That is ${files.length} files; this server takes at most ${maxFiles} in one upload. ` +
+      'Choose the folder of one series, or fewer files.';
+  }
+  if (maxBytes && body > maxBytes) {
+    return `That is ${mb(bytes)} MB; this server takes at most ${mb(maxBytes)} MB in one upload. ` +
+      'Choose the folder of one series, or a zip of it.';
+  }
+  return null;
+}
+
 form.addEventListener('submit', e => {
   e.preventDefault();
   errorEl.hidden = true;
   const files = currentFiles();
   if (!files.length) { fail('Choose a folder, a zip or DICOM files first.'); return; }
+  const refusal = tooMuch(files);
+  if (refusal) { fail(refusal); return; }
   const data = new FormData();
   for (const [name, value] of new FormData(form)) {
     if (name !== 'files') data.append(name, value);
