@@ -115,6 +115,8 @@ class Service:
 
     def _view(self, row):
         status = row["status"]
+        if status == "done" and self.store.meta("result", row["id"]) is None:
+            status = "deleted"  # gone at its deadline (or with a Redis store's restart)
         progress = {"stage": status, "percent": 100.0 if status in ("done", "failed") else 0.0}
         if status in ("queued", "running"):
             meta = _job_meta(self.ctx, row["id"])

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .submit import new_id, object_of
 
@@ -43,9 +43,12 @@ class Swept:
     bytes: int = 0
     late: int = 0
     failed: bool = False
+    ids: list = field(default_factory=list)
 
-    def add(self, size, deadline, now):
+    def add(self, size, deadline, now, object_id=None):
         self.deleted += 1
+        if object_id:
+            self.ids.append(object_id)
         self.bytes += int(size or 0)
         if deadline is not None and now > deadline + 1.0:
             self.late += 1
@@ -106,7 +109,7 @@ def _purge_store(ctx, kind, now, ended, reason=_reason) -> Swept:
             continue  # another sweeper (or the worker) got there first
         ctx.records.record_deletion(kind, entry.object_id, size, entry.created, entry.deadline,
                                     reason(row), now=now)
-        swept.add(size, entry.deadline, now)
+        swept.add(size, entry.deadline, now, entry.object_id)
     return swept
 
 
@@ -119,11 +122,15 @@ def purge_inputs(ctx, now=None) -> Swept:
 
 
 def purge_results(ctx, now=None) -> Swept:
-    """Delete results at their deadline, or at once when their job was deleted."""
-    return _purge_store(ctx, "result", now,
-                        lambda row: row is not None and row["status"] == "deleted",
-                        lambda row: "user-request" if row and row["status"] == "deleted"
-                        else "expired")
+    """Delete results at their deadline, or at once when their job was deleted;
+    a job whose model went at its deadline is ``deleted`` from then on."""
+    swept = _purge_store(ctx, "result", now,
+                         lambda row: row is not None and row["status"] == "deleted",
+                         lambda row: "user-request" if row and row["status"] == "deleted"
+                         else "expired")
+    for object_id in swept.ids:
+        ctx.records.set_job(object_id, only_if=("done",), status="deleted")
+    return swept
 
 
 def record_lost(ctx, now=None) -> Swept:
@@ -150,6 +157,8 @@ def record_lost(ctx, now=None) -> Swept:
             if ctx.records.record_deletion(kind, row["id"], size or 0, row["created"], deadline,
                                            reason, now=min(now, deadline)):
                 swept.add(size, deadline, min(now, deadline))
+                if kind == "result":
+                    ctx.records.set_job(row["id"], only_if=("done",), status="deleted")
     return swept
 
 

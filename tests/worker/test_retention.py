@@ -68,6 +68,9 @@ def test_results_go_by_their_deadline(env_factory, store_kind, database_url, ser
     finished = env.service.records.job(view["id"])["finished"]
     assert env.ctx.store.meta("result", view["id"]) is not None
     _watch_until_gone(env, view["id"], finished + RETENTION, kinds=("input", "result"))
+    gone = env.service.get_job(view["id"], owner=OWNER)
+    assert gone["status"] == "deleted" and gone["expires_at"] is None
+    assert env.service.records.job(view["id"])["status"] == "deleted"
     rows = {(r["kind"], r["reason"]): r for r in env.service.records.ledger()
             if r["object_id"].startswith(view["id"])}
     assert set(rows) == {("input", "converted"), ("result", "expired"),
