@@ -78,6 +78,7 @@ def create_app(test_config=None):
 
     app.jinja_env.filters["utc"] = _utc
     app.jinja_env.filters["stage"] = stage_label
+    app.jinja_env.filters["sentence"] = problems.sentence
     app.after_request(security.add_headers)
     app.after_request(_record_access)
     return app

@@ -28,7 +28,7 @@ JOB_FIELDS = ("id", "status", "progress", "report", "error", "created_at", "expi
 def _auth_lock() -> FailureLock:
     cfg = current_app.config
     return FailureLock(service().redis, "api-auth", cfg["EPHEMESH_API_MAX_AUTH_FAILURES"],
-                       cfg["EPHEMESH_LOCKOUT_SECONDS"])
+                       cfg["EPHEMESH_LOCKOUT_SECONDS"], fail_open=True)
 
 
 @bp.before_request

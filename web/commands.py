@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 
 def register(subparsers) -> None:
@@ -41,10 +42,45 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
-def _on_sigterm(signum, frame):  # noqa: ARG001
+_stopping = threading.Event()
+
+
+def _on_stop_signal(signum, frame):  # noqa: ARG001
     # KeyboardInterrupt is what waitress's loop lets through (wherever in the
     # loop it lands) and then stops on, as on Ctrl-C
+    _stopping.set()
     raise KeyboardInterrupt
+
+
+def _dead_part(runtime) -> str | None:
+    """What of the runtime has exited by itself, worded for one line, or None."""
+    for proc in runtime.children:
+        if proc.poll() is not None:
+            name = ("the sweeper's clock (cron)" if "cron" in proc.args
+                    else "the conversion workers")
+            return f"{name} exited (code {proc.returncode})"
+    if runtime.redis is not None and runtime.redis.proc is not None \
+            and runtime.redis.proc.poll() is not None:
+        return f"the private Redis exited (code {runtime.redis.proc.returncode})"
+    return None
+
+
+def _watch(runtime, failures: list, period: float = 1.0) -> threading.Thread:
+    """A part that dies stops everything (and ``serve`` exits non-zero, so
+    a service manager starts it again): without the workers nothing is
+    converted, without cron nothing is deleted on time, without Redis
+    nothing works."""
+    def run():
+        while not _stopping.wait(period):
+            dead = _dead_part(runtime)
+            if dead and not _stopping.is_set():
+                failures.append(dead)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    thread = threading.Thread(target=run, name="ephemesh-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 class _Refusal(Exception):
@@ -119,9 +155,10 @@ def run_serve(args) -> int:
         return _fail("--workers must be 0 (one per core) or more", 2)
     if args.threads < 1:
         return _fail("--threads must be 1 or more", 2)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _stopping.clear()
     runtime = server = None
-    sockets = []
+    sockets, failures = [], []
     try:
         # everything that can be refused is checked before anything starts
         settings = _check_settings()
@@ -145,6 +182,7 @@ def run_serve(args) -> int:
         runtime = Runtime(settings)
         if not args.no_workers:
             runtime.start(workers=args.workers)
+            _watch(runtime, failures)
         settings = runtime.settings
         os.environ.update(settings.as_env())
 
@@ -165,7 +203,9 @@ def run_serve(args) -> int:
     except OSError as exc:
         return _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _stopping.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if server is not None:
             print("ephemesh: stopping", file=sys.stderr, flush=True)
             server.close()
@@ -174,6 +214,8 @@ def run_serve(args) -> int:
                 sock.close()
         if runtime is not None:
             runtime.stop()
+    if failures:
+        return _fail(f"{failures[0]}; everything was stopped (start ephemesh serve again)")
     return 0
 
 

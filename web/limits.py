@@ -43,6 +43,10 @@ def make_limiter(app, redis_url: str) -> Limiter:
         headers_enabled=True,
         strategy="fixed-window",
         enabled=cfg.get("RATELIMIT_ENABLED", True),
+        # Redis down (restarting): count in this process until it is back,
+        # rather than failing every request, pages that need no Redis included
+        in_memory_fallback_enabled=True,
+        swallow_errors=True,
     )
     return limiter
 
@@ -62,23 +66,39 @@ def apply_limits(app, limiter: Limiter) -> None:
 
 
 class FailureLock:
-    """Too many failures for a subject (an account, an address) lock it."""
+    """Too many failures for a subject (an account, an address) lock it.
 
-    def __init__(self, redis, scope: str, max_failures: int, seconds: int):
+    With ``fail_open`` an unreachable Redis counts nothing and locks nothing
+    (API keys: 256 random bits, and the in-process rate limit still counts);
+    without it, the Redis error goes up (admin logins: 503)."""
+
+    def __init__(self, redis, scope: str, max_failures: int, seconds: int,
+                 fail_open: bool = False):
         self.redis, self.scope = redis, scope
         self.max_failures, self.seconds = max_failures, seconds
+        self.fail_open = fail_open
+
+    def _guard(self, call, default):
+        from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004, PLC0415
+
+        try:
+            return call()
+        except (ConnectionError, TimeoutError):
+            if not self.fail_open:
+                raise
+            return default
 
     def _key(self, subject: str) -> str:
         return f"ephemesh:lock:{self.scope}:{pseudonym(subject)}"
 
     def locked(self, *subjects) -> bool:
         keys = [self._key(s) for s in subjects]
-        values = self.redis.mget(keys) if keys else []
+        values = self._guard(lambda: self.redis.mget(keys), []) if keys else []
         return any(int(v or 0) >= self.max_failures for v in values)
 
     def retry_after(self, *subjects) -> int:
         """Seconds until every locked subject is free again (at least 1)."""
-        ttls = [self.redis.ttl(self._key(s)) for s in subjects]
+        ttls = [self._guard(lambda s=s: self.redis.ttl(self._key(s)), 0) for s in subjects]
         return max([t for t in ttls if t and t > 0] + [1])
 
     def fail(self, *subjects) -> bool:
@@ -88,7 +108,7 @@ class FailureLock:
             key = self._key(s)
             pipe.incr(key)
             pipe.expire(key, self.seconds)
-        counts = pipe.execute()[::2]
+        counts = self._guard(pipe.execute, [])[::2]
         return any(c >= self.max_failures for c in counts)
 
     def clear(self, subject) -> None:

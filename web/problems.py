@@ -25,8 +25,13 @@ HTTP_CODES = {
     413: ("too_large", "The upload is larger than this service accepts."),
     415: ("unsupported_media_type", "This content type is not accepted here."),
     429: ("rate_limited", "Too many requests; wait a little and try again."),
-    500: ("internal_error", "Something went wrong on our side; nothing was kept."),
+    500: ("internal_error", "Something went wrong on our side. Try again; anything you sent is "
+          "deleted on schedule all the same."),
+    503: ("unavailable", "The conversion queue cannot be reached just now; try again in a "
+          "minute. Anything you sent is deleted on schedule all the same."),
 }
+#: seconds a client is asked to wait when the queue (Redis) is unreachable
+UNAVAILABLE_RETRY_S = 30
 
 
 class Refused(Exception):
@@ -65,7 +70,18 @@ def page(status: int, code: str, detail: str, headers=None) -> Response:
     return resp
 
 
+def sentence(text) -> str:
+    """A message fragment (the worker's and converter's are lower case, no
+    stop) as a sentence: capital first letter, final stop."""
+    text = str(text or "").strip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text[-1] in ".!?" else text + "."
+
+
 def respond(status: int, code: str, detail: str, headers=None) -> Response:
+    detail = sentence(detail)
     if wants_problem_json():
         return problem(status, code, detail, headers)
     return page(status, code, detail, headers)
@@ -105,6 +121,17 @@ def register(app) -> None:
         elif status == 405:
             headers["Allow"] = ", ".join(sorted(exc.valid_methods or ()))
         return respond(status, code, detail, headers)
+
+    from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
+    from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: PLC0415
+
+    @app.errorhandler(RedisConnectionError)
+    @app.errorhandler(RedisTimeoutError)
+    def _unavailable(exc):  # noqa: ARG001 - its text names only the Redis address
+        app.logger.error("Redis unreachable on %s", request.url_rule.rule if request.url_rule
+                         else "an unmatched route")
+        code, detail = HTTP_CODES[503]
+        return respond(503, code, detail, {"Retry-After": str(UNAVAILABLE_RETRY_S)})
 
     @app.errorhandler(Exception)
     def _unexpected(exc):  # noqa: ARG001 - the text may hold anything; never shown or logged

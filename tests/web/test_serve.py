@@ -254,3 +254,28 @@ def test_serve_refuses_in_one_line_before_starting_anything(tmp_path, case):
     assert took < 15, took
     # nothing was started: no Redis socket, no worker ever logged
     assert not (tmp_path / "svc" / "data" / "redis.sock").exists()
+
+
+@pytest.mark.parametrize("part", ["cron", "redis-server"])
+def test_a_part_that_dies_stops_everything_with_one_line(tmp_path, part):
+    """Without cron nothing is deleted on time, without Redis nothing works:
+    serve must not go on answering as if all were well, but stop everything
+    and exit non-zero (a service manager then starts it again)."""
+    import signal
+
+    served = Served(tmp_path / "svc", workers=1).start()
+    children = psutil.Process(served.proc.pid).children(recursive=True)
+    victim = next(p for p in children if part in " ".join(p.cmdline()))
+    os.kill(victim.pid, signal.SIGKILL)
+    try:
+        code = served.proc.wait(30)
+    except subprocess.TimeoutExpired:
+        code = None
+    finally:
+        served.stop()
+    assert code not in (None, 0), served.log()
+    errors = [line for line in served.log().splitlines() if line.startswith("ephemesh: error:")]
+    assert len(errors) == 1 and "exited" in errors[0], served.log()
+    for child in children:
+        assert not psutil.pid_exists(child.pid) or \
+            psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE
