@@ -146,6 +146,13 @@ def get_batch(batch_id):
     return jsonify(_batch_json(_own_batch(batch_id)))
 
 
+@bp.delete("/batches/<batch_id>")
+def delete_batch(batch_id):
+    if not service().delete_batch(batch_id, owner=g.owner):
+        raise Refused("not_found", "There is no such batch for this key.", 404)
+    return Response(status=204)
+
+
 @bp.get("/batches/<batch_id>/result")
 def batch_result(batch_id):
     view = _own_batch(batch_id)
@@ -153,12 +160,17 @@ def batch_result(batch_id):
         raise Refused("not_ready", "The batch is still being split into series.", 409)
     if view["status"] == "failed":
         raise Refused("not_ready", "The batch failed; it has no results.", 409)
+    if view["status"] == "deleted":
+        raise Refused("gone", "The batch has been deleted.", 410)
     owner = g.owner
     svc = service()
     jobs = [as_seen(j) for j in view.get("jobs") or []]
     # written at the end of the zip, after the models: it names only what is in it
     manifest = {"batch": batch_id, "jobs": [
-        {"n": n, "id": j["id"], "status": j["status"], "file": None}
+        {"n": n, "id": j["id"], "status": j["status"], "file": None,
+         # which series it is: the safe description (no UID, no text from the files)
+         "series": ((j.get("report") or {}).get("series") or {}).get("chosen"),
+         "error": j.get("error")}
         for n, j in enumerate(jobs, 1)]}
 
     def results():

@@ -12,16 +12,24 @@ import functools
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
-def _problem(description):
-    return {"description": description, "content": PROBLEM}
+RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                               "schema": {"type": "integer"}}}
+
+
+def _problem(description, retry=False):
+    out = {"description": description, "content": PROBLEM}
+    if retry:
+        out["headers"] = RETRY_AFTER
+    return out
 
 
 def _errors(*statuses):
     text = {400: "Bad input (see `code`)", 401: "Missing or bad API key",
             404: "No such job or batch for this key", 405: "Method not allowed",
             409: "Not ready", 410: "Deleted", 413: "Upload too large or too many parts",
-            415: "Not multipart/form-data", 429: "Rate limited or blocked"}
-    return {str(s): _problem(text[s]) for s in statuses}
+            415: "Not multipart/form-data", 429: "Rate limited or blocked (see Retry-After)",
+            503: "The queue is unreachable for a moment (see Retry-After)"}
+    return {str(s): _problem(text[s], retry=s in (429, 503)) for s in statuses}
 
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
@@ -59,6 +67,15 @@ def _upload_body(with_series: bool):
 
 SCHEMAS = {
     "Problem": {
+        "description": "A refusal (RFC 9457). `code` is stable; `detail` is for people. Codes: "
+        "`missing_key`, `invalid_key`, `too_many_failures` (address blocked after bad keys), "
+        "`rate_limited`, `not_found`, `not_ready`, `gone`, `method_not_allowed`, "
+        "`unsupported_media_type`, `unknown_field`, `invalid_option` and `invalid_<field>` "
+        "(e.g. `invalid_threshold`), `no_files`, `not_dicom`, `dicomdir_only`, "
+        "`unsupported_archive`, `bad_archive`, `nested_archive`, `zip_symlink`, `zip_encrypted`, "
+        "`zip_unsupported`, `zip_too_many_entries`, `zip_too_large`, `zip_ratio`, `too_large`, "
+        "`too_many_parts`, `too_many_files`, `bad_request`, `headers_too_large`, "
+        "`not_implemented`, `unavailable`, `internal_error`.",
         "type": "object", "required": ["type", "title", "status", "code", "detail"],
         "properties": {"type": {"type": "string"}, "title": {"type": "string"},
                        "status": {"type": "integer"}, "code": {"type": "string"},
@@ -125,35 +142,39 @@ def document() -> dict:
                 "requestBody": _upload_body(True),
                 "responses": {"202": {"description": "Accepted", "content": job_json,
                                       "headers": {"Location": {"schema": {"type": "string"}}}},
-                              **_errors(400, 401, 413, 415, 429)}}},
+                              **_errors(400, 401, 413, 415, 429, 503)}}},
             "/jobs/{job_id}": {
                 "parameters": [JOB_ID],
                 "get": {"operationId": "getJob", "summary": "A job's status and report",
                         "responses": {"200": {"description": "The job", "content": job_json},
-                                      **_errors(401, 404, 429)}},
+                                      **_errors(401, 404, 429, 503)}},
                 "delete": {"operationId": "deleteJob",
                            "summary": "Delete the upload and the result now",
                            "responses": {"204": {"description": "Deleted"},
-                                         **_errors(401, 404, 429)}}},
+                                         **_errors(401, 404, 429, 503)}}},
             "/jobs/{job_id}/result": {
                 "parameters": [JOB_ID],
                 "get": {"operationId": "getJobResult", "summary": "The STL",
                         "responses": {"200": {"description": "Binary STL (attachment)",
                                               "content": {"model/stl": {"schema": {
                                                   "type": "string", "format": "binary"}}}},
-                                      **_errors(401, 404, 409, 410, 429)}}},
+                                      **_errors(401, 404, 409, 410, 429, 503)}}},
             "/batches": {"post": {
                 "operationId": "createBatch",
                 "summary": "Convert every series in a zip (one job per series)",
                 "requestBody": _upload_body(False),
                 "responses": {"202": {"description": "Accepted", "content": batch_json,
                                       "headers": {"Location": {"schema": {"type": "string"}}}},
-                              **_errors(400, 401, 413, 415, 429)}}},
+                              **_errors(400, 401, 413, 415, 429, 503)}}},
             "/batches/{batch_id}": {
                 "parameters": [BATCH_ID],
                 "get": {"operationId": "getBatch", "summary": "A batch and its jobs",
                         "responses": {"200": {"description": "The batch", "content": batch_json},
-                                      **_errors(401, 404, 429)}}},
+                                      **_errors(401, 404, 429, 503)}},
+                "delete": {"operationId": "deleteBatch",
+                           "summary": "Delete the upload and every job's model now",
+                           "responses": {"204": {"description": "Deleted"},
+                                         **_errors(401, 404, 429, 503)}}},
             "/batches/{batch_id}/result": {
                 "parameters": [BATCH_ID],
                 "get": {"operationId": "getBatchResult",
@@ -161,7 +182,7 @@ def document() -> dict:
                         "responses": {"200": {"description": "Zip stream",
                                               "content": {"application/zip": {"schema": {
                                                   "type": "string", "format": "binary"}}}},
-                                      **_errors(401, 404, 409, 429)}}},
+                                      **_errors(401, 404, 409, 410, 429, 503)}}},
             "/openapi.json": {"get": {
                 "operationId": "openapi", "summary": "This document", "security": [],
                 "responses": {"200": {"description": "OpenAPI 3 document",

@@ -124,7 +124,7 @@ def test_upload_must_be_multipart_with_files(client, auth):
 
 
 def test_a_batch_makes_one_job_per_series_and_zips_the_results(client, auth, workers,
-                                                               two_series_zip):
+                                                               two_series_zip, settings):
     resp = client.post("/api/v1/batches", data={"files": (io.BytesIO(two_series_zip), "b.zip"),
                                                 "preset": "bone"},
                        headers=auth, content_type="multipart/form-data")
@@ -154,10 +154,23 @@ def test_a_batch_makes_one_job_per_series_and_zips_the_results(client, auth, wor
         assert len(stls) == 2 and "manifest.json" in names
         for name in stls:
             assert zf.read(name)[:8] == b"ephemesh"
+        manifest = __import__("json").loads(zf.read("manifest.json"))
+    # the manifest says which series each model is (safely: sizes, no UIDs)
+    assert sorted(e["series"]["slices"] for e in manifest["jobs"]) == [16, 20]
+    assert sorted(e["file"] for e in manifest["jobs"]) == sorted(stls)
 
     other = {"Authorization": f"Bearer {client.application.extensions['ephemesh.service'].records.create_key('o')[1]}"}
     assert client.get(batch["links"]["self"], headers=other).status_code == 404
     assert client.get(batch["links"]["result"], headers=other).status_code == 404
+    assert client.delete(batch["links"]["self"], headers=other).status_code == 404
+    # delete now: the batch and every job's model
+    assert client.delete(batch["links"]["self"], headers=auth).status_code == 204
+    view = client.get(batch["links"]["self"], headers=auth).json
+    assert view["status"] == "deleted"
+    assert [j["status"] for j in view["jobs"]] == ["deleted", "deleted"]
+    assert client.get(view["jobs"][0]["links"]["result"], headers=auth).status_code == 410
+    assert client.get(batch["links"]["result"], headers=auth).status_code == 410
+    assert store_objects(settings) == []
 
 
 def test_usage_is_recorded_per_key_without_payload(client, auth, records, series_files):
