@@ -4,6 +4,7 @@ drawn here, no script), CSV and JSON."""
 from __future__ import annotations
 
 import csv
+import datetime
 import io
 import time
 
@@ -39,14 +40,23 @@ def per_day(report_rows) -> list[dict]:
     return [days[k] for k in sorted(days)]
 
 
-def chart(report_rows, width=640, height=240) -> dict:
+def chart(report_rows, width=640, height=240, today: str | None = None) -> dict:
     """Coordinates for the SVG chart: bars of deletions per day, a line of the
-    oldest age at deletion per day, and the one-hour line (right axis)."""
-    days = per_day(report_rows)[-30:]
+    oldest age at deletion per day, and the one-hour line (right axis).
+
+    The x axis is the calendar (7 to 30 days up to today), so one busy day
+    is one slim bar, and quiet days are gaps."""
+    data = {d["day"]: d for d in per_day(report_rows)}
+    end = datetime.date.fromisoformat(today or time.strftime("%Y-%m-%d", time.gmtime()))
+    if data:
+        end = max(end, datetime.date.fromisoformat(max(data)))
+    first = datetime.date.fromisoformat(min(data)) if data else end
+    span = max(7, min(30, (end - first).days + 1))
+    calendar = [(end - datetime.timedelta(days=span - 1 - i)).isoformat() for i in range(span)]
+    days = [data[day] for day in calendar if day in data]
     left, right, top, bottom = 48, 56, 16, 40
     plot_w, plot_h = width - left - right, height - top - bottom
-    n = max(len(days), 1)
-    slot = plot_w / n
+    slot = plot_w / span
     max_count = max([d["count"] for d in days] + [1])
     max_age = max([d["oldest_age_s"] for d in days] + [HOUR * 1.25])
 
@@ -56,18 +66,20 @@ def chart(report_rows, width=640, height=240) -> dict:
     def y_age(v):
         return top + plot_h - plot_h * v / max_age
 
-    bars, points = [], []
-    for i, d in enumerate(days):
+    bars, points, labels = [], [], []
+    step = -(-span // 8)  # at most 8 dates under the axis, today's always
+    for i, day in enumerate(calendar):
         x = left + i * slot
+        if (span - 1 - i) % step == 0:
+            labels.append({"x": round(x + slot / 2, 1), "text": day[5:]})
+        d = data.get(day)
+        if d is None:
+            continue
         bars.append({"x": round(x + slot * 0.15, 1), "y": round(y_count(d["count"]), 1),
                      "w": round(slot * 0.7, 1),
                      "h": round(top + plot_h - y_count(d["count"]), 1),
                      "late": d["late"] > 0, "day": d["day"], "count": d["count"]})
         points.append((round(x + slot / 2, 1), round(y_age(d["oldest_age_s"]), 1)))
-    labels = [{"x": b["x"] + b["w"] / 2, "text": b["day"][5:]} for b in bars]
-    if len(labels) > 10:
-        step = -(-len(labels) // 10)
-        labels = labels[::step]
     return {
         "width": width, "height": height, "left": left, "top": top,
         "plot_w": plot_w, "plot_h": plot_h, "bottom_y": top + plot_h,

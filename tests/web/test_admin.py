@@ -51,7 +51,7 @@ def test_admin_pages_need_a_login(client):
 def test_purge_report_table_chart_and_downloads(admin, records):
     _ledger(records)
     html = admin.get("/admin/").get_data(as_text=True)
-    assert '<table class="purges"' in html
+    assert '<table class="purges' in html
     assert html.count('<tr class="late">') == 1
     assert "1 late" in html
     assert "<svg" in html and 'class="hour"' in html and "1 h" in html
@@ -71,6 +71,20 @@ def test_purge_report_table_chart_and_downloads(admin, records):
     assert len(body["rows"]) == len(rows)
     assert sum(r["late"] for r in body["rows"]) == 1
     assert admin.get("/admin/purges.csv").headers["Cache-Control"] == "no-store"
+
+
+def test_the_chart_is_a_calendar(records):
+    """One day with deletions is one slim bar on a week's axis (not a bar
+    across the whole chart); days without deletions are gaps."""
+    from web import reports
+
+    now = time.time()
+    records.record_deletion("input", "job-c-000003", 10, now - 60, now + 3540, "converted",
+                            now=now)
+    chart = reports.chart(reports.rows(records, 30))
+    assert len(chart["bars"]) == 1 and len(chart["labels"]) == 7
+    assert chart["bars"][0]["w"] <= chart["plot_w"] / 7
+    assert chart["labels"][-1]["text"] == time.strftime("%m-%d", time.gmtime(now))
 
 
 def test_retention_status_shows_a_fault_when_the_sweeper_is_late(admin, records):
