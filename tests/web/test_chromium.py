@@ -122,6 +122,30 @@ def test_pages_fit_a_phone_and_work_by_keyboard(browser, service):
     assert "None of the files is a DICOM file" in page.text_content("#upload-error")
     assert page.get_attribute("#upload-error", "role") == "alert"
     assert errors == [] or all("400" in e for e in errors), errors
+    # the admin pages, logged in, with a new key shown and rows in every table
+    from worker.config import Settings
+    from worker.records import Records
+    records = Records(Settings.from_env({"EPHEMESH_DATA_DIR": str(service.root / "data")}
+                                        ).database_url)
+    records.add_admin("ada", "correct horse battery")
+    records.record_deletion("input", "job-x-000001", 1234, time.time() - 60,
+                            time.time() + 3540, "converted")
+    records.close()
+    page.goto(service.url + "/admin/login")
+    page.fill("#name", "ada")
+    page.fill("#password", "correct horse battery")
+    page.click("button.primary")
+    page.wait_for_url("**/admin/")
+    page.goto(service.url + "/admin/keys")
+    page.fill("#key-name", "a rather long name for a key of the lab's scripts")
+    page.click("text=Create a key")
+    page.wait_for_selector("#new-key")
+    for path in (None, "/admin/", "/admin/audit"):
+        if path:
+            page.goto(service.url + path)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - "
+                                 "document.documentElement.clientWidth")
+        assert overflow <= 0, (path or "/admin/keys", overflow)
     context.close()
 
 
