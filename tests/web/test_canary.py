@@ -37,12 +37,14 @@ def _canaries():
     }
 
 
-def _series(tmp_path, c, n):
+def _series(tmp_path, c, n, kind="sphere", second=False):
     folder = G.make_series_dir(
-        tmp_path / f"s{n}", "sphere", size=(16, 24, 24), patient_name=c["patient_name"],
-        patient_id=c["patient_id"], study_uid=c["study_uid"], series_uid=c["series_uid"],
-        sop_uid_prefix=c["sop_uid_prefix"], series_description=c["series_description"],
-        private_value=c["private_value"],
+        tmp_path / f"s{n}{'b' if second else ''}", kind, size=(16, 24, 24),
+        patient_name=c["patient_name"], patient_id=c["patient_id"], study_uid=c["study_uid"],
+        series_uid=c["series_uid"] + ("9" if second else ""),
+        sop_uid_prefix=c["sop_uid_prefix"] + ("9" if second else ""),
+        series_description=c["series_description"], private_value=c["private_value"],
+        series_number=2 if second else 1,
         extra={"AccessionNumber": c["accession"], "InstitutionName": c["institution"]})
     return [p.read_bytes() for p in sorted(folder.iterdir())]
 
@@ -103,9 +105,27 @@ def test_no_canary_reaches_any_sink(tmp_path):
         keep(browser.get(job_url))
         stl = keep(browser.get(job_url + "/model.stl")).content
         header = stl[:80]
-        # query strings and paths holding canaries
-        keep(browser.get(job_url + f"?name={c['patient_name']}"))
+        # query strings, paths and request headers holding canaries
+        keep(browser.get(job_url + f"?name={c['patient_name']}",
+                         headers={"User-Agent": c["patient_id"], "X-Forwarded-For": c["accession"],
+                                  "Referer": f"http://x/{c['file_name']}"}))
         keep(browser.get(base + f"/{c['file_name']}/x"))
+
+        # 1b. the browser, two series of one study: listed, one chosen, converted
+        c = _canaries()
+        plants.append(c)
+        files = _series(tmp_path, c, 5) + _series(tmp_path, c, 5, "box", second=True)
+        resp = keep(browser.post(base + "/jobs", data={"csrf_token": token},
+                                 files=[("files", (f"{c['file_name']}-{i}.dcm", f))
+                                        for i, f in enumerate(files)],
+                                 allow_redirects=False))
+        pick_url = base + resp.headers["Location"]
+        assert _wait(lambda: keep(browser.get(pick_url + "/status")).json())["status"] == "choosing"
+        listing = keep(browser.get(pick_url)).text
+        assert "Several series were found" in listing
+        keep(browser.post(pick_url + "/series", data={"csrf_token": token, "series": "2"}))
+        assert _wait(lambda: keep(browser.get(pick_url + "/status")).json())["status"] == "done"
+        keep(browser.get(pick_url))
 
         # 2. the API: a zip whose member names are canaries, converted; a batch
         c = _canaries()
@@ -121,11 +141,24 @@ def test_no_canary_reaches_any_sink(tmp_path):
         keep(requests.delete(base + job["links"]["self"], headers=auth))
         c = _canaries()
         plants.append(c)
+        two = _series(tmp_path, c, 3) + _series(tmp_path, c, 3, "box", second=True)
         resp = keep(requests.post(base + "/api/v1/batches", headers=auth,
                                   files=[("files", (f"{c['file_name']}.zip",
-                                                    _zip(_series(tmp_path, c, 3), c["member_name"])))]))
+                                                    _zip(two, c["member_name"])))]))
         assert resp.status_code == 202
-        _wait(lambda: keep(requests.get(base + resp.json()["links"]["self"], headers=auth)).json())
+        batch = resp.json()
+
+        def batch_done():
+            view = keep(requests.get(base + batch["links"]["self"], headers=auth)).json()
+            ended = view["status"] == "ready" and len(view["jobs"]) == 2 and all(
+                j["status"] in ("done", "failed") for j in view["jobs"])
+            return dict(view, status="done" if ended else "splitting")
+
+        _wait(batch_done)
+        archive = keep(requests.get(base + batch["links"]["result"], headers=auth)).content
+        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+            batch_text = "\n".join(zf.namelist()) + zf.read("manifest.json").decode()
+            assert len([n for n in zf.namelist() if n.endswith(".stl")]) == 2
 
         # 3. uploads that fail in the worker, and ones refused at the door
         c = _canaries()
@@ -163,6 +196,12 @@ def test_no_canary_reaches_any_sink(tmp_path):
     finally:
         code = served.stop()
     assert code == 0
+    # every byte left under the service's directory (store, spool, Redis's
+    # dir, the database, the log): an upload left behind would show here
+    left = []
+    for path in (tmp_path / "svc").rglob("*"):
+        if path.is_file() and not path.is_socket():
+            left.append(path.read_bytes().decode("latin-1"))
 
     # --- sinks after the run: logs, every table, the database file
     db_path = tmp_path / "svc" / "data" / "ephemesh.db"
@@ -180,11 +219,13 @@ def test_no_canary_reaches_any_sink(tmp_path):
         "response headers": json.dumps(headers_seen),
         "response bodies": "\n".join(bodies),
         "stl headers": (header + header2).decode("latin-1"),
+        "batch zip names and manifest": batch_text,
+        "files left in the service's directory": "\n".join(left),
         "store and data dir names": "\n".join(store),
     }
     planted = [v for c in plants for v in c.values()]
     hits = {sink: [v for v in planted if v in text or v.lower() in text.lower()]
             for sink, text in sinks.items()}
     hits = {k: v for k, v in hits.items() if v}
-    assert len(planted) == 44
+    assert len(planted) == 55
     assert hits == {}, hits
