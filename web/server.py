@@ -142,7 +142,11 @@ def make_server(app, sockets, *, threads: int):
         app, sockets=sockets, threads=threads, ident="ephemesh",
         # waitress refuses a Content-Length >= this before reading the body
         max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1,
-        clear_untrusted_proxy_headers=True)
+        # with no proxy declared, X-Forwarded-* are a client's lies: dropped;
+        # behind EPHEMESH_TRUSTED_PROXIES hops the app's ProxyFix reads them
+        # (dropping them here would make every client the proxy's address:
+        # one rate limit and one lock for everybody)
+        clear_untrusted_proxy_headers=not app.config["EPHEMESH_TRUSTED_PROXIES"])
     # one server, or one per socket (several addresses) sharing a map
     candidates = [server, *getattr(server, "map", {}).values()]
     for candidate in candidates:

@@ -279,3 +279,45 @@ def test_a_part_that_dies_stops_everything_with_one_line(tmp_path, part):
     for child in children:
         assert not psutil.pid_exists(child.pid) or \
             psutil.Process(child.pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_behind_a_proxy_each_client_is_itself(tmp_path):
+    """Behind nginx (EPHEMESH_TRUSTED_PROXIES=1) the client is the address
+    the proxy forwards, over the scheme it forwards: its own access-log row,
+    its own rate limit, HSTS over HTTPS. Without a declared proxy the same
+    headers are ignored."""
+    import sqlite3
+
+    served = Served(tmp_path / "svc", workers=1, EPHEMESH_TRUSTED_PROXIES=1,
+                    EPHEMESH_RATE_LIMIT="3/minute").start()
+    try:
+        def get(addr):
+            return _request(served.url + "/privacy", headers={
+                "X-Forwarded-For": addr, "X-Forwarded-Proto": "https"})
+
+        status, headers, _ = get("203.0.113.7")
+        assert status == 200 and "max-age" in headers.get("Strict-Transport-Security", "")
+        assert [get("203.0.113.7")[0] for _ in range(3)] == [200, 200, 429]
+        assert get("198.51.100.9")[0] == 200  # another client, its own limit
+    finally:
+        assert served.stop() == 0, served.log()
+    db = sqlite3.connect(tmp_path / "svc" / "data" / "ephemesh.db")
+    addresses = [r[0] for r in db.execute("select ip from access_log")]
+    db.close()
+    assert addresses.count("203.0.113.7") == 4 and addresses.count("198.51.100.9") == 1
+
+
+def test_without_a_proxy_forwarded_headers_are_ignored(tmp_path):
+    import sqlite3
+
+    served = Served(tmp_path / "svc", workers=1).start()
+    try:
+        status, headers, _ = _request(served.url + "/privacy", headers={
+            "X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"})
+        assert status == 200 and "Strict-Transport-Security" not in headers
+    finally:
+        assert served.stop() == 0, served.log()
+    db = sqlite3.connect(tmp_path / "svc" / "data" / "ephemesh.db")
+    addresses = {r[0] for r in db.execute("select ip from access_log")}
+    db.close()
+    assert addresses == {"127.0.0.1"}
