@@ -20,11 +20,18 @@ these say how much one request may carry and how often it may come.
 ``EPHEMESH_UPLOAD_RATE_LIMIT``     uploads per address or key (default 30/minute)
 ``EPHEMESH_LOGIN_RATE_LIMIT``     admin login posts per address (default 20/minute)
 ``EPHEMESH_LOGIN_MAX_FAILURES``    failed admin logins before a lock (default 5)
+``EPHEMESH_API_MAX_AUTH_FAILURES`` bad API keys from one address before it
+                                   is blocked (default 20)
 ``EPHEMESH_LOCKOUT_SECONDS``       how long a lock lasts (default 900)
-``EPHEMESH_SECURE_COOKIES``        1: cookies only over HTTPS (set it behind TLS)
+``EPHEMESH_SECURE_COOKIES``        1: cookies only over HTTPS (set it behind
+                                   TLS; over plain HTTP the browser then
+                                   sends no cookie back and forms fail)
 ``EPHEMESH_TRUSTED_PROXIES``       reverse proxies in front (X-Forwarded-For hops)
 ``EPHEMESH_SPOOL_DIR``             where large upload parts spool (unnamed
-                                   files); default beside the store
+                                   files) and, under ``serve``, every
+                                   temporary file (waitress's body buffers);
+                                   default ``STORE/.spool`` (``DATA_DIR/spool``
+                                   with the Redis store): put it on a tmpfs
 =================================  =========================================
 """
 
