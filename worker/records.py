@@ -228,6 +228,18 @@ class Records:
                                           jobs.c.input_bytes)
                                    .where(jobs.c.created >= since)))
 
+    def purge_jobs(self, older_than) -> int:
+        """Forget job and batch rows created before ``older_than`` (they hold
+        opaque ids, codes and a report; nothing needs them once long ended)."""
+        with self.engine.begin() as c:
+            n = c.execute(delete(jobs).where(jobs.c.created < older_than,
+                                             jobs.c.status.in_(["done", "failed", "deleted"]))
+                          ).rowcount
+            n += c.execute(delete(batches).where(batches.c.created < older_than,
+                                                 batches.c.status.in_(["ready", "failed",
+                                                                       "deleted"]))).rowcount
+        return n
+
     # ---------------------------------------------------------------- batches
     def add_batch(self, batch_id, owner, created, deadline):
         with self.engine.begin() as c:

@@ -187,7 +187,7 @@ class Service:
 
     def _delete_job(self, row, reason):
         job_id = row["id"]
-        self.records.set_job(job_id, status="deleted", series=None)
+        self.records.set_job(job_id, status="deleted", series=None, report=None)
         for kind in ("input", "result"):
             meta = self.store.meta(kind, job_id)
             size = self.store.delete(kind, job_id)

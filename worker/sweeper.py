@@ -129,7 +129,7 @@ def purge_results(ctx, now=None) -> Swept:
                          lambda row: "user-request" if row and row["status"] == "deleted"
                          else "expired")
     for object_id in swept.ids:
-        ctx.records.set_job(object_id, only_if=("done",), status="deleted")
+        ctx.records.set_job(object_id, only_if=("done",), status="deleted", report=None)
     return swept
 
 
@@ -158,7 +158,8 @@ def record_lost(ctx, now=None) -> Swept:
                                            reason, now=min(now, deadline)):
                 swept.add(size, deadline, min(now, deadline))
                 if kind == "result":
-                    ctx.records.set_job(row["id"], only_if=("done",), status="deleted")
+                    ctx.records.set_job(row["id"], only_if=("done",), status="deleted",
+                                        report=None)
     return swept
 
 
@@ -278,7 +279,8 @@ def purge_access_log(ctx, now=None) -> Swept:
                                     count=n, now=now)
         swept.deleted = n
         swept.late = int(now > oldest + limit + 1.0)
-    ctx.records.purge_sweeps(now - limit)
+    ctx.records.purge_sweeps(now - limit)  # bookkeeping kept as long as the access log
+    ctx.records.purge_jobs(now - limit)
     return swept
 
 

@@ -70,6 +70,7 @@ def test_results_go_by_their_deadline(env_factory, store_kind, database_url, ser
     _watch_until_gone(env, view["id"], finished + RETENTION, kinds=("input", "result"))
     gone = env.service.get_job(view["id"], owner=OWNER)
     assert gone["status"] == "deleted" and gone["expires_at"] is None
+    assert gone["report"] is None  # the model's measures go with the model
     assert env.service.records.job(view["id"])["status"] == "deleted"
     rows = {(r["kind"], r["reason"]): r for r in env.service.records.ledger()
             if r["object_id"].startswith(view["id"])}
@@ -109,6 +110,12 @@ def test_access_log_rows_older_than_the_limit_are_deleted(env_factory, database_
     [row] = [r for r in records.ledger() if r["kind"] == "access-log"]
     assert row["count"] == 3 and row["reason"] == "expired"
     assert row["created"] == pytest.approx(now - 45 * day)
+    # job rows that old go too (they need not outlive the access log)
+    records.add_job("oldjob", "owner", now - 31 * day, now - 31 * day + 60)
+    records.fail_job("oldjob", "expired", "x")
+    records.add_job("newjob", "owner", now - 60, now + 3540)
+    sweeper.purge_access_log(env.ctx, now)
+    assert records.job("oldjob") is None and records.job("newjob") is not None
     # the limit can be lowered, never raised
     env2 = env_factory(database_url=database_url, access_days=7)
     assert sweeper.purge_access_log(env2.ctx, now).deleted == 1  # the 29-day row
