@@ -6,9 +6,12 @@
   no-store``.
 * Upload parts larger than 500 kB spool to unnamed temporary files in the
   spool directory (put it on a tmpfs), never to the system's ``/tmp``.
-* Client addresses are pseudonymised (HMAC under the secret key and the
-  month) wherever they are used as a key: the rate limiter, the login lock,
-  the audit log.  Only the access log holds the address itself (it is
+* Client addresses are pseudonymised wherever they are used as a key: the
+  rate limiter, the login lock, the audit log.  The pseudonym is an HMAC
+  under a random key for the month, kept only in Redis and expiring two
+  months later (every web host shares it there): once it is gone, an audit
+  row's pseudonym can no longer be linked to any address, not even by whoever
+  holds the secret key.  Only the access log holds the address itself (it is
   deleted after ``EPHEMESH_ACCESS_LOG_DAYS``).
 """
 
@@ -16,7 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import tempfile
+import threading
 import time
 
 from flask import Request, current_app, request
@@ -69,11 +74,50 @@ def client_address() -> str:
     return request.remote_addr or "unknown"
 
 
-def pseudonym(value: str, *, secret: str | None = None) -> str:
-    """HMAC-SHA256 of ``value`` under the secret key and the month (16 hex)."""
-    secret = secret or current_app.config["SECRET_KEY"]
+#: how long a month's pseudonym key lives in Redis (then old pseudonyms are unlinkable)
+SALT_TTL_S = 62 * 86400
+#: how long a web process reuses the month's key before asking Redis again
+SALT_CACHE_S = 60
+_salts: dict = {}
+_salts_lock = threading.Lock()
+
+
+def month_salt(redis, month: str) -> str:
+    """The month's random pseudonym key: made once (by whichever host asks
+    first) in Redis with a TTL, cached here for a minute.  Redis unreachable:
+    the last one known, else one for this process alone."""
+    from redis.exceptions import RedisError  # noqa: PLC0415
+
+    now = time.monotonic()
+    with _salts_lock:
+        known = _salts.get(month)
+        if known and known[1] > now:
+            return known[0]
+    key = f"ephemesh:pseudonym-key:{month}"
+    try:
+        redis.set(key, secrets.token_hex(32), nx=True, ex=SALT_TTL_S)
+        value = redis.get(key)
+        salt = value.decode() if value else None
+    except RedisError:
+        salt = None
+    with _salts_lock:
+        if salt is None:
+            salt = known[0] if known else secrets.token_hex(32)
+        _salts[month] = (salt, now + SALT_CACHE_S)
+    return salt
+
+
+def forget_salts() -> None:
+    """Drop the cached keys (tests; a key deleted in Redis is then not reused)."""
+    with _salts_lock:
+        _salts.clear()
+
+
+def pseudonym(value: str) -> str:
+    """HMAC-SHA256 of ``value`` under the month's random key (16 hex)."""
     month = time.strftime("%Y-%m", time.gmtime())
-    return hmac.new(f"{secret}|{month}".encode(), value.encode(), hashlib.sha256).hexdigest()[:16]
+    salt = month_salt(current_app.extensions["ephemesh.service"].redis, month)
+    return hmac.new(f"{salt}|{month}".encode(), value.encode(), hashlib.sha256).hexdigest()[:16]
 
 
 def address_pseudonym() -> str:

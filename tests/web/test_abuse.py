@@ -25,7 +25,8 @@ def _nothing_left(settings, redis_url):
         keys = [k.decode() for k in conn.keys("*")]
     finally:
         conn.close()
-    assert [k for k in keys if not k.startswith(("LIMITS:LIMITER/ephemesh:limit/", "ephemesh:lock:"))] == []
+    assert [k for k in keys if not k.startswith(("LIMITS:LIMITER/ephemesh:limit/", "ephemesh:lock:",
+                                                  "ephemesh:pseudonym-key:"))] == []
 
 
 def dicomdir_bytes() -> bytes:
@@ -294,3 +295,42 @@ def test_retry_after_only_where_it_means_wait(make_app, auth, api_key, series_fi
     locked = client.get("/api/v1/jobs/x", headers=auth, environ_base=env)
     assert locked.status_code == 429 and locked.json["code"] == "too_many_failures"
     assert 540 <= int(locked.headers["Retry-After"]) <= 600
+
+
+def test_audit_pseudonyms_become_unlinkable(make_app, records, redis_url):
+    """An audit row keeps a refused client's address only as a pseudonym.
+    Its key is random per month and lives in Redis for two months: whoever
+    holds the service's secret key cannot recompute it, and once the key is
+    gone the same address gets a pseudonym that matches nothing kept."""
+    import hashlib
+    import hmac
+    import json
+    import time
+
+    from web.security import SALT_TTL_S, forget_salts
+
+    forget_salts()
+    app = make_app()
+    client = app.test_client()
+    env = {"REMOTE_ADDR": "10.20.30.40"}
+    client.get("/api/v1/jobs/x", headers={"Authorization": "Bearer emk_bad"}, environ_base=env)
+    first = json.loads(records.audit_rows(event="api-key-refused")[0]["detail"])["address"]
+    month = time.strftime("%Y-%m", time.gmtime())
+    with_secret = hmac.new(f"{app.config['SECRET_KEY']}|{month}".encode(), b"10.20.30.40",
+                           hashlib.sha256).hexdigest()[:16]
+    assert first != with_secret
+    conn = redis.Redis.from_url(redis_url)
+    try:
+        key = f"ephemesh:pseudonym-key:{month}"
+        assert 0 < conn.ttl(key) <= SALT_TTL_S
+        client.get("/api/v1/jobs/x", headers={"Authorization": "Bearer emk_bad"},
+                   environ_base=env)
+        again = json.loads(records.audit_rows(event="api-key-refused")[0]["detail"])["address"]
+        assert again == first  # within the month: the same client is recognisable
+        conn.delete(key)  # what its TTL does two months on
+    finally:
+        conn.close()
+    forget_salts()
+    client.get("/api/v1/jobs/x", headers={"Authorization": "Bearer emk_bad"}, environ_base=env)
+    later = json.loads(records.audit_rows(event="api-key-refused")[0]["detail"])["address"]
+    assert later != first
