@@ -90,3 +90,25 @@ def test_pages_are_labelled_and_fit_a_phone(client):
     for ident in ids:
         assert f'for="{ident}"' in html, f"control {ident} has no label"
     assert 'aria-live="polite"' in html
+
+
+def test_secure_cookies_are_configurable(make_app, settings):
+    from web import config as web_config
+
+    assert web_config.from_env(settings, {"EPHEMESH_SECURE_COOKIES": "1"})["SESSION_COOKIE_SECURE"]
+    assert web_config.from_env(settings, {"EPHEMESH_SECURE_COOKIES": "On"})["SESSION_COOKIE_SECURE"]
+    assert not web_config.from_env(settings, {})["SESSION_COOKIE_SECURE"]
+    try:
+        web_config.check({"EPHEMESH_SECURE_COOKIES": "perhaps"})
+    except ValueError as exc:
+        assert "EPHEMESH_SECURE_COOKIES" in str(exc)
+    else:
+        raise AssertionError("a nonsense flag was taken as 'no'")
+    cookie = make_app(SESSION_COOKIE_SECURE=True).test_client().get("/").headers["Set-Cookie"]
+    assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+
+
+def test_the_api_sets_no_cookie(client, auth):
+    for resp in (client.get("/api/v1/jobs/nope", headers=auth),
+                 client.get("/api/v1/openapi.json"), client.get("/api/v1/jobs/nope")):
+        assert "Set-Cookie" not in resp.headers
