@@ -191,7 +191,8 @@ def run_serve(args) -> int:
         app = create_app({"EPHEMESH_SETTINGS": settings})
         server = web_server.make_server(app, sockets, threads=args.threads)
         port = sockets[0].getsockname()[1]
-        print(f"ephemesh: serving on http://{args.host}:{port}/ "
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        print(f"ephemesh: serving on http://{host}:{port}/ "
               "(Ctrl-C to stop)", file=sys.stderr, flush=True)
         server.run()  # returns on Ctrl-C (waitress catches KeyboardInterrupt itself)
     except KeyboardInterrupt:

@@ -106,6 +106,7 @@ def listen(host: str, port: int) -> list[socket.socket]:
     infos = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0,
                                socket.AI_PASSIVE)
     sockets, seen = [], set()
+    both = {info[0] for info in infos} >= {socket.AF_INET, socket.AF_INET6}
     try:
         for family, kind, proto, _name, address in infos:
             if address in seen:
@@ -114,7 +115,7 @@ def listen(host: str, port: int) -> list[socket.socket]:
             sock = socket.socket(family, kind, proto)
             sockets.append(sock)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
+            if family == socket.AF_INET6 and both:  # each family on its own socket
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.bind(address)
             sock.listen(1024)

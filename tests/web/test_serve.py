@@ -321,3 +321,24 @@ def test_without_a_proxy_forwarded_headers_are_ignored(tmp_path):
     addresses = {r[0] for r in db.execute("select ip from access_log")}
     db.close()
     assert addresses == {"127.0.0.1"}
+
+
+def test_every_listening_socket_answers_refusals_as_the_app(app):
+    """A host name with several addresses gives waitress several sockets
+    (a server per socket): each must render its refusals through the app."""
+    import threading
+
+    from web.server import listen, make_server
+
+    sockets = listen("127.0.0.1", 0) + listen("127.0.0.1", 0)
+    server = make_server(app, sockets, threads=2)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        for sock in sockets:
+            status, headers, body = _raw(sock.getsockname()[1], (
+                b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n"))
+            assert status == 413 and json.loads(body)["code"] == "too_large"
+    finally:
+        server.close()
+        thread.join(5)
