@@ -103,6 +103,10 @@ const left = document.getElementById('time-left');
 const expires = section.dataset.expires;
 if (left && expires) {
   const at = Date.parse(expires);
+  const clock = document.getElementById('expires-at');
+  if (clock) {  // the server says UTC; the browser knows the reader's time zone
+    clock.textContent = new Date(at).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
+  }
   let ticker = null;
   const tick = () => {
     const s = Math.max(0, Math.round((at - Date.now()) / 1000));
