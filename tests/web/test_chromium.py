@@ -196,3 +196,29 @@ def test_polling_backs_off_in_the_queue_and_stops_for_good(browser, queue_only, 
     assert posts == [] and "at most 1.0 MB" in page.text_content("#upload-error")
     assert errors == [], errors
     context.close()
+
+
+def test_the_job_page_shows_the_model_gone_when_its_time_is_up(browser, tmp_path):
+    """Retention compressed to 12 s: the done page counts down in seconds and,
+    when the time is up, shows by itself that the model is gone (not a
+    download that answers 410)."""
+    served = Served(tmp_path / "short", workers=1, EPHEMESH_RETENTION_SECONDS=12,
+                    EPHEMESH_SWEEP_SECONDS=1).start()
+    try:
+        series = G.make_series_dir(tmp_path / "s", "sphere", size=(12, 20, 20))
+        context = browser.new_context(viewport={"width": 1000, "height": 800})
+        page = context.new_page()
+        errors = []
+        _watch(page, errors)
+        page.goto(served.url + "/")
+        page.set_input_files("#folder", str(series))
+        page.click("#submit")
+        page.wait_for_selector("#download", timeout=30_000)
+        assert "seconds" in page.text_content("#time-left")
+        page.wait_for_selector("text=The upload and the model are gone", timeout=30_000)
+        assert page.query_selector("#download") is None
+        assert page.request.get(page.url + "/model.stl").status == 410
+        assert [e for e in errors if "404" not in e and "410" not in e] == [], errors
+        context.close()
+    finally:
+        assert served.stop() == 0, served.log()
