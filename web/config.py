@@ -4,10 +4,12 @@ The worker's ``Settings`` say where things live and how long they are kept;
 these say how much one request may carry and how often it may come.
 
 =================================  =========================================
-``EPHEMESH_SECRET_KEY``            signs the session cookie and keys the IP
-                                   pseudonyms; default: a random key kept
-                                   in ``DATA_DIR/secret-key`` (mode 0600).
+``EPHEMESH_SECRET_KEY``            signs the session cookie (and CSRF
+                                   tokens); default: a random key kept in
+                                   ``DATA_DIR/secret-key`` (mode 0600).
                                    Set the same value on every web host.
+                                   (Address pseudonyms use a random key per
+                                   month kept in Redis: web/security.py.)
 ``EPHEMESH_MAX_UPLOAD_MB``         request body cap (default 1024)
 ``EPHEMESH_MAX_FILES``             files per upload, zip members included
                                    (default 5000)
