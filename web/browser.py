@@ -88,12 +88,15 @@ def choose_series(job_id):
         index = int(raw)
     except ValueError:
         raise Refused("invalid_series", "Choose one of the series listed.") from None
-    from worker.service import Invalid, NotFound  # noqa: PLC0415
+    from worker.service import Gone, Invalid, NotFound  # noqa: PLC0415
 
     try:
         service().choose_series(job_id, index, owner=session_owner())
     except NotFound:
         raise Refused("not_found", "There is no such job in this browser session.", 404) from None
+    except Gone:  # its time was up (the sweeper got there between two looks)
+        raise Refused("gone", "The upload has been deleted: its time was up. Upload it again "
+                      "to convert one of its series.", 410) from None
     except Invalid as exc:
         raise Refused(exc.code, exc.message) from None
     return redirect(url_for(".job", job_id=job_id), 303)

@@ -118,3 +118,20 @@ def test_the_model_before_it_is_made_is_409_on_a_page(client, series_files):
     token = csrf_token(client, job_url)
     resp = client.post(job_url + "/series", data={"csrf_token": token, "series": "1"})
     assert resp.status_code == 400 and "not waiting" in resp.get_data(as_text=True)
+
+
+def test_choosing_after_the_upload_went_is_410_not_500(client, workers, two_series_zip, app):
+    """The sweeper can delete a waiting upload at its deadline a moment
+    before the job is marked expired: choosing a series then says the upload
+    is gone (410), not "something went wrong"."""
+    from worker.sweeper import purge_inputs
+
+    job_url = _upload(client, [two_series_zip]).headers["Location"]
+    job_id = job_url.rsplit("/", 1)[1]
+    wait_for(lambda: _status(client, job_id)["status"] == "choosing", 60, "the listing")
+    service = app.extensions["ephemesh.service"]
+    deadline = service.store.meta("input", job_id)["deadline"]
+    purge_inputs(service.ctx, now=deadline)  # the sweep at the deadline, before expire_jobs
+    token = csrf_token(client, job_url)
+    resp = client.post(f"{job_url}/series", data={"csrf_token": token, "series": "1"})
+    assert resp.status_code == 410 and "Upload it again" in resp.get_data(as_text=True)
