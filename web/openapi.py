@@ -28,7 +28,8 @@ def _errors(*statuses):
             404: "No such job or batch for this key", 405: "Method not allowed",
             409: "Not ready", 410: "Deleted", 413: "Upload too large or too many parts",
             415: "Not multipart/form-data", 429: "Rate limited or blocked (see Retry-After)",
-            503: "The queue is unreachable for a moment (see Retry-After)"}
+            503: "The queue is unreachable, or there is no room for the upload, for a "
+                 "moment (see Retry-After)"}
     return {str(s): _problem(text[s], retry=s in (429, 503)) for s in statuses}
 
 
@@ -75,7 +76,7 @@ SCHEMAS = {
         "`unsupported_archive`, `bad_archive`, `nested_archive`, `zip_symlink`, `zip_encrypted`, "
         "`zip_unsupported`, `zip_too_many_entries`, `zip_too_large`, `zip_ratio`, `too_large`, "
         "`too_many_parts`, `too_many_files`, `bad_request`, `headers_too_large`, "
-        "`not_implemented`, `unavailable`, `internal_error`.",
+        "`not_implemented`, `unavailable` and `no_space` (503), `internal_error`.",
         "type": "object", "required": ["type", "title", "status", "code", "detail"],
         "properties": {"type": {"type": "string"}, "title": {"type": "string"},
                        "status": {"type": "integer"}, "code": {"type": "string"},

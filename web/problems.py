@@ -30,6 +30,9 @@ HTTP_CODES = {
     503: ("unavailable", "The conversion queue cannot be reached just now; try again in a "
           "minute. Anything you sent is deleted on schedule all the same."),
 }
+#: the store or the spool directory is full (or a file size limit is hit)
+NO_SPACE = ("no_space", "The server has no room for this upload just now; try again in a few "
+            "minutes, or send a smaller one.")
 #: seconds a client is asked to wait when the queue (Redis) is unreachable
 UNAVAILABLE_RETRY_S = 30
 
@@ -132,6 +135,17 @@ def register(app) -> None:
                          else "an unmatched route")
         code, detail = HTTP_CODES[503]
         return respond(503, code, detail, {"Retry-After": str(UNAVAILABLE_RETRY_S)})
+
+    @app.errorhandler(OSError)
+    def _os_error(exc):
+        import errno  # noqa: PLC0415
+
+        rule = request.url_rule.rule if request.url_rule else "an unmatched route"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+            app.logger.error("no space left for an upload on %s (%s)", rule,
+                             errno.errorcode.get(exc.errno, exc.errno))
+            return respond(503, *NO_SPACE, {"Retry-After": "300"})
+        return _unexpected(exc)
 
     @app.errorhandler(Exception)
     def _unexpected(exc):  # noqa: ARG001 - the text may hold anything; never shown or logged

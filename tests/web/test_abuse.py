@@ -334,3 +334,28 @@ def test_audit_pseudonyms_become_unlinkable(make_app, records, redis_url):
     client.get("/api/v1/jobs/x", headers={"Authorization": "Bearer emk_bad"}, environ_base=env)
     later = json.loads(records.audit_rows(event="api-key-refused")[0]["detail"])["address"]
     assert later != first
+
+
+def test_no_room_for_an_upload_is_503_not_500(app, auth, series_files):
+    """The store or the spool directory full (a tmpfs has a size): the client
+    is told there is no room just now (503, Retry-After), not "something went
+    wrong".  A file size limit on this process makes every large write fail
+    the same way a full tmpfs does."""
+    import resource
+    import signal
+
+    client = app.test_client()
+    big = zip_bytes({f"{i}.dcm": f for i, f in enumerate(series_files)}) + b"\0" * (2 * MB)
+    body = (b"--zz\r\nContent-Disposition: form-data; name=\"files\"; filename=\"a\"\r\n"
+            b"Content-Type: application/octet-stream\r\n\r\n" + big + b"\r\n--zz--\r\n")
+    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 1024, hard))
+    try:
+        resp = client.post("/api/v1/jobs", data=body, headers=auth,
+                           content_type="multipart/form-data; boundary=zz")
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, old_handler)
+    assert resp.status_code == 503, resp.get_data(as_text=True)
+    assert resp.json["code"] == "no_space" and int(resp.headers["Retry-After"]) > 0
