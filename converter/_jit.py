@@ -37,10 +37,39 @@ def usable() -> bool:
         if ok:
             try:
                 import numba  # noqa: F401, PLC0415
+
+                _defer_blas_check()
             except Exception:  # noqa: BLE001 - any import failure means: use numpy
                 ok = False
         _usable.append(ok)
     return _usable[0]
+
+
+def _defer_blas_check():
+    """Skip numba's eager BLAS probe, which imports ``scipy.linalg`` (~0.25 s,
+    a fifth of a whole conversion) while numba loads its numpy support.
+
+    ``numba.np.arraymath`` asks ``ensure_blas()`` once at import, only to choose
+    how ``np.dot`` on 1-D arrays is compiled; the kernels here use no BLAS.
+    The probe is made to answer "none" for that one import and then restored,
+    so ``np.linalg`` in any other compiled code still checks (lazily) as usual.
+    """
+    import sys  # noqa: PLC0415
+
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return  # already decided, or costs nothing more
+    from numba.np import linalg  # noqa: PLC0415
+
+    real = linalg.ensure_blas
+
+    def deferred():
+        raise ImportError("BLAS probe deferred by ephemesh")
+
+    linalg.ensure_blas = deferred
+    try:
+        import numba.np.arraymath  # noqa: F401, PLC0415
+    finally:
+        linalg.ensure_blas = real
 
 
 def njit(fn):

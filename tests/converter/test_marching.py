@@ -328,3 +328,18 @@ def test_huge_boxes_number_per_slab_and_give_int64_faces(monkeypatch):
         assert huge[1].dtype == np.int64
         np.testing.assert_array_equal(huge[0], normal[0])
         np.testing.assert_array_equal(huge[1], normal[1])
+
+
+def test_loading_the_kernels_does_not_import_scipy_linalg():
+    """numba's eager BLAS probe (scipy.linalg, a fifth of a conversion's time)
+    is skipped; the compiled kernels still load and run."""
+    import subprocess  # noqa: PLC0415
+    import sys  # noqa: PLC0415
+
+    code = ("import sys, numpy as np; from converter import _jit, warm_up; warm_up(); "
+            "from converter.marching import marching_cubes; "
+            "v, f = marching_cubes(np.pad(np.ones((3, 3, 3), np.int16), 1), 0.5); "
+            "print(_jit.usable(), 'scipy.linalg' in sys.modules, len(f) > 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert out.stdout.split() == ["True", "False", "True"], out.stderr
