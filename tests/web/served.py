@@ -61,12 +61,21 @@ class Served:
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
+            import psutil  # noqa: PLC0415
+
+            # the private Redis runs in a session of its own: known by pid, not group
+            children = psutil.Process(self.proc.pid).children(recursive=True)
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(10)
+                for child in children:
+                    try:
+                        child.kill()
+                    except psutil.Error:
+                        pass
         self._log.close()
         return self.proc.returncode
 

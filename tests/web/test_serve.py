@@ -4,6 +4,7 @@ it on SIGTERM: web (waitress), workers, cron, a private Redis."""
 import io
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -38,7 +39,6 @@ def _multipart(files):
 
 
 def test_ctrl_c_stops_everything(tmp_path):
-    import signal
 
     served = Served(tmp_path, workers=1).start()
     pids = [p.pid for p in psutil.Process(served.proc.pid).children(recursive=True)]
@@ -241,16 +241,22 @@ def test_serve_refuses_in_one_line_before_starting_anything(tmp_path, case):
         served.args.append("--no-workers")
     try:
         started = time.monotonic()
-        proc = subprocess.run(served.args, env=served.env, capture_output=True, text=True,
-                              timeout=60, cwd=served.root)
+        proc = subprocess.Popen(served.args, env=served.env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, cwd=served.root)
+        try:
+            _, stderr = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:  # it is serving: stop it (and all it started) cleanly
+            proc.send_signal(signal.SIGTERM)
+            _, stderr = proc.communicate(timeout=60)
+            raise AssertionError(f"serve started instead of refusing: {stderr}") from None
         took = time.monotonic() - started
     finally:
         if blocker is not None:
             blocker.close()
     assert proc.returncode != 0
-    assert proc.stderr.count("\n") == 1, proc.stderr
-    assert proc.stderr.startswith("ephemesh: error: ") and expect in proc.stderr, proc.stderr
-    assert "secret" not in proc.stderr
+    assert stderr.count("\n") == 1, stderr
+    assert stderr.startswith("ephemesh: error: ") and expect in stderr, stderr
+    assert "secret" not in stderr
     assert took < 15, took
     # nothing was started: no Redis socket, no worker ever logged
     assert not (tmp_path / "svc" / "data" / "redis.sock").exists()
@@ -261,8 +267,6 @@ def test_a_part_that_dies_stops_everything_with_one_line(tmp_path, part):
     """Without cron nothing is deleted on time, without Redis nothing works:
     serve must not go on answering as if all were well, but stop everything
     and exit non-zero (a service manager then starts it again)."""
-    import signal
-
     served = Served(tmp_path / "svc", workers=1).start()
     children = psutil.Process(served.proc.pid).children(recursive=True)
     victim = next(p for p in children if part in " ".join(p.cmdline()))
