@@ -12,7 +12,7 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, send_fi
 
 from . import intake, options
 from .batchzip import stream_zip
-from .jobs import as_seen, create_batch, create_job, open_result, service
+from .jobs import create_batch, create_job, open_result, service
 from .limits import FailureLock
 from .openapi import document
 from .problems import Refused
@@ -69,7 +69,7 @@ def _job_json(view) -> dict:
 
 
 def _own_job(job_id) -> dict:
-    view = as_seen(service().get_job(job_id, owner=g.owner))
+    view = service().get_job(job_id, owner=g.owner)
     if view is None:
         raise Refused("not_found", "There is no such job for this key.", 404)
     return view
@@ -79,7 +79,7 @@ def _batch_json(view) -> dict:
     bid = view["id"]
     return {"id": bid, "status": view["status"], "error": view.get("error"),
             "created_at": view.get("created_at"), "expires_at": view.get("expires_at"),
-            "jobs": [_job_json(as_seen(j)) for j in view.get("jobs") or []],
+            "jobs": [_job_json(j) for j in view.get("jobs") or []],
             "links": {"self": url_for(".get_batch", batch_id=bid),
                       "result": url_for(".batch_result", batch_id=bid)}}
 
@@ -164,7 +164,7 @@ def batch_result(batch_id):
         raise Refused("gone", "The batch has been deleted.", 410)
     owner = g.owner
     svc = service()
-    jobs = [as_seen(j) for j in view.get("jobs") or []]
+    jobs = list(view.get("jobs") or [])
     # written at the end of the zip, after the models: it names only what is in it
     manifest = {"batch": batch_id, "jobs": [
         {"n": n, "id": j["id"], "status": j["status"], "file": None,

@@ -22,7 +22,7 @@ from flask import (
 )
 
 from . import intake, options, vendor
-from .jobs import as_seen, create_job, open_result, presets, service, time_left
+from .jobs import create_job, open_result, presets, service, time_left
 from .problems import Refused, wants_problem_json
 
 bp = Blueprint("browser", __name__)
@@ -38,7 +38,7 @@ def session_owner(create: bool = False) -> str | None:
 
 def _own_job(job_id: str) -> dict:
     owner = session_owner()
-    view = as_seen(service().get_job(job_id, owner=owner)) if owner else None
+    view = service().get_job(job_id, owner=owner) if owner else None
     if view is None:
         raise Refused("not_found", "There is no such job in this browser session "
                       "(it may have been deleted, or made in another browser).", 404)

@@ -36,23 +36,6 @@ def stage_label(stage) -> str:
     return STAGE_LABELS.get(stage or "", str(stage or "").capitalize())
 
 
-def as_seen(view):
-    """The job as its owner should see it.  The sweeper deletes a model at
-    its deadline (or a sweep before it) without touching the job's status,
-    so a "done" job whose model is gone is shown as deleted, not as ready
-    with a download that answers 410."""
-    if view is None or view["status"] != "done":
-        return view
-    try:
-        present = service().store.meta("result", view["id"]) is not None
-    except Exception:  # noqa: BLE001 - the store unreachable: say what the record says
-        return view
-    if present:
-        return view
-    return dict(view, status="deleted", expires_at=None,
-                progress={"stage": "deleted", "percent": 0.0})
-
-
 def presets() -> list[tuple[str, str]]:
     from converter import PRESETS  # noqa: PLC0415
 
