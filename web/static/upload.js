@@ -116,6 +116,11 @@ form.addEventListener('submit', e => {
   if (!files.length) { fail('Choose a folder, a zip or DICOM files first.'); return; }
   const refusal = tooMuch(files);
   if (refusal) { fail(refusal); return; }
+  if (preset.value === 'threshold' && !threshold.value.trim()) {
+    fail('Enter a threshold for a custom level.');
+    threshold.focus();
+    return;
+  }
   const data = new FormData();
   for (const [name, value] of new FormData(form)) {
     if (name !== 'files') data.append(name, value);
