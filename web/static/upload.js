@@ -32,8 +32,9 @@ function currentFiles() {
 function describe(files) {
   if (!files.length) return 'Nothing chosen yet.';
   const bytes = files.reduce((n, f) => n + f.size, 0);
-  const mb = (bytes / 1048576).toFixed(1);
-  return `${files.length} file${files.length === 1 ? '' : 's'} chosen (${mb} MB).`;
+  const size = bytes < 1048576 ? `${Math.max(1, Math.round(bytes / 1024))} kB`
+                               : `${(bytes / 1048576).toFixed(1)} MB`;
+  return `${files.length} file${files.length === 1 ? '' : 's'} chosen (${size}).`;
 }
 
 function update() {
