@@ -45,6 +45,7 @@ jobs = Table(
     Column("id", String(64), primary_key=True),
     Column("owner", String(128), nullable=False, index=True),
     Column("batch_id", String(64), index=True),
+    Column("seq", Integer, nullable=False, default=0),  # a batch job's place in the listing
     Column("created", Float, nullable=False),
     Column("deadline", Float, nullable=False),
     Column("status", String(16), nullable=False),  # queued running choosing done failed deleted
@@ -180,10 +181,10 @@ class Records:
         self.engine.dispose()
 
     # ---------------------------------------------------------------- jobs
-    def add_job(self, job_id, owner, created, deadline, *, batch_id=None, pick=False,
+    def add_job(self, job_id, owner, created, deadline, *, batch_id=None, seq=0, pick=False,
                 input_bytes=0):
         with self.engine.begin() as c:
-            c.execute(insert(jobs).values(id=job_id, owner=owner, batch_id=batch_id,
+            c.execute(insert(jobs).values(id=job_id, owner=owner, batch_id=batch_id, seq=int(seq),
                                           created=created, deadline=deadline, status="queued",
                                           pick=bool(pick), input_bytes=int(input_bytes)))
 
@@ -212,7 +213,7 @@ class Records:
     def jobs_of_batch(self, batch_id):
         with self.engine.connect() as c:
             return _rows(c.execute(select(jobs).where(jobs.c.batch_id == batch_id)
-                                   .order_by(jobs.c.created, jobs.c.id)))
+                                   .order_by(jobs.c.created, jobs.c.seq, jobs.c.id)))
 
     def unfinished_jobs(self, due_before):
         """Jobs still queued, running or choosing whose input deadline is before ``due_before``."""
@@ -257,6 +258,22 @@ class Records:
         with self.engine.connect() as c:
             row = c.execute(select(batches).where(batches.c.id == batch_id)).mappings().first()
         return dict(row) if row else None
+
+    def waiting_jobs(self, created_before, due_after):
+        """Jobs queued or running, created before ``created_before``, whose
+        deadline is after ``due_after`` (candidates for a lost queue entry)."""
+        with self.engine.connect() as c:
+            return _rows(c.execute(select(jobs.c.id, jobs.c.status, jobs.c.deadline,
+                                          jobs.c.created).where(
+                jobs.c.status.in_(["queued", "running"]), jobs.c.created < created_before,
+                jobs.c.deadline > due_after)))
+
+    def waiting_batches(self, created_before, due_after):
+        with self.engine.connect() as c:
+            return _rows(c.execute(select(batches.c.id, batches.c.status, batches.c.deadline,
+                                          batches.c.created).where(
+                batches.c.status == "splitting", batches.c.created < created_before,
+                batches.c.deadline > due_after)))
 
     def unfinished_batches(self, due_before):
         with self.engine.connect() as c:

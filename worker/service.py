@@ -283,7 +283,7 @@ def _actor(owner: str) -> str:
 def _job_meta(ctx, job_id):
     from rq.job import Job  # noqa: PLC0415
 
-    for rq_id in (f"{job_id}-2", job_id):
+    for rq_id in (f"{job_id}-3", f"{job_id}-2", job_id):
         try:
             return Job.fetch(rq_id, connection=ctx.redis).meta
         except Exception:  # noqa: BLE001, S112 - not there, expired, or Redis wiped
@@ -299,7 +299,7 @@ def _delete_rq_jobs(ctx, object_id, deadline, reason):
 
     from .sweeper import delete_rq_job  # noqa: PLC0415
 
-    for rq_id in (object_id, f"{object_id}-2"):
+    for rq_id in (object_id, f"{object_id}-2", f"{object_id}-3"):
         try:
             job = Job.fetch(rq_id, connection=ctx.redis)
         except NoSuchJobError:

@@ -18,6 +18,9 @@ import time
 RETRIES = 2
 #: every job and batch id has this length (RQ ids add "-N" for later attempts)
 ID_LENGTH = 22
+#: RQ attempt numbers: 1 the first enqueue, 2 after the owner chose a series,
+#: LOST_ATTEMPT when the sweeper puts back work a Redis restart lost
+LOST_ATTEMPT = 3
 
 
 def new_id() -> str:
@@ -41,7 +44,7 @@ def owner_hash(owner: str) -> str:
 
 
 def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id=None,
-               pick=False, job_id=None) -> str:
+               seq=0, pick=False, job_id=None) -> str:
     """Store ``files`` and ``options`` as a job's input and enqueue its conversion.
 
     Parameters
@@ -68,8 +71,8 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
         return job_id
     parts = [json.dumps(options).encode()] + [bytes(f) for f in files]
     size = ctx.store.put("input", job_id, parts, deadline, created=created)
-    ctx.records.add_job(job_id, owner_digest, created, deadline, batch_id=batch_id, pick=pick,
-                        input_bytes=size)
+    ctx.records.add_job(job_id, owner_digest, created, deadline, batch_id=batch_id, seq=seq,
+                        pick=pick, input_bytes=size)
     enqueue(ctx, "worker.tasks.convert", job_id, deadline)
     return job_id
 

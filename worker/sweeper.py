@@ -91,6 +91,45 @@ def expire_jobs(ctx, now=None) -> int:
     return n
 
 
+#: a job this young may not be on the queue yet (its submit is under way)
+REQUEUE_GRACE_S = 10.0
+LOST_INPUT = ("input_missing", "the upload was lost (its store restarted) before it was converted")
+
+
+def requeue_lost(ctx, now=None) -> int:
+    """Put back on the queue the jobs and batches Redis lost (a restart keeps
+    nothing), so a lost queue costs a delay, not a conversion.  A job whose
+    upload was lost too (a Redis-backed store) fails with a code instead.
+    Returns how many were put back."""
+    from .submit import LOST_ATTEMPT, enqueue, rq_id  # noqa: PLC0415
+
+    now = _now(now)
+    redis = ctx.redis
+    due = now + ctx.settings.sweep_margin
+    n = 0
+    waiting = [(row, "worker.tasks.convert")
+               for row in ctx.records.waiting_jobs(now - REQUEUE_GRACE_S, due)]
+    waiting += [(row, "worker.tasks.split_batch")
+                for row in ctx.records.waiting_batches(now - REQUEUE_GRACE_S, due)]
+    for row, func in waiting:
+        object_id = row["id"]
+        if redis.exists(*(f"rq:job:{rq_id(object_id, a)}" for a in range(1, LOST_ATTEMPT + 1))):
+            continue
+        if ctx.store.meta("input", object_id) is None:
+            if func.endswith("convert"):
+                ctx.records.fail_job(object_id, *LOST_INPUT)
+            else:
+                ctx.records.set_batch(object_id, only_if=("splitting",), status="failed",
+                                      error_code=LOST_INPUT[0], error_message=LOST_INPUT[1])
+            continue
+        if func.endswith("convert"):
+            ctx.records.set_job(object_id, only_if=("running",), status="queued")
+        enqueue(ctx, func, object_id, row["deadline"], attempt=LOST_ATTEMPT)
+        log.warning("sweep: %s was lost from the queue and is queued again", object_id)
+        n += 1
+    return n
+
+
 def _purge_store(ctx, kind, now, ended, reason=_reason) -> Swept:
     """Delete ``kind`` objects that are due, or whose job has ``ended``."""
     now = _now(now)
@@ -300,6 +339,10 @@ def sweep(ctx=None, now=None) -> dict:
             expire_jobs(ctx, now)
         except Exception as exc:  # noqa: BLE001 - keep deleting whatever else can be
             log.error("sweep: marking expired jobs failed (%s)", type(exc).__name__)
+        try:
+            requeue_lost(ctx, now)
+        except Exception as exc:  # noqa: BLE001 - Redis away: next time
+            log.warning("sweep: could not look for lost jobs (%s)", type(exc).__name__)
         for purge in PURGES:
             try:
                 swept = purge(ctx, now)

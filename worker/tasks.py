@@ -192,7 +192,7 @@ def split_batch(batch_id: str) -> str:
                     files.append(sl.item.data)
             submit_job(ctx, files, dict(options, series=info.uid), owner_digest=batch["owner"],
                        created=batch["created"], deadline=batch["deadline"], batch_id=batch_id,
-                       job_id=derived_id(batch_id, info.index))
+                       job_id=derived_id(batch_id, info.index), seq=info.index)
         ctx.records.set_batch(batch_id, only_if=("splitting",), status="ready")
         status = "ready"
         return status

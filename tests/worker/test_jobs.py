@@ -180,7 +180,8 @@ def test_a_batch_becomes_one_job_per_series(env_factory, two_series_bytes):
 
     result = wait_for(finished, 90, "the batch to finish")
     assert result["status"] == "ready"
-    assert sorted(j["report"]["series"]["chosen"]["slices"] for j in result["jobs"]) == [20, 24]
+    # in the order the series are listed (series 1, the sphere, then series 2)
+    assert [j["report"]["series"]["chosen"]["slices"] for j in result["jobs"]] == [24, 20]
     assert env.service.get_batch(batch["id"], owner=OTHER) is None
     volumes = sorted(j["report"]["volume_mm3"] for j in result["jobs"])
     assert volumes[0] > 0 and not np.isclose(volumes[0], volumes[1])
@@ -189,3 +190,26 @@ def test_a_batch_becomes_one_job_per_series(env_factory, two_series_bytes):
     # each job's report stays free of UIDs
     for j in result["jobs"]:
         assert "uid" not in json.dumps(j["report"]).lower()
+
+
+def test_jobs_a_redis_restart_lost_are_queued_again(env_factory, store_kind, redis_server,
+                                                    series_bytes, two_series_bytes):
+    env = env_factory(store=store_kind, sweep=1)
+    job = env.service.create_job(series_bytes, {}, owner=OWNER)
+    batch = env.service.create_batch(two_series_bytes, {}, owner=OWNER)
+    redis_server.restart()  # no persistence: the queue is gone, the uploads are not (or are)
+    env.start_workers(1)
+    env.start("cron")
+    from tests.worker.conftest import wait_for  # noqa: PLC0415
+
+    if store_kind == "directory":
+        assert env.wait_job(job["id"], OWNER, timeout=60)["status"] == "done"
+        done = wait_for(lambda: (b := env.service.get_batch(batch["id"], owner=OWNER))["jobs"]
+                        and all(j["status"] == "done" for j in b["jobs"]) and b, 90,
+                        "the batch to be split and converted")
+        assert len(done["jobs"]) == 2
+    else:  # the uploads went with Redis: the job says so now, not at its deadline
+        failed = env.wait_job(job["id"], OWNER, statuses=("failed",), timeout=30)
+        assert failed["error"]["code"] == "input_missing"
+        wait_for(lambda: env.service.get_batch(batch["id"], owner=OWNER)["status"] == "failed",
+                 30, "the batch to fail")
