@@ -153,11 +153,31 @@ def _create_tables(engine, attempts=5):
     for attempt in range(attempts):
         try:
             metadata.create_all(engine)
+            _add_missing_columns(engine)
             return
         except (OperationalError, ProgrammingError, IntegrityError):
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * (attempt + 1))
+
+
+def _add_missing_columns(engine):
+    """Add columns a newer ephemesh defines to tables an older one created
+    (only columns with a default or NULL allowed are ever added)."""
+    from sqlalchemy import inspect  # noqa: PLC0415
+    from sqlalchemy.schema import CreateColumn  # noqa: PLC0415
+
+    present = inspect(engine)
+    for table in metadata.sorted_tables:
+        have = {c["name"] for c in present.get_columns(table.name)}
+        for column in table.columns:
+            if column.name in have:
+                continue
+            ddl = CreateColumn(column).compile(dialect=engine.dialect)
+            default = column.default.arg if column.default is not None else None
+            extra = f" DEFAULT {int(default)}" if isinstance(default, (bool, int)) else ""
+            with engine.begin() as c:
+                c.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}{extra}")
 
 
 def _rows(result):
