@@ -27,7 +27,9 @@ def _kernel():
     return mesh_kernel
 
 
-def _check_mesh(verts, faces):
+def check_mesh(verts, faces):
+    """``(verts, faces)`` as arrays: (N, 3) and (M, 3) indexing existing vertices;
+    ValueError for a wrong shape, IndexError for an index out of range."""
     verts = np.asarray(verts)
     faces = np.asarray(faces)
     if verts.ndim != 2 or verts.shape[1] != 3:
@@ -35,7 +37,7 @@ def _check_mesh(verts, faces):
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces must have shape (M, 3), got {faces.shape}")
     if faces.size and (faces.min() < 0 or faces.max() >= len(verts)):
-        raise ValueError("faces index vertices that do not exist")
+        raise IndexError("faces index vertices that do not exist")
     return verts, faces
 
 
@@ -49,7 +51,7 @@ def _edge_keys(faces: np.ndarray, n_verts: int, directed: bool) -> np.ndarray:
 
 def signed_volume(verts, faces) -> float:
     """Enclosed volume (positive for outward normals), in units of verts³."""
-    verts, faces = _check_mesh(verts, faces)
+    verts, faces = check_mesh(verts, faces)
     if not len(faces):
         return 0.0
     if (kernel := _kernel()) is not None:
@@ -62,7 +64,7 @@ def signed_volume(verts, faces) -> float:
 
 def volume_centroid(verts, faces) -> np.ndarray:
     """Centroid of the enclosed volume (mm), from signed tetrahedra."""
-    verts, faces = _check_mesh(verts, faces)
+    verts, faces = check_mesh(verts, faces)
     if len(faces) and (kernel := _kernel()) is not None:
         return kernel.measures(verts, faces)[2]
     origin = verts.mean(axis=0)
@@ -76,7 +78,7 @@ def volume_centroid(verts, faces) -> np.ndarray:
 
 def area(verts, faces) -> float:
     """Total surface area."""
-    verts, faces = _check_mesh(verts, faces)
+    verts, faces = check_mesh(verts, faces)
     if len(faces) and (kernel := _kernel()) is not None:
         return float(kernel.measures(verts, faces)[0])
     tri = verts.astype(np.float64)[faces]
@@ -85,7 +87,7 @@ def area(verts, faces) -> float:
 
 def drop_degenerate(verts, faces, eps: float = 1e-12):
     """Remove faces that repeat a vertex or have (near) zero area."""
-    verts, faces = _check_mesh(verts, faces)
+    verts, faces = check_mesh(verts, faces)
     tri = verts.astype(np.float64)[faces]
     twice_area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     keep = (
@@ -113,7 +115,7 @@ def flip_winding(faces, *, in_place=False):
 
 def compact(verts, faces):
     """Drop vertices no face uses; renumber faces."""
-    verts, faces = _check_mesh(verts, faces)
+    verts, faces = check_mesh(verts, faces)
     used = np.zeros(len(verts), bool)
     used[faces.reshape(-1)] = True
     if used.all():
@@ -136,7 +138,7 @@ def topology(verts, faces, *, engine="auto") -> Topology:
 
     ``engine``: ``auto`` (compiled when available) or ``numpy``.
     """
-    verts, faces = _check_mesh(verts, faces)
+    verts, faces = check_mesh(verts, faces)
     n = len(verts)
     if not len(faces):
         return Topology(False, False, 0, 0, 0)
@@ -183,7 +185,7 @@ def measures(verts, faces, *, engine="auto") -> Measures:
 
     ``engine``: ``auto`` (compiled when available) or ``numpy``.
     """
-    verts, faces = _check_mesh(verts, faces)
+    verts, faces = check_mesh(verts, faces)
     if not len(faces):
         return Measures(0.0, 0.0, np.zeros(3))
     if engine == "auto" and (kernel := _kernel()) is not None:
@@ -245,7 +247,7 @@ def component_volumes(verts, faces, face_labels, count) -> np.ndarray:
 
 def keep_largest(verts, faces):
     """Keep only the component enclosing the largest volume."""
-    verts, faces = _check_mesh(verts, faces)
+    verts, faces = check_mesh(verts, faces)
     count, labels = components(faces, len(verts))
     if count <= 1:
         return verts, faces
@@ -261,7 +263,7 @@ def drop_islands(verts, faces, min_volume: float):
     """
     if min_volume < 0 or not np.isfinite(min_volume):
         raise ValueError(f"min_volume must be a finite number >= 0, got {min_volume}")
-    verts, faces = _check_mesh(verts, faces)
+    verts, faces = check_mesh(verts, faces)
     count, labels = components(faces, len(verts))
     if count == 0:
         return verts, faces
@@ -297,7 +299,7 @@ def taubin_smooth(verts, faces, iterations: int, lam: float = 0.5, mu: float = -
         raise ValueError(f"iterations must be an integer >= 0, got {iterations}")
     if not (0 < lam < -mu):
         raise ValueError(f"need 0 < lam < -mu, got lam={lam}, mu={mu}")
-    verts, faces = _check_mesh(verts, faces)
+    verts, faces = check_mesh(verts, faces)
     if iterations == 0 or not len(faces):
         return verts, faces
     mean = _neighbour_mean_operator(faces, len(verts))
@@ -320,7 +322,7 @@ def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int 
     """
     if (fraction is None) == (max_triangles is None):
         raise ValueError("give exactly one of fraction or max_triangles")
-    verts, faces = _check_mesh(verts, faces)
+    verts, faces = check_mesh(verts, faces)
     if fraction is not None:
         if not (0 < fraction <= 1):
             raise ValueError(f"fraction must be in (0, 1], got {fraction}")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .mesh import check_mesh
+
 FRAMES = ("LPS", "RAS")
 
 STL_DTYPE = np.dtype(
@@ -85,14 +87,7 @@ def iter_binary_records(verts, faces, block=BLOCK):
 
 
 def _check(verts, faces):
-    verts = np.asarray(verts)
-    faces = np.asarray(faces)
-    if verts.ndim != 2 or verts.shape[1] != 3:
-        raise ValueError(f"verts must have shape (N, 3), got {verts.shape}")
-    if faces.ndim != 2 or faces.shape[1] != 3:
-        raise ValueError(f"faces must have shape (M, 3), got {faces.shape}")
-    if faces.size and (faces.min() < 0 or faces.max() >= len(verts)):
-        raise IndexError("faces index vertices that do not exist")
+    verts, faces = check_mesh(verts, faces)
     faces = np.ascontiguousarray(faces)
     return verts, faces if faces.dtype in (np.int32, np.int64) else faces.astype(np.int64)
 

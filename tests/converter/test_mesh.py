@@ -138,7 +138,7 @@ def test_decimate_to_fraction_and_budget():
 def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match=r"verts must have shape \(N, 3\)"):
         M.signed_volume(np.zeros((3, 2)), np.zeros((1, 3), int))
-    with pytest.raises(ValueError, match="do not exist"):
+    with pytest.raises(IndexError, match="do not exist"):
         M.area(np.zeros((3, 3)), np.array([[0, 1, 5]]))
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import io
 import re
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from tests import dicomgen as G
+from tests.waiting import wait_for  # noqa: F401 - used by the test modules
 from web import create_app
 from worker.config import Settings
 
@@ -98,14 +98,6 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
-def wait_for(predicate, timeout=60, what="a condition"):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture(scope="session")

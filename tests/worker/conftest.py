@@ -7,13 +7,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests import dicomgen as G
+from tests.waiting import wait_for  # noqa: F401 - used by the test modules
 from worker.config import Settings
 from worker.context import Context
 from worker.service import Service
@@ -104,14 +104,6 @@ def worker_pids(pool_proc) -> list[int]:
         return []
 
 
-def wait_for(predicate, timeout, what):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
 
 
 @pytest.fixture
