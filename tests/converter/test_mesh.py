@@ -167,7 +167,6 @@ def _odd_meshes():
     yield rng.normal(size=(30, 3)), rng.integers(0, 30, size=(50, 3))  # random soup
 
 
-@pytest.mark.skipif(not M._jit.AVAILABLE, reason="numba not available")
 def test_compiled_measures_topology_and_components_match_numpy():
     for verts, faces in _odd_meshes():
         fast, ref = M.measures(verts, faces), M.measures(verts, faces, engine="numpy")
