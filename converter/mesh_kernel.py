@@ -1,8 +1,8 @@
 """Compiled mesh measures and topology (numba) for the report, and STL records.
 
 One pass over the triangles for area, enclosed volume and centroid; edge
-counts from half-edges grouped by their first vertex (a counting sort, no
-global sort); components by union-find.  :mod:`converter.mesh` calls these
+counts from half-edges grouped by their lower vertex (a counting sort, then
+small per-vertex sorts); components by union-find.  :mod:`converter.mesh` calls these
 when numba is available and keeps its numpy code as the reference.
 """
 
@@ -65,53 +65,63 @@ def measures(verts, faces):
 
 
 @njit
-def _edge_counts(faces, n_verts, start, target):
+def _edge_counts(faces, n_verts, start, keys):
     """(boundary edges, edges on more than two faces, consistently oriented).
 
-    ``start`` (n_verts + 1, zeros) and ``target`` (3 × faces) are work arrays.
+    Every half-edge a→b goes into the bucket of its lower vertex as the key
+    2·(higher vertex) + (1 when it runs downwards); a bucket sorted holds each
+    undirected edge as one run, whose length is the number of faces on it and
+    whose low bits tell whether a direction repeats.  ``start`` (n_verts + 1,
+    zeros) and ``keys`` (3 × faces) are work arrays.
     """
     m = faces.shape[0]
     for i in range(m):
         for j in range(3):
-            start[faces[i, j] + 1] += 1
+            a = faces[i, j]
+            b = faces[i, (j + 1) % 3]
+            start[(a if a < b else b) + 1] += 1
     for v in range(n_verts):
         start[v + 1] += start[v]
     fill = start[:-1].copy()
     for i in range(m):
         for j in range(3):
             a = faces[i, j]
-            target[fill[a]] = faces[i, (j + 1) % 3]
-            fill[a] += 1
+            b = faces[i, (j + 1) % 3]
+            if a <= b:
+                keys[fill[a]] = 2 * b
+                fill[a] += 1
+            else:
+                keys[fill[b]] = 2 * a + 1
+                fill[b] += 1
     boundary = 0
     nonmanifold = 0
     oriented = True
-    for a in range(n_verts):
-        for k in range(start[a], start[a + 1]):
-            b = target[k]
-            seen = False
-            ab = 0
-            for k2 in range(start[a], start[a + 1]):
-                if target[k2] == b:
-                    ab += 1
-                    if k2 < k:
-                        seen = True
-            if seen:
-                continue  # this directed edge was counted at its first occurrence
-            if ab > 1:
-                oriented = False
-            if a == b:
-                total = ab
-            else:
-                ba = 0
-                for k2 in range(start[b], start[b + 1]):
-                    if target[k2] == a:
-                        ba += 1
-                if a > b and ba:
-                    continue  # counted from b's side
-                total = ab + ba
-            if total == 1:
+    for v in range(n_verts):
+        lo, hi = start[v], start[v + 1]
+        if hi - lo > 32:
+            keys[lo:hi].sort()
+        else:  # the usual bucket holds about six keys
+            for k in range(lo + 1, hi):
+                key = keys[k]
+                j = k - 1
+                while j >= lo and keys[j] > key:
+                    keys[j + 1] = keys[j]
+                    j -= 1
+                keys[j + 1] = key
+        k = lo
+        while k < hi:
+            edge = keys[k] >> 1
+            count = 0
+            down = 0
+            while k < hi and keys[k] >> 1 == edge:
+                count += 1
+                down += keys[k] & 1
+                k += 1
+            if down > 1 or count - down > 1:
+                oriented = False  # a directed edge repeats
+            if count == 1:
                 boundary += 1
-            elif total > 2:
+            elif count > 2:
                 nonmanifold += 1
     return boundary, nonmanifold, oriented
 
@@ -119,8 +129,9 @@ def _edge_counts(faces, n_verts, start, target):
 def edge_counts(faces, n_verts):
     """Boundary edges, non-manifold edges and whether no directed edge repeats."""
     faces = _index_array(faces)
-    index = np.int32 if 3 * len(faces) < 2**31 and n_verts < 2**31 else np.int64
-    b, nm, oriented = _edge_counts(faces, int(n_verts), np.zeros(int(n_verts) + 1, index),
+    index = np.int32 if 3 * len(faces) < 2**31 and 2 * n_verts + 1 < 2**31 else np.int64
+    b, nm, oriented = _edge_counts(faces.astype(index, copy=False), int(n_verts),
+                                   np.zeros(int(n_verts) + 1, index),
                                    np.empty(3 * len(faces), index))
     return int(b), int(nm), bool(oriented)
 
