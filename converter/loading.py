@@ -1,7 +1,8 @@
 """Decode a chosen series into one preallocated volume in modality units.
 
 Uncompressed little-endian pixels are read straight from the files at the
-offset the header scan found (threads side by side); everything else is
+offset the header scan found (by forked processes side by side, into one
+shared volume, while this process loads the compiled kernels); everything else is
 decoded by pydicom's pixel backends (pylibjpeg plugins, GDCM, numpy), in
 processes side by side, one object at a time, and copied straight into the
 volume; no dataset keeps its decoded array.  CT values become Hounsfield units through rescale
@@ -10,6 +11,9 @@ stays int16 while rescaling is integral and the values fit.
 """
 
 from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
 
 import numpy as np
 
@@ -108,21 +112,46 @@ def _quiet_child():
     logging.getLogger("pydicom").disabled = True
 
 
-def reading_pool(workers):
-    """A pool of ``workers`` forked processes for reading headers and decoding
-    pixels, or None for one worker (or where fork is not available).
+class ReadingPool:
+    """Forked processes for reading headers and decoding pixels with pydicom,
+    started on first use (:meth:`get`), so a series the converter reads on its
+    own never pays for them."""
 
-    Create it before starting any thread (forking a process that runs threads
-    is unsafe); terminate it when reading is done.
+    def __init__(self, workers):
+        self.workers = workers
+        self._pool = None
+
+    def get(self):
+        """The ``multiprocessing`` pool, forked now if it is not running yet."""
+        if self._pool is None:
+            import multiprocessing as mp  # noqa: PLC0415
+
+            self._pool = mp.get_context("fork").Pool(self.workers, initializer=_quiet_child)
+        return self._pool
+
+    def terminate(self):
+        if self._pool is not None:
+            self._pool.terminate()
+            self._pool = None
+
+
+def reading_pool(workers):
+    """A :class:`ReadingPool` of ``workers`` processes, or None for one worker
+    (or where fork is not available).
+
+    Processes are forked when first needed: do not start threads before
+    reading is done (forking a process that runs threads is unsafe), and
+    terminate the pool afterwards.
     """
     import multiprocessing as mp  # noqa: PLC0415
 
     if workers <= 1 or "fork" not in mp.get_all_start_methods():
         return None
-    return mp.get_context("fork").Pool(workers, initializer=_quiet_child)
+    return ReadingPool(workers)
 
 
-def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume:
+def load_volume(listing, info, *, progress=None, workers=1, pool=None,
+                while_waiting=None) -> Volume:
     """Decode the series ``info`` of ``listing`` into a ``Volume``.
 
     Parameters
@@ -132,12 +161,15 @@ def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume
         One of ``listing.series``.
     progress : callable(fraction), optional
     workers : int
-        Threads (uncompressed pixels, read straight from the files) or
-        processes (pixels pydicom must decode) working side by side; 1 does
-        everything in this thread.
-    pool : multiprocessing.pool.Pool, optional
+        Processes reading side by side (uncompressed pixels straight from the
+        files into shared memory; pixels pydicom must decode); 1 does
+        everything in this process.
+    pool : ReadingPool, optional
         Decodes compressed pixels (see :func:`reading_pool`); without it a
         pool is forked here when ``workers`` > 1.
+    while_waiting : callable(), optional
+        Run in this process while forked readers fill the volume (only when
+        they do).
     """
     stack = listing.stacks[info.index]
     slices, facts = stack.slices, stack.header
@@ -149,10 +181,14 @@ def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume
     if facts["samples"] != 1:
         raise UnreadableInput("colour images cannot be meshed", code="corrupt_pixel_data")
     integral = all(float(s.slope).is_integer() and float(s.intercept).is_integer() for s in slices)
+    fill = _fill
+    if workers > 1 and n >= _PARALLEL_MIN_SLICES and all(s.native is not None for s in slices) \
+            and _can_fork():
+        fill = partial(_fill_forked, while_waiting=while_waiting)
     try:
-        volume, lowest, had_padding, stats = _fill(slices, facts, integral, progress, workers, pool)
+        volume, lowest, had_padding, stats = fill(slices, facts, integral, progress, workers, pool)
     except _NeedsFloat:
-        volume, lowest, had_padding, stats = _fill(slices, facts, False, progress, workers, pool)
+        volume, lowest, had_padding, stats = fill(slices, facts, False, progress, workers, pool)
     if not np.isfinite(lowest):
         lowest = -1024.0
     background = min(-1024.0, lowest) if facts["modality"] == "CT" else lowest
@@ -181,43 +217,107 @@ def _fill(slices, facts, integral, progress, workers, pool):
     """Decode every slice into one new volume; (volume, lowest real value, padding
     seen, (per slice min/max, row maxima, column maxima))."""
     n, rows, cols = len(slices), facts["rows"], facts["columns"]
-    volume = np.empty((n, rows, cols), np.int16 if integral else np.float32)
-    slice_range = np.empty((n, 2), volume.dtype)
-    row_max = np.empty((n, rows), volume.dtype)
-    col_max = np.empty((n, cols), volume.dtype)
+    dtype = np.int16 if integral else np.float32
+    arrays = _Arrays(np.empty((n, rows, cols), dtype), np.empty((n, 2), dtype),
+                     np.empty((n, rows), dtype), np.empty((n, cols), dtype))
     padding = _padding_range(facts)
     done = [0]
 
     def store(k, raw):
-        if raw.shape != (rows, cols):
-            raise UnreadableInput("an image's size does not match its header",
-                                  code="corrupt_pixel_data")
-        result = _store(volume[k], raw, slices[k], padding, integral)
-        plane = volume[k]  # summaries while the slice is in cache
-        plane.max(axis=1, out=row_max[k])
-        plane.max(axis=0, out=col_max[k])
-        slice_range[k] = plane.min(), row_max[k].max()
+        result = _store_slice(arrays, k, raw, slices[k], padding, integral)
         done[0] += 1
         if progress and (done[0] % 8 == 0 or done[0] == n):
             progress(done[0] / n)
         return result
 
     if all(s.native is not None for s in slices):
-        def one(k):
-            return store(k, _read_native(slices[k], rows, cols))
-
-        if workers > 1 and n >= _PARALLEL_MIN_SLICES:
-            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
-
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(one, range(n)))
-        else:
-            results = [one(k) for k in range(n)]
+        results = [store(k, _read_native(slices[k], rows, cols)) for k in range(n)]
     else:
         results = [store(k, raw) for k, raw in enumerate(_decoded(slices, workers, pool))]
+    return _filled(arrays, results)
+
+
+class _Arrays(NamedTuple):
+    volume: np.ndarray
+    slice_range: np.ndarray  # (n, 2): min and max of each slice
+    row_max: np.ndarray  # (n, rows)
+    col_max: np.ndarray  # (n, cols)
+
+
+def _filled(arrays, results):
     lowest = min((low for low, _ in results), default=np.inf)
-    return (volume, lowest, any(padded for _, padded in results),
-            (slice_range, row_max, col_max))
+    return (arrays.volume, lowest, any(padded for _, padded in results),
+            (arrays.slice_range, arrays.row_max, arrays.col_max))
+
+
+def _store_slice(arrays, k, raw, s, padding, integral):
+    """Rescale slice ``k`` into the volume and note its summaries (while it is in cache)."""
+    if raw.shape != arrays.volume.shape[1:]:
+        raise UnreadableInput("an image's size does not match its header",
+                              code="corrupt_pixel_data")
+    result = _store(arrays.volume[k], raw, s, padding, integral)
+    plane = arrays.volume[k]
+    plane.max(axis=1, out=arrays.row_max[k])
+    plane.max(axis=0, out=arrays.col_max[k])
+    arrays.slice_range[k] = plane.min(), arrays.row_max[k].max()
+    return result
+
+
+def _can_fork():
+    import multiprocessing as mp  # noqa: PLC0415
+
+    return "fork" in mp.get_all_start_methods()
+
+
+#: what forked readers inherit: (arrays, slices, padding, integral)
+_FORKED_JOB = None
+
+
+def _fill_forked(slices, facts, integral, progress, workers, pool, *, while_waiting=None):
+    """:func:`_fill` for uncompressed slices by ``workers`` forked processes,
+    each reading a share of the files straight into one shared volume, while
+    this process runs ``while_waiting`` (loading the compiled kernels)."""
+    global _FORKED_JOB  # noqa: PLW0603 - handed to the children by fork
+    import multiprocessing as mp  # noqa: PLC0415
+
+    n, rows, cols = len(slices), facts["rows"], facts["columns"]
+    dtype = np.dtype(np.int16 if integral else np.float32)
+    arrays = _Arrays(*(_shared_array(shape, dtype) for shape in
+                       ((n, rows, cols), (n, 2), (n, rows), (n, cols))))
+    chunks = [range(i, min(n, i + 16)) for i in range(0, n, 16)]
+    _FORKED_JOB = (arrays, slices, _padding_range(facts), integral)
+    try:
+        readers = mp.get_context("fork").Pool(max(1, workers - 1), initializer=_quiet_child)
+    finally:
+        _FORKED_JOB = None
+    try:
+        pending = readers.imap(_fill_chunk, chunks)
+        if while_waiting is not None:
+            while_waiting()
+        results = []
+        for part in pending:
+            results.extend(part)
+            if progress:
+                progress(len(results) / n)
+    finally:
+        readers.terminate()
+    return _filled(arrays, results)
+
+
+def _shared_array(shape, dtype):
+    """A zeroed array in memory shared with processes forked after it."""
+    import mmap  # noqa: PLC0415
+
+    size = int(np.prod(shape)) * dtype.itemsize
+    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype, int(np.prod(shape))).reshape(shape)
+
+
+def _fill_chunk(ks):
+    """In a forked reader: slices ``ks`` into the shared volume; their (lowest, padded)."""
+    arrays, slices, padding, integral = _FORKED_JOB
+    rows, cols = arrays.volume.shape[1:]
+    return [_store_slice(arrays, k, _read_native(slices[k], rows, cols), slices[k], padding,
+                         integral) for k in ks]
 
 
 def _store(out, raw, s, padding, integral):
@@ -325,18 +425,15 @@ def _decoded(slices, workers, pool=None):
     multiframe_cache: dict = {}
     jobs = [(s.item, s.frame) for s in slices]
     use_pool = workers > 1 and len(jobs) >= _PARALLEL_MIN_SLICES and all(f is None for _, f in jobs)
-    if use_pool and pool is not None:
-        args = [(item.source(), None) for item, _ in jobs]
-        yield from pool.imap(_worker_decode, args, chunksize=max(1, len(args) // (workers * 4)))
-        return
     if use_pool:
-        import multiprocessing as mp  # noqa: PLC0415
-        from concurrent.futures import ProcessPoolExecutor  # noqa: PLC0415
-
-        ctx = mp.get_context("fork")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            args = [(item.source(), None) for item, _ in jobs]
-            yield from pool.map(_worker_decode, args, chunksize=max(1, len(args) // (workers * 4)))
+        own = pool if pool is not None else ReadingPool(workers)
+        args = [(item.source(), None) for item, _ in jobs]
+        try:
+            yield from own.get().imap(_worker_decode, args,
+                                      chunksize=max(1, len(args) // (workers * 4)))
+        finally:
+            if own is not pool:
+                own.terminate()
         return
     for item, frame in jobs:
         if frame is None:

@@ -235,23 +235,24 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     t = time.perf_counter()
-    pool = reading_pool(opts.workers)  # forked before any thread of ours starts
+    pool = reading_pool(opts.workers)  # forks when first used; no thread of ours runs yet
     try:
         with _quiet_pydicom():
             on_read = bar.stage("reading")
-            # while the pool reads the headers, this process loads the compiled kernels
+            # while forked processes read headers (pydicom's) or pixels, this
+            # process loads the compiled kernels
             listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool,
                            while_waiting=_jit.warm_up)
             info = select(listing, opts.series)
             vol = load_volume(listing, info, progress=lambda f: on_read(0.1 + 0.9 * f),
-                              workers=opts.workers, pool=pool)
+                              workers=opts.workers, pool=pool, while_waiting=_jit.warm_up)
     finally:
         if pool is not None:
             pool.terminate()
     timings["read"] = time.perf_counter() - t
 
     level, inverted, level_source, lowest = _choose_level(opts, vol)
-    _jit.warm_up()  # done already when a pool read the headers
+    _jit.warm_up()  # done already when forked processes read the series
 
     t = time.perf_counter()
     verts, faces, offset = _extract_surface(vol, level, inverted, opts, bar.stage("surface"),

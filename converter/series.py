@@ -1,6 +1,7 @@
 """Find the series in the inputs: read headers, classify, group, sort, choose.
 
-Only headers are read here (``stop_before_pixels``).  A series is a
+Only headers are read here: plain files by :mod:`converter.headers`, the
+rest by pydicom (``stop_before_pixels``).  A series is a
 SeriesInstanceUID split further by orientation and image size.  Slices are
 sorted by their position along the slice normal — never by InstanceNumber or
 file name — and checked for duplicates, gaps, tilt and uneven spacing.
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import headers
 from .errors import NoUsableSeries, UnreadableInput
 from .sources import iter_items
 from .volume import SeriesInfo
@@ -232,6 +234,12 @@ DAMAGED = "damaged header"
 
 def _examine(item):
     """One candidate file → ``(skip kind, None, None)`` or ``(None, facts, slices)``."""
+    quick = headers.examine(item, Slice)
+    return quick if quick is not None else _examine_with_pydicom(item)
+
+
+def _examine_with_pydicom(item):
+    """:func:`_examine` by pydicom, for the files :mod:`converter.headers` leaves."""
     import pydicom  # noqa: PLC0415
     if not _looks_like_dicom(item.head()):
         return "not DICOM", None, None
@@ -253,23 +261,32 @@ def _examine(item):
 
 
 def _examined(inputs, pool, while_waiting):
-    """``(item, result)`` for every candidate, in input order; headers are read
-    in ``pool`` (a multiprocessing pool) when there are enough files on disk,
-    and ``while_waiting`` runs here meanwhile."""
-    items = iter_items(inputs)
-    if pool is not None:
-        items = list(items)
-        if len(items) >= PARALLEL_MIN_FILES and all(i.path is not None for i in items):
-            # one process reads ~HEADERS_PER_PROCESS headers in about the time this
-            # one loads the kernels; more processes would only compete for the cores
-            procs = min(getattr(pool, "_processes", 2), -(-len(items) // HEADERS_PER_PROCESS))
-            pending = pool.map_async(_examine, items, chunksize=-(-len(items) // procs))
-            if while_waiting is not None:
-                while_waiting()
-            yield from zip(items, pending.get(), strict=True)
-            return
-    for item in items:
-        yield item, _examine(item)
+    """``(item, result)`` for every candidate, in input order.
+
+    The quick reader (:mod:`converter.headers`) answers for the plain files
+    here; the rest are read by pydicom — in ``pool`` (a
+    :class:`converter.loading.ReadingPool`) when there are enough of them on
+    disk, with ``while_waiting`` run here meanwhile.
+    """
+    items = list(iter_items(inputs))
+    results = [headers.examine(item, Slice) for item in items]
+    slow = [k for k, result in enumerate(results) if result is None]
+    forked = pool.get() if pool is not None and len(slow) >= PARALLEL_MIN_FILES \
+        and all(items[k].path is not None for k in slow) else None
+    if forked is not None:
+        # one process reads ~HEADERS_PER_PROCESS headers in about the time this
+        # one loads the kernels; more processes would only compete for the cores
+        procs = min(pool.workers, -(-len(slow) // HEADERS_PER_PROCESS))
+        pending = forked.map_async(_examine_with_pydicom, [items[k] for k in slow],
+                                   chunksize=-(-len(slow) // procs))
+        if while_waiting is not None:
+            while_waiting()
+        for k, result in zip(slow, pending.get(), strict=True):
+            results[k] = result
+    else:
+        for k in slow:
+            results[k] = _examine_with_pydicom(items[k])
+    return zip(items, results, strict=True)
 
 
 def scan(inputs, *, progress=None, pool=None, while_waiting=None) -> Listing:
@@ -279,8 +296,8 @@ def scan(inputs, *, progress=None, pool=None, while_waiting=None) -> Listing:
     ----------
     inputs : sequence of paths, bytes or binary files
     progress : callable(fraction), optional
-    pool : multiprocessing.pool.Pool, optional
-        Reads the headers of many files side by side (see
+    pool : converter.loading.ReadingPool, optional
+        Reads with pydicom the headers of many files side by side (see
         :func:`converter.loading.reading_pool`); the listing is the same.
     while_waiting : callable(), optional
         Run in this process while the pool reads (only when a pool is used).

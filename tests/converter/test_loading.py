@@ -10,6 +10,7 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless
 
+from converter import headers as H
 from converter import series as S
 from converter.loading import load_volume
 from tests import dicomgen as G
@@ -60,7 +61,8 @@ def test_native_reading_matches_pydicom(tmp_path, monkeypatch, case, workers):
     monkeypatch.setattr(L, "_PARALLEL_MIN_SLICES", 1)
     listing, fast = _load([tmp_path], workers)
     assert all(s.native is not None for s in listing.stacks[1].slices)
-    monkeypatch.setattr(S, "_native_pixels", lambda *args: None)
+    monkeypatch.setattr(S, "_native_pixels", lambda *args: None)  # pydicom's reading
+    monkeypatch.setattr(H, "_native", lambda *args: None)  # and the quick reader's
     listing, slow = _load([tmp_path], workers)
     assert all(s.native is None for s in listing.stacks[1].slices)
     assert fast.data.dtype == slow.data.dtype
@@ -80,7 +82,8 @@ def test_unused_high_bits_are_ignored_as_pydicom_does(tmp_path, monkeypatch, sig
     _rewrite(paths, BitsStored=12, HighBit=11, _words=garbage_above_12_bits)
     listing, fast = _load([tmp_path])
     assert listing.stacks[1].slices[0].native[2] == 4
-    monkeypatch.setattr(S, "_native_pixels", lambda *args: None)
+    monkeypatch.setattr(S, "_native_pixels", lambda *args: None)  # pydicom's reading
+    monkeypatch.setattr(H, "_native", lambda *args: None)  # and the quick reader's
     _, slow = _load([tmp_path])
     np.testing.assert_array_equal(fast.data, slow.data)
 

@@ -240,12 +240,16 @@ def test_canaries_reach_neither_stl_nor_report(tmp_path):
     assert uid_root not in repr(listing.series[0].safe_dict())
 
 
-def test_one_and_two_workers_make_the_same_stl_and_report(tmp_path, monkeypatch):
+@pytest.mark.parametrize("reader", ["quick", "pydicom"])
+def test_one_and_two_workers_make_the_same_stl_and_report(tmp_path, monkeypatch, reader):
+    import converter.headers as H
     import converter.loading as L
     import converter.series as S
 
-    monkeypatch.setattr(L, "_PARALLEL_MIN_SLICES", 2)  # thread the slices of a small series
-    monkeypatch.setattr(S, "PARALLEL_MIN_FILES", 2)  # and read the headers in a pool
+    monkeypatch.setattr(L, "_PARALLEL_MIN_SLICES", 2)  # fork readers for a small series
+    monkeypatch.setattr(S, "PARALLEL_MIN_FILES", 2)  # and read pydicom's headers in a pool
+    if reader == "pydicom":
+        monkeypatch.setattr(H, "examine", lambda *args: None)
     geometry = G.make_geometry(size=SIZE, tilt_deg=10.0)
     G.write_phantom_series(tmp_path / "s", G.two_spheres(), geometry)
     runs = [convert([tmp_path / "s"], ConvertOptions(threshold=0, workers=w)) for w in (1, 2)]
