@@ -203,17 +203,17 @@ def _dataset(buf, pos, implicit):
             pos = _skip_undefined(buf, start, implicit or (not implicit and vr == b"UN"))
             continue
         end = start + length
+        if not buf.need(end):
+            raise _Defer  # runs past the end of the file
         name = _STRINGS.get(tag) or _NUMBER_STRINGS.get(tag)
         if name is not None:
-            if not buf.need(end):
-                raise _Defer
             values[name] = buf.data[start:end]
         elif (name := _SHORTS.get(tag)) is not None:
-            if length != 2 or not buf.need(end):
+            if length != 2:
                 raise _Defer
             values[name] = _u16.unpack_from(buf.data, start)[0]
         elif (name := _US_OR_SS.get(tag)) is not None:
-            if length != 2 or not buf.need(end):
+            if length != 2:
                 raise _Defer
             values[name] = (None if implicit else vr, buf.data[start:end])
         pos = end

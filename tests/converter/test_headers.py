@@ -137,6 +137,7 @@ def test_a_big_endian_file_goes_to_pydicom():
     assert S._examine(Item(1, path=path))[0] is None  # and pydicom reads it
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's, on the damaged values
 def test_damaged_files_are_answered_as_pydicom_answers_or_deferred(tmp_path):
     folder = G.make_series_dir(tmp_path, "sphere", size=(6, 32, 32))
     files = [p.read_bytes() for p in sorted(folder.iterdir())]
