@@ -12,6 +12,7 @@ stays int16 while rescaling is integral and the values fit.
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 from typing import NamedTuple
 
@@ -271,12 +272,13 @@ def _can_fork():
 
 #: what forked readers inherit: (arrays, slices, padding, integral)
 _FORKED_JOB = None
+_FORK_LOCK = threading.Lock()
 
 
 def _fill_forked(slices, facts, integral, progress, workers, pool, *, while_waiting=None):
-    """:func:`_fill` for uncompressed slices by ``workers`` forked processes,
-    each reading a share of the files straight into one shared volume, while
-    this process runs ``while_waiting`` (loading the compiled kernels)."""
+    """:func:`_fill` for uncompressed slices by ``workers - 1`` forked
+    processes reading the files straight into one shared volume, while this
+    process runs ``while_waiting`` (loading the compiled kernels)."""
     global _FORKED_JOB  # noqa: PLW0603 - handed to the children by fork
     import multiprocessing as mp  # noqa: PLC0415
 
@@ -285,11 +287,13 @@ def _fill_forked(slices, facts, integral, progress, workers, pool, *, while_wait
     arrays = _Arrays(*(_shared_array(shape, dtype) for shape in
                        ((n, rows, cols), (n, 2), (n, rows), (n, cols))))
     chunks = [range(i, min(n, i + 16)) for i in range(0, n, 16)]
-    _FORKED_JOB = (arrays, slices, _padding_range(facts), integral)
-    try:
-        readers = mp.get_context("fork").Pool(max(1, workers - 1), initializer=_quiet_child)
-    finally:
-        _FORKED_JOB = None
+    with _FORK_LOCK:  # two conversions in one process hand their children their own job
+        _FORKED_JOB = (arrays, slices, _padding_range(facts), integral)
+        try:
+            # this process loads the kernels meanwhile: one core is left for it
+            readers = mp.get_context("fork").Pool(max(1, workers - 1), initializer=_quiet_child)
+        finally:
+            _FORKED_JOB = None
     try:
         pending = readers.imap(_fill_chunk, chunks)
         if while_waiting is not None:
