@@ -102,10 +102,14 @@ def test_bytes_and_zip_inputs_read_natively(tmp_path):
     np.testing.assert_array_equal(from_files.data, vol)
 
 
-def test_compressed_and_truncated_pixels(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_compressed_and_truncated_pixels(tmp_path, monkeypatch, workers):
+    import converter.loading as L
+
+    monkeypatch.setattr(L, "_PARALLEL_MIN_SLICES", 1)  # 2: the error comes from a forked reader
     vol = _volume()
     G.write_series(tmp_path / "rle", vol, transfer_syntax=RLELossless)
-    listing, rle = _load([tmp_path / "rle"])
+    listing, rle = _load([tmp_path / "rle"], workers)
     assert all(s.native is None for s in listing.stacks[1].slices)
     np.testing.assert_array_equal(rle.data, vol)
     paths = G.write_series(tmp_path / "cut", vol, transfer_syntax=ExplicitVRLittleEndian)
@@ -115,15 +119,19 @@ def test_compressed_and_truncated_pixels(tmp_path):
     from converter.errors import UnreadableInput
 
     with pytest.raises(UnreadableInput) as err:
-        load_volume(listing, S.select(listing))
+        load_volume(listing, S.select(listing), workers=workers)
     assert err.value.code == "corrupt_pixel_data"
 
 
-def test_values_beyond_int16_fall_back_to_float32(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_values_beyond_int16_fall_back_to_float32(tmp_path, monkeypatch, workers):
+    import converter.loading as L
+
+    monkeypatch.setattr(L, "_PARALLEL_MIN_SLICES", 1)  # 2: forked readers meet the overflow
     vol = np.full((4, 8, 8), 100.0)
     vol[2, 3, 3] = 40000.0
     G.write_series(tmp_path, vol, rescale=(1.0, 0.0))
-    _, loaded = _load([tmp_path])
+    _, loaded = _load([tmp_path], workers)
     assert loaded.data.dtype == np.float32
     assert loaded.data.max() == 40000.0
 
@@ -137,13 +145,17 @@ def test_unsigned_words_above_32767_rescale_exactly(tmp_path):
     np.testing.assert_array_equal(loaded.data, vol)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 @pytest.mark.parametrize("padding", [False, True])
-def test_loader_summaries_match_the_voxels(tmp_path, padding):
+def test_loader_summaries_match_the_voxels(tmp_path, monkeypatch, padding, workers):
+    import converter.loading as L
+
+    monkeypatch.setattr(L, "_PARALLEL_MIN_SLICES", 1)
     vol = _volume(seed=3)
     if padding:
         vol[:, :2] = -2000 - 1024
     G.write_series(tmp_path, vol, pixel_padding_value=-2000 if padding else None)
-    _, loaded = _load([tmp_path])
+    _, loaded = _load([tmp_path], workers)
     data = loaded.data
     assert loaded.value_range() == (float(data.min()), float(data.max()))
     for level in (-500.0, 0.0, 1500.0):
