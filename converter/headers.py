@@ -147,17 +147,9 @@ def _file_meta(buf, pos):
     """The transfer syntax and SOP class of the file meta group; the offset after it."""
     meta = {}
     while buf.need(pos + 8):
-        group, elem, vr, short_len = _tag_vr_len.unpack_from(buf.data, pos)
-        if group != 0x0002:
+        if _u16.unpack_from(buf.data, pos)[0] != 0x0002:
             break
-        if vr in _LONG_VRS:
-            if not buf.need(pos + 12):
-                raise _Defer
-            length, start = _u32.unpack_from(buf.data, pos + 8)[0], pos + 12
-        elif vr in _ALL_VRS:
-            length, start = short_len, pos + 8
-        else:
-            raise _Defer
+        _, elem, _, length, start = _explicit(buf, pos)
         if length == _UNDEFINED or not buf.need(start + length):
             raise _Defer
         if elem == 0x0010:
@@ -184,15 +176,7 @@ def _dataset(buf, pos, implicit):
             group, elem, length = _tag_len.unpack_from(data, pos)
             start = pos + 8
         else:
-            group, elem, vr, short_len = _tag_vr_len.unpack_from(data, pos)
-            if vr in _LONG_VRS:
-                if not buf.need(pos + 12):
-                    raise _Defer
-                length, start = _u32.unpack_from(buf.data, pos + 8)[0], pos + 12
-            elif vr in _ALL_VRS:
-                length, start = short_len, pos + 8
-            else:
-                raise _Defer
+            group, elem, vr, length, start = _explicit(buf, pos)
         first = False
         tag = group << 16 | elem
         if tag == _PIXEL_DATA:
@@ -219,15 +203,27 @@ def _dataset(buf, pos, implicit):
         pos = end
 
 
+def _explicit(buf, pos):
+    """(group, element, VR, value length, value offset) of the explicit-VR
+    element whose first 8 bytes are at ``pos``."""
+    group, elem, vr, short_len = _tag_vr_len.unpack_from(buf.data, pos)
+    if vr in _LONG_VRS:
+        if not buf.need(pos + 12):
+            raise _Defer
+        return group, elem, vr, _u32.unpack_from(buf.data, pos + 8)[0], pos + 12
+    if vr in _ALL_VRS:
+        return group, elem, vr, short_len, pos + 8
+    raise _Defer
+
+
 def _skip_undefined(buf, pos, implicit):
     """The offset after a sequence of undefined length whose items start at ``pos``."""
     depth = 0
     while True:
         if not buf.need(pos + 8):
             raise _Defer
-        group, elem = _u16.unpack_from(buf.data, pos)[0], _u16.unpack_from(buf.data, pos + 2)[0]
+        group, elem, length = _tag_len.unpack_from(buf.data, pos)  # implicit VR's layout
         if group == 0xFFFE:
-            length = _u32.unpack_from(buf.data, pos + 4)[0]
             if elem == 0xE0DD:  # sequence delimiter
                 if length != 0:
                     raise _Defer
@@ -247,19 +243,9 @@ def _skip_undefined(buf, pos, implicit):
                 pos += 8 + length
             continue
         # an element inside an item of undefined length
-        if implicit:
-            length = _u32.unpack_from(buf.data, pos + 4)[0]
-            start = pos + 8
-        else:
-            vr = bytes(buf.data[pos + 4:pos + 6])
-            if vr in _LONG_VRS:
-                if not buf.need(pos + 12):
-                    raise _Defer
-                length, start = _u32.unpack_from(buf.data, pos + 8)[0], pos + 12
-            elif vr in _ALL_VRS:
-                length, start = _u16.unpack_from(buf.data, pos + 6)[0], pos + 8
-            else:
-                raise _Defer
+        start = pos + 8
+        if not implicit:
+            _, _, _, length, start = _explicit(buf, pos)
         if length == _UNDEFINED:
             depth += 1  # a nested sequence
             pos = start
@@ -378,21 +364,31 @@ def _us_or_ss(values, name):
 
 
 def _native(values, facts, ts, implicit, pixel_at, buf):
-    """(value offset, dtype, unused high bits) of uncompressed pixels, as
-    ``series._native_pixels`` finds them; None when pydicom must decode."""
-    if ts not in (IMPLICIT_LE, EXPLICIT_LE) or pixel_at is None or facts["samples"] != 1:
+    """Where the uncompressed pixels are (see :func:`native_layout`), or None."""
+    if ts not in (IMPLICIT_LE, EXPLICIT_LE) or pixel_at is None:
         return None
     allocated = facts["bits_allocated"]
-    stored = values.get("bits_stored") or allocated
+    buf.need(pixel_at + 12)
+    return native_layout(facts, values.get("bits_stored") or allocated, implicit, pixel_at,
+                         buf.data[pixel_at:pixel_at + 12])
+
+
+def native_layout(facts, stored, implicit, start, head):
+    """(value offset, numpy dtype, unused high bits) of the uncompressed pixels
+    whose PixelData element starts at byte ``start`` with the 12 bytes ``head``
+    (little endian, implicit or explicit VR), read as pydicom would return
+    them; None when pydicom must decode them."""
+    if facts["multiframe"] or facts["samples"] != 1:
+        return None
+    allocated = facts["bits_allocated"]
     if allocated not in (8, 16, 32) or not 1 <= stored <= allocated:
         return None
-    if not buf.need(pixel_at + 12):
+    if len(head) < 12 or head[:4] != b"\xe0\x7f\x10\x00":
         return None
-    head = buf.data[pixel_at:pixel_at + 12]
     if implicit:
-        length, value = int.from_bytes(head[4:8], "little"), pixel_at + 8
+        length, value = int.from_bytes(head[4:8], "little"), start + 8
     elif head[4:6] in (b"OW", b"OB") and head[6:8] == b"\0\0":
-        length, value = int.from_bytes(head[8:12], "little"), pixel_at + 12
+        length, value = int.from_bytes(head[8:12], "little"), start + 12
     else:
         return None
     needed = facts["rows"] * facts["columns"] * allocated // 8

@@ -175,26 +175,10 @@ def _native_pixels(ds, facts, where):
         implicit = _NATIVE_SYNTAXES.get(str(ds.file_meta.get("TransferSyntaxUID", "") or ""))
         if implicit is None or ds.original_encoding != (implicit, True):
             return None
-        if facts["multiframe"] or facts["samples"] != 1:
-            return None
         allocated = facts["bits_allocated"]
         stored = int(ds.get("BitsStored", allocated) or allocated)
-        if allocated not in (8, 16, 32) or not 1 <= stored <= allocated:
-            return None
         start, head = where
-        if len(head) < 12 or head[:4] != b"\xe0\x7f\x10\x00":
-            return None
-        if implicit:
-            length, value = int.from_bytes(head[4:8], "little"), start + 8
-        elif head[4:6] in (b"OW", b"OB") and head[6:8] == b"\0\0":
-            length, value = int.from_bytes(head[8:12], "little"), start + 12
-        else:
-            return None
-        needed = facts["rows"] * facts["columns"] * allocated // 8
-        if length == 0xFFFFFFFF or length < needed:
-            return None
-        signed = facts["pixel_representation"] == 1
-        return (value, f"<{'i' if signed else 'u'}{allocated // 8}", allocated - stored)
+        return headers.native_layout(facts, stored, implicit, start, head)
     except (AttributeError, KeyError, TypeError, ValueError):
         return None
 
