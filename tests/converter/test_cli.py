@@ -119,6 +119,9 @@ def test_sample_series_converts(tmp_path):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["watertight"] and report["components"] >= 2
+    timings = report["timings_s"]
+    assert list(timings) == ["read", "kernels", "surface", "mesh", "write", "total"]
+    assert 0 < timings["kernels"] < timings["total"]  # a fresh process loads them once
 
 
 # ----------------------------------------------------------------- bad input
