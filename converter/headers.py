@@ -30,6 +30,28 @@ _LONG_VRS = frozenset(b"OB OD OF OL OV OW SQ UC UN UR UT SV UV".split())
 _ALL_VRS = frozenset(b"AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST "
                      b"SV TM UC UI UL UN UR US UT UV".split())
 
+DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
+#: SOP class prefixes of objects that are not images to mesh, by kind
+NON_IMAGE_CLASSES = (
+    ("1.2.840.10008.5.1.4.1.1.88.59", "KO"),
+    ("1.2.840.10008.5.1.4.1.1.88.", "SR"),
+    ("1.2.840.10008.5.1.4.1.1.11.", "PR"),
+    ("1.2.840.10008.5.1.4.1.1.481.3", "RTSTRUCT"),
+    ("1.2.840.10008.5.1.4.1.1.481.5", "RTPLAN"),
+    ("1.2.840.10008.5.1.4.1.1.481.2", "RTDOSE"),
+    ("1.2.840.10008.5.1.4.1.1.66.4", "SEG"),
+    ("1.2.840.10008.5.1.4.1.1.104.", "encapsulated document"),
+)
+
+
+def non_image_kind(sop_class: str) -> str | None:
+    """The kind of a non-image object (SR, SEG, …) by its SOP class UID, else None."""
+    for prefix, kind in NON_IMAGE_CLASSES:
+        if sop_class.startswith(prefix):
+            return kind
+    return None
+
+
 _PIXEL_DATA = 0x7FE00010
 _UNDEFINED = 0xFFFFFFFF
 
@@ -301,13 +323,10 @@ def _number(raw, default, kind=float):
 
 def _result(values, meta, ts, implicit, pixel_at, buf, item, slice_type):
     sop = _text(values["sop_class"]) if "sop_class" in values else meta.get("sop_class", "")
-    from .series import DICOMDIR_CLASS, NON_IMAGE_CLASSES  # noqa: PLC0415
-
     if sop == DICOMDIR_CLASS:
         raise _Defer
-    for prefix, kind in NON_IMAGE_CLASSES:
-        if sop.startswith(prefix):
-            return kind, None, None
+    if kind := non_image_kind(sop):
+        return kind, None, None
     if "rows" not in values or "columns" not in values:
         raise _Defer
     if "image_type" in values:

@@ -20,18 +20,6 @@ from .errors import NoUsableSeries, UnreadableInput
 from .sources import iter_items
 from .volume import SeriesInfo
 
-DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
-#: SOP class prefixes of objects that are not images to mesh, by kind
-NON_IMAGE_CLASSES = (
-    ("1.2.840.10008.5.1.4.1.1.88.59", "KO"),
-    ("1.2.840.10008.5.1.4.1.1.88.", "SR"),
-    ("1.2.840.10008.5.1.4.1.1.11.", "PR"),
-    ("1.2.840.10008.5.1.4.1.1.481.3", "RTSTRUCT"),
-    ("1.2.840.10008.5.1.4.1.1.481.5", "RTPLAN"),
-    ("1.2.840.10008.5.1.4.1.1.481.2", "RTDOSE"),
-    ("1.2.840.10008.5.1.4.1.1.66.4", "SEG"),
-    ("1.2.840.10008.5.1.4.1.1.104.", "encapsulated document"),
-)
 ORIENTATION_TOL = 1e-4
 DUPLICATE_TOL_MM = 1e-3
 
@@ -85,11 +73,10 @@ def _looks_like_dicom(head: bytes) -> bool:
 def _kind_of(ds) -> str | None:
     """Why a dataset is skipped, or None when it is an image to use."""
     sop = str(getattr(ds, "SOPClassUID", "") or ds.file_meta.get("MediaStorageSOPClassUID", ""))
-    if sop == DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
+    if sop == headers.DICOMDIR_CLASS or "DirectoryRecordSequence" in ds:
         return "DICOMDIR"
-    for prefix, kind in NON_IMAGE_CLASSES:
-        if sop.startswith(prefix):
-            return kind
+    if kind := headers.non_image_kind(sop):
+        return kind
     if "Rows" not in ds or "Columns" not in ds:
         return "no pixel data"
     image_type = [str(v).upper() for v in (ds.get("ImageType") or [])]
@@ -216,14 +203,9 @@ _NOT_COUNTED = ("not DICOM", "unreadable")  # skip kinds that are not DICOM obje
 DAMAGED = "damaged header"
 
 
-def _examine(item):
-    """One candidate file → ``(skip kind, None, None)`` or ``(None, facts, slices)``."""
-    quick = headers.examine(item, Slice)
-    return quick if quick is not None else _examine_with_pydicom(item)
-
-
 def _examine_with_pydicom(item):
-    """:func:`_examine` by pydicom, for the files :mod:`converter.headers` leaves."""
+    """One candidate file → ``(skip kind, None, None)`` or ``(None, facts, slices)``,
+    read by pydicom (for the files :mod:`converter.headers` leaves)."""
     import pydicom  # noqa: PLC0415
     if not _looks_like_dicom(item.head()):
         return "not DICOM", None, None

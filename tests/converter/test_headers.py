@@ -27,7 +27,7 @@ from tests.converter.test_robustness import mutate
 
 
 def _same(fast, ref):
-    """True when two ``_examine`` results say the same."""
+    """True when two header readings say the same."""
     if fast[0] != ref[0]:
         return False
     if fast[0] is not None:
@@ -137,7 +137,7 @@ def test_other_files_go_to_pydicom(tmp_path, case):
 def test_a_big_endian_file_goes_to_pydicom():
     path = get_testdata_file("MR_small_bigendian.dcm")
     assert H.examine(Item(1, path=path), S.Slice) is None
-    assert S._examine(Item(1, path=path))[0] is None  # and pydicom reads it
+    assert S._examine_with_pydicom(Item(1, path=path))[0] is None  # and pydicom reads it
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's, on the damaged values
