@@ -106,10 +106,15 @@ def machine():
 
 def peer_versions():
     code = ("import importlib.metadata as m\n"
-            "for p in ('numpy','numba','pydicom','scikit-image','numpy-stl','vtk','dicom2stl'):\n"
+            "for p in ('numpy','pydicom','scikit-image','numpy-stl','vtk','dicom2stl'):\n"
             "    try: print(p, m.version(p))\n"
             "    except m.PackageNotFoundError: print(p, '-')\n")
     out = subprocess.run([PY, "-c", code], capture_output=True, text=True).stdout.split("\n")
+    try:  # the compiler that built ephemesh's kernels at install time
+        cc = subprocess.run(["cc", "--version"], capture_output=True, text=True).stdout
+        out.append("kernels compiled by " + cc.splitlines()[0])
+    except (OSError, IndexError):
+        pass
     return ", ".join(line for line in out if line.strip())
 
 
@@ -213,8 +218,8 @@ def first_touch():
 def baseline_rss():
     """Peak RSS (MB) of the interpreter with ephemesh's imports and kernels loaded, no data."""
     code = ("import converter.pipeline, pydicom, pydicom.pixels\n"
-            "from converter import _jit\n"
-            "_jit.warm_up()\n")
+            "from converter import warm_up\n"
+            "warm_up()\n")
     return _timed([PY, "-c", code])[1]
 
 
@@ -298,7 +303,7 @@ def main(argv=None):
         series, volume = make_data(n)
         cases = cases_for(n, series, volume)
         _timed([str(BIN / "ephemesh"), "convert", str(series), "-o", str(WORK / "warm.stl"),
-                "--threshold", LEVEL, "--no-progress"])  # compile/cache kernels, warm page cache
+                "--threshold", LEVEL, "--no-progress"])  # warm the page cache
         for r in range(args.runs):
             for case in cases:
                 case.run_once()
@@ -326,7 +331,7 @@ def write_results(sections, args, load_before, load_after, seconds, baseline, to
            "resident set (wait4). Ratios read *how many times faster the row is than the "
            "column's peer* (peer's median / row's median; below 1× the row is slower). "
            "Extraction-only times exclude imports for every peer (VTK's import alone is "
-           "~1 s, loading ephemesh's compiled kernels ~0.4 s); end-to-end times include "
+           "~1 s, loading ephemesh's compiled kernels a few ms); end-to-end times include "
            "everything, interpreter start and imports too.", ""]
     for n, cases in sections:
         e2e = [c for c in cases if c.group == "e2e"]
@@ -339,9 +344,7 @@ def write_results(sections, args, load_before, load_after, seconds, baseline, to
         eph2 = e2e[0]
         if "timings" in eph2.extra:
             stages = ", ".join(f"{k} {v:.2f} s" for k, v in eph2.extra["timings"].items())
-            doc += [f"ephemesh's own stage timings (2 cores, last run): {stages}; `kernels` is "
-                    "loading the compiled kernels (numba's import and first call), which runs "
-                    "while forked processes read the series, so it lies within `read`; "
+            doc += [f"ephemesh's own stage timings (2 cores, last run): {stages}; "
                     "interpreter start, imports and the report's topology are outside `total`.",
                     ""]
         doc += ["### Targets", "", targets(n, cases, baseline), ""]

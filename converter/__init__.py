@@ -7,11 +7,11 @@ A pure library: no web framework, queue or Redis.  The public API::
     result = convert(["scan/"], ConvertOptions(preset="bone"), output="bone.stl")
     result.report["volume_mm3"]
 
-A process that forks workers calls ``warm_up()`` first, so each child
-inherits the loaded kernels instead of loading them again.
+A process that forks workers may call ``warm_up()`` first, so each child
+inherits the loaded compiled kernels (a few milliseconds to load).
 """
 
-from ._jit import warm_up
+from ._compiled import warm_up
 from .errors import ConverterError, NoUsableSeries, UnreadableInput, UsageError
 from .pipeline import ConversionResult, ConvertOptions, convert, list_series
 from .presets import PRESETS

@@ -1,19 +1,17 @@
 """Decode a chosen series into one preallocated volume in modality units.
 
 Uncompressed little-endian pixels are read straight from the files at the
-offset the header scan found (by forked processes side by side, into one
-shared volume, while this process loads the compiled kernels); everything else is
-decoded by pydicom's pixel backends (pylibjpeg plugins, GDCM, numpy), in
-processes side by side, one object at a time, and copied straight into the
-volume; no dataset keeps its decoded array.  CT values become Hounsfield units through rescale
+offset the header scan found (by threads side by side: file reads and
+numpy's loops release the GIL); everything else is decoded by pydicom's
+pixel backends (pylibjpeg plugins, GDCM, numpy), in forked processes side by
+side, one object at a time, and copied straight into the volume; no dataset
+keeps its decoded array.  CT values become Hounsfield units through rescale
 slope and intercept; PixelPaddingValue voxels become background.  The volume
 stays int16 while rescaling is integral and the values fit.
 """
 
 from __future__ import annotations
 
-import threading
-from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -151,8 +149,7 @@ def reading_pool(workers):
     return ReadingPool(workers)
 
 
-def load_volume(listing, info, *, progress=None, workers=1, pool=None,
-                while_waiting=None) -> Volume:
+def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume:
     """Decode the series ``info`` of ``listing`` into a ``Volume``.
 
     Parameters
@@ -162,15 +159,12 @@ def load_volume(listing, info, *, progress=None, workers=1, pool=None,
         One of ``listing.series``.
     progress : callable(fraction), optional
     workers : int
-        Processes reading side by side (uncompressed pixels straight from the
-        files into shared memory; pixels pydicom must decode); 1 does
-        everything in this process.
+        Readers side by side: threads for uncompressed pixels (read straight
+        from the files into the volume), processes for pixels pydicom must
+        decode; 1 does everything in this thread.
     pool : ReadingPool, optional
         Decodes compressed pixels (see :func:`reading_pool`); without it a
         pool is forked here when ``workers`` > 1.
-    while_waiting : callable(), optional
-        Run in this process while forked readers fill the volume (only when
-        they do).
     """
     stack = listing.stacks[info.index]
     slices, facts = stack.slices, stack.header
@@ -182,14 +176,10 @@ def load_volume(listing, info, *, progress=None, workers=1, pool=None,
     if facts["samples"] != 1:
         raise UnreadableInput("colour images cannot be meshed", code="corrupt_pixel_data")
     integral = all(float(s.slope).is_integer() and float(s.intercept).is_integer() for s in slices)
-    fill = _fill
-    if workers > 1 and n >= _PARALLEL_MIN_SLICES and all(s.native is not None for s in slices) \
-            and _can_fork():
-        fill = partial(_fill_forked, while_waiting=while_waiting)
     try:
-        volume, lowest, had_padding, stats = fill(slices, facts, integral, progress, workers, pool)
+        volume, lowest, had_padding, stats = _fill(slices, facts, integral, progress, workers, pool)
     except _NeedsFloat:
-        volume, lowest, had_padding, stats = fill(slices, facts, False, progress, workers, pool)
+        volume, lowest, had_padding, stats = _fill(slices, facts, False, progress, workers, pool)
     if not np.isfinite(lowest):
         lowest = -1024.0
     background = min(-1024.0, lowest) if facts["modality"] == "CT" else lowest
@@ -232,7 +222,22 @@ def _fill(slices, facts, integral, progress, workers, pool):
         return result
 
     if all(s.native is not None for s in slices):
-        results = [store(k, _read_native(slices[k], rows, cols)) for k in range(n)]
+        if workers > 1 and n >= _PARALLEL_MIN_SLICES:
+            # file reads and numpy's loops release the GIL: threads read side by side
+            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+            def chunk(ks):
+                return [_store_slice(arrays, k, _read_native(slices[k], rows, cols), slices[k],
+                                     padding, integral) for k in ks]
+
+            results = []
+            with ThreadPoolExecutor(max_workers=workers) as readers:
+                for part in readers.map(chunk, [range(i, min(n, i + 8)) for i in range(0, n, 8)]):
+                    results.extend(part)
+                    if progress:
+                        progress(len(results) / n)
+        else:
+            results = [store(k, _read_native(slices[k], rows, cols)) for k in range(n)]
     else:
         results = [store(k, raw) for k, raw in enumerate(_decoded(slices, workers, pool))]
     return _filled(arrays, results)
@@ -262,66 +267,6 @@ def _store_slice(arrays, k, raw, s, padding, integral):
     plane.max(axis=0, out=arrays.col_max[k])
     arrays.slice_range[k] = plane.min(), arrays.row_max[k].max()
     return result
-
-
-def _can_fork():
-    import multiprocessing as mp  # noqa: PLC0415
-
-    return "fork" in mp.get_all_start_methods()
-
-
-#: what forked readers inherit: (arrays, slices, padding, integral)
-_FORKED_JOB = None
-_FORK_LOCK = threading.Lock()
-
-
-def _fill_forked(slices, facts, integral, progress, workers, pool, *, while_waiting=None):
-    """:func:`_fill` for uncompressed slices by ``workers - 1`` forked
-    processes reading the files straight into one shared volume, while this
-    process runs ``while_waiting`` (loading the compiled kernels)."""
-    global _FORKED_JOB  # noqa: PLW0603 - handed to the children by fork
-    import multiprocessing as mp  # noqa: PLC0415
-
-    n, rows, cols = len(slices), facts["rows"], facts["columns"]
-    dtype = np.dtype(np.int16 if integral else np.float32)
-    arrays = _Arrays(*(_shared_array(shape, dtype) for shape in
-                       ((n, rows, cols), (n, 2), (n, rows), (n, cols))))
-    chunks = [range(i, min(n, i + 16)) for i in range(0, n, 16)]
-    with _FORK_LOCK:  # two conversions in one process hand their children their own job
-        _FORKED_JOB = (arrays, slices, _padding_range(facts), integral)
-        try:
-            # this process loads the kernels meanwhile: one core is left for it
-            readers = mp.get_context("fork").Pool(max(1, workers - 1), initializer=_quiet_child)
-        finally:
-            _FORKED_JOB = None
-    try:
-        pending = readers.imap(_fill_chunk, chunks)
-        if while_waiting is not None:
-            while_waiting()
-        results = []
-        for part in pending:
-            results.extend(part)
-            if progress:
-                progress(len(results) / n)
-    finally:
-        readers.terminate()
-    return _filled(arrays, results)
-
-
-def _shared_array(shape, dtype):
-    """A zeroed array in memory shared with processes forked after it."""
-    import mmap  # noqa: PLC0415
-
-    size = int(np.prod(shape)) * dtype.itemsize
-    return np.frombuffer(mmap.mmap(-1, max(size, 1)), dtype, int(np.prod(shape))).reshape(shape)
-
-
-def _fill_chunk(ks):
-    """In a forked reader: slices ``ks`` into the shared volume; their (lowest, padded)."""
-    arrays, slices, padding, integral = _FORKED_JOB
-    rows, cols = arrays.volume.shape[1:]
-    return [_store_slice(arrays, k, _read_native(slices[k], rows, cols), slices[k], padding,
-                         integral) for k in ks]
 
 
 def _store(out, raw, s, padding, integral):

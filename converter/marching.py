@@ -4,9 +4,9 @@ Two engines make the same welded, outward-wound mesh from the table of
 :mod:`converter._mc_tables` (asymptotic decider on ambiguous faces, an extra
 vertex in the few loops that need one):
 
-* ``jit`` (:mod:`converter.marching_kernel`): a compiled pass over planes
-  that works only where a row crosses the level; slabs of planes run on
-  threads.  The default when numba is available.
+* ``compiled`` (:mod:`converter.marching_kernel`, a Cython extension built
+  at install time): a pass over planes that works only where a row crosses
+  the level; slabs of planes run on threads.  The default when it is built.
 * ``numpy`` (:mod:`converter.marching_numpy`): whole-slab numpy operations;
   the reference the compiled kernel is tested against.
 
@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _jit
+from . import _compiled
 
 #: voxels per slab: the unit of work handed to a thread
 SLAB_VOXELS = 4_000_000
-ENGINES = ("auto", "jit", "numpy")
+ENGINES = ("auto", "compiled", "numpy")
 
 
 def _check(volume, level, step, workers, pad, engine):
@@ -52,10 +52,11 @@ def _check(volume, level, step, workers, pad, engine):
             raise ValueError(f"pad must be a finite value at or below the level, got {pad}")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    if engine == "jit" and not _jit.usable():
-        raise ValueError("engine 'jit' needs numba, which is not available")
+    if engine == "compiled" and not _compiled.usable():
+        raise ValueError("engine 'compiled' needs the compiled kernels, which are not built "
+                         "(install the package) or are turned off (EPHEMESH_COMPILED=0)")
     if engine == "auto":
-        engine = "jit" if _jit.usable() else "numpy"
+        engine = "compiled" if _compiled.usable() else "numpy"
     return level, int(step), int(workers), pad, engine
 
 
@@ -88,8 +89,8 @@ def marching_cubes(volume, level, *, step=1, workers=1, progress=None, pad=None,
         voxels of this value (at or below ``level``), so surfaces touching
         its faces are closed; vertices stay in the volume's own index units
         (the pad layer sits at -1 and at n).  No padded copy is made.
-    engine : {"auto", "jit", "numpy"}, optional
-        ``auto`` takes the compiled kernel when numba is available.
+    engine : {"auto", "compiled", "numpy"}, optional
+        ``auto`` takes the compiled kernel when it is built.
 
     Returns
     -------

@@ -5,7 +5,7 @@ millimetres, ``faces`` an (M, 3) integer array of vertex indices wound so
 that normals point outward (positive enclosed volume).  Every function is
 vectorized with numpy/scipy; none loops over triangles in Python.  The
 measures, topology and components the report needs run as compiled kernels
-(:mod:`converter.mesh_kernel`) when numba is available; the numpy code here
+(:mod:`converter.mesh_kernel`) when they are built; the numpy code here
 is their reference.
 """
 
@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _jit
+from . import _compiled
 
 
 def _kernel():
     """The compiled kernels, or None (numpy then)."""
-    if not _jit.usable():
+    if not _compiled.usable():
         return None
     from . import mesh_kernel  # noqa: PLC0415
 

@@ -227,7 +227,6 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         converted, ``UnreadableInput`` when the data cannot be read.
     """
     opts = (options or ConvertOptions()).validate()
-    from . import _jit  # noqa: PLC0415
     from .loading import load_volume, reading_pool  # noqa: PLC0415
     from .series import scan, select  # noqa: PLC0415
 
@@ -235,32 +234,20 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     t = time.perf_counter()
-    loading = [0.0]
-
-    def load_kernels():  # once per process; timed, as it is the largest fixed cost
-        started = time.perf_counter()
-        _jit.warm_up()
-        loading[0] += time.perf_counter() - started
-
     pool = reading_pool(opts.workers)  # forks when first used; no thread of ours runs yet
     try:
         with _quiet_pydicom():
             on_read = bar.stage("reading")
-            # while forked processes read headers (pydicom's) or pixels, this
-            # process loads the compiled kernels
-            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool,
-                           while_waiting=load_kernels)
+            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool)
             info = select(listing, opts.series)
             vol = load_volume(listing, info, progress=lambda f: on_read(0.1 + 0.9 * f),
-                              workers=opts.workers, pool=pool, while_waiting=load_kernels)
+                              workers=opts.workers, pool=pool)
     finally:
         if pool is not None:
             pool.terminate()
     timings["read"] = time.perf_counter() - t
 
     level, inverted, level_source, lowest = _choose_level(opts, vol)
-    load_kernels()  # done already when forked processes read the series
-    timings["kernels"] = loading[0]  # within "read" when it overlapped with reading
 
     t = time.perf_counter()
     verts, faces, offset = _extract_surface(vol, level, inverted, opts, bar.stage("surface"),

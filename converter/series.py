@@ -196,7 +196,7 @@ def _int_or_none(value):
 
 #: a pool is worth its start-up from this many files on
 PARALLEL_MIN_FILES = 64
-#: headers one pool process reads while the main process loads the kernels
+#: headers that make forking one more pool process worth its start-up
 HEADERS_PER_PROCESS = 400
 _NOT_COUNTED = ("not DICOM", "unreadable")  # skip kinds that are not DICOM objects
 #: a DICOM object whose header holds an element that cannot be interpreted
@@ -226,13 +226,13 @@ def _examine_with_pydicom(item):
     return None, facts, slices
 
 
-def _examined(inputs, pool, while_waiting):
+def _examined(inputs, pool):
     """``(item, result)`` for every candidate, in input order.
 
     The quick reader (:mod:`converter.headers`) answers for the plain files
     here; the rest are read by pydicom — in ``pool`` (a
     :class:`converter.loading.ReadingPool`) when there are enough of them on
-    disk, with ``while_waiting`` run here meanwhile.
+    disk.
     """
     items = list(iter_items(inputs))
     results = [headers.examine(item, Slice) for item in items]
@@ -240,13 +240,10 @@ def _examined(inputs, pool, while_waiting):
     forked = pool.get() if pool is not None and len(slow) >= PARALLEL_MIN_FILES \
         and all(items[k].path is not None for k in slow) else None
     if forked is not None:
-        # one process reads ~HEADERS_PER_PROCESS headers in about the time this
-        # one loads the kernels; more processes would only compete for the cores
+        # a process is worth forking for every ~HEADERS_PER_PROCESS headers
         procs = min(pool.workers, -(-len(slow) // HEADERS_PER_PROCESS))
         pending = forked.map_async(_examine_with_pydicom, [items[k] for k in slow],
                                    chunksize=-(-len(slow) // procs))
-        if while_waiting is not None:
-            while_waiting()
         for k, result in zip(slow, pending.get(), strict=True):
             results[k] = result
     else:
@@ -255,7 +252,7 @@ def _examined(inputs, pool, while_waiting):
     return zip(items, results, strict=True)
 
 
-def scan(inputs, *, progress=None, pool=None, while_waiting=None) -> Listing:
+def scan(inputs, *, progress=None, pool=None) -> Listing:
     """Read every header in ``inputs`` and list the series found.
 
     Parameters
@@ -265,8 +262,6 @@ def scan(inputs, *, progress=None, pool=None, while_waiting=None) -> Listing:
     pool : converter.loading.ReadingPool, optional
         Reads with pydicom the headers of many files side by side (see
         :func:`converter.loading.reading_pool`); the listing is the same.
-    while_waiting : callable(), optional
-        Run in this process while the pool reads (only when a pool is used).
 
     Returns
     -------
@@ -283,7 +278,7 @@ def scan(inputs, *, progress=None, pool=None, while_waiting=None) -> Listing:
     groups: dict = {}
     files = 0
     dicom_files = 0
-    for _, (kind, facts, slices) in _examined(inputs, pool, while_waiting):
+    for _, (kind, facts, slices) in _examined(inputs, pool):
         files += 1
         if kind not in _NOT_COUNTED:
             dicom_files += 1

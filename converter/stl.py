@@ -1,7 +1,7 @@
 """STL writing: binary (structured-array writes, no per-triangle Python) and ASCII.
 
 Binary records are made in blocks of :data:`BLOCK` triangles (a compiled
-kernel fills normals and corners when numba is available, numpy otherwise)
+kernel fills normals and corners when it is built, numpy otherwise)
 and each block is written with one call, so the whole file never sits in
 memory twice.
 
@@ -54,9 +54,9 @@ def _corners_and_normals_numpy(v32, faces, block):
 
 
 def _block_filler():
-    from . import _jit  # noqa: PLC0415
+    from . import _compiled  # noqa: PLC0415
 
-    if not _jit.usable():
+    if not _compiled.usable():
         return _corners_and_normals_numpy
     from .mesh_kernel import corners_and_normals  # noqa: PLC0415
 

@@ -140,9 +140,9 @@ class Volume:
         in_plane = np.stack([self.col_dir * sr, self.row_dir * sc])  # rows, columns -> mm
         n = self.positions.shape[0]
         if n > 1 and len(ijk) >= 4096:
-            from . import _jit  # noqa: PLC0415
+            from . import _compiled  # noqa: PLC0415
 
-            if _jit.usable():
+            if _compiled.usable():
                 from .mesh_kernel import index_to_patient  # noqa: PLC0415
 
                 return index_to_patient(ijk, offset, self.positions, in_plane)

@@ -50,17 +50,27 @@ stamp=".venv/.ephemesh-installed"
 [ $want_test -eq 1 ] && stamp="$stamp-test"
 # the editable install maps each top-level package as it was when installed:
 # one that became a regular package later (an __init__.py added) stays a
-# namespace to the console script, so check the imports from outside the checkout
+# namespace to the console script, so check the imports from outside the checkout;
+# the compiled kernels are built by the install, so a changed .pyx installs again
 installed_ok() {
   local python="$PWD/.venv/bin/python"
   (cd / && "$python" -c '
-import sys, converter, web, worker
+import sys, converter, web, worker, converter._cmarching, converter._cmesh
 sys.exit(any(getattr(m, "__file__", None) is None for m in (converter, web, worker)))' 2>/dev/null)
 }
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || ! installed_ok; then
+sources_changed() {
+  [ -n "$(find pyproject.toml setup.py converter -maxdepth 1 \( -name '*.pyx' -o -name pyproject.toml -o -name setup.py \) -newer "$stamp" 2>/dev/null)" ]
+}
+if [ ! -f "$stamp" ] || sources_changed || ! installed_ok; then
   log "installing Python packages"
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-  .venv/bin/python -m pip install -q -e "$extras" 2> >(grep -v "is ignored: it is neither" >&2)
+  # builds the compiled kernels too (Cython, ~1 min); the build's notices are
+  # shown only when the install fails
+  pip_log="$(mktemp)"
+  if ! .venv/bin/python -m pip install -q -e "$extras" 2>"$pip_log"; then
+    grep -v "is ignored: it is neither" "$pip_log" >&2; rm -f "$pip_log"; exit 1
+  fi
+  rm -f "$pip_log"
   touch "$stamp"
 fi
 

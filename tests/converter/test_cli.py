@@ -120,8 +120,8 @@ def test_sample_series_converts(tmp_path):
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["watertight"] and report["components"] >= 2
     timings = report["timings_s"]
-    assert list(timings) == ["read", "kernels", "surface", "mesh", "write", "total"]
-    assert 0 < timings["kernels"] < timings["total"]  # a fresh process loads them once
+    assert list(timings) == ["read", "surface", "mesh", "write", "total"]
+    assert all(0 < timings[k] <= timings["total"] for k in ("read", "surface", "write"))
 
 
 # ----------------------------------------------------------------- bad input

@@ -1,6 +1,6 @@
 """Marching cubes against scikit-image, the reference, for both engines.
 
-``jit`` is the compiled kernel (numba), ``numpy`` the vectorized numpy path;
+``compiled`` is the Cython kernel, ``numpy`` the vectorized numpy path;
 each must agree with scikit-image (vertices on the isosurface, enclosed
 volume, closed and manifold wherever scikit-image's mesh is) and the two
 must make the same mesh.  Timings live in ``bench/``, never here.
@@ -13,17 +13,21 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.measure import marching_cubes as sk_marching_cubes
 
-from converter import _jit
+from converter import _compiled
 from converter import mesh as M
 from converter.marching import marching_cubes
 from tests import dicomgen as G
 
-ENGINES = ["numpy", "jit"]
+ENGINES = ["numpy", "compiled"]
 
 
 def test_the_compiled_kernels_are_in_use():
-    """numba is a dependency: the "jit" cases below must not quietly run numpy."""
-    assert _jit.usable(), "numba is not importable: the compiled kernels are not in use"
+    """The install builds the kernels: the "compiled" cases below must not quietly run numpy."""
+    assert _compiled.usable(), "the compiled kernels are not built: install the package"
+    from converter import _cmarching, _cmesh
+
+    for module in (_cmarching, _cmesh):
+        assert module.__file__.endswith(".so"), module.__file__
 
 
 def trilinear(volume, points):
@@ -197,7 +201,7 @@ def test_slab_parallel_path_gives_the_same_mesh(monkeypatch, engine):
     assert canonical(*single) == canonical(*double) == canonical(*whole)
     np.testing.assert_array_equal(single[1], double[1])
     np.testing.assert_array_equal(single[0], double[0])
-    if engine == "jit":  # its numbering does not depend on the slabs at all
+    if engine == "compiled":  # its numbering does not depend on the slabs at all
         np.testing.assert_array_equal(single[0], whole[0])
         np.testing.assert_array_equal(single[1], whole[1])
 
@@ -239,7 +243,7 @@ def test_compiled_kernel_makes_the_numpy_mesh(case, pad):
     else:
         vol, level = rng.integers(0, 255, size=(12, 13, 14)).astype(np.uint8), 127.5
     pad_value = None if pad is None else float(np.floor(vol.min())) - 1.0
-    ours = marching_cubes(vol, level, engine="jit", pad=pad_value)
+    ours = marching_cubes(vol, level, engine="compiled", pad=pad_value)
     reference = marching_cubes(vol, level, engine="numpy", pad=pad_value)
     same_mesh(ours, reference)
     if pad is not None:
@@ -320,27 +324,61 @@ def test_huge_boxes_number_per_slab_and_give_int64_faces(monkeypatch):
 
     rng = np.random.default_rng(9)
     field = gaussian_filter(rng.normal(size=(30, 20, 22)), 1.5)
-    normal = marching_cubes(field, 0.0, pad=-5.0, engine="jit")
+    normal = marching_cubes(field, 0.0, pad=-5.0, engine="compiled")
     assert normal[1].dtype == np.int32
     monkeypatch.setattr(marching_kernel, "INT32_VOXELS", 24 * 22 * 4)  # "huge": 3 planes a slab
     monkeypatch.setattr(mc, "SLAB_VOXELS", 24 * 22 * 3)
     for workers in (1, 2):
-        huge = marching_cubes(field, 0.0, pad=-5.0, engine="jit", workers=workers)
+        huge = marching_cubes(field, 0.0, pad=-5.0, engine="compiled", workers=workers)
         assert huge[1].dtype == np.int64
         np.testing.assert_array_equal(huge[0], normal[0])
         np.testing.assert_array_equal(huge[1], normal[1])
 
 
-def test_loading_the_kernels_does_not_import_scipy_linalg():
-    """numba's eager BLAS probe (scipy.linalg, a fifth of a conversion's time)
-    is skipped; the compiled kernels still load and run."""
+def test_kernel_arrays_own_their_memory_and_bad_calls_raise():
+    """The extension hands its C buffers to numpy: the arrays outlive the
+    buffers' object; a wrong box or workspace is refused, never read past."""
+    import gc  # noqa: PLC0415
+
+    from converter import _cmarching, marching_kernel  # noqa: PLC0415
+
+    vol = np.zeros((4, 5, 6), np.int16)
+    vol[1:3, 1:4, 2:5] = 10
+    out = _cmarching.Growing()
+    work = _cmarching.Workspace(5, 6)
+    _cmarching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True, work, out,
+                    marching_kernel._TABLES)
+    verts, codes, centres = out.take()
+    del out, work
+    gc.collect()
+    assert len(verts) and len(codes) and not len(centres)
+    assert verts.flags.writeable and verts.dtype == np.float32 and codes.dtype == np.int32
+    assert set(np.unique(verts[:, 0])) <= {1.0, 2.0, 0.5, 2.5} and codes.min() >= 0
+    v, f = marching_cubes(vol, 5.0, engine="compiled")
+    np.testing.assert_array_equal(v, verts)
+    np.testing.assert_array_equal(f, codes)
+    with pytest.raises(ValueError, match="box"):
+        _cmarching.slab(vol, (0, 0, 0, 5, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True,
+                        _cmarching.Workspace(5, 6), _cmarching.Growing(), marching_kernel._TABLES)
+    with pytest.raises(ValueError, match="workspace"):
+        _cmarching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True,
+                        _cmarching.Workspace(7, 8), _cmarching.Growing(), marching_kernel._TABLES)
+    with pytest.raises(ValueError, match="slab"):
+        _cmarching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 4, True,
+                        _cmarching.Workspace(5, 6), _cmarching.Growing(), marching_kernel._TABLES)
+
+
+def test_the_numpy_engine_is_taken_when_the_kernels_are_turned_off():
     import subprocess  # noqa: PLC0415
     import sys  # noqa: PLC0415
 
-    code = ("import sys, numpy as np; from converter import _jit, warm_up; warm_up(); "
+    code = ("import numpy as np; from converter import _compiled; "
             "from converter.marching import marching_cubes; "
             "v, f = marching_cubes(np.pad(np.ones((3, 3, 3), np.int16), 1), 0.5); "
-            "print(_jit.usable(), 'scipy.linalg' in sys.modules, len(f) > 0)")
+            "print(_compiled.usable(), f.dtype, len(f) > 0)")
+    import os  # noqa: PLC0415
+
+    env = dict(os.environ, EPHEMESH_COMPILED="0")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300)
-    assert out.stdout.split() == ["True", "False", "True"], out.stderr
+                         timeout=300, env=env)
+    assert out.stdout.split() == ["False", "int64", "True"], out.stderr

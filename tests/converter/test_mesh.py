@@ -200,3 +200,26 @@ def test_bounds_and_component_count():
     for verts, faces in _odd_meshes():
         assert M.topology(verts, faces).components == M.components(faces, len(verts),
                                                                    engine="numpy")[0]
+
+
+def test_compiled_mesh_kernels_refuse_bad_indices_and_shapes():
+    """The extension checks what it is given instead of reading past an array."""
+    from converter import _compiled, mesh_kernel
+
+    assert _compiled.usable()
+    verts = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    good = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.int32)
+    assert mesh_kernel.edge_counts(good, 4) == (0, 0, True)
+    assert mesh_kernel.count_components(good, 4) == 1
+    for bad in (np.array([[0, 1, 4]]), np.array([[0, -1, 2]], np.int32)):
+        for call in (lambda f: mesh_kernel.edge_counts(f, 4),
+                     lambda f: mesh_kernel.components(f, 4),
+                     lambda f: mesh_kernel.count_components(f, 4),
+                     lambda f: mesh_kernel.measures(verts, f),
+                     lambda f: mesh_kernel.corners_and_normals(
+                         verts.astype(np.float32), f, np.empty((1, 12), np.float32))):
+            with pytest.raises(ValueError):
+                call(bad)
+    with pytest.raises(ValueError):
+        mesh_kernel.corners_and_normals(verts.astype(np.float32), good,
+                                        np.empty((3, 12), np.float32))

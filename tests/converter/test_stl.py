@@ -64,7 +64,7 @@ def test_failed_write_leaves_no_partial_file(tmp_path):
 
 
 def test_records_in_blocks_match_one_numpy_block():
-    from converter import _jit
+    from converter import _compiled
 
     rng = np.random.default_rng(1)
     v = rng.normal(size=(500, 3)) * 100
@@ -78,5 +78,5 @@ def test_records_in_blocks_match_one_numpy_block():
     np.testing.assert_array_equal(whole["vertices"].reshape(-1, 9), corners[:, 3:])
     np.testing.assert_allclose(whole["normal"], corners[:, :3], atol=2e-6)
     assert not whole["normal"][0].any() and not whole["attr"].any()
-    if _jit.AVAILABLE:
+    if _compiled.usable():
         assert stl._block_filler() is not stl._corners_and_normals_numpy
