@@ -199,6 +199,7 @@ PARALLEL_MIN_FILES = 64
 #: headers that make forking one more pool process worth its start-up
 HEADERS_PER_PROCESS = 400
 _NOT_COUNTED = ("not DICOM", "unreadable")  # skip kinds that are not DICOM objects
+NOT_DICOM = ("not DICOM", None, None)
 #: a DICOM object whose header holds an element that cannot be interpreted
 DAMAGED = "damaged header"
 
@@ -206,9 +207,10 @@ DAMAGED = "damaged header"
 def _examine_with_pydicom(item):
     """One candidate file → ``(skip kind, None, None)`` or ``(None, facts, slices)``,
     read by pydicom (for the files :mod:`converter.headers` leaves)."""
+    if not _looks_like_dicom(item.head()):  # decided before pydicom's import
+        return NOT_DICOM
     import pydicom  # noqa: PLC0415
-    if not _looks_like_dicom(item.head()):
-        return "not DICOM", None, None
+
     try:
         ds, where = _read_header(item, pydicom)
     except Exception:  # noqa: BLE001 - pydicom raises many kinds on a damaged file
@@ -236,6 +238,9 @@ def _examined(inputs, pool):
     """
     items = list(iter_items(inputs))
     results = [headers.examine(item, Slice) for item in items]
+    for k, result in enumerate(results):  # a stray file costs no pydicom import or pool
+        if result is None and not _looks_like_dicom(items[k].head()):
+            results[k] = NOT_DICOM
     slow = [k for k, result in enumerate(results) if result is None]
     forked = pool.get() if pool is not None and len(slow) >= PARALLEL_MIN_FILES \
         and all(items[k].path is not None for k in slow) else None

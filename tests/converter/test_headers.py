@@ -153,15 +153,22 @@ def test_damaged_files_are_answered_as_pydicom_answers_or_deferred(tmp_path):
 
 
 def test_a_plain_series_is_converted_without_importing_pydicom(tmp_path):
+    """Stray files beside the series (a marker, notes, a thumbnail) are told
+    apart from DICOM without pydicom too."""
     G.make_series_dir(tmp_path / "s", "sphere", size=(70, 24, 24))
+    (tmp_path / "s" / "done").write_text("ok")
+    (tmp_path / "s" / "notes.txt").write_text("x" * 300)
+    (tmp_path / "s" / "thumb.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(200))
     code = """if True:
         import json, sys
         from converter import ConvertOptions, convert
         r = convert([sys.argv[1]], ConvertOptions(threshold=0, workers=2))
-        print(json.dumps([r.report["triangles"], "pydicom" in sys.modules]))
+        print(json.dumps([r.report["triangles"], "pydicom" in sys.modules,
+                          r.report["skipped"]]))
     """
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s")], check=True,
                          capture_output=True, text=True).stdout
-    triangles, imported = json.loads(out)
+    triangles, imported, skipped = json.loads(out)
     assert triangles > 1000
     assert not imported
+    assert skipped == {"not DICOM": 3}
