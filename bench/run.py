@@ -46,13 +46,20 @@ LEVEL = "300"
 class Case:
     """One thing to time: a command, how to read its result, its runs."""
 
-    def __init__(self, name, cmd, *, group, short, reports_seconds=False, after=None):
+    def __init__(self, name, cmd, *, group, short, reports_seconds=False, after=None,
+                 output=None):
         self.name, self.cmd, self.group, self.short = name, cmd, group, short
+        # removed before every run, untimed: each peer writes a new file, none
+        # overwrites its last one (an overwrite costs differently by how it is
+        # done: truncating reuses the old file's cached pages, replacing does not)
+        self.output = output
         self.reports_seconds = reports_seconds  # the child prints JSON with "seconds"
         self.after = after  # callable() -> dict of extra facts (triangles, …)
         self.walls, self.rss, self.extra = [], [], {}
 
     def run_once(self):
+        if self.output is not None:
+            Path(self.output).unlink(missing_ok=True)
         wall, rss, out = _timed(self.cmd)
         if self.reports_seconds:
             data = json.loads(out.strip().splitlines()[-1])
@@ -149,16 +156,20 @@ def cases_for(n, series, volume):
     cases = [
         Case("ephemesh convert, 2 cores",
              eph + ["-o", str(stl_path("eph2")), "--workers", "2", "--report", str(report)],
-             group="e2e", short="ephemesh 2 cores", after=lambda: _report_facts(report)),
+             group="e2e", short="ephemesh 2 cores", after=lambda: _report_facts(report),
+             output=stl_path("eph2")),
         Case("ephemesh convert, 1 core", eph + ["-o", str(stl_path("eph1")), "--workers", "1"],
-             group="e2e", short="ephemesh 1 core", after=lambda: stl_triangles(stl_path("eph1"))),
+             group="e2e", short="ephemesh 1 core", after=lambda: stl_triangles(stl_path("eph1")),
+             output=stl_path("eph1")),
         Case("pydicom + skimage + numpy-stl script",
              [PY, str(HERE / "plain_skimage.py"), str(series), str(stl_path("plain")), LEVEL],
-             group="e2e", short="plain script", after=lambda: stl_triangles(stl_path("plain"))),
+             group="e2e", short="plain script", after=lambda: stl_triangles(stl_path("plain")),
+             output=stl_path("plain")),
         Case("dicom2stl 0.5.0, full resolution, no smoothing/decimation",
              [str(BIN / "dicom2stl"), "-i", LEVEL, "--disable", "shrink", "--smooth", "0",
               "--reduce", "0.0", "--clean-small", "0.0", "-o", str(stl_path("d2s")), str(series)],
-             group="e2e", short="dicom2stl", after=lambda: stl_triangles(stl_path("d2s"))),
+             group="e2e", short="dicom2stl", after=lambda: stl_triangles(stl_path("d2s")),
+             output=stl_path("d2s")),
     ]
     extract = [PY, str(HERE / "extract.py"), str(volume)]
     cases += [
@@ -332,7 +343,9 @@ def write_results(sections, args, load_before, load_after, seconds, baseline, to
            "column's peer* (peer's median / row's median; below 1× the row is slower). "
            "Extraction-only times exclude imports for every peer (VTK's import alone is "
            "~1 s, loading ephemesh's compiled kernels a few ms); end-to-end times include "
-           "everything, interpreter start and imports too.", ""]
+           "everything, interpreter start and imports too; each writes a new STL (its last "
+           "one is removed before the run, untimed, so no peer gains or loses by how it "
+           "overwrites a file).", ""]
     for n, cases in sections:
         e2e = [c for c in cases if c.group == "e2e"]
         surface = [c for c in cases if c.group == "surface"]

@@ -11,6 +11,7 @@ checked here again so that a wrong call raises instead of reading past an array.
 from libc.math cimport INFINITY, floor, sqrt, sqrtf
 from libc.stdint cimport int32_t, int64_t, uint8_t
 from libc.stdlib cimport calloc, free, malloc, qsort
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -281,15 +282,16 @@ def bounds(const real_t[:, ::1] verts):
     return np.array([lo[0], lo[1], lo[2]]), np.array([hi[0], hi[1], hi[2]])
 
 
-def corners_and_normals(const float[:, ::1] verts, const idx_t[:, ::1] faces,
-                        float[:, ::1] block):
-    """Fill ``block`` (m, 12) float32 with each triangle's unit normal and its
-    corners (the payload of binary STL records)."""
+def stl_records(const float[:, ::1] verts, const idx_t[:, ::1] faces, uint8_t[:, ::1] out):
+    """Fill ``out`` (m, 50) bytes with the binary STL records of ``faces``: each
+    triangle's unit normal and corners as little-endian float32, then a zero
+    attribute word."""
     cdef Py_ssize_t i, k
     cdef idx_t a, b, c
+    cdef float rec[12]
     cdef float u0, u1, u2, w0, w1, w2, n0, n1, n2, length
-    if verts.shape[1] != 3 or block.shape[1] != 12 or block.shape[0] != faces.shape[0]:
-        raise ValueError("verts must be (n, 3) and block (m, 12) for (m, 3) faces")
+    if verts.shape[1] != 3 or out.shape[1] != 50 or out.shape[0] != faces.shape[0]:
+        raise ValueError("verts must be (n, 3) and out (m, 50) for (m, 3) faces")
     _check_faces(faces, verts.shape[0])
     with nogil:
         for i in range(faces.shape[0]):
@@ -297,15 +299,15 @@ def corners_and_normals(const float[:, ::1] verts, const idx_t[:, ::1] faces,
             b = faces[i, 1]
             c = faces[i, 2]
             for k in range(3):
-                block[i, 3 + k] = verts[a, k]
-                block[i, 6 + k] = verts[b, k]
-                block[i, 9 + k] = verts[c, k]
-            u0 = verts[b, 0] - verts[a, 0]
-            u1 = verts[b, 1] - verts[a, 1]
-            u2 = verts[b, 2] - verts[a, 2]
-            w0 = verts[c, 0] - verts[a, 0]
-            w1 = verts[c, 1] - verts[a, 1]
-            w2 = verts[c, 2] - verts[a, 2]
+                rec[3 + k] = verts[a, k]
+                rec[6 + k] = verts[b, k]
+                rec[9 + k] = verts[c, k]
+            u0 = rec[6] - rec[3]
+            u1 = rec[7] - rec[4]
+            u2 = rec[8] - rec[5]
+            w0 = rec[9] - rec[3]
+            w1 = rec[10] - rec[4]
+            w2 = rec[11] - rec[5]
             n0 = u1 * w2 - u2 * w1
             n1 = u2 * w0 - u0 * w2
             n2 = u0 * w1 - u1 * w0
@@ -314,9 +316,12 @@ def corners_and_normals(const float[:, ::1] verts, const idx_t[:, ::1] faces,
                 n0 = n0 / length
                 n1 = n1 / length
                 n2 = n2 / length
-            block[i, 0] = n0
-            block[i, 1] = n1
-            block[i, 2] = n2
+            rec[0] = n0
+            rec[1] = n1
+            rec[2] = n2
+            memcpy(&out[i, 0], rec, 48)  # records are 50 bytes: floats unaligned
+            out[i, 48] = 0
+            out[i, 49] = 0
 
 
 def index_to_patient(const real_t[:, ::1] ijk, const double[::1] offset,

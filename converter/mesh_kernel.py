@@ -61,10 +61,14 @@ def bounds(verts):
     return _cmesh.bounds(_real_array(verts))
 
 
-def corners_and_normals(v32, faces, block):
-    """Fill ``block`` (k, 12) float32 with each triangle's unit normal and its
-    corners (the payload of binary STL records) from float32 vertices."""
-    _cmesh.corners_and_normals(v32, _index_array(faces), block)
+def stl_records(v32, faces, rec):
+    """Fill ``rec`` (a contiguous array of ``stl.STL_DTYPE``, one a face) with
+    each triangle's unit normal, corners and a zero attribute, from float32
+    vertices; the floats are written in the machine's order, so callers use it
+    only on little-endian machines."""
+    if rec.dtype.itemsize != 50 or not rec.flags.c_contiguous:
+        raise ValueError("rec must be a contiguous array of 50-byte STL records")
+    _cmesh.stl_records(v32, _index_array(faces), rec.view(np.uint8).reshape(len(rec), 50))
 
 
 def index_to_patient(ijk, offset, positions, in_plane):

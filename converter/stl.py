@@ -1,7 +1,7 @@
 """STL writing: binary (structured-array writes, no per-triangle Python) and ASCII.
 
 Binary records are made in blocks of :data:`BLOCK` triangles (a compiled
-kernel fills normals and corners when it is built, numpy otherwise)
+kernel writes the 50-byte records when it is built, numpy otherwise)
 and each block is written with one call, so the whole file never sits in
 memory twice.
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,23 @@ def _corners_and_normals_numpy(v32, faces, block):
     block[:, :3] = face_normals(tri)
 
 
-def _block_filler():
+def _records_numpy(v32, faces, rec):
+    """Fill ``rec`` (k STL records) with normals, corners and a zero attribute."""
+    corners = np.empty((len(faces), 12), np.dtype("<f4"))
+    _corners_and_normals_numpy(v32, faces, corners)
+    rec["normal"] = corners[:, :3]
+    rec["vertices"] = corners[:, 3:].reshape(-1, 3, 3)
+    rec["attr"] = 0
+
+
+def _record_filler():
     from . import _compiled  # noqa: PLC0415
 
-    if not _compiled.usable():
-        return _corners_and_normals_numpy
-    from .mesh_kernel import corners_and_normals  # noqa: PLC0415
+    if not _compiled.usable() or sys.byteorder != "little":
+        return _records_numpy
+    from .mesh_kernel import stl_records  # noqa: PLC0415
 
-    return corners_and_normals
+    return stl_records
 
 
 def iter_binary_records(verts, faces, block=BLOCK):
@@ -69,20 +79,20 @@ def iter_binary_records(verts, faces, block=BLOCK):
     The yielded array is reused for the next block: write it before asking
     for the next one.
     """
-    verts, faces = _check(verts, faces)
+    return _records(*_check(verts, faces), block)
+
+
+def _records(verts, faces, block):
     v32 = np.ascontiguousarray(verts, dtype=np.float32)
-    fill = _block_filler()
+    fill = _record_filler()
     m = len(faces)
     if not m:
         return
     size = min(block, m)
-    corners = np.empty((size, 12), np.float32)
-    rec = np.zeros(size, STL_DTYPE)  # attr stays 0
-    words = rec.view(np.uint16).reshape(size, 25)
+    rec = np.empty(size, STL_DTYPE)
     for start in range(0, m, size):
         k = min(size, m - start)
-        fill(v32, faces[start:start + k], corners[:k])
-        words[:k, :24] = corners[:k].view(np.uint16)
+        fill(v32, faces[start:start + k], rec[:k])
         yield rec[:k]
 
 
@@ -124,7 +134,7 @@ def write_binary(verts, faces, out, frame: str = "LPS") -> int:
         fh.write(header)
         fh.write(np.uint32(count).tobytes())
         raw = isinstance(fh, io.BufferedWriter | io.FileIO)
-        for rec in iter_binary_records(verts, faces):
+        for rec in _records(verts, faces, BLOCK):
             if raw:
                 rec.tofile(fh)
             else:

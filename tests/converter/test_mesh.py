@@ -204,7 +204,7 @@ def test_bounds_and_component_count():
 
 def test_compiled_mesh_kernels_refuse_bad_indices_and_shapes():
     """The extension checks what it is given instead of reading past an array."""
-    from converter import _compiled, mesh_kernel
+    from converter import _compiled, mesh_kernel, stl
 
     assert _compiled.usable()
     verts = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
@@ -216,10 +216,9 @@ def test_compiled_mesh_kernels_refuse_bad_indices_and_shapes():
                      lambda f: mesh_kernel.components(f, 4),
                      lambda f: mesh_kernel.count_components(f, 4),
                      lambda f: mesh_kernel.measures(verts, f),
-                     lambda f: mesh_kernel.corners_and_normals(
-                         verts.astype(np.float32), f, np.empty((1, 12), np.float32))):
+                     lambda f: mesh_kernel.stl_records(
+                         verts.astype(np.float32), f, np.empty(1, stl.STL_DTYPE))):
             with pytest.raises(ValueError):
                 call(bad)
     with pytest.raises(ValueError):
-        mesh_kernel.corners_and_normals(verts.astype(np.float32), good,
-                                        np.empty((3, 12), np.float32))
+        mesh_kernel.stl_records(verts.astype(np.float32), good, np.empty(3, stl.STL_DTYPE))

@@ -78,5 +78,10 @@ def test_records_in_blocks_match_one_numpy_block():
     np.testing.assert_array_equal(whole["vertices"].reshape(-1, 9), corners[:, 3:])
     np.testing.assert_allclose(whole["normal"], corners[:, :3], atol=2e-6)
     assert not whole["normal"][0].any() and not whole["attr"].any()
-    if _compiled.usable():
-        assert stl._block_filler() is not stl._corners_and_normals_numpy
+    if _compiled.usable():  # the compiled records are numpy's (normals to rounding)
+        assert stl._record_filler() is not stl._records_numpy
+        reference = np.empty(len(f), stl.STL_DTYPE)
+        stl._records_numpy(v.astype(np.float32), f, reference)
+        np.testing.assert_array_equal(whole["vertices"], reference["vertices"])
+        np.testing.assert_allclose(whole["normal"], reference["normal"], atol=2e-6)
+        assert not reference["attr"].any()
