@@ -114,9 +114,11 @@ class Service:
         return self._view(row)
 
     def _view(self, row):
-        status = row["status"]
+        status, report = row["status"], row["report"]
         if status == "done" and self.store.meta("result", row["id"]) is None:
-            status = "deleted"  # gone at its deadline (or with a Redis store's restart)
+            # gone at its deadline (or with a Redis store's restart); the sweeper
+            # updates the row right after, and the report goes with the model
+            status, report = "deleted", None
         progress = {"stage": status, "percent": 100.0 if status in ("done", "failed") else 0.0}
         if status in ("queued", "running"):
             meta = _job_meta(self.ctx, row["id"])
@@ -129,7 +131,7 @@ class Service:
             "id": row["id"],
             "status": status,
             "progress": progress,
-            "report": json.loads(row["report"]) if row["report"] else None,
+            "report": json.loads(report) if report else None,
             "error": {"code": row["error_code"], "message": row["error_message"]}
             if row["error_code"] else None,
             "created_at": _iso(row["created"]),

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .submit import new_id, object_of
 
@@ -43,12 +43,9 @@ class Swept:
     bytes: int = 0
     late: int = 0
     failed: bool = False
-    ids: list = field(default_factory=list)
 
-    def add(self, size, deadline, now, object_id=None):
+    def add(self, size, deadline, now):
         self.deleted += 1
-        if object_id:
-            self.ids.append(object_id)
         self.bytes += int(size or 0)
         if deadline is not None and now > deadline + 1.0:
             self.late += 1
@@ -130,8 +127,9 @@ def requeue_lost(ctx, now=None) -> int:
     return n
 
 
-def _purge_store(ctx, kind, now, ended, reason=_reason) -> Swept:
-    """Delete ``kind`` objects that are due, or whose job has ``ended``."""
+def _purge_store(ctx, kind, now, ended, reason=_reason, deleted=None) -> Swept:
+    """Delete ``kind`` objects that are due, or whose job has ``ended``;
+    ``deleted(object_id)`` runs right after each deletion."""
     now = _now(now)
     due = now + ctx.settings.sweep_margin
     swept = Swept(kind)
@@ -146,9 +144,11 @@ def _purge_store(ctx, kind, now, ended, reason=_reason) -> Swept:
         size = ctx.store.delete(kind, entry.object_id)
         if size is None:
             continue  # another sweeper (or the worker) got there first
+        if deleted is not None:
+            deleted(entry.object_id)
         ctx.records.record_deletion(kind, entry.object_id, size, entry.created, entry.deadline,
                                     reason(row), now=now)
-        swept.add(size, entry.deadline, now, entry.object_id)
+        swept.add(size, entry.deadline, now)
     return swept
 
 
@@ -163,13 +163,13 @@ def purge_inputs(ctx, now=None) -> Swept:
 def purge_results(ctx, now=None) -> Swept:
     """Delete results at their deadline, or at once when their job was deleted;
     a job whose model went at its deadline is ``deleted`` from then on."""
-    swept = _purge_store(ctx, "result", now,
-                         lambda row: row is not None and row["status"] == "deleted",
-                         lambda row: "user-request" if row and row["status"] == "deleted"
-                         else "expired")
-    for object_id in swept.ids:
-        ctx.records.set_job(object_id, only_if=("done",), status="deleted", report=None)
-    return swept
+    return _purge_store(ctx, "result", now,
+                        lambda row: row is not None and row["status"] == "deleted",
+                        lambda row: "user-request" if row and row["status"] == "deleted"
+                        else "expired",
+                        # the job says so (and its report goes) as soon as its model has gone
+                        lambda object_id: ctx.records.set_job(object_id, only_if=("done",),
+                                                              status="deleted", report=None))
 
 
 def record_lost(ctx, now=None) -> Swept:
