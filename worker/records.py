@@ -302,9 +302,13 @@ class Records:
 
     # ---------------------------------------------------------------- ledger
     def record_deletion(self, kind, object_id, size, created, deadline, reason, *, count=1,
-                        now=None) -> bool:
+                        now=None, model_gone=False) -> bool:
         """Write one ledger row; False when that object was already recorded
-        (so two sweepers racing for one object write one row)."""
+        (so two sweepers racing for one object write one row).
+
+        With ``model_gone`` the job ``object_id``, if ``done``, becomes
+        ``deleted`` and loses its report in the same transaction, so the
+        row and the ledger never disagree, not even after a crash."""
         now = time.time() if now is None else now
         late = deadline is not None and now > deadline + LATE_AFTER_S
         try:
@@ -313,6 +317,9 @@ class Records:
                     kind=kind, object_id=object_id, count=int(count), bytes=int(size or 0),
                     created=created, deadline=deadline, deleted=now, reason=reason,
                     late=bool(late)))
+                if model_gone:
+                    c.execute(update(jobs).where(jobs.c.id == object_id, jobs.c.status == "done")
+                              .values(status="deleted", report=None))
         except IntegrityError:
             return False
         return True

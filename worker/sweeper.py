@@ -127,9 +127,8 @@ def requeue_lost(ctx, now=None) -> int:
     return n
 
 
-def _purge_store(ctx, kind, now, ended, reason=_reason, deleted=None) -> Swept:
-    """Delete ``kind`` objects that are due, or whose job has ``ended``;
-    ``deleted(object_id)`` runs right after each deletion."""
+def _purge_store(ctx, kind, now, ended, reason=_reason) -> Swept:
+    """Delete ``kind`` objects that are due, or whose job has ``ended``."""
     now = _now(now)
     due = now + ctx.settings.sweep_margin
     swept = Swept(kind)
@@ -144,10 +143,9 @@ def _purge_store(ctx, kind, now, ended, reason=_reason, deleted=None) -> Swept:
         size = ctx.store.delete(kind, entry.object_id)
         if size is None:
             continue  # another sweeper (or the worker) got there first
-        if deleted is not None:
-            deleted(entry.object_id)
+        # a job whose model has gone says so (and loses its report) with the ledger row
         ctx.records.record_deletion(kind, entry.object_id, size, entry.created, entry.deadline,
-                                    reason(row), now=now)
+                                    reason(row), now=now, model_gone=kind == "result")
         swept.add(size, entry.deadline, now)
     return swept
 
@@ -166,10 +164,7 @@ def purge_results(ctx, now=None) -> Swept:
     return _purge_store(ctx, "result", now,
                         lambda row: row is not None and row["status"] == "deleted",
                         lambda row: "user-request" if row and row["status"] == "deleted"
-                        else "expired",
-                        # the job says so (and its report goes) as soon as its model has gone
-                        lambda object_id: ctx.records.set_job(object_id, only_if=("done",),
-                                                              status="deleted", report=None))
+                        else "expired")
 
 
 def record_lost(ctx, now=None) -> Swept:
@@ -194,11 +189,9 @@ def record_lost(ctx, now=None) -> Swept:
             if ctx.store.meta(kind, row["id"]) is not None:
                 continue
             if ctx.records.record_deletion(kind, row["id"], size or 0, row["created"], deadline,
-                                           reason, now=min(now, deadline)):
+                                           reason, now=min(now, deadline),
+                                           model_gone=kind == "result"):
                 swept.add(size, deadline, min(now, deadline))
-                if kind == "result":
-                    ctx.records.set_job(row["id"], only_if=("done",), status="deleted",
-                                        report=None)
     return swept
 
 

@@ -28,6 +28,26 @@ def test_ledger_holds_one_row_per_object_and_flags_late_ones(records):
     assert records.recorded("input", "job1") and not records.recorded("input", "job2")
 
 
+def test_a_results_ledger_row_and_its_jobs_deleted_status_go_together(records):
+    now = time.time()
+    records.add_job("done1", "o", now - 100, now + 3500)
+    records.finish_job("done1", {"triangles": 12})
+    records.add_job("failed1", "o", now - 100, now + 3500)
+    records.fail_job("failed1", "bad_input", "no series")
+    assert records.record_deletion("result", "done1", 7, now - 90, now, "expired", now=now,
+                                   model_gone=True)
+    assert records.record_deletion("result", "failed1", 7, now - 90, now, "expired", now=now,
+                                   model_gone=True)
+    done, failed = records.job("done1"), records.job("failed1")
+    assert (done["status"], done["report"]) == ("deleted", None)
+    assert failed["status"] == "failed"  # only a done job's model can go
+    records.set_job("done1", status="done", report="{}")
+    # a second sweeper's row is refused, and its update goes with it
+    assert not records.record_deletion("result", "done1", 7, now - 90, now, "expired", now=now,
+                                       model_gone=True)
+    assert records.job("done1")["status"] == "done"
+
+
 def test_purge_summary_per_day_kind_and_reason(records):
     day = 86400
     base = 1_790_000_000  # a fixed UTC day boundary is irrelevant: days come from the rows

@@ -71,7 +71,8 @@ def test_results_go_by_their_deadline(env_factory, store_kind, database_url, ser
     gone = env.service.get_job(view["id"], owner=OWNER)
     assert gone["status"] == "deleted" and gone["expires_at"] is None
     assert gone["report"] is None  # the model's measures go with the model
-    # the sweeper updates the row right after the file (the view already says so)
+    # the sweeper updates the row with the ledger row, right after the file (the view
+    # already says so)
     row = wait_for(lambda: (r := env.service.records.job(view["id"]))["status"] == "deleted"
                    and r, timeout=5, what="the job row to say deleted")
     assert row["report"] is None
