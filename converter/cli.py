@@ -1,8 +1,9 @@
 """``ephemesh convert`` and ``ephemesh series``: the converter on the command line.
 
 Errors print one line (``ephemesh: error: ...``) and exit with 2 (usage),
-3 (no usable series) or 4 (unreadable input); never a traceback.  A bug
-(an error that is not about the input) is one line too, exit 1.
+3 (no usable series), 4 (unreadable input) or 5 (out of memory); never a
+traceback.  A bug (an error that is not about the input) is one line too,
+exit 1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import sys
 
 PRESET_NAMES = ("bone", "skin", "soft-tissue", "teeth", "airway", "auto")
 EXIT_INTERNAL = 1
+EXIT_NO_MEMORY = 5
+OUT_OF_MEMORY = "out of memory: the series needs more memory than is free here"
 
 
 def register(subparsers) -> None:
@@ -81,7 +84,7 @@ def _check_inputs(paths) -> str | None:
 
 
 def run_convert(args) -> int:
-    from .errors import EXIT_UNREADABLE, ConverterError  # noqa: PLC0415
+    from .errors import EXIT_UNREADABLE, ConverterError, is_out_of_memory  # noqa: PLC0415
     from .pipeline import ConvertOptions, convert  # noqa: PLC0415
 
     problem = _check_inputs(args.inputs)
@@ -101,7 +104,9 @@ def run_convert(args) -> int:
         return _fail(exc.message, exc.exit_code)
     except OSError as exc:  # e.g. output folder missing or not writable
         return _fail(f"cannot write output: {exc.strerror or 'I/O error'}", 4)
-    except Exception:  # noqa: BLE001 - a bug: one line (its text could hold DICOM values)
+    except Exception as exc:  # noqa: BLE001 - a bug: one line (its text could hold DICOM values)
+        if is_out_of_memory(exc):
+            return _fail(OUT_OF_MEMORY, EXIT_NO_MEMORY)
         return _internal_error()
     finally:
         if bar:
@@ -127,7 +132,7 @@ def run_convert(args) -> int:
 
 
 def run_series(args) -> int:
-    from .errors import EXIT_UNREADABLE, ConverterError  # noqa: PLC0415
+    from .errors import EXIT_UNREADABLE, ConverterError, is_out_of_memory  # noqa: PLC0415
     from .pipeline import list_series  # noqa: PLC0415
 
     problem = _check_inputs(args.inputs)
@@ -137,7 +142,9 @@ def run_series(args) -> int:
         listing = list_series(args.inputs)
     except ConverterError as exc:
         return _fail(exc.message, exc.exit_code)
-    except Exception:  # noqa: BLE001 - see run_convert
+    except Exception as exc:  # noqa: BLE001 - see run_convert
+        if is_out_of_memory(exc):
+            return _fail(OUT_OF_MEMORY, EXIT_NO_MEMORY)
         return _internal_error()
     if args.json:
         out = {"series": [dict(s.safe_dict(), uid=s.uid, number=s.number,

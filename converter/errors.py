@@ -62,3 +62,11 @@ class UnreadableInput(ConverterError):
 
     code = "unreadable_input"
     exit_code = EXIT_UNREADABLE
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` means memory ran out: a failed allocation, or a thread
+    that could not start because its stack could not be mapped (what a
+    process under an address-space limit sees first)."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and str(exc) == "can't start new thread")

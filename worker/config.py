@@ -14,6 +14,11 @@
 ``EPHEMESH_ACCESS_LOG_DAYS``   at most 30; default 30
 ``EPHEMESH_SWEEP_SECONDS``     how often the sweeper runs; default 60 (tests
                                compress the clock with a few seconds)
+``EPHEMESH_JOB_MEMORY_MB``     memory one conversion may take beyond its
+                               worker's own; a job that needs more fails
+                               with ``out_of_memory`` instead of waking the
+                               kernel's OOM killer.  Default 0: 80 % of the
+                               machine's memory shared by the pool's workers
 =============================  ==============================================
 
 Deadlines: an upload is due for deletion at ``created + retention``, a result
@@ -32,6 +37,9 @@ MAX_RETENTION_SECONDS = 3600
 MAX_ACCESS_LOG_DAYS = 30
 QUEUE = "ephemesh"
 MAINTENANCE_QUEUE = "ephemesh-maintenance"
+MIB = 1024 * 1024
+MIN_JOB_MEMORY_MB = 64
+MAX_JOB_MEMORY_MB = 1024 * 1024
 
 
 class ConfigError(ValueError):
@@ -51,6 +59,14 @@ def _int_setting(env, name, default, lo, hi):
     return value
 
 
+def _job_memory_setting(env) -> int:
+    value = _int_setting(env, "EPHEMESH_JOB_MEMORY_MB", 0, 0, MAX_JOB_MEMORY_MB)
+    if 0 < value < MIN_JOB_MEMORY_MB:
+        raise ConfigError(f"EPHEMESH_JOB_MEMORY_MB must be 0 (a share of the machine's memory) "
+                          f"or from {MIN_JOB_MEMORY_MB} to {MAX_JOB_MEMORY_MB}, got {value}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -60,6 +76,7 @@ class Settings:
     retention_seconds: int
     access_log_days: int
     sweep_seconds: int = 60
+    job_memory_mb: int = 0  # 0: a share of the machine's memory (see job_memory)
     queue: str = QUEUE
     maintenance_queue: str = MAINTENANCE_QUEUE
 
@@ -84,6 +101,7 @@ class Settings:
             access_log_days=_int_setting(env, "EPHEMESH_ACCESS_LOG_DAYS",
                                          MAX_ACCESS_LOG_DAYS, 1, MAX_ACCESS_LOG_DAYS),
             sweep_seconds=_int_setting(env, "EPHEMESH_SWEEP_SECONDS", 60, 1, 300),
+            job_memory_mb=_job_memory_setting(env),
         )
 
     @property
@@ -107,6 +125,17 @@ class Settings:
         deadline for the next sweep; at most a quarter of the retention."""
         return min(self.sweep_seconds * 1.5 + 5, self.retention_seconds / 4)
 
+    def job_memory(self, workers: int = 1) -> int:
+        """Bytes one conversion may take beyond its worker's own: the setting,
+        or 80 % of physical memory shared by ``workers`` (at least 512 MiB)."""
+        if self.job_memory_mb:
+            return self.job_memory_mb * MIB
+        try:
+            physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # not a POSIX system
+            physical = 8 * 1024 * MIB
+        return max(MIN_JOB_MEMORY_MB * 8 * MIB, int(physical * 0.8) // max(1, workers))
+
     def as_env(self) -> dict:
         """The settings as environment variables (for child processes)."""
         return {
@@ -117,4 +146,5 @@ class Settings:
             "EPHEMESH_RETENTION_SECONDS": str(self.retention_seconds),
             "EPHEMESH_ACCESS_LOG_DAYS": str(self.access_log_days),
             "EPHEMESH_SWEEP_SECONDS": str(self.sweep_seconds),
+            "EPHEMESH_JOB_MEMORY_MB": str(self.job_memory_mb),
         }

@@ -1,17 +1,22 @@
 """RQ worker processes, set up for the retention promise.
 
-``EphemeshWorker`` is RQ's forking ``Worker`` with four changes: job
+``EphemeshWorker`` is RQ's forking ``Worker`` with five changes: job
 descriptions are never logged, abandoned jobs are looked for every minute
 (not every ten), a dead worker's job is found abandoned 25 s after its last
-heartbeat (not 90 s), and a running job's key keeps a TTL at the job's
+heartbeat (not 90 s), a running job's key keeps a TTL at the job's
 deadline (RQ removes the TTL while a job runs, so a worker killed mid-job
-would leave it forever).  ``run_pool`` runs N of them (RQ's ``WorkerPool``), replacing any
-that dies.
+would leave it forever), and each work horse may take only its share of
+memory (``Settings.job_memory``: past it an allocation fails and the job
+ends ``out_of_memory``, where the kernel's OOM killer would pick any
+process, Redis or the database included).  ``run_pool`` runs N of them
+(RQ's ``WorkerPool``), replacing any that dies.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import resource
 
 from rq import Worker
 
@@ -36,6 +41,33 @@ def preload() -> None:
     converter.warm_up()
 
 
+def address_space() -> int | None:
+    """This process's address space in bytes (Linux), or None."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def limit_memory(extra: int) -> int | None:
+    """Let this process grow by at most ``extra`` bytes of address space
+    (``RLIMIT_AS``); past it allocations fail with ``MemoryError``.  Returns
+    the limit set, or None where the size cannot be read (not Linux)."""
+    now = address_space()
+    if now is None:
+        return None
+    limit = now + int(extra)
+    _, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(limit, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return limit
+
+
 class EphemeshWorker(Worker):
     def __init__(self, *args, **kwargs):
         kwargs["log_job_description"] = False
@@ -44,6 +76,18 @@ class EphemeshWorker(Worker):
         super().__init__(*args, **kwargs)
         quiet_pydicom()
         preload()
+        from .config import Settings  # noqa: PLC0415
+
+        # run_pool puts the pool's share in the environment; one worker alone takes its own
+        self.job_memory = Settings.from_env().job_memory(workers=1)
+
+    def main_work_horse(self, job, queue):
+        """The forked horse takes at most its share of memory, then runs the job."""
+        try:
+            limit_memory(self.job_memory)
+        except (OSError, ValueError):
+            self.log.warning("could not limit a work horse's memory")
+        super().main_work_horse(job, queue)
 
     def get_heartbeat_ttl(self, job, working_time=0.0):
         interval = self.job_monitoring_interval
@@ -99,6 +143,8 @@ def run_pool(settings, workers: int, *, burst: bool = False) -> None:
 
     quiet_pydicom()
     logging.getLogger("rq").setLevel(logging.INFO)
+    # each worker's horse may take this much (the workers read it at start)
+    os.environ["EPHEMESH_JOB_MEMORY_MB"] = str(max(1, settings.job_memory(workers) >> 20))
     connection = redis.Redis.from_url(settings.effective_redis_url)
     pool = WorkerPool([settings.maintenance_queue, settings.queue], connection=connection,
                       num_workers=workers, worker_class=EphemeshWorker)

@@ -16,6 +16,7 @@ duplicate run after a kill, or one the sweeper expired) does nothing.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -23,11 +24,15 @@ import time
 
 from rq.timeouts import JobTimeoutException
 
+from converter.errors import is_out_of_memory
+
 from .context import Context
 from .privacy import quiet_pydicom
 
 log = logging.getLogger("ephemesh.worker")
 INTERNAL_ERROR = ("internal_error", "conversion failed unexpectedly")
+OUT_OF_MEMORY = ("out_of_memory", "the series needs more memory than a conversion may take "
+                 "here (EPHEMESH_JOB_MEMORY_MB)")
 LIVE = ("queued", "running")
 
 
@@ -78,7 +83,10 @@ def convert(job_id: str) -> str:
         ctx.records.fail_job(job_id, "timeout", f"the conversion took longer than "
                              f"{ctx.settings.job_timeout} s and was stopped")
         return status
-    except Exception:  # noqa: BLE001 - the text could hold DICOM values or paths
+    except Exception as exc:  # noqa: BLE001 - the text could hold DICOM values or paths
+        if is_out_of_memory(exc):
+            status = "out_of_memory"  # recorded below, once the frames holding arrays are freed
+            return "failed"
         log.error("job %s: failed unexpectedly", job_id)
         try:
             ctx.records.fail_job(job_id, *INTERNAL_ERROR)
@@ -86,6 +94,10 @@ def convert(job_id: str) -> str:
             raise JobFailed("internal_error") from None
         return status
     finally:
+        if status == "out_of_memory":
+            status = "failed"
+            gc.collect()  # a thread's exception can keep the failed frames in a cycle
+            ctx.records.fail_job(job_id, *OUT_OF_MEMORY)
         if status != "choosing":
             _delete_input(ctx, job_id, "converted" if status == "done" else "failed")
         ctx.close()
@@ -196,7 +208,10 @@ def split_batch(batch_id: str) -> str:
         ctx.records.set_batch(batch_id, only_if=("splitting",), status="ready")
         status = "ready"
         return status
-    except Exception:  # noqa: BLE001 - see convert()
+    except Exception as exc:  # noqa: BLE001 - see convert()
+        if is_out_of_memory(exc):
+            status = "out_of_memory"  # recorded below, as in convert()
+            return "failed"
         log.error("batch %s: failed unexpectedly", batch_id)
         try:
             ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
@@ -205,5 +220,10 @@ def split_batch(batch_id: str) -> str:
             raise JobFailed("internal_error") from None
         return status
     finally:
+        if status == "out_of_memory":
+            status = "failed"
+            gc.collect()
+            ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
+                                  error_code=OUT_OF_MEMORY[0], error_message=OUT_OF_MEMORY[1])
         _delete_input(ctx, batch_id, "converted" if status == "ready" else "failed")
         ctx.close()

@@ -221,3 +221,31 @@ def test_usage_errors_exit_2(series, tmp_path):
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     proc = run("convert", series, "--threshold", "1", "--preset", "bone", "-o", tmp_path / "o")
     assert proc.returncode == 2
+
+
+#: the CLI in a process that may grow by only EXTRA MiB once it has started
+UNDER_A_LIMIT = """
+import resource, sys
+from web.cli import main
+import converter.loading, converter.pipeline
+size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status")
+            if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (size + int(sys.argv[1]) * 2**20, resource.RLIM_INFINITY))
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.parametrize(("extra_mib", "code"), [(16, 5), (1024, 0)])
+def test_out_of_memory_is_one_line_and_exit_5(tmp_path, extra_mib, code):
+    """A 26 MB volume cannot be loaded in 16 MiB more; in 1 GiB it converts."""
+    folder = G.make_series_dir(tmp_path / "scan", "sphere", size=(200, 256, 256))
+    proc = subprocess.run([sys.executable, "-c", UNDER_A_LIMIT, str(extra_mib), "convert",
+                           str(folder), "-o", str(tmp_path / "o.stl"), "--workers", "2",
+                           "--no-progress"], capture_output=True, text=True, timeout=300)
+    if code:
+        assert_one_line_error(proc, code, r"^ephemesh: error: out of memory: the series needs "
+                                          r"more memory than is free here$")
+        assert not (tmp_path / "o.stl").exists()
+    else:
+        assert proc.returncode == 0, proc.stderr
+        assert (tmp_path / "o.stl").stat().st_size > 84

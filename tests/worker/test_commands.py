@@ -96,6 +96,21 @@ def test_settings_are_checked_at_the_door(env):
         assert out.returncode == 2
         assert out.stderr.startswith(f"ephemesh: error: {name} must be a whole number")
         assert "Traceback" not in out.stderr
+    out = run(["sweep"], {**env, "EPHEMESH_JOB_MEMORY_MB": "10"})
+    assert (out.returncode, out.stderr.strip()) == (2, (
+        "ephemesh: error: EPHEMESH_JOB_MEMORY_MB must be 0 (a share of the machine's memory) "
+        "or from 64 to 1048576, got 10"))
+
+
+def test_a_jobs_memory_is_the_setting_or_a_share_of_the_machines():
+    physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    auto = Settings.from_env({"EPHEMESH_DATA_DIR": "/nonexistent"})
+    assert auto.job_memory(workers=1) == int(physical * 0.8)
+    assert auto.job_memory(workers=4) == max(512 << 20, int(physical * 0.8) // 4)
+    fixed = Settings.from_env({"EPHEMESH_DATA_DIR": "/nonexistent",
+                               "EPHEMESH_JOB_MEMORY_MB": "300"})
+    assert fixed.job_memory(workers=4) == 300 << 20
+    assert fixed.as_env()["EPHEMESH_JOB_MEMORY_MB"] == "300"
 
 
 def test_worker_without_redis_says_so(env):
