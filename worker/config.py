@@ -19,6 +19,9 @@
                                with ``out_of_memory`` instead of waking the
                                kernel's OOM killer.  Default 0: 80 % of the
                                machine's memory shared by the pool's workers
+``EPHEMESH_JOB_THREADS``       threads one conversion uses.  Default 0: the
+                               cores shared by the pool's workers (one each
+                               when there is a worker per core)
 =============================  ==============================================
 
 Deadlines: an upload is due for deletion at ``created + retention``, a result
@@ -77,6 +80,7 @@ class Settings:
     access_log_days: int
     sweep_seconds: int = 60
     job_memory_mb: int = 0  # 0: a share of the machine's memory (see job_memory)
+    job_threads: int = 0  # 0: a share of the machine's cores (see threads)
     queue: str = QUEUE
     maintenance_queue: str = MAINTENANCE_QUEUE
 
@@ -102,6 +106,7 @@ class Settings:
                                          MAX_ACCESS_LOG_DAYS, 1, MAX_ACCESS_LOG_DAYS),
             sweep_seconds=_int_setting(env, "EPHEMESH_SWEEP_SECONDS", 60, 1, 300),
             job_memory_mb=_job_memory_setting(env),
+            job_threads=_int_setting(env, "EPHEMESH_JOB_THREADS", 0, 0, 64),
         )
 
     @property
@@ -136,6 +141,12 @@ class Settings:
             physical = 8 * 1024 * MIB
         return max(MIN_JOB_MEMORY_MB * 8 * MIB, int(physical * 0.8) // max(1, workers))
 
+    def threads(self, workers: int = 1) -> int:
+        """Threads one conversion uses: the setting, or the cores shared by ``workers``."""
+        if self.job_threads:
+            return self.job_threads
+        return max(1, min(64, (os.cpu_count() or 1) // max(1, workers)))
+
     def as_env(self) -> dict:
         """The settings as environment variables (for child processes)."""
         return {
@@ -147,4 +158,5 @@ class Settings:
             "EPHEMESH_ACCESS_LOG_DAYS": str(self.access_log_days),
             "EPHEMESH_SWEEP_SECONDS": str(self.sweep_seconds),
             "EPHEMESH_JOB_MEMORY_MB": str(self.job_memory_mb),
+            "EPHEMESH_JOB_THREADS": str(self.job_threads),
         }

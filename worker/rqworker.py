@@ -143,8 +143,9 @@ def run_pool(settings, workers: int, *, burst: bool = False) -> None:
 
     quiet_pydicom()
     logging.getLogger("rq").setLevel(logging.INFO)
-    # each worker's horse may take this much (the workers read it at start)
+    # each worker's horse may take this much memory and this many threads (read at start)
     os.environ["EPHEMESH_JOB_MEMORY_MB"] = str(max(1, settings.job_memory(workers) >> 20))
+    os.environ["EPHEMESH_JOB_THREADS"] = str(settings.threads(workers))
     connection = redis.Redis.from_url(settings.effective_redis_url)
     pool = WorkerPool([settings.maintenance_queue, settings.queue], connection=connection,
                       num_workers=workers, worker_class=EphemeshWorker)

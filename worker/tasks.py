@@ -134,6 +134,7 @@ def _convert(ctx, job_id, row, job) -> str:
                                          "the chosen series is not in the upload")
                     return "failed"
                 options["series"] = listing.series[int(index) - 1].uid
+        options["workers"] = ctx.settings.threads()  # run_pool shared the cores out
         result = run_conversion(files, ConvertOptions(**options), progress=progress)
     except ConverterError as exc:
         ctx.records.fail_job(job_id, exc.code, exc.message)

@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def make_settings(tmp_path, redis_url, *, store="directory", database_url=None, retention=3600,
-                  sweep=60, access_days=30, job_memory_mb=0) -> Settings:
+                  sweep=60, access_days=30, job_memory_mb=0, job_threads=0) -> Settings:
     data = tmp_path / "data"
     env = {
         "EPHEMESH_DATA_DIR": str(data),
@@ -32,6 +32,7 @@ def make_settings(tmp_path, redis_url, *, store="directory", database_url=None, 
         "EPHEMESH_SWEEP_SECONDS": str(sweep),
         "EPHEMESH_ACCESS_LOG_DAYS": str(access_days),
         "EPHEMESH_JOB_MEMORY_MB": str(job_memory_mb),
+        "EPHEMESH_JOB_THREADS": str(job_threads),
     }
     if database_url:
         env["EPHEMESH_DATABASE_URL"] = database_url

@@ -91,7 +91,8 @@ def test_sweep_by_hand(env, tmp_path):
 def test_settings_are_checked_at_the_door(env):
     for name, value in (("EPHEMESH_RETENTION_SECONDS", "7200"),
                         ("EPHEMESH_ACCESS_LOG_DAYS", "31"),
-                        ("EPHEMESH_RETENTION_SECONDS", "an hour")):
+                        ("EPHEMESH_RETENTION_SECONDS", "an hour"),
+                        ("EPHEMESH_JOB_THREADS", "65")):
         out = run(["sweep"], {**env, name: value})
         assert out.returncode == 2
         assert out.stderr.startswith(f"ephemesh: error: {name} must be a whole number")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import numpy as np
 import pytest
@@ -44,6 +45,18 @@ def test_job_converts_and_deletes_its_input(env_factory, store_kind, database_ur
     rows = [r for r in env.service.records.ledger() if r["object_id"] == view["id"]]
     assert [(r["kind"], r["reason"], r["late"]) for r in rows] == [("input", "converted", False)]
     assert rows[0]["bytes"] == sum(map(len, series_bytes)) + len(b'{"preset": "bone"}')
+
+
+@pytest.mark.parametrize(("workers", "setting", "threads"), [
+    (1, 0, os.cpu_count()), (2, 0, max(1, os.cpu_count() // 2)), (1, 1, 1)])
+def test_a_job_uses_its_workers_share_of_the_cores(env_factory, series_bytes, workers, setting,
+                                                   threads):
+    env = env_factory(job_threads=setting)
+    env.start_workers(workers)
+    view = env.service.create_job(series_bytes, {}, owner=OWNER)
+    done = env.wait_job(view["id"], OWNER)
+    assert done["status"] == "done", done["error"]
+    assert done["report"]["options"]["workers"] == threads
 
 
 def test_every_job_key_has_a_ttl_within_the_retention(env_factory, series_bytes):
