@@ -64,13 +64,21 @@ class _Progress:
             time.sleep(delay)
 
 
+class _Failed(Exception):  # noqa: N818 - a way out of _convert, not an error
+    """The conversion ends failed with ``code`` and ``message`` (safe texts)."""
+
+    def __init__(self, code, message):
+        super().__init__(code)
+        self.code, self.message = code, message
+
+
 def convert(job_id: str) -> str:
     """Convert the stored upload ``job_id``; return the job's status."""
     from rq import get_current_job  # noqa: PLC0415
 
     quiet_pydicom()
     ctx = Context()
-    status = "failed"
+    status, failure = "failed", None
     try:
         row = ctx.records.job(job_id)
         if row is None or row["status"] not in LIVE:
@@ -79,27 +87,39 @@ def convert(job_id: str) -> str:
         ctx.records.set_job(job_id, only_if=LIVE, status="running")
         status = _convert(ctx, job_id, row, get_current_job())
         return status
+    except _Failed as exc:
+        failure = (exc.code, exc.message)
+        return status
     except JobTimeoutException:
-        ctx.records.fail_job(job_id, "timeout", f"the conversion took longer than "
-                             f"{ctx.settings.job_timeout} s and was stopped")
+        failure = ("timeout", f"the conversion took longer than {ctx.settings.job_timeout} s "
+                              "and was stopped")
         return status
     except Exception as exc:  # noqa: BLE001 - the text could hold DICOM values or paths
         if is_out_of_memory(exc):
-            status = "out_of_memory"  # recorded below, once the frames holding arrays are freed
-            return "failed"
-        log.error("job %s: failed unexpectedly", job_id)
-        try:
-            ctx.records.fail_job(job_id, *INTERNAL_ERROR)
-        except Exception:  # noqa: BLE001
-            raise JobFailed("internal_error") from None
+            failure = OUT_OF_MEMORY
+        else:
+            log.error("job %s: failed unexpectedly", job_id)
+            failure = INTERNAL_ERROR
         return status
     finally:
-        if status == "out_of_memory":
-            status = "failed"
+        _end(ctx, failure,
+             lambda: status != "choosing" and _delete_input(
+                 ctx, job_id, "converted" if status == "done" else "failed"),
+             lambda: ctx.records.fail_job(job_id, *failure))
+
+
+def _end(ctx, failure, delete_input, record_failure):
+    """The upload goes first, then the failure is recorded: a job that says it
+    has ended holds no upload (and its ledger row is there)."""
+    try:
+        if failure == OUT_OF_MEMORY:
             gc.collect()  # a thread's exception can keep the failed frames in a cycle
-            ctx.records.fail_job(job_id, *OUT_OF_MEMORY)
-        if status != "choosing":
-            _delete_input(ctx, job_id, "converted" if status == "done" else "failed")
+        delete_input()
+        if failure:
+            record_failure()
+    except Exception:  # noqa: BLE001 - the records are unreachable: tell RQ, with no text
+        raise JobFailed("internal_error") from None
+    finally:
         ctx.close()
 
 
@@ -112,9 +132,7 @@ def _convert(ctx, job_id, row, job) -> str:
         stored = ctx.store.get("result", job_id)
         if stored is not None and ctx.records.finish_job(job_id, json.loads(stored[1])):
             return "done"  # an earlier run was killed after storing its result
-        ctx.records.fail_job(job_id, "input_missing",
-                             "the upload was deleted before it could be converted")
-        return "failed"
+        raise _Failed("input_missing", "the upload was deleted before it could be converted")
     options = json.loads(payload[0])
     files = payload[1:]
     progress = _Progress(job)
@@ -130,15 +148,12 @@ def _convert(ctx, job_id, row, job) -> str:
                 return "choosing"
             if index is not None:
                 if not 1 <= int(index) <= len(listing.series):
-                    ctx.records.fail_job(job_id, "series_not_found",
-                                         "the chosen series is not in the upload")
-                    return "failed"
+                    raise _Failed("series_not_found", "the chosen series is not in the upload")
                 options["series"] = listing.series[int(index) - 1].uid
         options["workers"] = ctx.settings.threads()  # run_pool shared the cores out
         result = run_conversion(files, ConvertOptions(**options), progress=progress)
     except ConverterError as exc:
-        ctx.records.fail_job(job_id, exc.code, exc.message)
-        return "failed"
+        raise _Failed(exc.code, exc.message) from None
     del files, payload
     deadline = time.time() + ctx.settings.retention_seconds
     ctx.store.put("result", job_id, [result.stl, json.dumps(result.report).encode()], deadline)
@@ -165,66 +180,60 @@ def _delete(ctx, kind, object_id, reason):
 
 def split_batch(batch_id: str) -> str:
     """Split the stored batch upload into one conversion job per series."""
-    from converter import ConverterError, list_series  # noqa: PLC0415
-
-    from .submit import derived_id, submit_job  # noqa: PLC0415
-
     quiet_pydicom()
     ctx = Context()
-    status = "failed"
+    status, failure = "failed", None
     try:
         batch = ctx.records.batch(batch_id)
         if batch is None or batch["status"] != "splitting":
             status = batch["status"] if batch else "missing"
             return status
-        payload = ctx.store.get("input", batch_id)
-        if payload is None:
-            ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
-                                  error_code="input_missing",
-                                  error_message="the upload was deleted before it was read")
-            return status
-        options = json.loads(payload[0])
-        try:
-            listing = list_series(payload[1:])
-        except ConverterError as exc:
-            ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
-                                  error_code=exc.code, error_message=exc.message)
-            return status
-        volumes = [s for s in listing.series if s.slices > 1]
-        if not volumes:
-            ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
-                                  error_code="no_usable_series",
-                                  error_message="no series of two or more slices in the upload")
-            return status
-        for info in volumes:
-            stack = listing.stacks[info.index]
-            files, seen = [], set()
-            for sl in stack.slices:
-                if sl.item.index not in seen:
-                    seen.add(sl.item.index)
-                    files.append(sl.item.data)
-            submit_job(ctx, files, dict(options, series=info.uid), owner_digest=batch["owner"],
-                       created=batch["created"], deadline=batch["deadline"], batch_id=batch_id,
-                       job_id=derived_id(batch_id, info.index), seq=info.index)
+        _split(ctx, batch_id, batch)
+        # ready before the upload goes: a crash in between leaves an ended batch's
+        # upload, which the sweeper deletes, never a lost batch
         ctx.records.set_batch(batch_id, only_if=("splitting",), status="ready")
         status = "ready"
         return status
+    except _Failed as exc:
+        failure = (exc.code, exc.message)
+        return status
     except Exception as exc:  # noqa: BLE001 - see convert()
         if is_out_of_memory(exc):
-            status = "out_of_memory"  # recorded below, as in convert()
-            return "failed"
-        log.error("batch %s: failed unexpectedly", batch_id)
-        try:
-            ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
-                                  error_code=INTERNAL_ERROR[0], error_message=INTERNAL_ERROR[1])
-        except Exception:  # noqa: BLE001
-            raise JobFailed("internal_error") from None
+            failure = OUT_OF_MEMORY
+        else:
+            log.error("batch %s: failed unexpectedly", batch_id)
+            failure = INTERNAL_ERROR
         return status
     finally:
-        if status == "out_of_memory":
-            status = "failed"
-            gc.collect()
-            ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
-                                  error_code=OUT_OF_MEMORY[0], error_message=OUT_OF_MEMORY[1])
-        _delete_input(ctx, batch_id, "converted" if status == "ready" else "failed")
-        ctx.close()
+        _end(ctx, failure,
+             lambda: _delete_input(ctx, batch_id, "converted" if status == "ready" else "failed"),
+             lambda: ctx.records.set_batch(batch_id, only_if=("splitting",), status="failed",
+                                           error_code=failure[0], error_message=failure[1]))
+
+
+def _split(ctx, batch_id, batch):
+    from converter import ConverterError, list_series  # noqa: PLC0415
+
+    from .submit import derived_id, submit_job  # noqa: PLC0415
+
+    payload = ctx.store.get("input", batch_id)
+    if payload is None:
+        raise _Failed("input_missing", "the upload was deleted before it was read")
+    options = json.loads(payload[0])
+    try:
+        listing = list_series(payload[1:])
+    except ConverterError as exc:
+        raise _Failed(exc.code, exc.message) from None
+    volumes = [s for s in listing.series if s.slices > 1]
+    if not volumes:
+        raise _Failed("no_usable_series", "no series of two or more slices in the upload")
+    for info in volumes:
+        stack = listing.stacks[info.index]
+        files, seen = [], set()
+        for sl in stack.slices:
+            if sl.item.index not in seen:
+                seen.add(sl.item.index)
+                files.append(sl.item.data)
+        submit_job(ctx, files, dict(options, series=info.uid), owner_digest=batch["owner"],
+                   created=batch["created"], deadline=batch["deadline"], batch_id=batch_id,
+                   job_id=derived_id(batch_id, info.index), seq=info.index)
