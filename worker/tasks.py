@@ -32,7 +32,7 @@ from .privacy import quiet_pydicom
 log = logging.getLogger("ephemesh.worker")
 INTERNAL_ERROR = ("internal_error", "conversion failed unexpectedly")
 OUT_OF_MEMORY = ("out_of_memory", "the series needs more memory than a conversion may take "
-                 "here (EPHEMESH_JOB_MEMORY_MB)")
+                 "on this server")
 LIVE = ("queued", "running")
 
 
