@@ -24,6 +24,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser(
         "convert", help="convert a DICOM series to STL",
         description="Convert a DICOM series (folders, files or zips) to an STL surface.",
+        epilog="exit codes: 0 done, 1 internal error, 2 usage, 3 no usable series, "
+               "4 unreadable input, 5 out of memory",
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, file or zip")
     p.add_argument("-o", "--output", required=True, metavar="OUT.stl", help="STL file to write")

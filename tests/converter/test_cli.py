@@ -223,6 +223,12 @@ def test_usage_errors_exit_2(series, tmp_path):
     assert proc.returncode == 2
 
 
+def test_help_lists_the_exit_codes():
+    proc = run("convert", "--help")
+    assert proc.returncode == 0
+    assert "5 out of memory" in " ".join(proc.stdout.split())
+
+
 #: the CLI in a process that may grow by only EXTRA MiB once it has started
 UNDER_A_LIMIT = """
 import resource, sys
