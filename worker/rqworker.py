@@ -117,15 +117,24 @@ CRASHED = ("worker_crashed",
 
 
 def record_crash(job) -> None:
-    """Mark the job (or batch) of a crashed RQ job failed, if it still waits."""
+    """Mark the job (or batch) of a crashed RQ job failed, if it still waits;
+    its upload goes first, as when a conversion fails."""
     from .context import Context  # noqa: PLC0415
     from .submit import object_of  # noqa: PLC0415
+    from .tasks import LIVE, delete_recorded  # noqa: PLC0415
 
     object_id = object_of(job.id)
     ctx = Context()
     try:
         if job.func_name.endswith("split_batch"):
-            ctx.records.set_batch(object_id, only_if=("splitting",), status="failed",
+            row, live = ctx.records.batch(object_id), ("splitting",)
+        else:
+            row, live = ctx.records.job(object_id), LIVE
+        if row is None or row["status"] not in live:
+            return  # ended, or waiting for its owner's choice: not this crash's to end
+        delete_recorded(ctx, "input", object_id, "failed")
+        if job.func_name.endswith("split_batch"):
+            ctx.records.set_batch(object_id, only_if=live, status="failed",
                                   error_code=CRASHED[0], error_message=CRASHED[1])
         else:
             ctx.records.fail_job(object_id, *CRASHED)

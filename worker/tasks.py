@@ -160,17 +160,18 @@ def _convert(ctx, job_id, row, job) -> str:
     _delete_input(ctx, job_id, "converted")  # before "done": a done job holds no upload
     if not ctx.records.finish_job(job_id, result.report):
         # deleted or expired while converting: the result must not outlive it
-        _delete(ctx, "result", job_id, "user-request")
+        delete_recorded(ctx, "result", job_id, "user-request")
         return (ctx.records.job(job_id) or {}).get("status", "deleted")
     progress("done", 100.0)
     return "done"
 
 
 def _delete_input(ctx, job_id, reason):
-    _delete(ctx, "input", job_id, reason)
+    delete_recorded(ctx, "input", job_id, reason)
 
 
-def _delete(ctx, kind, object_id, reason):
+def delete_recorded(ctx, kind, object_id, reason):
+    """Delete one stored object and write its ledger row (if it was there)."""
     entry = ctx.store.meta(kind, object_id)
     size = ctx.store.delete(kind, object_id)
     if size is not None:
