@@ -302,13 +302,13 @@ class Records:
 
     # ---------------------------------------------------------------- ledger
     def record_deletion(self, kind, object_id, size, created, deadline, reason, *, count=1,
-                        now=None, model_gone=False) -> bool:
+                        now=None) -> bool:
         """Write one ledger row; False when that object was already recorded
         (so two sweepers racing for one object write one row).
 
-        With ``model_gone`` the job ``object_id``, if ``done``, becomes
-        ``deleted`` and loses its report in the same transaction, so the
-        row and the ledger never disagree, not even after a crash."""
+        A result's row also turns its job, if ``done``, into ``deleted``
+        without its report, in the same transaction: the job row and the
+        ledger never disagree, not even after a crash."""
         now = time.time() if now is None else now
         late = deadline is not None and now > deadline + LATE_AFTER_S
         try:
@@ -317,7 +317,7 @@ class Records:
                     kind=kind, object_id=object_id, count=int(count), bytes=int(size or 0),
                     created=created, deadline=deadline, deleted=now, reason=reason,
                     late=bool(late)))
-                if model_gone:
+                if kind == "result":  # the model has gone
                     c.execute(update(jobs).where(jobs.c.id == object_id, jobs.c.status == "done")
                               .values(status="deleted", report=None))
         except IntegrityError:

@@ -124,16 +124,15 @@ def record_crash(job) -> None:
     from .tasks import LIVE, delete_recorded  # noqa: PLC0415
 
     object_id = object_of(job.id)
+    batch = job.func_name.endswith("split_batch")
     ctx = Context()
     try:
-        if job.func_name.endswith("split_batch"):
-            row, live = ctx.records.batch(object_id), ("splitting",)
-        else:
-            row, live = ctx.records.job(object_id), LIVE
+        row, live = ((ctx.records.batch(object_id), ("splitting",)) if batch
+                     else (ctx.records.job(object_id), LIVE))
         if row is None or row["status"] not in live:
             return  # ended, or waiting for its owner's choice: not this crash's to end
         delete_recorded(ctx, "input", object_id, "failed")
-        if job.func_name.endswith("split_batch"):
+        if batch:
             ctx.records.set_batch(object_id, only_if=live, status="failed",
                                   error_code=CRASHED[0], error_message=CRASHED[1])
         else:

@@ -143,9 +143,9 @@ def _purge_store(ctx, kind, now, ended, reason=_reason) -> Swept:
         size = ctx.store.delete(kind, entry.object_id)
         if size is None:
             continue  # another sweeper (or the worker) got there first
-        # a job whose model has gone says so (and loses its report) with the ledger row
+        # (a result's row also makes its job say deleted, in one transaction)
         ctx.records.record_deletion(kind, entry.object_id, size, entry.created, entry.deadline,
-                                    reason(row), now=now, model_gone=kind == "result")
+                                    reason(row), now=now)
         swept.add(size, entry.deadline, now)
     return swept
 
@@ -189,8 +189,7 @@ def record_lost(ctx, now=None) -> Swept:
             if ctx.store.meta(kind, row["id"]) is not None:
                 continue
             if ctx.records.record_deletion(kind, row["id"], size or 0, row["created"], deadline,
-                                           reason, now=min(now, deadline),
-                                           model_gone=kind == "result"):
+                                           reason, now=min(now, deadline)):
                 swept.add(size, deadline, min(now, deadline))
     return swept
 

@@ -34,17 +34,14 @@ def test_a_results_ledger_row_and_its_jobs_deleted_status_go_together(records):
     records.finish_job("done1", {"triangles": 12})
     records.add_job("failed1", "o", now - 100, now + 3500)
     records.fail_job("failed1", "bad_input", "no series")
-    assert records.record_deletion("result", "done1", 7, now - 90, now, "expired", now=now,
-                                   model_gone=True)
-    assert records.record_deletion("result", "failed1", 7, now - 90, now, "expired", now=now,
-                                   model_gone=True)
+    assert records.record_deletion("result", "done1", 7, now - 90, now, "expired", now=now)
+    assert records.record_deletion("result", "failed1", 7, now - 90, now, "expired", now=now)
     done, failed = records.job("done1"), records.job("failed1")
     assert (done["status"], done["report"]) == ("deleted", None)
     assert failed["status"] == "failed"  # only a done job's model can go
     records.set_job("done1", status="done", report="{}")
     # a second sweeper's row is refused, and its update goes with it
-    assert not records.record_deletion("result", "done1", 7, now - 90, now, "expired", now=now,
-                                       model_gone=True)
+    assert not records.record_deletion("result", "done1", 7, now - 90, now, "expired", now=now)
     assert records.job("done1")["status"] == "done"
 
 
