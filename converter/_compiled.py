@@ -1,6 +1,6 @@
 """The compiled kernels (Cython extensions built at install time), when they can be used.
 
-``_cmarching`` (marching cubes) and ``_cmesh`` (mesh measures, topology, STL
+``_marching`` (marching cubes) and ``_mesh`` (mesh measures, topology, STL
 records) are compiled by ``pip install`` from their ``.pyx`` sources
 (``setup.py``), so they cost nothing to load: no compiler runs at import or
 at first use.  Setting ``EPHEMESH_COMPILED=0`` in the environment turns them
@@ -31,8 +31,8 @@ def usable() -> bool:
         ok = _wanted()
         if ok:
             try:
-                importlib.import_module("converter._cmarching")
-                importlib.import_module("converter._cmesh")
+                importlib.import_module("converter._marching")
+                importlib.import_module("converter._mesh")
             except ImportError:  # not built: numpy then
                 ok = False
         _usable.append(ok)

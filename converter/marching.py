@@ -1,7 +1,7 @@
 """Marching cubes over an int16 (or any real) volume: the public entry point.
 
 Two engines make the same welded, outward-wound mesh from the table of
-:mod:`converter._mc_tables` (asymptotic decider on ambiguous faces, an extra
+:mod:`converter._marching_tables` (asymptotic decider on ambiguous faces, an extra
 vertex in the few loops that need one):
 
 * ``compiled`` (:mod:`converter.marching_kernel`, a Cython extension built

@@ -1,6 +1,6 @@
 """Compiled marching cubes: the mesh of ``marching_numpy``, one pass over planes.
 
-The loops are in the Cython extension :mod:`converter._cmarching`, built at
+The loops are in the Cython extension :mod:`converter._marching`, built at
 install time; this module cuts the volume into slabs, runs them (on threads
 when asked: the extension releases the GIL) and joins the results.
 
@@ -15,7 +15,7 @@ of the plane (row by row), then the crossed edges from the plane to the next
 one; the cells' extra (centre) vertices come after all edge vertices, layer
 by layer.  A slab numbers its own planes; for the first plane of the next
 slab it only counts crossings in the same order and writes *boundary codes*
-(``-1 - i``) that ``_cmarching.resolve`` turns into the next slab's numbers;
+(``-1 - i``) that ``_marching.resolve`` turns into the next slab's numbers;
 codes are int32 until then, so the slabs' buffers stay small.  So any number
 of slabs and threads gives exactly the same arrays.
 """
@@ -27,15 +27,15 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from . import _cmarching
-from ._mc_tables import AMBIGUOUS, CENTRE_LOOP, EDGE_BASE, FACE_CORNERS, TRI_COUNT, TRI_TABLE
+from . import _marching
+from ._marching_tables import AMBIGUOUS, CENTRE_LOOP, EDGE_BASE, FACE_CORNERS, TRI_COUNT, TRI_TABLE
 
 #: boxes up to this many voxels number their vertices in int32 (3 edges a voxel)
 INT32_VOXELS = (2**31 - 1) // 3
 #: the dtypes the kernel is compiled for; others are converted first
 KERNEL_DTYPES = (np.int16, np.int32, np.float32, np.float64)
 
-_TABLES = _cmarching.Tables(TRI_TABLE, TRI_COUNT, CENTRE_LOOP, AMBIGUOUS, FACE_CORNERS, EDGE_BASE)
+_TABLES = _marching.Tables(TRI_TABLE, TRI_COUNT, CENTRE_LOOP, AMBIGUOUS, FACE_CORNERS, EDGE_BASE)
 
 
 def _base_and_box(volume):
@@ -117,14 +117,14 @@ def extract(volume, level, *, pad=None, workers=1, progress=None, slab_voxels=4_
 def _one_thread(volume, box, p, padval, thr, level, slabs, nz, ny, nx, progress):
     """Slab after slab into one set of growing buffers: no per-slab copies, and
     the buffers' untouched tails cost nothing.  Codes are resolved in place."""
-    work = _cmarching.Workspace(ny, nx)
-    out = _cmarching.Growing(1 << 16, 1 << 17, 64)
+    work = _marching.Workspace(ny, nx)
+    out = _marching.Growing(1 << 16, 1 << 17, 64)
     ends = []  # per slab: (faces so far, vertices so far)
     for k, (z0, z1) in enumerate(slabs):
         if k == 1:  # guess the totals from the first slab: at most one early regrowth
             scale = 1.25 * len(slabs)
             out.reserve(int(out.nv * scale), int(out.nf * scale))
-        _cmarching.slab(volume, box, p, padval, thr, level, z0, z1, z1 == nz - 1, work, out,
+        _marching.slab(volume, box, p, padval, thr, level, z0, z1, z1 == nz - 1, work, out,
                         _TABLES)
         ends.append((out.nf, out.nv))
         if progress:
@@ -134,7 +134,7 @@ def _one_thread(volume, box, p, padval, thr, level, slabs, nz, ny, nx, progress)
     verts, faces, _ = out.take()
     start = 0
     for end, edges_so_far in ends:  # boundary codes point past this slab's own vertices
-        _cmarching.resolve(faces[start:end], faces[start:end], 0, edges_so_far, nv)
+        _marching.resolve(faces[start:end], faces[start:end], 0, edges_so_far, nv)
         start = end
     return verts, faces
 
@@ -143,14 +143,14 @@ def _threads(volume, box, p, padval, thr, level, slabs, nz, ny, nx, workers, pro
     """Slabs on threads, each into its own buffers, then one concatenation."""
     spare = queue.SimpleQueue()  # one workspace per thread, reused across its slabs
     for _ in range(min(workers, len(slabs))):
-        spare.put([_cmarching.Workspace(ny, nx), (0, 0)])
+        spare.put([_marching.Workspace(ny, nx), (0, 0)])
 
     def one(slab):
         held = spare.get()
         work, (nv, nf) = held
         try:
-            out = _cmarching.Growing(max(nv + nv // 4, 1 << 10), max(nf + nf // 4, 1 << 11), 16)
-            _cmarching.slab(volume, box, p, padval, thr, level, slab[0], slab[1],
+            out = _marching.Growing(max(nv + nv // 4, 1 << 10), max(nf + nf // 4, 1 << 11), 16)
+            _marching.slab(volume, box, p, padval, thr, level, slab[0], slab[1],
                             slab[1] == nz - 1, work, out, _TABLES)
             held[1] = (out.nv, out.nf)  # the next slab's first guess
             return out.take()
@@ -174,7 +174,7 @@ def _threads(volume, box, p, padval, thr, level, slabs, nz, ny, nx, workers, pro
         parts[k] = None  # each slab's buffers go as soon as they are copied
         verts[edge_offset[k]:edge_offset[k + 1]] = v
         verts[centre_offset[k]:centre_offset[k + 1]] = c
-        _cmarching.resolve(f, faces[face_offset[k]:face_offset[k + 1]], int(edge_offset[k]),
+        _marching.resolve(f, faces[face_offset[k]:face_offset[k + 1]], int(edge_offset[k]),
                            int(edge_offset[k + 1]), int(centre_offset[k]))
         del v, f, c
     return verts, faces

@@ -8,7 +8,7 @@ Two passes over slabs of the volume, each slab vectorized with numpy:
    key (the linear index of the edge's base voxel, per axis), so vertices are
    shared by every cell around the edge: the mesh comes out welded.
 2. **Faces**: each active cell's configuration (8 inside bits) indexes the
-   triangle table of :mod:`converter._mc_tables`; triangle corners are local
+   triangle table of :mod:`converter._marching_tables`; triangle corners are local
    edges, turned into global edge keys and then into vertex numbers with one
    ``searchsorted`` per axis.
 
@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._mc_tables import (
+from ._marching_tables import (
     AMBIGUOUS,
     CENTRE_LOOP,
     EDGE_AXIS,

@@ -1,6 +1,6 @@
 """Compiled mesh measures and topology for the report, and STL records.
 
-The loops are in the Cython extension :mod:`converter._cmesh`, built at
+The loops are in the Cython extension :mod:`converter._mesh`, built at
 install time; these wrappers bring the arrays to the types it takes.  One
 pass over the triangles for area, enclosed volume and centroid; edge counts
 from half-edges grouped by their lower vertex (a counting sort, then small
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _cmesh
+from . import _mesh
 
 
 def _index_array(faces):
@@ -29,7 +29,7 @@ def _real_array(verts):
 
 def measures(verts, faces):
     """Area, enclosed volume and volume centroid (see :func:`converter.mesh.measures`)."""
-    area, vol6, moment, origin = _cmesh.measures(
+    area, vol6, moment, origin = _mesh.measures(
         np.ascontiguousarray(verts, dtype=np.float64).reshape(-1, 3), _index_array(faces))
     centroid = origin + moment / (4.0 * vol6) if vol6 else origin
     return area, vol6 / 6.0, centroid
@@ -39,7 +39,7 @@ def edge_counts(faces, n_verts):
     """Boundary edges, non-manifold edges and whether no directed edge repeats."""
     faces = _index_array(faces)
     index = np.int32 if 3 * len(faces) < 2**31 and 2 * n_verts + 1 < 2**31 else np.int64
-    b, nm, oriented = _cmesh.edge_counts(faces.astype(index, copy=False), int(n_verts),
+    b, nm, oriented = _mesh.edge_counts(faces.astype(index, copy=False), int(n_verts),
                                          np.zeros(int(n_verts) + 1, index),
                                          np.empty(3 * len(faces), index))
     return int(b), int(nm), bool(oriented)
@@ -47,18 +47,18 @@ def edge_counts(faces, n_verts):
 
 def components(faces, n_verts):
     """Connected components through shared vertices: (count, face labels)."""
-    count, labels = _cmesh.components(_index_array(faces), int(n_verts))
+    count, labels = _mesh.components(_index_array(faces), int(n_verts))
     return int(count), labels
 
 
 def count_components(faces, n_verts):
     """The number of connected components (no labels)."""
-    return int(_cmesh.count_components(_index_array(faces), int(n_verts)))
+    return int(_mesh.count_components(_index_array(faces), int(n_verts)))
 
 
 def bounds(verts):
     """(min, max) of the vertices per axis, float64."""
-    return _cmesh.bounds(_real_array(verts))
+    return _mesh.bounds(_real_array(verts))
 
 
 def stl_records(v32, faces, rec):
@@ -68,7 +68,7 @@ def stl_records(v32, faces, rec):
     only on little-endian machines."""
     if rec.dtype.itemsize != 50 or not rec.flags.c_contiguous:
         raise ValueError("rec must be a contiguous array of 50-byte STL records")
-    _cmesh.stl_records(v32, _index_array(faces), rec.view(np.uint8).reshape(len(rec), 50))
+    _mesh.stl_records(v32, _index_array(faces), rec.view(np.uint8).reshape(len(rec), 50))
 
 
 def index_to_patient(ijk, offset, positions, in_plane):
@@ -76,7 +76,7 @@ def index_to_patient(ijk, offset, positions, in_plane):
     ``ijk`` float32 or float64, at least two slices."""
     ijk = _real_array(ijk)
     out = np.empty((len(ijk), 3), np.float64)
-    _cmesh.index_to_patient(ijk, np.ascontiguousarray(offset, np.float64),
+    _mesh.index_to_patient(ijk, np.ascontiguousarray(offset, np.float64),
                             np.ascontiguousarray(positions, np.float64),
                             np.ascontiguousarray(in_plane, np.float64), out)
     return out

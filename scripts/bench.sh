@@ -6,7 +6,7 @@
 # bench/results.md.  About 5–10 minutes on 2 cores with the defaults.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! .venv/bin/python -c "import converter.pipeline, converter._cmarching" 2>/dev/null; then
+if ! .venv/bin/python -c "import converter.pipeline, converter._marching" 2>/dev/null; then
   scripts/setup.sh
 fi
 exec .venv/bin/python bench/run.py "$@"

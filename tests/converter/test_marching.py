@@ -24,9 +24,9 @@ ENGINES = ["numpy", "compiled"]
 def test_the_compiled_kernels_are_in_use():
     """The install builds the kernels: the "compiled" cases below must not quietly run numpy."""
     assert _compiled.usable(), "the compiled kernels are not built: install the package"
-    from converter import _cmarching, _cmesh
+    from converter import _marching, _mesh
 
-    for module in (_cmarching, _cmesh):
+    for module in (_marching, _mesh):
         assert module.__file__.endswith(".so"), module.__file__
 
 
@@ -308,7 +308,7 @@ def test_arguments_are_checked(args, kwargs, error, match):
 
 
 def test_stored_table_is_the_derived_table():
-    from converter import _mc_tables as T
+    from converter import _marching_tables as T
 
     table, count, centre = T._build()
     np.testing.assert_array_equal(T.TRI_TABLE, table)
@@ -340,13 +340,13 @@ def test_kernel_arrays_own_their_memory_and_bad_calls_raise():
     buffers' object; a wrong box or workspace is refused, never read past."""
     import gc  # noqa: PLC0415
 
-    from converter import _cmarching, marching_kernel  # noqa: PLC0415
+    from converter import _marching, marching_kernel  # noqa: PLC0415
 
     vol = np.zeros((4, 5, 6), np.int16)
     vol[1:3, 1:4, 2:5] = 10
-    out = _cmarching.Growing()
-    work = _cmarching.Workspace(5, 6)
-    _cmarching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True, work, out,
+    out = _marching.Growing()
+    work = _marching.Workspace(5, 6)
+    _marching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True, work, out,
                     marching_kernel._TABLES)
     verts, codes, centres = out.take()
     del out, work
@@ -358,14 +358,14 @@ def test_kernel_arrays_own_their_memory_and_bad_calls_raise():
     np.testing.assert_array_equal(v, verts)
     np.testing.assert_array_equal(f, codes)
     with pytest.raises(ValueError, match="box"):
-        _cmarching.slab(vol, (0, 0, 0, 5, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True,
-                        _cmarching.Workspace(5, 6), _cmarching.Growing(), marching_kernel._TABLES)
+        _marching.slab(vol, (0, 0, 0, 5, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True,
+                        _marching.Workspace(5, 6), _marching.Growing(), marching_kernel._TABLES)
     with pytest.raises(ValueError, match="workspace"):
-        _cmarching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True,
-                        _cmarching.Workspace(7, 8), _cmarching.Growing(), marching_kernel._TABLES)
+        _marching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True,
+                        _marching.Workspace(7, 8), _marching.Growing(), marching_kernel._TABLES)
     with pytest.raises(ValueError, match="slab"):
-        _cmarching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 4, True,
-                        _cmarching.Workspace(5, 6), _cmarching.Growing(), marching_kernel._TABLES)
+        _marching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 4, True,
+                        _marching.Workspace(5, 6), _marching.Growing(), marching_kernel._TABLES)
 
 
 def test_the_numpy_engine_is_taken_when_the_kernels_are_turned_off():

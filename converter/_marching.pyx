@@ -198,7 +198,7 @@ cdef struct TableView:
 
 
 cdef class Tables:
-    """The lookup tables of :mod:`converter._mc_tables`, held for the kernel."""
+    """The lookup tables of :mod:`converter._marching_tables`, held for the kernel."""
 
     cdef TableView view
     cdef object keep

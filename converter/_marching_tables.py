@@ -13,7 +13,7 @@ whether its inside corners are joined or separated, and the table holds a
 triangulation for every combination of decisions (256 × 64).  A decision
 looks at the face's own four values alone, so two cells sharing a face always
 cut it the same way and the mesh is watertight.  The table is derived once and
-stored in ``_mc_table.npz`` (a test derives it again and compares).  Each segment is oriented with the
+stored in ``_marching_tables.npz`` (a test derives it again and compares).  Each segment is oriented with the
 inside on its left seen from outside the cell, which chains the segments of a
 cell into consistently wound loops; each loop is fanned into triangles.  The
 winding is chosen so that normals point from inside to outside.
@@ -260,11 +260,11 @@ def _build():
     return table, count, centre_loops
 
 
-STORED = Path(__file__).with_name("_mc_table.npz")
+STORED = Path(__file__).with_name("_marching_tables.npz")
 
 
 def _load():
-    """The stored table (``python -m converter._mc_tables`` rewrites it);
+    """The stored table (``python -m converter._marching_tables`` rewrites it);
     derive it when the file is missing."""
     if STORED.exists():
         with np.load(STORED) as data:
