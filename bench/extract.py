@@ -23,10 +23,9 @@ def main():
     which, threads = sys.argv[2], int(sys.argv[3])
     info = {}
     if which == "ephemesh":
-        from converter import warm_up
+        # the import loads the compiled kernel: outside the timing, as VTK's import is
         from converter.marching import marching_cubes
 
-        warm_up()  # outside the timing, as VTK's import is
         t = time.perf_counter()
         verts, faces = marching_cubes(vol, LEVEL, workers=threads)
         seconds = time.perf_counter() - t
@@ -57,13 +56,11 @@ def main():
         seconds = time.perf_counter() - t
         info["triangles"] = fe.GetOutput().GetNumberOfCells()
     elif which == "write":
-        from converter import warm_up
         from converter.marching import marching_cubes
         from converter.stl import write_binary
 
         verts, faces = marching_cubes(vol, LEVEL, workers=2)
         verts = verts.astype(np.float64) * 0.7 - 180.0
-        warm_up()
         folder = "/dev/shm" if os.path.isdir("/dev/shm") else os.path.dirname(sys.argv[1])
         path = os.path.join(folder, f"ephemesh-bench-{os.getpid()}.stl")
         try:

@@ -7,11 +7,10 @@ A pure library: no web framework, queue or Redis.  The public API::
     result = convert(["scan/"], ConvertOptions(preset="bone"), output="bone.stl")
     result.report["volume_mm3"]
 
-A process that forks workers may call ``warm_up()`` first, so each child
-inherits the loaded compiled kernels (a few milliseconds to load).
+The compiled kernels (:mod:`converter._marching`, :mod:`converter._mesh`) are
+built by the install and load with the modules that use them.
 """
 
-from ._compiled import warm_up
 from .errors import ConverterError, NoUsableSeries, UnreadableInput, UsageError
 from .pipeline import ConversionResult, ConvertOptions, convert, list_series
 from .presets import PRESETS
@@ -26,5 +25,4 @@ __all__ = [
     "UsageError",
     "convert",
     "list_series",
-    "warm_up",
 ]

@@ -1,11 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False
-"""Compiled marching cubes: the plane-by-plane pass of :mod:`converter.marching_kernel`.
+"""Compiled marching cubes: the plane-by-plane pass of :mod:`converter.marching`.
 
 Built at install time (``setup.py``); every function here runs without the
 GIL, so slabs of planes run on threads side by side.  The algorithm, the
-vertex numbering and the boundary codes are described in
-``marching_kernel.py``, which calls these.
+vertex numbering and the boundary codes are described in ``marching.py``,
+which calls these.
 
 The volume is read where it lies (a C-contiguous array and a box inside it);
 the mask of a plane is held as bytes (0 or 1) in rows padded to whole 64-bit
@@ -434,7 +434,7 @@ cdef inline double clamp01(double v) noexcept nogil:
 cdef void centre(const vol_t *vol, const Geom *g, Py_ssize_t z, Py_ssize_t y, Py_ssize_t x,
                  const double *c, int loop, const int8_t *edge_base, float *out) noexcept nogil:
     """The extra vertex of a cell: the mean of its loop's vertices, then Newton
-    steps on the cell's trilinear field (as ``marching_numpy``)."""
+    steps on the cell's trilinear field."""
     cdef double total0 = 0.0, total1 = 0.0, total2 = 0.0, t, u, v, w
     cdef double aw00, aw01, aw10, aw11, av0, av1, f, gu, gv, gw, norm2, step
     cdef Py_ssize_t dz, dy, dx
@@ -626,41 +626,45 @@ cdef int run_slab(const vol_t *vol, const Geom *g, const TableView *tb, Py_ssize
     return 0
 
 
-def slab(const vol_t[:, :, ::1] volume, box, Py_ssize_t p, double padval, double thr,
-         double level, Py_ssize_t z0, Py_ssize_t z1, bint last_slab, Workspace work,
+def slab(const vol_t[:, :, ::1] volume, geometry, Py_ssize_t z0, Py_ssize_t z1, Workspace work,
          Growing out, Tables tables):
     """Append the vertices and triangles of the cells between virtual planes z0
     and z1 to ``out``.
 
-    ``box`` = (offset z, y, x, size z, y, x): the part of ``volume`` to mesh,
-    with ``p`` (0 or 1) virtual layers of ``padval`` around it.  ``thr``: the
-    inside test's threshold (floor(level) for integer volumes).  Own vertices
-    are numbered on from ``out.nv``; the next slab's first plane gets boundary
-    codes and centre vertices ``CENTRE_CODE - k`` (see ``marching_kernel``).
+    ``geometry`` (a :class:`converter.marching.SlabGeometry`): ``box`` = (offset
+    z, y, x, size z, y, x), the part of ``volume`` to mesh, with ``pad`` (0 or
+    1) virtual layers of ``pad_value`` around it; ``threshold``, the inside
+    test's (floor(level) for integer volumes); ``level``, where vertices are
+    interpolated.  Own vertices are numbered on from ``out.nv``; unless the
+    slab ends at the last plane, the next slab's first plane gets boundary
+    codes, and centre vertices ``CENTRE_CODE - k`` (see ``marching.py``).
     """
     cdef Geom g
     cdef const vol_t *vol = NULL
+    cdef Py_ssize_t p = geometry.pad
+    cdef bint last_slab
     cdef int rc
-    g.oz, g.oy, g.ox, g.bz, g.by, g.bx = (int(v) for v in box)
+    g.oz, g.oy, g.ox, g.bz, g.by, g.bx = (int(v) for v in geometry.box)
     if (g.oz < 0 or g.oy < 0 or g.ox < 0 or g.bz < 0 or g.by < 0 or g.bx < 0
             or g.oz + g.bz > volume.shape[0] or g.oy + g.by > volume.shape[1]
             or g.ox + g.bx > volume.shape[2]):
         raise ValueError("the box does not lie inside the volume")
     if p not in (0, 1):
-        raise ValueError("p must be 0 or 1")
+        raise ValueError("pad must be 0 or 1")
     g.sz = volume.shape[1] * volume.shape[2]
     g.sy = volume.shape[2]
     g.p = p
     g.ny = g.by + 2 * p
     g.nx = g.bx + 2 * p
     g.row_words = work.row_words
-    g.padval = padval
-    g.level = level
-    g.thr = thr
+    g.padval = geometry.pad_value
+    g.level = geometry.level
+    g.thr = geometry.threshold
     if work.ny != g.ny or work.nx != g.nx:
         raise ValueError("the workspace was made for planes of another size")
     if not (0 <= z0 <= z1 < g.bz + 2 * p):
         raise ValueError("the slab lies outside the volume")
+    last_slab = z1 == g.bz + 2 * p - 1
     if volume.shape[0] and volume.shape[1] and volume.shape[2]:
         vol = &volume[0, 0, 0]
     with nogil:

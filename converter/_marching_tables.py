@@ -1,22 +1,25 @@
-"""Marching-cubes lookup tables, derived in code (once, at import).
+"""Marching-cubes lookup tables, derived in code and stored in ``_marching_tables.npz``.
 
 Corner ``i`` of a cell sits at offset ``(i >> 2 & 1, i >> 1 & 1, i & 1)``
 along the array axes (0, 1, 2); bit ``i`` of a cell's configuration is set
 when that corner is inside (value > level).
 
 The triangulation of each of the 256 configurations is built from the cell's
-faces: on every face, the crossed edges are joined by segments; an ambiguous
-face (two diagonal corners inside) always *separates* its inside corners.
-a face with two diagonal corners inside is *ambiguous*; the asymptotic
-decider (the sign of the bilinear saddle, computed from the data) says
-whether its inside corners are joined or separated, and the table holds a
-triangulation for every combination of decisions (256 × 64).  A decision
-looks at the face's own four values alone, so two cells sharing a face always
-cut it the same way and the mesh is watertight.  The table is derived once and
-stored in ``_marching_tables.npz`` (a test derives it again and compares).  Each segment is oriented with the
-inside on its left seen from outside the cell, which chains the segments of a
-cell into consistently wound loops; each loop is fanned into triangles.  The
-winding is chosen so that normals point from inside to outside.
+faces: on every face, the crossed edges are joined by segments.  A face with
+two diagonal corners inside is *ambiguous*: the asymptotic decider (the sign
+of the bilinear saddle, computed from the data) says whether its inside
+corners are joined or separated, and the table holds a triangulation for
+every combination of decisions (256 × 64).  A decision looks at the face's
+own four values alone, so two cells sharing a face always cut it the same
+way and the mesh is watertight.  Each segment is oriented with the inside on
+its left seen from outside the cell, which chains the segments of a cell into
+consistently wound loops; each loop is fanned into triangles.  The winding is
+chosen so that normals point from inside to outside.
+
+The small per-edge and per-face tables are computed at import; the triangle
+table is loaded from the stored file, which ``python -m
+converter._marching_tables`` writes with :func:`_build` (a test derives it
+again and compares).
 """
 
 from __future__ import annotations
@@ -40,9 +43,11 @@ for _axis in range(3):
             EDGES.append((_a, _a | _bit, _axis))
 EDGE_INDEX = {(a, b): k for k, (a, b, _) in enumerate(EDGES)}
 EDGE_INDEX.update({(b, a): k for (a, b), k in list(EDGE_INDEX.items())})
-#: per edge: offset of its base corner (axis 0, 1, 2) and its axis
-EDGE_BASE = np.array([_corner(a) for a, _, _ in EDGES], dtype=np.int64)
-EDGE_AXIS = np.array([axis for _, _, axis in EDGES], dtype=np.int64)
+CENTRE = 12  # local id of the extra vertex inside a cell
+#: per local edge, then for the extra vertex (``CENTRE``): the offset of its
+#: base corner (axis 0, 1, 2) and its axis (3 for the extra vertex)
+EDGE_BASE = np.array([_corner(a) for a, _, _ in EDGES] + [[0, 0, 0]], dtype=np.int64)
+EDGE_AXIS = np.array([axis for _, _, axis in EDGES] + [3], dtype=np.int64)
 
 
 def _faces():
@@ -201,8 +206,6 @@ def _swept_volume(tris, centre):
     return volume
 
 
-CENTRE = 12  # local id of the extra vertex inside a cell
-
 
 def _fan(loop, centre):
     """Triangulate a loop: the fan that encloses the most volume seen from
@@ -263,22 +266,12 @@ def _build():
 STORED = Path(__file__).with_name("_marching_tables.npz")
 
 
-def _load():
-    """The stored table (``python -m converter._marching_tables`` rewrites it);
-    derive it when the file is missing."""
-    if STORED.exists():
-        with np.load(STORED) as data:
-            return data["table"], data["count"], data["centre"]
-    return _build()
-
-
-#: TRI_TABLE[config, joined] -> triangles as local edge ids (12: the cell's
-#: extra vertex); CENTRE_LOOP[config, joined] -> bit mask of the edges whose
-#: vertices the extra vertex is placed among (0: no extra vertex)
-TRI_TABLE, TRI_COUNT, CENTRE_LOOP = _load()
-#: per local edge (and the extra vertex, 12): base offset and axis (3: centre)
-EDGE_BASE = np.vstack([EDGE_BASE, [[0, 0, 0]]])
-EDGE_AXIS = np.append(EDGE_AXIS, 3)
+with np.load(STORED) as _stored:
+    #: TRI_TABLE[config, joined] -> triangles as local edge ids (``CENTRE``: the
+    #: cell's extra vertex); TRI_COUNT[config, joined] -> how many;
+    #: CENTRE_LOOP[config, joined] -> bit mask of the edges whose vertices the
+    #: extra vertex is placed among (0: no extra vertex)
+    TRI_TABLE, TRI_COUNT, CENTRE_LOOP = _stored["table"], _stored["count"], _stored["centre"]
 
 
 if __name__ == "__main__":  # pragma: no cover - maintenance

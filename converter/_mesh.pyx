@@ -1,11 +1,13 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False
-"""Compiled mesh measures, topology and STL records (see :mod:`converter.mesh_kernel`).
+"""Compiled mesh measures, topology, STL records and the index → patient map.
 
 Built at install time (``setup.py``); every loop runs without the GIL, so
 the report's measures can run beside the STL write on another thread.
-Arguments are checked by the wrappers in ``mesh_kernel.py``; the shapes are
-checked here again so that a wrong call raises instead of reading past an array.
+Arguments are checked and converted by the callers (:mod:`converter.mesh`,
+:mod:`converter.stl`, :class:`converter.volume.Volume`); shapes and indices
+are checked here again so that a wrong call raises instead of reading past an
+array.
 """
 
 from libc.math cimport INFINITY, floor, sqrt, sqrtf
@@ -284,8 +286,8 @@ def bounds(const real_t[:, ::1] verts):
 
 def stl_records(const float[:, ::1] verts, const idx_t[:, ::1] faces, uint8_t[:, ::1] out):
     """Fill ``out`` (m, 50) bytes with the binary STL records of ``faces``: each
-    triangle's unit normal and corners as little-endian float32, then a zero
-    attribute word."""
+    triangle's unit normal and corners as float32 in the machine's byte order
+    (little-endian, as :mod:`converter.stl` asserts), then a zero attribute word."""
     cdef Py_ssize_t i, k
     cdef idx_t a, b, c
     cdef float rec[12]

@@ -1,12 +1,15 @@
-"""Triangle-mesh operations: measures, components, smoothing, decimation.
+"""Triangle-mesh operations: measures, topology, components, smoothing, decimation.
 
 A mesh is a pair ``(verts, faces)``: ``verts`` an (N, 3) float array in
 millimetres, ``faces`` an (M, 3) integer array of vertex indices wound so
-that normals point outward (positive enclosed volume).  Every function is
-vectorized with numpy/scipy; none loops over triangles in Python.  The
-measures, topology and components the report needs run as compiled kernels
-(:mod:`converter.mesh_kernel`) when they are built; the numpy code here
-is their reference.
+that normals point outward (positive enclosed volume).  Nothing loops over
+triangles in Python.  The measures, edge counts, components and bounds the
+report needs run in the Cython extension :mod:`converter._mesh` (built at
+install time; its loops release the GIL, so the report's facts are computed
+beside the STL write): one pass over the triangles for area, enclosed volume
+and centroid; edge counts from half-edges grouped by their lower vertex (a
+counting sort, then small per-vertex sorts); components by union-find.  The
+rest is vectorized with numpy/scipy.
 """
 
 from __future__ import annotations
@@ -15,16 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _compiled
-
-
-def _kernel():
-    """The compiled kernels, or None (numpy then)."""
-    if not _compiled.usable():
-        return None
-    from . import mesh_kernel  # noqa: PLC0415
-
-    return mesh_kernel
+from . import _mesh
 
 
 def check_mesh(verts, faces):
@@ -41,48 +35,15 @@ def check_mesh(verts, faces):
     return verts, faces
 
 
-def _edge_keys(faces: np.ndarray, n_verts: int, directed: bool) -> np.ndarray:
-    a = faces.reshape(-1).astype(np.int64)
-    b = np.roll(faces, -1, axis=1).reshape(-1).astype(np.int64)
-    if not directed:
-        a, b = np.minimum(a, b), np.maximum(a, b)
-    return a * n_verts + b
+def _index_array(faces):
+    """Faces as a C-contiguous (m, 3) int32 or int64 array (others are converted)."""
+    faces = np.ascontiguousarray(faces).reshape(-1, 3)
+    return faces if faces.dtype in (np.int32, np.int64) else faces.astype(np.int64)
 
 
 def signed_volume(verts, faces) -> float:
     """Enclosed volume (positive for outward normals), in units of verts³."""
-    verts, faces = check_mesh(verts, faces)
-    if not len(faces):
-        return 0.0
-    if (kernel := _kernel()) is not None:
-        return float(kernel.measures(verts, faces)[1])
-    origin = verts.mean(axis=0)  # reduces cancellation
-    v = verts.astype(np.float64) - origin
-    tri = v[faces]
-    return float(np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2])).sum() / 6.0)
-
-
-def volume_centroid(verts, faces) -> np.ndarray:
-    """Centroid of the enclosed volume (mm), from signed tetrahedra."""
-    verts, faces = check_mesh(verts, faces)
-    if len(faces) and (kernel := _kernel()) is not None:
-        return kernel.measures(verts, faces)[2]
-    origin = verts.mean(axis=0)
-    tri = verts.astype(np.float64)[faces] - origin
-    vol6 = np.einsum("ij,ij->i", tri[:, 0], np.cross(tri[:, 1], tri[:, 2]))
-    total = vol6.sum()
-    if total == 0:
-        return origin
-    return origin + (vol6[:, None] * tri.sum(axis=1)).sum(axis=0) / (4.0 * total)
-
-
-def area(verts, faces) -> float:
-    """Total surface area."""
-    verts, faces = check_mesh(verts, faces)
-    if len(faces) and (kernel := _kernel()) is not None:
-        return float(kernel.measures(verts, faces)[0])
-    tri = verts.astype(np.float64)[faces]
-    return float(np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1).sum() / 2)
+    return measures(verts, faces).volume
 
 
 def drop_degenerate(verts, faces, eps: float = 1e-12):
@@ -133,44 +94,35 @@ class Topology:
     components: int
 
 
-def topology(verts, faces, *, engine="auto") -> Topology:
-    """Edge-based closedness and manifoldness checks, and component count.
-
-    ``engine``: ``auto`` (compiled when available) or ``numpy``.
-    """
+def topology(verts, faces) -> Topology:
+    """Edge-based closedness and manifoldness checks, and component count."""
     verts, faces = check_mesh(verts, faces)
     n = len(verts)
     if not len(faces):
         return Topology(False, False, 0, 0, 0)
-    kernel = _kernel() if engine == "auto" else None
-    if kernel is not None:
-        boundary, nonmanifold, oriented = kernel.edge_counts(faces, n)
-    else:
-        counts = _run_lengths(np.sort(_edge_keys(faces, n, directed=False)))
-        directed = np.sort(_edge_keys(faces, n, directed=True))
-        oriented = not np.any(directed[1:] == directed[:-1])
-        boundary = int((counts == 1).sum())
-        nonmanifold = int((counts > 2).sum())
-    if kernel is not None:
-        comps = kernel.count_components(faces, n)
-    else:
-        comps, _ = components(faces, n, engine=engine)
+    boundary, nonmanifold, oriented = _edge_counts(faces, n)
     return Topology(
         watertight=boundary == 0 and nonmanifold == 0,
         manifold=nonmanifold == 0 and oriented,
         boundary_edges=boundary,
         nonmanifold_edges=nonmanifold,
-        components=comps,
+        components=_count_components(faces, n),
     )
 
 
-def _run_lengths(sorted_keys):
-    """Lengths of the runs of equal values in a sorted array (sort-based:
-    much faster than ``np.unique(..., return_counts=True)`` on millions)."""
-    if not len(sorted_keys):
-        return np.zeros(0, np.int64)
-    starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
-    return np.diff(np.append(starts, len(sorted_keys)))
+def _edge_counts(faces, n_verts):
+    """Boundary edges, non-manifold edges and whether no directed edge repeats."""
+    faces = _index_array(faces)
+    index = np.int32 if 3 * len(faces) < 2**31 and 2 * n_verts + 1 < 2**31 else np.int64
+    b, nm, oriented = _mesh.edge_counts(faces.astype(index, copy=False), int(n_verts),
+                                        np.zeros(int(n_verts) + 1, index),
+                                        np.empty(3 * len(faces), index))
+    return int(b), int(nm), bool(oriented)
+
+
+def _count_components(faces, n_verts):
+    """The number of connected components (no labels)."""
+    return int(_mesh.count_components(_index_array(faces), int(n_verts)))
 
 
 @dataclass
@@ -180,62 +132,45 @@ class Measures:
     centroid: np.ndarray
 
 
-def measures(verts, faces, *, engine="auto") -> Measures:
-    """Area, enclosed volume and volume centroid in one pass over the triangles.
-
-    ``engine``: ``auto`` (compiled when available) or ``numpy``.
-    """
+def measures(verts, faces) -> Measures:
+    """Area, enclosed volume and volume centroid in one pass over the triangles."""
     verts, faces = check_mesh(verts, faces)
     if not len(faces):
         return Measures(0.0, 0.0, np.zeros(3))
-    if engine == "auto" and (kernel := _kernel()) is not None:
-        area_, volume, centroid = kernel.measures(verts, faces)
-        return Measures(float(area_), float(volume), centroid)
-    origin = verts.mean(axis=0)
-    tri = verts.astype(np.float64)[faces] - origin
-    cross = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    area_ = float(np.sqrt(np.einsum("ij,ij->i", cross, cross)).sum() / 2)
-    # det(v0, v1, v2) = v0 . (v1 x v2) = v0 . ((v1 - v0) x (v2 - v0))
-    vol6 = np.einsum("ij,ij->i", tri[:, 0], cross)
-    total = vol6.sum()
-    centroid = origin + (vol6[:, None] * tri.sum(axis=1)).sum(axis=0) / (4.0 * total) \
-        if total else origin
-    return Measures(area_, float(total / 6.0), centroid)
+    return _measures(verts, faces)
+
+
+def _measures(verts, faces) -> Measures:
+    """The extension's pass (it checks the shapes and indices again)."""
+    area, vol6, moment, origin = _mesh.measures(
+        np.ascontiguousarray(verts, dtype=np.float64).reshape(-1, 3), _index_array(faces))
+    centroid = origin + moment / (4.0 * vol6) if vol6 else origin
+    return Measures(float(area), float(vol6 / 6.0), centroid)
 
 
 def bounds(verts) -> tuple[np.ndarray, np.ndarray]:
-    """(min, max) of the vertices along each axis."""
+    """(min, max) of the vertices along each axis, float64."""
     verts = np.asarray(verts)
     if verts.ndim != 2 or verts.shape[1] != 3:
         raise ValueError(f"verts must have shape (N, 3), got {verts.shape}")
     if not len(verts):
         raise ValueError("an empty mesh has no bounds")
-    if (kernel := _kernel()) is not None:
-        return kernel.bounds(verts)
-    return verts.min(axis=0), verts.max(axis=0)
+    verts = np.ascontiguousarray(verts)
+    return _mesh.bounds(verts if verts.dtype in (np.float32, np.float64)
+                        else verts.astype(np.float64))
 
 
-def components(faces, n_verts: int, *, engine="auto") -> tuple[int, np.ndarray]:
+def components(faces, n_verts: int) -> tuple[int, np.ndarray]:
     """Connected components through shared vertices.
 
     Returns ``(count, face_labels)``; labels follow each component's smallest
-    vertex.  ``engine``: ``auto`` (compiled when available) or ``numpy``.
+    vertex.
     """
     faces = np.asarray(faces)
     if not len(faces):
         return 0, np.zeros(0, np.int64)
-    if engine == "auto" and (kernel := _kernel()) is not None:
-        return kernel.components(faces, n_verts)
-    from scipy import sparse  # noqa: PLC0415
-    from scipy.sparse.csgraph import connected_components  # noqa: PLC0415
-
-    rows = np.concatenate([faces[:, 0], faces[:, 1]])
-    cols = np.concatenate([faces[:, 1], faces[:, 2]])
-    graph = sparse.coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n_verts, n_verts))
-    _, vertex_labels = connected_components(graph, directed=False)
-    face_labels = vertex_labels[faces[:, 0]]
-    uniq, face_labels = np.unique(face_labels, return_inverse=True)
-    return len(uniq), face_labels
+    count, labels = _mesh.components(_index_array(faces), int(n_verts))
+    return int(count), labels
 
 
 def component_volumes(verts, faces, face_labels, count) -> np.ndarray:

@@ -1,13 +1,13 @@
-"""STL writing: binary (structured-array writes, no per-triangle Python) and ASCII.
+"""STL writing: binary (records made by a compiled kernel, no per-triangle Python) and ASCII.
 
-Binary records are made in blocks of :data:`BLOCK` triangles (a compiled
-kernel writes the 50-byte records when it is built, numpy otherwise)
-and each block is written with one call, so the whole file never sits in
-memory twice.
+Binary records are made in blocks of :data:`BLOCK` triangles by the Cython
+extension :mod:`converter._mesh`, and each block is written with one call, so
+the whole file never sits in memory twice.
 
-The 80-byte binary header names the coordinate frame and nothing else, e.g.
-``ephemesh SPACE=LPS UNITS=mm``; it never holds patient data, UIDs or file
-names because nothing but the frame name is ever put into it.
+The 80-byte binary header names the coordinate frame and nothing else
+(:func:`header_text`: ``ephemesh SPACE=LPS UNITS=mm``, which the report
+quotes); it never holds patient data, UIDs or file names because nothing but
+the frame name is ever put into it.
 """
 
 from __future__ import annotations
@@ -19,24 +19,37 @@ from pathlib import Path
 
 import numpy as np
 
-from .mesh import check_mesh
+from . import _mesh
+from .mesh import _index_array, check_mesh
 
-FRAMES = ("LPS", "RAS")
+#: the output frames (``ConvertOptions.frame``); files name them in capitals
+FRAMES = ("lps", "ras")
 
 STL_DTYPE = np.dtype(
     [("normal", "<f4", (3,)), ("vertices", "<f4", (3, 3)), ("attr", "<u2")]
 )
 assert STL_DTYPE.itemsize == 50
+# the record kernel writes floats in the machine's byte order, and STL's is little-endian
+assert sys.byteorder == "little", "ephemesh writes binary STL on little-endian machines only"
 #: triangles per written block (12.5 MB of records)
 BLOCK = 1 << 18
 
 
-def header_for(frame: str) -> bytes:
-    """The fixed 80-byte header for ``frame`` ("LPS" or "RAS")."""
-    if frame not in FRAMES:
+def _frame_name(frame) -> str:
+    """``frame`` ("lps" or "ras", any case) as files name it: "LPS" or "RAS"."""
+    if not isinstance(frame, str) or frame.lower() not in FRAMES:
         raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
-    text = f"ephemesh SPACE={frame} UNITS=mm".encode("ascii")
-    return text.ljust(80, b" ")
+    return frame.upper()
+
+
+def header_text(frame: str) -> str:
+    """What the binary header says for ``frame``, e.g. ``ephemesh SPACE=LPS UNITS=mm``."""
+    return f"ephemesh SPACE={_frame_name(frame)} UNITS=mm"
+
+
+def header_for(frame: str) -> bytes:
+    """The fixed 80-byte header for ``frame``."""
+    return header_text(frame).encode("ascii").ljust(80, b" ")
 
 
 def face_normals(tri: np.ndarray) -> np.ndarray:
@@ -46,45 +59,19 @@ def face_normals(tri: np.ndarray) -> np.ndarray:
     return n
 
 
-def _corners_and_normals_numpy(v32, faces, block):
-    """Fill ``block`` (k, 12) float32 with each triangle's unit normal and corners."""
-    k = len(faces)
-    tri = block[:, 3:].reshape(k, 3, 3)
-    np.take(v32, faces, axis=0, out=tri)
-    block[:, :3] = face_normals(tri)
-
-
-def _records_numpy(v32, faces, rec):
-    """Fill ``rec`` (k STL records) with normals, corners and a zero attribute."""
-    corners = np.empty((len(faces), 12), np.dtype("<f4"))
-    _corners_and_normals_numpy(v32, faces, corners)
-    rec["normal"] = corners[:, :3]
-    rec["vertices"] = corners[:, 3:].reshape(-1, 3, 3)
-    rec["attr"] = 0
-
-
-def _record_filler():
-    from . import _compiled  # noqa: PLC0415
-
-    if not _compiled.usable() or sys.byteorder != "little":
-        return _records_numpy
-    from .mesh_kernel import stl_records  # noqa: PLC0415
-
-    return stl_records
-
-
-def iter_binary_records(verts, faces, block=BLOCK):
-    """The triangles as structured arrays of at most ``block`` records each.
-
-    The yielded array is reused for the next block: write it before asking
-    for the next one.
-    """
-    return _records(*_check(verts, faces), block)
+def _fill_records(v32, faces, rec):
+    """Fill ``rec`` (a contiguous array of :data:`STL_DTYPE`, one a face) with
+    each triangle's unit normal, corners and a zero attribute, from float32
+    vertices (the extension checks the shapes and indices)."""
+    if rec.dtype.itemsize != 50 or not rec.flags.c_contiguous:
+        raise ValueError("rec must be a contiguous array of 50-byte STL records")
+    _mesh.stl_records(v32, _index_array(faces), rec.view(np.uint8).reshape(len(rec), 50))
 
 
 def _records(verts, faces, block):
+    """The triangles as structured arrays of at most ``block`` records each;
+    the yielded array is reused for the next block."""
     v32 = np.ascontiguousarray(verts, dtype=np.float32)
-    fill = _record_filler()
     m = len(faces)
     if not m:
         return
@@ -92,20 +79,8 @@ def _records(verts, faces, block):
     rec = np.empty(size, STL_DTYPE)
     for start in range(0, m, size):
         k = min(size, m - start)
-        fill(v32, faces[start:start + k], rec[:k])
+        _fill_records(v32, faces[start:start + k], rec[:k])
         yield rec[:k]
-
-
-def _check(verts, faces):
-    verts, faces = check_mesh(verts, faces)
-    faces = np.ascontiguousarray(faces)
-    return verts, faces if faces.dtype in (np.int32, np.int64) else faces.astype(np.int64)
-
-
-def binary_records(verts, faces) -> np.ndarray:
-    """The triangles as one structured array ready to write."""
-    parts = [rec.copy() for rec in iter_binary_records(verts, faces)]
-    return np.concatenate(parts) if parts else np.zeros(0, STL_DTYPE)
 
 
 def _write(out, write_fn):
@@ -124,10 +99,11 @@ def _write(out, write_fn):
     write_fn(out)
 
 
-def write_binary(verts, faces, out, frame: str = "LPS") -> int:
+def write_binary(verts, faces, out, frame: str = "lps") -> int:
     """Write a binary STL to ``out`` (path or binary file); return bytes written."""
     header = header_for(frame)
-    verts, faces = _check(verts, faces)
+    verts, faces = check_mesh(verts, faces)
+    faces = _index_array(faces)
     count = len(faces)
 
     def write(fh):
@@ -144,9 +120,9 @@ def write_binary(verts, faces, out, frame: str = "LPS") -> int:
     return 84 + count * STL_DTYPE.itemsize
 
 
-def write_ascii(verts, faces, out, frame: str = "LPS") -> int:
+def write_ascii(verts, faces, out, frame: str = "lps") -> int:
     """Write an ASCII STL (``solid ephemesh_LPS``); return bytes written."""
-    header_for(frame)  # validates the frame
+    name = f"ephemesh_{_frame_name(frame)}"
     tri = np.asarray(verts, dtype=np.float64)[np.asarray(faces)]
     normals = face_normals(tri)
     rows = np.concatenate([normals, tri.reshape(-1, 9)], axis=1)
@@ -155,7 +131,6 @@ def write_ascii(verts, faces, out, frame: str = "LPS") -> int:
         "  vertex %.6e %.6e %.6e\n  vertex %.6e %.6e %.6e\n  vertex %.6e %.6e %.6e\n"
         " endloop\nendfacet"
     )
-    name = f"ephemesh_{frame}"
     size = 0
 
     def write(fh):
@@ -171,9 +146,3 @@ def write_ascii(verts, faces, out, frame: str = "LPS") -> int:
 
     _write(out, write)
     return size
-
-
-def to_bytes(verts, faces, *, frame="LPS", ascii=False) -> bytes:
-    buf = io.BytesIO()
-    (write_ascii if ascii else write_binary)(verts, faces, buf, frame)
-    return buf.getvalue()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import _mesh
+
 
 @dataclass
 class SeriesInfo:
@@ -104,20 +106,12 @@ class Volume:
     def shape(self) -> tuple[int, int, int]:
         return tuple(self.data.shape)
 
-    def slice_positions(self, k: np.ndarray) -> np.ndarray:
-        """Patient position of (fractional) slice index ``k``; extrapolates
-        linearly beyond the first and last slice (used for padding)."""
-        k = np.asarray(k, dtype=np.float64)
-        n = self.positions.shape[0]
-        if n == 1:
-            normal = np.cross(self.row_dir, self.col_dir)
-            return self.positions[0] + k[..., None] * normal
-        k0 = np.clip(np.floor(k), 0, n - 2).astype(np.intp)
-        t = (k - k0)[..., None]
-        return self.positions[k0] * (1.0 - t) + self.positions[k0 + 1] * t
-
     def index_to_patient(self, ijk: np.ndarray, offset=None) -> np.ndarray:
         """Map (slice, row, column) indices, fractional allowed, to LPS mm.
+
+        Linear between neighbouring slices, and beyond the first and last
+        slice (the pad layer) along the nearest pair; one slice extends
+        along its normal.  Runs in the compiled kernel (:mod:`converter._mesh`).
 
         Parameters
         ----------
@@ -133,32 +127,20 @@ class Volume:
         ijk = np.asarray(ijk)
         if ijk.ndim != 2 or ijk.shape[1] != 3:
             raise ValueError(f"ijk must have shape (N, 3), got {ijk.shape}")
-        offset = np.zeros(3) if offset is None else np.asarray(offset, dtype=np.float64)
+        offset = np.zeros(3) if offset is None else np.ascontiguousarray(offset, np.float64)
         if offset.shape != (3,):
             raise ValueError(f"offset must have 3 values, got shape {offset.shape}")
         sr, sc = self.pixel_spacing
         in_plane = np.stack([self.col_dir * sr, self.row_dir * sc])  # rows, columns -> mm
-        n = self.positions.shape[0]
-        if n > 1 and len(ijk) >= 4096:
-            from . import _compiled  # noqa: PLC0415
-
-            if _compiled.usable():
-                from .mesh_kernel import index_to_patient  # noqa: PLC0415
-
-                return index_to_patient(ijk, offset, self.positions, in_plane)
-        ijk = ijk.astype(np.float64) + offset
-        if n == 1:
-            out = self.slice_positions(ijk[:, 0])
-        else:
-            # piecewise linear between slices: P[k0] + t (P[k0 + 1] - P[k0])
-            k0 = np.floor(ijk[:, 0])
-            np.clip(k0, 0, n - 2, out=k0)
-            t = ijk[:, 0] - k0
-            idx = k0.astype(np.intp)
-            del k0
-            p0 = self.positions[idx]
-            out = p0 + (self.positions[idx + 1] - p0) * t[:, None]
-        out += ijk[:, 1:] @ in_plane
+        if self.positions.shape[0] == 1:
+            ijk = ijk.astype(np.float64) + offset
+            normal = np.cross(self.row_dir, self.col_dir)
+            return self.positions[0] + ijk[:, :1] * normal + ijk[:, 1:] @ in_plane
+        ijk = np.ascontiguousarray(ijk)
+        if ijk.dtype not in (np.float32, np.float64):
+            ijk = ijk.astype(np.float64)
+        out = np.empty((len(ijk), 3), np.float64)
+        _mesh.index_to_patient(ijk, offset, np.ascontiguousarray(self.positions), in_plane, out)
         return out
 
     def handedness(self) -> float:

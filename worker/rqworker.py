@@ -31,14 +31,12 @@ MAINTENANCE_INTERVAL = 60
 
 
 def preload() -> None:
-    """Import the converter and load its compiled kernels in the worker, once:
+    """Import the converter and its compiled kernels in the worker, once:
     every work horse is a fork of it and starts with them loaded (the imports
     of pydicom, numpy and the converter: ~0.3 s a job)."""
-    import converter  # noqa: PLC0415
     import converter.loading  # noqa: F401, PLC0415
+    import converter.marching  # noqa: F401, PLC0415
     import converter.series  # noqa: F401, PLC0415
-
-    converter.warm_up()
 
 
 def address_space() -> int | None:

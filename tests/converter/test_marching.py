@@ -1,9 +1,11 @@
-"""Marching cubes against scikit-image, the reference, for both engines.
+"""Marching cubes against scikit-image, the independent reference, and
+against the numpy reference of ``tests/reference/marching_numpy.py``.
 
-``compiled`` is the Cython kernel, ``numpy`` the vectorized numpy path;
-each must agree with scikit-image (vertices on the isosurface, enclosed
-volume, closed and manifold wherever scikit-image's mesh is) and the two
-must make the same mesh.  Timings live in ``bench/``, never here.
+``kernel`` is the product (:mod:`converter.marching`, the Cython kernel),
+``reference`` the vectorized numpy engine; each must agree with scikit-image
+(vertices on the isosurface, enclosed volume, closed and manifold wherever
+scikit-image's mesh is) and the two must make the same mesh.  Timings live in
+``bench/``, never here.
 """
 
 from __future__ import annotations
@@ -13,17 +15,17 @@ import pytest
 from scipy.ndimage import gaussian_filter
 from skimage.measure import marching_cubes as sk_marching_cubes
 
-from converter import _compiled
+import converter.marching as mc
 from converter import mesh as M
 from converter.marching import marching_cubes
 from tests import dicomgen as G
+from tests.reference import marching_numpy as R
 
-ENGINES = ["numpy", "compiled"]
+ENGINES = {"reference": R.marching_cubes, "kernel": marching_cubes}
 
 
 def test_the_compiled_kernels_are_in_use():
-    """The install builds the kernels: the "compiled" cases below must not quietly run numpy."""
-    assert _compiled.usable(), "the compiled kernels are not built: install the package"
+    """The install builds the kernels as extension modules."""
     from converter import _marching, _mesh
 
     for module in (_marching, _mesh):
@@ -75,8 +77,8 @@ def distance_to_isosurface(volume, level, verts):
     return out
 
 
-def check_against_skimage(volume, level, rel_volume=0.005, engine="auto"):
-    verts, faces = marching_cubes(volume, level, engine=engine)
+def check_against_skimage(volume, level, rel_volume=0.005, engine="kernel"):
+    verts, faces = ENGINES[engine](volume, level)
     sv, sf, _, _ = sk_marching_cubes(volume.astype(np.float64), level, allow_degenerate=False)
     v = verts.astype(np.float64)
     # every vertex on the isosurface to within 1e-4 voxel
@@ -109,7 +111,7 @@ def test_every_cube_configuration(config, engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_empty_and_full_configurations(engine):
     for value in (0.0, 2.0):  # configurations 0 and 255
-        verts, faces = marching_cubes(np.full((4, 4, 4), value), 1.0, engine=engine)
+        verts, faces = ENGINES[engine](np.full((4, 4, 4), value), 1.0)
         assert len(verts) == 0 and len(faces) == 0
 
 
@@ -126,7 +128,7 @@ def test_random_smooth_fields(seed, engine):
 def test_random_rough_field_stays_closed(engine):
     rng = np.random.default_rng(7)
     field = np.pad(rng.normal(size=(16, 17, 18)), 1, constant_values=-10.0)
-    verts, faces = marching_cubes(field, 0.0, engine=engine)
+    verts, faces = ENGINES[engine](field, 0.0)
     topo = M.topology(verts.astype(np.float64), faces)
     assert topo.watertight and topo.manifold
 
@@ -162,7 +164,7 @@ def test_integer_volume_with_values_exactly_at_the_level(engine):
     rng = np.random.default_rng(3)
     vol = rng.integers(-2, 3, size=(20, 21, 22)).astype(np.int16)
     vol = np.pad(vol, 1, constant_values=-5)
-    verts, faces = marching_cubes(vol, 0, engine=engine)  # many voxels are exactly 0
+    verts, faces = ENGINES[engine](vol, 0)  # many voxels are exactly 0
     v = verts.astype(np.float64)
     topo = M.topology(v, faces)
     assert topo.watertight and topo.manifold
@@ -188,20 +190,19 @@ def canonical(verts, faces):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_slab_parallel_path_gives_the_same_mesh(monkeypatch, engine):
-    import converter.marching as mc
-
+    module = mc if engine == "kernel" else R
     rng = np.random.default_rng(5)
     field = gaussian_filter(rng.normal(size=(40, 36, 34)), 1.5)
     field = np.pad(field, 1, constant_values=-5.0)
-    monkeypatch.setattr(mc, "SLAB_VOXELS", 36 * 38 * 3)  # force many slabs
-    single = marching_cubes(field, 0.05, workers=1, engine=engine)
-    double = marching_cubes(field, 0.05, workers=2, engine=engine)
-    monkeypatch.setattr(mc, "SLAB_VOXELS", 10**9)  # one slab
-    whole = marching_cubes(field, 0.05, workers=1, engine=engine)
+    monkeypatch.setattr(module, "SLAB_VOXELS", 36 * 38 * 3)  # force many slabs
+    single = ENGINES[engine](field, 0.05, workers=1)
+    double = ENGINES[engine](field, 0.05, workers=2)
+    monkeypatch.setattr(module, "SLAB_VOXELS", 10**9)  # one slab
+    whole = ENGINES[engine](field, 0.05, workers=1)
     assert canonical(*single) == canonical(*double) == canonical(*whole)
     np.testing.assert_array_equal(single[1], double[1])
     np.testing.assert_array_equal(single[0], double[0])
-    if engine == "compiled":  # its numbering does not depend on the slabs at all
+    if engine == "kernel":  # its numbering does not depend on the slabs at all
         np.testing.assert_array_equal(single[0], whole[0])
         np.testing.assert_array_equal(single[1], whole[1])
 
@@ -243,8 +244,8 @@ def test_compiled_kernel_makes_the_numpy_mesh(case, pad):
     else:
         vol, level = rng.integers(0, 255, size=(12, 13, 14)).astype(np.uint8), 127.5
     pad_value = None if pad is None else float(np.floor(vol.min())) - 1.0
-    ours = marching_cubes(vol, level, engine="compiled", pad=pad_value)
-    reference = marching_cubes(vol, level, engine="numpy", pad=pad_value)
+    ours = marching_cubes(vol, level, pad=pad_value)
+    reference = R.marching_cubes(vol, level, pad=pad_value)
     same_mesh(ours, reference)
     if pad is not None:
         assert M.topology(ours[0].astype(np.float64), ours[1]).watertight
@@ -255,8 +256,8 @@ def test_pad_closes_like_a_padded_copy_and_keeps_index_units(engine):
     rng = np.random.default_rng(2)
     vol = gaussian_filter(rng.normal(size=(16, 18, 20)), 1.5)
     vol[0] += 1.0  # the surface runs into the first plane
-    padded = marching_cubes(np.pad(vol, 1, constant_values=-9.0), 0.0, engine=engine)
-    virtual = marching_cubes(vol, 0.0, pad=-9.0, engine=engine)
+    padded = ENGINES[engine](np.pad(vol, 1, constant_values=-9.0), 0.0)
+    virtual = ENGINES[engine](vol, 0.0, pad=-9.0)
     same_mesh((virtual[0] + np.float32(1), virtual[1]), padded)
     assert virtual[0].min() >= -1 and M.topology(virtual[0].astype(float), virtual[1]).watertight
 
@@ -267,8 +268,8 @@ def test_a_cropped_view_is_meshed_like_its_copy(engine):
     vol = (gaussian_filter(rng.normal(size=(24, 26, 28)), 1.5) * 1000).astype(np.int16)
     view = vol[3:20, 5:22, 2:25]
     assert not view.flags.c_contiguous
-    same_mesh(marching_cubes(view, 0, pad=-100, engine=engine),
-              marching_cubes(np.ascontiguousarray(view), 0, pad=-100, engine=engine), atol=0)
+    same_mesh(ENGINES[engine](view, 0, pad=-100),
+              ENGINES[engine](np.ascontiguousarray(view), 0, pad=-100), atol=0)
 
 
 def test_step_gives_full_resolution_units():
@@ -298,7 +299,6 @@ def test_progress_reaches_one():
     ((np.zeros((4, 4, 4)), 0.5), {"step": 0}, ValueError, "step"),
     ((np.zeros((4, 4, 4)), 0.5), {"workers": 0}, ValueError, "workers"),
     ((np.zeros((4, 4, 4)), 0.5), {"pad": 1.0}, ValueError, "pad"),
-    ((np.zeros((4, 4, 4)), 0.5), {"engine": "gpu"}, ValueError, "engine"),
     ((np.zeros((4, 4, 4), bool), 0.5), {}, TypeError, "integers or floats"),
     (([[[0.0]]], 0.5), {}, TypeError, "numpy array"),
 ])
@@ -319,17 +319,14 @@ def test_stored_table_is_the_derived_table():
 
 
 def test_huge_boxes_number_per_slab_and_give_int64_faces(monkeypatch):
-    import converter.marching as mc
-    from converter import marching_kernel
-
     rng = np.random.default_rng(9)
     field = gaussian_filter(rng.normal(size=(30, 20, 22)), 1.5)
-    normal = marching_cubes(field, 0.0, pad=-5.0, engine="compiled")
+    normal = marching_cubes(field, 0.0, pad=-5.0)
     assert normal[1].dtype == np.int32
-    monkeypatch.setattr(marching_kernel, "INT32_VOXELS", 24 * 22 * 4)  # "huge": 3 planes a slab
+    monkeypatch.setattr(mc, "INT32_VOXELS", 24 * 22 * 4)  # "huge": 3 planes a slab
     monkeypatch.setattr(mc, "SLAB_VOXELS", 24 * 22 * 3)
     for workers in (1, 2):
-        huge = marching_cubes(field, 0.0, pad=-5.0, engine="compiled", workers=workers)
+        huge = marching_cubes(field, 0.0, pad=-5.0, workers=workers)
         assert huge[1].dtype == np.int64
         np.testing.assert_array_equal(huge[0], normal[0])
         np.testing.assert_array_equal(huge[1], normal[1])
@@ -340,45 +337,29 @@ def test_kernel_arrays_own_their_memory_and_bad_calls_raise():
     buffers' object; a wrong box or workspace is refused, never read past."""
     import gc  # noqa: PLC0415
 
-    from converter import _marching, marching_kernel  # noqa: PLC0415
+    from converter import _marching  # noqa: PLC0415
 
     vol = np.zeros((4, 5, 6), np.int16)
     vol[1:3, 1:4, 2:5] = 10
+    whole = mc.SlabGeometry((0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0)
     out = _marching.Growing()
     work = _marching.Workspace(5, 6)
-    _marching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True, work, out,
-                    marching_kernel._TABLES)
+    _marching.slab(vol, whole, 0, 3, work, out, mc._TABLES)
     verts, codes, centres = out.take()
     del out, work
     gc.collect()
     assert len(verts) and len(codes) and not len(centres)
     assert verts.flags.writeable and verts.dtype == np.float32 and codes.dtype == np.int32
     assert set(np.unique(verts[:, 0])) <= {1.0, 2.0, 0.5, 2.5} and codes.min() >= 0
-    v, f = marching_cubes(vol, 5.0, engine="compiled")
+    v, f = marching_cubes(vol, 5.0)
     np.testing.assert_array_equal(v, verts)
     np.testing.assert_array_equal(f, codes)
     with pytest.raises(ValueError, match="box"):
-        _marching.slab(vol, (0, 0, 0, 5, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True,
-                        _marching.Workspace(5, 6), _marching.Growing(), marching_kernel._TABLES)
+        _marching.slab(vol, whole._replace(box=(0, 0, 0, 5, 5, 6)), 0, 3,
+                       _marching.Workspace(5, 6), _marching.Growing(), mc._TABLES)
     with pytest.raises(ValueError, match="workspace"):
-        _marching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 3, True,
-                        _marching.Workspace(7, 8), _marching.Growing(), marching_kernel._TABLES)
+        _marching.slab(vol, whole, 0, 3, _marching.Workspace(7, 8), _marching.Growing(),
+                       mc._TABLES)
     with pytest.raises(ValueError, match="slab"):
-        _marching.slab(vol, (0, 0, 0, 4, 5, 6), 0, 5.0, 5.0, 5.0, 0, 4, True,
-                        _marching.Workspace(5, 6), _marching.Growing(), marching_kernel._TABLES)
-
-
-def test_the_numpy_engine_is_taken_when_the_kernels_are_turned_off():
-    import subprocess  # noqa: PLC0415
-    import sys  # noqa: PLC0415
-
-    code = ("import numpy as np; from converter import _compiled; "
-            "from converter.marching import marching_cubes; "
-            "v, f = marching_cubes(np.pad(np.ones((3, 3, 3), np.int16), 1), 0.5); "
-            "print(_compiled.usable(), f.dtype, len(f) > 0)")
-    import os  # noqa: PLC0415
-
-    env = dict(os.environ, EPHEMESH_COMPILED="0")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=300, env=env)
-    assert out.stdout.split() == ["False", "int64", "True"], out.stderr
+        _marching.slab(vol, whole, 0, 4, _marching.Workspace(5, 6), _marching.Growing(),
+                       mc._TABLES)

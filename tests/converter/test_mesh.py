@@ -1,9 +1,11 @@
-"""Mesh measures and operations on meshes with known answers."""
+"""Mesh measures and operations on meshes with known answers; the compiled
+kernels against the numpy reference of ``tests/reference/mesh_numpy.py``."""
 
 import numpy as np
 import pytest
 
 from converter import mesh as M
+from tests.reference import mesh_numpy as R
 
 
 def cube(lo=(0, 0, 0), size=1.0):
@@ -45,8 +47,8 @@ def icosphere(radius=10.0, subdivisions=3, center=(0, 0, 0)):
 def test_cube_measures():
     v, f = cube(size=2.0)
     assert M.signed_volume(v, f) == pytest.approx(8.0)
-    assert M.area(v, f) == pytest.approx(24.0)
-    np.testing.assert_allclose(M.volume_centroid(v, f), [1, 1, 1], atol=1e-12)
+    assert M.measures(v, f).area == pytest.approx(24.0)
+    np.testing.assert_allclose(M.measures(v, f).centroid, [1, 1, 1], atol=1e-12)
     topo = M.topology(v, f)
     assert topo.watertight and topo.manifold and topo.components == 1
 
@@ -139,15 +141,15 @@ def test_bad_shapes_are_refused():
     with pytest.raises(ValueError, match=r"verts must have shape \(N, 3\)"):
         M.signed_volume(np.zeros((3, 2)), np.zeros((1, 3), int))
     with pytest.raises(IndexError, match="do not exist"):
-        M.area(np.zeros((3, 3)), np.array([[0, 1, 5]]))
+        M.measures(np.zeros((3, 3)), np.array([[0, 1, 5]]))
 
 
 def test_one_pass_measures_agree_with_the_separate_ones():
     v, f = icosphere(radius=4.0, subdivisions=3, center=(3, -1, 7))
     m = M.measures(v, f)
-    assert m.area == pytest.approx(M.area(v, f))
+    assert m.area == pytest.approx(R.area(v, f))
     assert m.volume == pytest.approx(M.signed_volume(v, f))
-    np.testing.assert_allclose(m.centroid, M.volume_centroid(v, f), atol=1e-9)
+    np.testing.assert_allclose(m.centroid, R.volume_centroid(v, f), atol=1e-9)
     np.testing.assert_allclose(m.centroid, [3, -1, 7], atol=1e-9)
 
 
@@ -169,13 +171,13 @@ def _odd_meshes():
 
 def test_compiled_measures_topology_and_components_match_numpy():
     for verts, faces in _odd_meshes():
-        fast, ref = M.measures(verts, faces), M.measures(verts, faces, engine="numpy")
+        fast, ref = M.measures(verts, faces), R.measures(verts, faces)
         assert fast.area == pytest.approx(ref.area, rel=1e-12, abs=1e-12)
         assert fast.volume == pytest.approx(ref.volume, rel=1e-12, abs=1e-12)
         np.testing.assert_allclose(fast.centroid, ref.centroid, rtol=1e-10, atol=1e-9)
-        assert M.topology(verts, faces) == M.topology(verts, faces, engine="numpy")
+        assert M.topology(verts, faces) == R.topology(verts, faces)
         count, labels = M.components(faces, len(verts))
-        ref_count, ref_labels = M.components(faces, len(verts), engine="numpy")
+        ref_count, ref_labels = R.components(faces, len(verts))
         assert count == ref_count
         np.testing.assert_array_equal(labels, ref_labels)
 
@@ -198,27 +200,25 @@ def test_bounds_and_component_count():
     np.testing.assert_array_equal(lo, v.min(axis=0))
     np.testing.assert_array_equal(hi, v.max(axis=0))
     for verts, faces in _odd_meshes():
-        assert M.topology(verts, faces).components == M.components(faces, len(verts),
-                                                                   engine="numpy")[0]
+        assert M.topology(verts, faces).components == R.components(faces, len(verts))[0]
 
 
 def test_compiled_mesh_kernels_refuse_bad_indices_and_shapes():
     """The extension checks what it is given instead of reading past an array."""
-    from converter import _compiled, mesh_kernel, stl
+    from converter import stl
 
-    assert _compiled.usable()
     verts = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
     good = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]], np.int32)
-    assert mesh_kernel.edge_counts(good, 4) == (0, 0, True)
-    assert mesh_kernel.count_components(good, 4) == 1
+    assert M._edge_counts(good, 4) == (0, 0, True)
+    assert M._count_components(good, 4) == 1
     for bad in (np.array([[0, 1, 4]]), np.array([[0, -1, 2]], np.int32)):
-        for call in (lambda f: mesh_kernel.edge_counts(f, 4),
-                     lambda f: mesh_kernel.components(f, 4),
-                     lambda f: mesh_kernel.count_components(f, 4),
-                     lambda f: mesh_kernel.measures(verts, f),
-                     lambda f: mesh_kernel.stl_records(
+        for call in (lambda f: M._edge_counts(f, 4),
+                     lambda f: M.components(f, 4),
+                     lambda f: M._count_components(f, 4),
+                     lambda f: M._measures(verts, f),
+                     lambda f: stl._fill_records(
                          verts.astype(np.float32), f, np.empty(1, stl.STL_DTYPE))):
             with pytest.raises(ValueError):
                 call(bad)
     with pytest.raises(ValueError):
-        mesh_kernel.stl_records(verts.astype(np.float32), good, np.empty(3, stl.STL_DTYPE))
+        stl._fill_records(verts.astype(np.float32), good, np.empty(3, stl.STL_DTYPE))

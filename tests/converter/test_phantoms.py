@@ -42,7 +42,7 @@ def _check(report, verts, faces, phantom, geometry, frame="LPS"):
     volume = M.signed_volume(verts, faces)
     assert volume > 0, "normals must point outward"
     assert abs(volume / phantom.volume - 1) < 0.02, (volume, phantom.volume)
-    np.testing.assert_allclose(M.volume_centroid(verts, faces), truth_centroid, atol=0.5)
+    np.testing.assert_allclose(M.measures(verts, faces).centroid, truth_centroid, atol=0.5)
     np.testing.assert_allclose(verts.min(axis=0), truth_box[0], atol=voxel)
     np.testing.assert_allclose(verts.max(axis=0), truth_box[1], atol=voxel)
     topo = M.topology(verts, faces)

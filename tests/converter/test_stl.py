@@ -8,6 +8,18 @@ from stl import mesh as stlmesh
 
 from converter import stl
 from tests.converter.test_mesh import icosphere
+from tests.reference import mesh_numpy as R
+
+
+def to_bytes(verts, faces, *, frame="LPS", ascii=False) -> bytes:
+    buf = io.BytesIO()
+    (stl.write_ascii if ascii else stl.write_binary)(verts, faces, buf, frame)
+    return buf.getvalue()
+
+
+def binary_records(verts, faces) -> np.ndarray:
+    """The records of a binary STL written to memory."""
+    return np.frombuffer(to_bytes(verts, faces)[84:], stl.STL_DTYPE)
 
 
 @pytest.mark.parametrize("ascii_", [False, True])
@@ -32,7 +44,7 @@ def test_round_trip_through_numpy_stl(tmp_path, ascii_):
 def test_binary_header_is_fixed_per_frame():
     v, f = icosphere(subdivisions=0)
     for frame in ("LPS", "RAS"):
-        data = stl.to_bytes(v, f, frame=frame)
+        data = to_bytes(v, f, frame=frame)
         assert data[:80] == f"ephemesh SPACE={frame} UNITS=mm".encode().ljust(80, b" ")
         assert not data.startswith(b"solid")  # would confuse readers into ASCII mode
         assert int.from_bytes(data[80:84], "little") == len(f)
@@ -41,7 +53,7 @@ def test_binary_header_is_fixed_per_frame():
 
 def test_ascii_names_the_frame():
     v, f = icosphere(subdivisions=0)
-    text = stl.to_bytes(v, f, frame="RAS", ascii=True).decode()
+    text = to_bytes(v, f, frame="RAS", ascii=True).decode()
     assert text.startswith("solid ephemesh_RAS\n") and text.endswith("endsolid ephemesh_RAS\n")
 
 
@@ -63,25 +75,23 @@ def test_failed_write_leaves_no_partial_file(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_records_in_blocks_match_one_numpy_block():
-    from converter import _compiled
-
+def test_records_in_blocks_match_one_numpy_block(monkeypatch):
     rng = np.random.default_rng(1)
     v = rng.normal(size=(500, 3)) * 100
     f = rng.integers(0, 500, size=(1234, 3))
     f[0] = [3, 3, 4]  # a degenerate triangle gets a zero normal
-    whole = stl.binary_records(v, f)
-    blocks = np.concatenate([r.copy() for r in stl.iter_binary_records(v, f, block=100)])
+    whole = binary_records(v, f)
+    monkeypatch.setattr(stl, "BLOCK", 100)
+    blocks = binary_records(v, f)
     np.testing.assert_array_equal(whole, blocks)
     corners = np.empty((len(f), 12), np.float32)
-    stl._corners_and_normals_numpy(v.astype(np.float32), f, corners)
+    R.corners_and_normals(v.astype(np.float32), f, corners)
     np.testing.assert_array_equal(whole["vertices"].reshape(-1, 9), corners[:, 3:])
     np.testing.assert_allclose(whole["normal"], corners[:, :3], atol=2e-6)
     assert not whole["normal"][0].any() and not whole["attr"].any()
-    if _compiled.usable():  # the compiled records are numpy's (normals to rounding)
-        assert stl._record_filler() is not stl._records_numpy
-        reference = np.empty(len(f), stl.STL_DTYPE)
-        stl._records_numpy(v.astype(np.float32), f, reference)
-        np.testing.assert_array_equal(whole["vertices"], reference["vertices"])
-        np.testing.assert_allclose(whole["normal"], reference["normal"], atol=2e-6)
-        assert not reference["attr"].any()
+    # the compiled records are numpy's (normals to rounding)
+    reference = np.empty(len(f), stl.STL_DTYPE)
+    R.stl_records(v.astype(np.float32), f, reference)
+    np.testing.assert_array_equal(whole["vertices"], reference["vertices"])
+    np.testing.assert_allclose(whole["normal"], reference["normal"], atol=2e-6)
+    assert not reference["attr"].any()

@@ -1,4 +1,5 @@
-"""Marching cubes in numpy alone: the reference the compiled kernel is held to.
+"""Marching cubes in numpy alone: the reference the compiled kernel
+(:mod:`converter.marching`) is held to, mesh for mesh.
 
 Two passes over slabs of the volume, each slab vectorized with numpy:
 
@@ -23,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ._marching_tables import (
+from converter._marching_tables import (
     AMBIGUOUS,
     CENTRE_LOOP,
     EDGE_AXIS,
@@ -35,16 +36,32 @@ from ._marching_tables import (
 
 #: how far (in voxels) a vertex stays from a voxel whose value is the level
 _T_EPS = 5e-5
+#: voxels per slab (the kernel's ``SLAB_VOXELS``)
+SLAB_VOXELS = 4_000_000
 
 
-def extract(volume, level, *, workers=1, progress=None, slab_voxels=4_000_000):
-    """Marching cubes over the whole of ``volume`` (checked by the caller).
+def marching_cubes(volume, level, *, workers=1, progress=None, pad=None):
+    """:func:`converter.marching.marching_cubes` (without ``step``), in numpy:
+    ``pad`` pads a copy of the volume.  Faces come out int64."""
+    level = float(level)
+    if pad is not None:
+        value = pad if volume.dtype.kind == "f" else int(np.floor(pad))  # integers: still outside
+        if volume.dtype.kind in "iu" and not np.can_cast(np.min_scalar_type(value), volume.dtype):
+            volume = volume.astype(np.promote_types(volume.dtype, np.min_scalar_type(value)))
+        volume = np.pad(volume, 1, mode="constant", constant_values=value)
+    if min(volume.shape) < 2:
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.int64)
+    verts, faces = extract(volume, level, workers=workers, progress=progress)
+    if pad is not None:
+        verts -= np.float32(1.0)
+    return verts, faces
 
-    Returns ``(verts, faces)`` as :func:`converter.marching.marching_cubes`.
-    """
+
+def extract(volume, level, *, workers=1, progress=None):
+    """Marching cubes over the whole of ``volume``: ``(verts, faces)``."""
     zn = volume.shape[0]
     plane = volume.shape[1] * volume.shape[2]
-    per = max(1, slab_voxels // plane)
+    per = max(1, SLAB_VOXELS // plane)
     slabs = [(z, min(z + per, zn - 1)) for z in range(0, zn - 1, per)]
     done = [0]
 
