@@ -20,6 +20,8 @@ import struct
 
 import numpy as np
 
+from .volume import Slice
+
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 #: transfer syntaxes whose dataset is not explicit VR little endian
@@ -136,23 +138,23 @@ class _Buffer:
             self.fh.close()
 
 
-def examine(item, slice_type):
+def examine(item):
     """``(None, facts, [slice])`` or ``(skip kind, None, None)`` for ``item`` as
     :func:`converter.series._examine_with_pydicom` would give it, or None when pydicom must
-    read the file.  ``slice_type`` builds the slice (``series.Slice``)."""
+    read the file."""
     try:
         buf = _Buffer(item)
     except OSError:
         return None
     try:
-        return _examine(buf, item, slice_type)
+        return _examine(buf, item)
     except (_Defer, struct.error, ValueError, IndexError, OverflowError):
         return None
     finally:
         buf.close()
 
 
-def _examine(buf, item, slice_type):
+def _examine(buf, item):
     data = buf.data
     if len(data) < 132 or data[128:132] != b"DICM":
         raise _Defer  # a bare dataset: pydicom guesses its encoding
@@ -162,7 +164,7 @@ def _examine(buf, item, slice_type):
         raise _Defer
     implicit = ts == IMPLICIT_LE
     values, pixel_at = _dataset(buf, pos, implicit)
-    return _result(values, meta, ts, implicit, pixel_at, buf, item, slice_type)
+    return _result(values, meta, ts, implicit, pixel_at, buf, item)
 
 
 def _file_meta(buf, pos):
@@ -321,7 +323,7 @@ def _number(raw, default, kind=float):
     return value or default
 
 
-def _result(values, meta, ts, implicit, pixel_at, buf, item, slice_type):
+def _result(values, meta, ts, implicit, pixel_at, buf, item):
     sop = _text(values["sop_class"]) if "sop_class" in values else meta.get("sop_class", "")
     if sop == DICOMDIR_CLASS:
         raise _Defer
@@ -362,9 +364,9 @@ def _result(values, meta, ts, implicit, pixel_at, buf, item, slice_type):
     slope = _number(values.get("slope"), 1.0)
     intercept = _number(values.get("intercept"), 0.0)
     native = _native(values, facts, ts, implicit, pixel_at, buf)
-    return None, facts, [slice_type(item, None, position, orientation,
-                                    (float(spacing[0]), float(spacing[1])), float(slope),
-                                    float(intercept), native)]
+    return None, facts, [Slice(item, None, position, orientation,
+                               (float(spacing[0]), float(spacing[1])), float(slope),
+                               float(intercept), native)]
 
 
 def _us_or_ss(values, name):

@@ -154,7 +154,7 @@ def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume
 
     Parameters
     ----------
-    listing : series.Listing
+    listing : volume.Listing
     info : SeriesInfo
         One of ``listing.series``.
     progress : callable(fraction), optional

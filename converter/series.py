@@ -11,52 +11,16 @@ Warnings and errors hold counts and millimetres, never a DICOM value.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import headers
 from .errors import NoUsableSeries, UnreadableInput
 from .sources import iter_items
-from .volume import SeriesInfo
+from .volume import Listing, SeriesInfo, Slice, Stack
 
 ORIENTATION_TOL = 1e-4
 DUPLICATE_TOL_MM = 1e-3
-
-
-@dataclass
-class Slice:
-    """One image plane: where it comes from and where it sits."""
-
-    item: object  # sources.Item
-    frame: int | None  # frame index in a multi-frame object, else None
-    position: np.ndarray  # ImagePositionPatient
-    orientation: np.ndarray  # ImageOrientationPatient (6,)
-    spacing: tuple[float, float]
-    slope: float
-    intercept: float
-    #: where the uncompressed pixels sit in the file: (byte offset, numpy dtype
-    #: string, unused high bits), or None when they must be decoded by pydicom
-    native: tuple | None = None
-
-
-@dataclass
-class Stack:
-    """Slices of one series part, sorted along the normal."""
-
-    info: SeriesInfo
-    slices: list
-    header: dict  # pixel format and modality facts shared by the slices
-    warnings: list = field(default_factory=list)
-
-
-@dataclass
-class Listing:
-    series: list  # SeriesInfo, index 1..n
-    skipped: dict  # kind -> count
-    warnings: list
-    stacks: dict  # SeriesInfo.index -> Stack
-    files: int = 0
 
 
 def _looks_like_dicom(head: bytes) -> bool:
@@ -237,7 +201,7 @@ def _examined(inputs, pool):
     disk.
     """
     items = list(iter_items(inputs))
-    results = [headers.examine(item, Slice) for item in items]
+    results = [headers.examine(item) for item in items]
     for k, result in enumerate(results):  # a stray file costs no pydicom import or pool
         if result is None and not _looks_like_dicom(items[k].head()):
             results[k] = NOT_DICOM

@@ -1,4 +1,10 @@
-"""The volume: voxel values plus the exact map from voxel index to patient mm.
+"""What a scan finds and what the loader makes of it.
+
+A scan (:mod:`converter.series`) lists ``SeriesInfo`` for the person choosing,
+each backed by a ``Stack`` of ``Slice`` records (where each image plane comes
+from and where it sits); together they make the ``Listing``.  The loader
+turns the chosen stack into a ``Volume``: voxel values plus the exact map
+from voxel index to patient mm.
 
 Axis order of ``Volume.data`` is ``(slice, row, column)``.  Slice ``k`` sits at
 ``positions[k]`` (its ImagePositionPatient, LPS millimetres); within a slice,
@@ -52,6 +58,41 @@ class SeriesInfo:
             "orientation": self.orientation,
             "multiframe": self.multiframe,
         }
+
+
+@dataclass
+class Slice:
+    """One image plane: where it comes from and where it sits."""
+
+    item: object  # sources.Item
+    frame: int | None  # frame index in a multi-frame object, else None
+    position: np.ndarray  # ImagePositionPatient
+    orientation: np.ndarray  # ImageOrientationPatient (6,)
+    spacing: tuple[float, float]
+    slope: float
+    intercept: float
+    #: where the uncompressed pixels sit in the file: (byte offset, numpy dtype
+    #: string, unused high bits), or None when they must be decoded by pydicom
+    native: tuple | None = None
+
+
+@dataclass
+class Stack:
+    """Slices of one series part, sorted along the normal."""
+
+    info: SeriesInfo
+    slices: list
+    header: dict  # pixel format and modality facts shared by the slices
+    warnings: list = field(default_factory=list)
+
+
+@dataclass
+class Listing:
+    series: list  # SeriesInfo, index 1..n
+    skipped: dict  # kind -> count
+    warnings: list
+    stacks: dict  # SeriesInfo.index -> Stack
+    files: int = 0
 
 
 @dataclass
