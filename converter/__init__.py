@@ -14,6 +14,7 @@ built by the install and load with the modules that use them.
 from .errors import ConverterError, NoUsableSeries, UnreadableInput, UsageError
 from .pipeline import ConversionResult, ConvertOptions, convert, list_series
 from .presets import PRESETS
+from .quiet import quiet_pydicom, silence_pydicom_for_good
 
 __all__ = [
     "ConversionResult",
@@ -25,4 +26,6 @@ __all__ = [
     "UsageError",
     "convert",
     "list_series",
+    "quiet_pydicom",
+    "silence_pydicom_for_good",
 ]

@@ -17,6 +17,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .errors import UnreadableInput
+from .quiet import silence_pydicom_for_good
 from .volume import Volume
 
 #: refuse volumes larger than this many bytes (at 2 bytes a voxel)
@@ -102,15 +103,6 @@ class _NeedsFloat(Exception):
     """Rescaled values do not fit int16: load again as float32."""
 
 
-def _quiet_child():
-    """Pool initializer: pydicom's warnings and log records stay out of the child's stderr."""
-    import logging  # noqa: PLC0415
-    import warnings  # noqa: PLC0415
-
-    warnings.simplefilter("ignore")
-    logging.getLogger("pydicom").disabled = True
-
-
 class ReadingPool:
     """Forked processes for reading headers and decoding pixels with pydicom,
     started on first use (:meth:`get`), so a series the converter reads on its
@@ -125,7 +117,7 @@ class ReadingPool:
         if self._pool is None:
             import multiprocessing as mp  # noqa: PLC0415
 
-            self._pool = mp.get_context("fork").Pool(self.workers, initializer=_quiet_child)
+            self._pool = mp.get_context("fork").Pool(self.workers, initializer=silence_pydicom_for_good)
         return self._pool
 
     def terminate(self):

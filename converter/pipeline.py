@@ -9,7 +9,6 @@ UIDs, names, descriptions or file names, so it can be kept and shown.
 from __future__ import annotations
 
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from . import mesh as meshops
 from . import stl
 from .errors import NoUsableSeries, UsageError
 from .presets import PRESETS, get_preset, otsu_level
+from .quiet import quiet_pydicom
 
 FRAMES = ("lps", "ras")
 
@@ -170,7 +170,7 @@ def list_series(inputs, *, progress=None):
     """Scan ``inputs`` and return the listing (``.series``, ``.skipped``, ``.warnings``)."""
     from .series import scan  # noqa: PLC0415
 
-    with _quiet_pydicom():
+    with quiet_pydicom():
         return scan(_as_list(inputs), progress=progress)
 
 
@@ -178,27 +178,6 @@ def _as_list(inputs):
     if isinstance(inputs, (str, Path, bytes, bytearray)) or hasattr(inputs, "read"):
         return [inputs]
     return list(inputs)
-
-
-class _quiet_pydicom:
-    """Keep pydicom's warnings and log records (which can hold values) away from sinks."""
-
-    def __enter__(self):
-        import logging  # noqa: PLC0415
-
-        self._warn = warnings.catch_warnings()
-        self._warn.__enter__()
-        warnings.simplefilter("ignore")
-        self._logger = logging.getLogger("pydicom")
-        self._old = (self._logger.level, self._logger.propagate, self._logger.disabled)
-        self._logger.disabled = True
-        return self
-
-    def __exit__(self, *exc):
-        self._logger.setLevel(self._old[0])
-        self._logger.propagate, self._logger.disabled = self._old[1], self._old[2]
-        self._warn.__exit__(*exc)
-        return False
 
 
 def convert(inputs, options: ConvertOptions | None = None, *, output=None, progress=None):
@@ -236,7 +215,7 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     t = time.perf_counter()
     pool = reading_pool(opts.workers)  # forks when first used; no thread of ours runs yet
     try:
-        with _quiet_pydicom():
+        with quiet_pydicom():
             on_read = bar.stage("reading")
             listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool)
             info = select(listing, opts.series)

@@ -20,7 +20,7 @@ import resource
 
 from rq import Worker
 
-from .privacy import quiet_pydicom
+from converter import silence_pydicom_for_good as quiet_pydicom
 
 #: how often a busy worker checks on its work horse and renews its heartbeat
 JOB_MONITORING_INTERVAL = 10

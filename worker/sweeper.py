@@ -352,7 +352,7 @@ def sweep(ctx=None, now=None) -> dict:
 
 def sweep_job() -> dict:
     """The RQ entry point: sweep, and return the counts (no ids, no names)."""
-    from .privacy import quiet_pydicom  # noqa: PLC0415
+    from converter import silence_pydicom_for_good as quiet_pydicom  # noqa: PLC0415
 
     quiet_pydicom()
     return {kind: s.deleted for kind, s in sweep().items()}

@@ -24,10 +24,10 @@ import time
 
 from rq.timeouts import JobTimeoutException
 
+from converter import silence_pydicom_for_good as quiet_pydicom
 from converter.errors import is_out_of_memory
 
 from .context import Context
-from .privacy import quiet_pydicom
 
 log = logging.getLogger("ephemesh.worker")
 INTERNAL_ERROR = ("internal_error", "conversion failed unexpectedly")
