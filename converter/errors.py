@@ -8,7 +8,7 @@ of counts, kinds and numbers the converter computed itself.
 
 from __future__ import annotations
 
-#: CLI exit codes (issue: 0 done, 2 usage, 3 no usable series, 4 unreadable input).
+#: exit codes: 0 done, and those the errors below carry (2 usage, 3 no usable series, 4 unreadable)
 EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_NO_SERIES = 3

@@ -4,6 +4,11 @@
 reports progress as ``progress(stage, percent)`` with an overall percentage,
 and its wall time lands in the report.  The report is JSON-safe and holds no
 UIDs, names, descriptions or file names, so it can be kept and shown.
+
+``ConvertOptions.workers`` is the one knob for cores: threads for reading
+uncompressed slices, for the surface's slabs and for the report's facts
+beside the STL write; forked processes for pydicom's header reads and
+decoding.  The result is the same for any number.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -19,10 +25,9 @@ from . import stl
 from .errors import NoUsableSeries, UsageError
 from .presets import PRESETS, get_preset, otsu_level
 from .quiet import quiet_pydicom
+from .stl import FRAMES
 
-FRAMES = ("lps", "ras")
-
-# overall percent at the start of each stage
+# overall percent per stage: (where it starts, where it ends)
 _STAGES = {"reading": (0, 40), "surface": (40, 75), "mesh": (75, 90), "writing": (90, 100)}
 
 
@@ -140,6 +145,28 @@ def _check_int(opts, name, minimum, maximum):
     setattr(opts, name, as_int)
 
 
+class _Level(NamedTuple):
+    """The isovalue and where it comes from."""
+
+    value: float
+    inverted: bool  # the region below the level is meshed (airway)
+    source: str  # "threshold", "preset bone", "preset auto (Otsu)", ...
+    lowest: float  # the data's lowest value (the pad lies at or below it)
+
+
+class _Made(NamedTuple):
+    """What a conversion made, for its report."""
+
+    level: _Level
+    verts: np.ndarray
+    faces: np.ndarray
+    notes: list  # what the mesh steps changed
+    stl_bytes: int
+    timings: dict
+    topology: meshops.Topology
+    measures: meshops.Measures
+
+
 @dataclass
 class ConversionResult:
     report: dict
@@ -226,11 +253,10 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
             pool.terminate()
     timings["read"] = time.perf_counter() - t
 
-    level, inverted, level_source, lowest = _choose_level(opts, vol)
+    level = _choose_level(opts, vol)
 
     t = time.perf_counter()
-    verts, faces, offset = _extract_surface(vol, level, inverted, opts, bar.stage("surface"),
-                                            lowest)
+    verts, faces, offset = _extract_surface(vol, level, opts, bar.stage("surface"))
     vol.data = None  # from here on only the geometry is needed: free the voxels early
     timings["surface"] = time.perf_counter() - t
 
@@ -253,17 +279,16 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     try:
         t = time.perf_counter()
         on_write = bar.stage("writing")
-        frame = opts.frame.upper()
         writer = stl.write_ascii if opts.ascii else stl.write_binary
         data = None
         if output is None:
             import io  # noqa: PLC0415
 
             buf = io.BytesIO()
-            size = writer(verts, faces, buf, frame)
+            size = writer(verts, faces, buf, opts.frame)
             data = buf.getvalue()
         else:
-            size = writer(verts, faces, output, frame)
+            size = writer(verts, faces, output, opts.frame)
         on_write(1.0)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
@@ -272,13 +297,13 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         if facts_pool is not None:
             facts_pool.shutdown()
 
-    report = _report(listing, info, vol, opts, (level, level_source, inverted), verts, faces,
-                     size, mesh_warnings, timings, facts)
+    report = _report(listing, info, vol, opts,
+                     _Made(level, verts, faces, mesh_warnings, size, timings, *facts))
     return ConversionResult(report=report, stl=data, verts=verts, faces=faces)
 
 
-def _choose_level(opts: ConvertOptions, vol) -> tuple[float, bool, str, float]:
-    """(level, inverted, where the level comes from, the data's lowest value)."""
+def _choose_level(opts: ConvertOptions, vol) -> _Level:
+    """The level the options ask for, refused when it crosses no voxel."""
     data = vol.data
     if opts.threshold is not None:
         level, inverted, source = opts.threshold, False, "threshold"
@@ -302,7 +327,7 @@ def _choose_level(opts: ConvertOptions, vol) -> tuple[float, bool, str, float]:
             f"{lo:g} to {hi:g}{unit}",
             code="no_surface",
         )
-    return float(level), inverted, source, lo
+    return _Level(float(level), inverted, source, lo)
 
 
 def _safe_modality(vol) -> str:
@@ -310,7 +335,7 @@ def _safe_modality(vol) -> str:
     return m if m.isalnum() and len(m) <= 4 else "not CT"
 
 
-def _extract_surface(vol, level, inverted, opts, on_progress, lowest=None):
+def _extract_surface(vol, level: _Level, opts, on_progress):
     """Crop to where the level is crossed, run marching cubes closed by a background pad.
 
     Returns vertices (float32) in the crop's (slice, row, column) index
@@ -321,26 +346,25 @@ def _extract_surface(vol, level, inverted, opts, on_progress, lowest=None):
 
     data = vol.data
     removed = None
-    if inverted:
-        inside, removed = _enclosed_only(data < level)
+    if level.inverted:
+        inside, removed = _enclosed_only(data < level.value)
         box = _crop_box([inside.any(axis=(1, 2)), inside.any(axis=(0, 2)), inside.any(axis=(0, 1))])
         del inside
     else:
         # max projections: no temporary the size of the volume
-        box = _crop_box(vol.crossing_box(level))
+        box = _crop_box(vol.crossing_box(level.value))
     crop = tuple(slice(lo, hi) for lo, hi in box)
     sub = data[crop]
-    if inverted:
+    if level.inverted:
         # the region below the level: negate (in a wider type, for this crop only)
         sub = -sub.astype(np.float32 if sub.dtype.kind == "f" else np.int32)
-        work_level = -level
+        work_level = -level.value
         pad_value = _pad_value(-vol.value_range()[1], work_level, sub.dtype)
         sub[removed[crop]] = pad_value  # air connected to the outside is not airway
         del removed
     else:
-        work_level = level
-        pad_value = _pad_value(float(data.min()) if lowest is None else lowest, work_level,
-                               sub.dtype)
+        work_level = level.value
+        pad_value = _pad_value(level.lowest, work_level, sub.dtype)
     # the pad layer is virtual: surfaces touching the crop's faces close without a padded copy
     verts, faces = marching_cubes(sub, work_level, step=opts.step, workers=opts.workers,
                                   progress=on_progress, pad=pad_value)
@@ -424,37 +448,39 @@ def _mesh_facts(verts, faces):
     return meshops.topology(verts, faces), meshops.measures(verts, faces)
 
 
-def _report(listing, info, vol, opts, surface, verts, faces, size, notes, timings, facts):
-    level, level_source, inverted = surface
-    topo, measured = facts
+def _report(listing, info, vol, opts, made: _Made) -> dict:
+    """The JSON-safe report: no UID, description or file name."""
     available = [s.safe_dict() for s in listing.series]
     if opts.series is None:
         why = ("the only series" if len(available) == 1
                else f"the largest volume of {len(available)} series")
     else:
         why = "chosen by the caller"
+    verts, faces, measured = made.verts, made.faces, made.measures
     bbox = [side.round(3).tolist() for side in meshops.bounds(verts)] if len(verts) else None
     return {
         "series": {"chosen": info.safe_dict(), "why": why, "available": available},
         "skipped": dict(listing.skipped),
-        "threshold": {"value": level, "unit": "HU" if vol.modality == "CT" else "modality units",
-                      "source": level_source, "region": "below" if inverted else "above"},
+        "threshold": {"value": made.level.value,
+                      "unit": "HU" if vol.modality == "CT" else "modality units",
+                      "source": made.level.source,
+                      "region": "below" if made.level.inverted else "above"},
         "frame": opts.frame.upper(),
         "units": "mm",
         "options": {k: v for k, v in asdict(opts).items() if k not in ("series",)},
-        "warnings": list(listing.warnings) + list(vol.warnings) + notes,
+        "warnings": list(listing.warnings) + list(vol.warnings) + made.notes,
         "triangles": int(len(faces)),
         "vertices": int(len(verts)),
         "area_mm2": round(measured.area, 3),
         "volume_mm3": round(measured.volume, 3),
         "centroid_mm": measured.centroid.round(3).tolist() if len(faces) else None,
         "bbox_mm": bbox,
-        "watertight": topo.watertight,
-        "manifold": topo.manifold,
-        "components": topo.components,
-        "stl": {"format": "ascii" if opts.ascii else "binary", "bytes": int(size),
-                "header": "ephemesh SPACE=" + opts.frame.upper()},
-        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+        "watertight": made.topology.watertight,
+        "manifold": made.topology.manifold,
+        "components": made.topology.components,
+        "stl": {"format": "ascii" if opts.ascii else "binary", "bytes": int(made.stl_bytes),
+                "header": stl.header_text(opts.frame, ascii=opts.ascii)},
+        "timings_s": {k: round(v, 4) for k, v in made.timings.items()},
     }
 
 

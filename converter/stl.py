@@ -5,9 +5,10 @@ extension :mod:`converter._mesh`, and each block is written with one call, so
 the whole file never sits in memory twice.
 
 The 80-byte binary header names the coordinate frame and nothing else
-(:func:`header_text`: ``ephemesh SPACE=LPS UNITS=mm``, which the report
-quotes); it never holds patient data, UIDs or file names because nothing but
-the frame name is ever put into it.
+(``ephemesh SPACE=LPS UNITS=mm``), as does an ASCII file's first line
+(``solid ephemesh_LPS``); :func:`header_text` makes both, for the files and
+the report.  They never hold patient data, UIDs or file names because nothing
+but the frame name is ever put into them.
 """
 
 from __future__ import annotations
@@ -42,9 +43,12 @@ def _frame_name(frame) -> str:
     return frame.upper()
 
 
-def header_text(frame: str) -> str:
-    """What the binary header says for ``frame``, e.g. ``ephemesh SPACE=LPS UNITS=mm``."""
-    return f"ephemesh SPACE={_frame_name(frame)} UNITS=mm"
+def header_text(frame: str, *, ascii: bool = False) -> str:
+    """What a file for ``frame`` starts with: the binary header's text
+    (``ephemesh SPACE=LPS UNITS=mm``) or, with ``ascii``, the first line
+    (``solid ephemesh_LPS``)."""
+    name = _frame_name(frame)
+    return f"solid ephemesh_{name}" if ascii else f"ephemesh SPACE={name} UNITS=mm"
 
 
 def header_for(frame: str) -> bytes:
@@ -122,7 +126,7 @@ def write_binary(verts, faces, out, frame: str = "lps") -> int:
 
 def write_ascii(verts, faces, out, frame: str = "lps") -> int:
     """Write an ASCII STL (``solid ephemesh_LPS``); return bytes written."""
-    name = f"ephemesh_{_frame_name(frame)}"
+    first = header_text(frame, ascii=True)
     tri = np.asarray(verts, dtype=np.float64)[np.asarray(faces)]
     normals = face_normals(tri)
     rows = np.concatenate([normals, tri.reshape(-1, 9)], axis=1)
@@ -136,10 +140,10 @@ def write_ascii(verts, faces, out, frame: str = "lps") -> int:
     def write(fh):
         nonlocal size
         buf = io.StringIO()
-        buf.write(f"solid {name}\n")
+        buf.write(f"{first}\n")
         if len(rows):
             np.savetxt(buf, rows, fmt=fmt, newline="\n")
-        buf.write(f"endsolid {name}\n")
+        buf.write(f"end{first}\n")
         data = buf.getvalue().encode("ascii")
         fh.write(data)
         size = len(data)

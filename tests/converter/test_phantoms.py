@@ -73,6 +73,8 @@ def test_stl_file_matches_the_report_and_reads_back(tmp_path):
     assert volume == pytest.approx(phantom.volume, rel=0.02)
     np.testing.assert_allclose(cog, phantom.centroid, atol=0.5)
     assert out.read_bytes()[:80].rstrip() == b"ephemesh SPACE=LPS UNITS=mm"
+    assert result.report["stl"]["header"] == "ephemesh SPACE=LPS UNITS=mm"
+    assert result.report["stl"]["bytes"] == out.stat().st_size
 
 
 def test_ras_frame_is_a_rotation_not_a_mirror(tmp_path):
@@ -81,6 +83,7 @@ def test_ras_frame_is_a_rotation_not_a_mirror(tmp_path):
     result = convert([tmp_path], ConvertOptions(threshold=G.MID_HU, frame="ras"))
     _check(result.report, result.verts, result.faces, phantom, geometry, frame="RAS")
     assert result.stl[:80].rstrip() == b"ephemesh SPACE=RAS UNITS=mm"
+    assert result.report["stl"]["header"].encode() == result.stl[:80].rstrip()
 
 
 def test_shuffled_names_without_extension_or_preamble(tmp_path):
@@ -233,6 +236,7 @@ def test_canaries_reach_neither_stl_nor_report(tmp_path):
     for ascii_ in (False, True):
         result = convert([tmp_path], ConvertOptions(threshold=0, ascii=ascii_))
         blob = result.stl + repr(result.report).encode()
+        assert result.stl.startswith(result.report["stl"]["header"].encode())
         for needle in (canary, canary.lower(), uid_root):
             assert needle.encode() not in blob
     listing = list_series([tmp_path])
