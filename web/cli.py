@@ -12,7 +12,7 @@ import importlib
 import sys
 
 #: modules that contribute commands, in help order
-COMMAND_MODULES = ("converter.cli", "worker.commands", "web.commands")
+COMMAND_MODULES = ("converter.commands", "worker.commands", "web.commands")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -200,7 +200,7 @@ class _ProgressBar:
 
 
 def main(argv=None) -> int:
-    """Run the converter commands alone (``python -m converter.cli``)."""
+    """Run the converter commands alone (``python -m converter.commands``)."""
     parser = argparse.ArgumentParser(prog="ephemesh")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
