@@ -1,59 +1,44 @@
-"""``ephemesh convert`` and ``ephemesh series``: the converter on the command line.
+"""The converter's commands: ``convert``, ``series`` and ``sample``.
 
-Errors print one line (``ephemesh: error: ...``) and exit with 2 (usage),
-3 (no usable series), 4 (unreadable input) or 5 (out of memory); never a
-traceback.  A bug (an error that is not about the input) is one line too,
-exit 1.
+``register(subparsers)`` adds them to the ``ephemesh`` dispatcher
+(``web/cli.py``).  ``convert``'s option arguments are derived from the
+options' declaration (``converter/options.py``).  A handler raises
+``CommandFailed`` with the converter's exit code (``exits.Exit``); the
+dispatcher prints the one line.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
+from contextlib import contextmanager
 
-PRESET_NAMES = ("bone", "skin", "soft-tissue", "teeth", "airway", "auto")
-EXIT_INTERNAL = 1
-EXIT_NO_MEMORY = 5
+from .errors import ConverterError, is_out_of_memory
+from .exits import CommandFailed, Exit, exit_codes_text
+from .options import EXCLUSIVE, OPTIONS, ConvertOptions
+from .pipeline import convert, list_series
+from .sample import write_sample_series
+
 OUT_OF_MEMORY = "out of memory: the series needs more memory than is free here"
 
 
 def register(subparsers) -> None:
-    """Add ``convert`` and ``series`` to an argparse subparsers object."""
+    """Add ``convert``, ``series`` and ``sample`` to an argparse subparsers object."""
     p = subparsers.add_parser(
         "convert", help="convert a DICOM series to STL",
         description="Convert a DICOM series (folders, files or zips) to an STL surface.",
-        epilog="exit codes: 0 done, 1 internal error, 2 usage, 3 no usable series, "
-               "4 unreadable input, 5 out of memory",
-    )
+        epilog=exit_codes_text())
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, file or zip")
     p.add_argument("-o", "--output", required=True, metavar="OUT.stl", help="STL file to write")
-    level = p.add_mutually_exclusive_group()
-    level.add_argument("--threshold", type=float, metavar="HU", help="isovalue in modality units")
-    level.add_argument("--preset", choices=PRESET_NAMES,
-                       help="bone 300, skin -400, soft-tissue 20, teeth 1200, airway -400 (air "
-                            "inside the body), auto (Otsu). Default: bone for CT, auto otherwise")
-    p.add_argument("--series", metavar="UID|N", help="series UID or number (default: largest)")
-    p.add_argument("--largest", action="store_true", help="keep only the largest component")
-    p.add_argument("--min-island", type=float, metavar="MM3", dest="min_island_mm3",
-                   help="drop parts enclosing less than this volume")
-    p.add_argument("--smooth", type=int, default=0, metavar="N", help="Taubin smoothing iterations")
-    dec = p.add_mutually_exclusive_group()
-    dec.add_argument("--decimate", type=float, metavar="FRACTION",
-                     help="fraction of triangles to keep, in (0, 1]")
-    dec.add_argument("--max-triangles", type=int, metavar="N", help="triangle budget")
-    p.add_argument("--frame", choices=("lps", "ras"), default="lps", help="output frame (default lps)")
-    p.add_argument("--ascii", action="store_true", help="write ASCII STL")
-    p.add_argument("--step", type=int, default=1, metavar="N", help="sample every N voxels (preview)")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="processes to use (default: all cores; 1 = one core)")
+    _add_options(p)
     p.add_argument("--report", metavar="REPORT.json", help="write the JSON report here ('-' = stdout)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_convert)
 
     s = subparsers.add_parser("series", help="list the series found in the inputs",
-                              description="List every series found, one line each.")
+                              description="List every series found, one line each.",
+                              epilog=exit_codes_text())
     s.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, file or zip")
     s.add_argument("--json", action="store_true", help="print JSON instead of lines")
     s.set_defaults(handler=run_series)
@@ -64,52 +49,58 @@ def register(subparsers) -> None:
     m.set_defaults(handler=run_sample)
 
 
-def _fail(message: str, code: int) -> int:
-    print(f"ephemesh: error: {message}", file=sys.stderr)
-    return code
+def _add_options(parser) -> None:
+    """One argument per declared option (``--workers``' default: every core)."""
+    groups = {}
+    for option in OPTIONS.values():
+        pair = next((p for p in EXCLUSIVE if option.name in p), None)
+        if pair is not None and pair not in groups:
+            groups[pair] = parser.add_mutually_exclusive_group()
+        target = groups[pair] if pair is not None else parser
+        kwargs = {"dest": option.name, "help": option.help, "default": None}
+        if option.type is bool:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs.update(type=option.type, metavar=option.metavar, choices=option.choices)
+        target.add_argument(option.cli_flag, **kwargs)
 
 
-def _internal_error() -> int:
-    """A bug, not bad input: one line and exit 1; ``EPHEMESH_DEBUG=1`` shows the
-    traceback (which may quote values from the files, so never by default)."""
-    if os.environ.get("EPHEMESH_DEBUG") == "1":
-        raise
-    return _fail("internal error: the conversion failed unexpectedly "
-                 "(run with EPHEMESH_DEBUG=1 to see why)", EXIT_INTERNAL)
+def _options(args) -> ConvertOptions:
+    given = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    given.setdefault("workers", os.cpu_count() or 1)
+    return ConvertOptions(**given)
 
 
-def _check_inputs(paths) -> str | None:
+@contextmanager
+def _converting():
+    """The converter's errors as one line with their exit code."""
+    try:
+        yield
+    except ConverterError as exc:
+        raise CommandFailed(exc.message, exc.exit_code) from None
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise CommandFailed(OUT_OF_MEMORY, Exit.NO_MEMORY) from None
+        raise  # a bug: the dispatcher's one line (EPHEMESH_DEBUG=1 shows the traceback)
+
+
+def _check_inputs(paths) -> None:
     for path in paths:
         if not os.path.exists(path):
-            return f"no such file or folder: {path}"
-    return None
+            raise CommandFailed(f"no such file or folder: {path}", Exit.UNREADABLE)
 
 
-def run_convert(args) -> int:
-    from .errors import EXIT_UNREADABLE, ConverterError, is_out_of_memory  # noqa: PLC0415
-    from .pipeline import ConvertOptions, convert  # noqa: PLC0415
-
-    problem = _check_inputs(args.inputs)
-    if problem:
-        return _fail(problem, EXIT_UNREADABLE)
-    opts = ConvertOptions(
-        threshold=args.threshold, preset=args.preset, series=args.series, largest=args.largest,
-        min_island_mm3=args.min_island_mm3, smooth=args.smooth, decimate=args.decimate,
-        max_triangles=args.max_triangles, frame=args.frame, ascii=args.ascii, step=args.step,
-        workers=args.workers or (os.cpu_count() or 1),
-    )
+def run_convert(args) -> None:
+    _check_inputs(args.inputs)
+    opts = _options(args)
     bar = None if args.no_progress or not sys.stderr.isatty() else _ProgressBar()
     try:
-        result = convert(args.inputs, opts, output=args.output,
-                         progress=bar.update if bar else None)
-    except ConverterError as exc:
-        return _fail(exc.message, exc.exit_code)
+        with _converting():
+            result = convert(args.inputs, opts, output=args.output,
+                             progress=bar.update if bar else None)
     except OSError as exc:  # e.g. output folder missing or not writable
-        return _fail(f"cannot write output: {exc.strerror or 'I/O error'}", 4)
-    except Exception as exc:  # noqa: BLE001 - a bug: one line (its text could hold DICOM values)
-        if is_out_of_memory(exc):
-            return _fail(OUT_OF_MEMORY, EXIT_NO_MEMORY)
-        return _internal_error()
+        raise CommandFailed(f"cannot write output: {exc.strerror or 'I/O error'}",
+                            Exit.UNREADABLE) from None
     finally:
         if bar:
             bar.close()
@@ -130,30 +121,18 @@ def run_convert(args) -> int:
             f"{report['components']} part(s), {report['frame']} mm, "
             f"{report['timings_s']['total']:.2f} s"
         )
-    return 0
 
 
-def run_series(args) -> int:
-    from .errors import EXIT_UNREADABLE, ConverterError, is_out_of_memory  # noqa: PLC0415
-    from .pipeline import list_series  # noqa: PLC0415
-
-    problem = _check_inputs(args.inputs)
-    if problem:
-        return _fail(problem, EXIT_UNREADABLE)
-    try:
+def run_series(args) -> None:
+    _check_inputs(args.inputs)
+    with _converting():
         listing = list_series(args.inputs)
-    except ConverterError as exc:
-        return _fail(exc.message, exc.exit_code)
-    except Exception as exc:  # noqa: BLE001 - see run_convert
-        if is_out_of_memory(exc):
-            return _fail(OUT_OF_MEMORY, EXIT_NO_MEMORY)
-        return _internal_error()
     if args.json:
         out = {"series": [dict(s.safe_dict(), uid=s.uid, number=s.number,
                                description=s.description) for s in listing.series],
                "skipped": listing.skipped, "warnings": listing.warnings}
         print(json.dumps(out, indent=2))
-        return 0
+        return
     for s in listing.series:
         spacing = "×".join(f"{v:g}" for v in s.spacing)
         print(f"{s.index:>2}  #{s.number if s.number is not None else '-':<4} {s.modality:<3} "
@@ -162,18 +141,15 @@ def run_series(args) -> int:
     if listing.skipped:
         skipped = ", ".join(f"{n} {kind}" for kind, n in sorted(listing.skipped.items()))
         print(f"skipped: {skipped}")
-    return 0
 
 
-def run_sample(args) -> int:
-    from .sample import write_sample_series  # noqa: PLC0415
-
+def run_sample(args) -> None:
     try:
         count = write_sample_series(args.folder)
     except OSError as exc:
-        return _fail(f"cannot write the sample series: {exc.strerror or 'I/O error'}", 4)
+        raise CommandFailed(f"cannot write the sample series: {exc.strerror or 'I/O error'}",
+                            Exit.UNREADABLE) from None
     print(f"{args.folder}: {count} CT slices written")
-    return 0
 
 
 class _ProgressBar:
@@ -197,15 +173,3 @@ class _ProgressBar:
         if self.shown:
             self.stream.write("\r" + " " * len(self.shown) + "\r")
             self.stream.flush()
-
-
-def main(argv=None) -> int:
-    """Run the converter commands alone (``python -m converter.commands``)."""
-    parser = argparse.ArgumentParser(prog="ephemesh")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.handler(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
