@@ -18,9 +18,16 @@ import logging
 import os
 import resource
 
+import redis
 from rq import Worker
+from rq.worker_pool import WorkerPool
 
+from .config import Settings
+from .context import Context
 from .privacy import quiet_pydicom
+from .retention import delete_stored
+from .states import BATCH_LIVE, WAITING, Kind, Reason
+from .submit import SPLIT, object_of
 
 #: how often a busy worker checks on its work horse and renews its heartbeat
 JOB_MONITORING_INTERVAL = 10
@@ -76,8 +83,6 @@ class EphemeshWorker(Worker):
         super().__init__(*args, **kwargs)
         quiet_pydicom()
         preload()
-        from .config import Settings  # noqa: PLC0415
-
         # run_pool puts the pool's share in the environment; one worker alone takes its own
         self.job_memory = Settings.from_env().job_memory(workers=1)
 
@@ -119,25 +124,18 @@ CRASHED = ("worker_crashed",
 def record_crash(job) -> None:
     """Mark the job (or batch) of a crashed RQ job failed, if it still waits;
     its upload goes first, as when a conversion fails."""
-    from .context import Context  # noqa: PLC0415
-    from .submit import object_of  # noqa: PLC0415
-    from .tasks import LIVE, delete_recorded  # noqa: PLC0415
-
     object_id = object_of(job.id)
-    batch = job.func_name.endswith("split_batch")
+    batch = job.func_name == SPLIT
     ctx = Context()
     try:
-        row, live = ((ctx.records.batch(object_id), ("splitting",)) if batch
-                     else (ctx.records.job(object_id), LIVE))
+        row, live, fail = ((ctx.records.batch(object_id), BATCH_LIVE, ctx.records.fail_batch)
+                           if batch else (ctx.records.job(object_id), WAITING,
+                                          ctx.records.fail_job))
         if row is None or row["status"] not in live:
             return  # ended, or waiting for its owner's choice: not this crash's to end
-        delete_recorded(ctx, "input", object_id, "failed")
-        if batch:
-            ctx.records.set_batch(object_id, only_if=live, status="failed",
-                                  error_code=CRASHED[0], error_message=CRASHED[1])
-        else:
-            ctx.records.fail_job(object_id, *CRASHED)
-    except Exception:  # noqa: BLE001 - the sweeper expires it at its deadline anyway
+        delete_stored(ctx, Kind.INPUT, object_id, Reason.FAILED)
+        fail(object_id, *CRASHED)
+    except Exception:  # the sweeper expires it at its deadline anyway
         logging.getLogger("ephemesh.worker").error("job %s: could not record a crash", job.id)
     finally:
         ctx.close()
@@ -146,9 +144,6 @@ def record_crash(job) -> None:
 def run_pool(settings, workers: int, *, burst: bool = False) -> None:
     """Run ``workers`` worker processes on the conversion and maintenance
     queues until SIGINT/SIGTERM (or, with ``burst``, until the queues are empty)."""
-    import redis  # noqa: PLC0415
-    from rq.worker_pool import WorkerPool  # noqa: PLC0415
-
     quiet_pydicom()
     logging.getLogger("rq").setLevel(logging.INFO)
     # each worker's horse may take this much memory and this many threads (read at start)
