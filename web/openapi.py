@@ -1,13 +1,21 @@
 """The OpenAPI 3 document served at ``/api/v1/openapi.json``.
 
-Written by hand next to the routes; ``tests/web/test_openapi.py`` checks
-that every route is described (and nothing else), that the document is
-valid, and runs schemathesis against the app.
+Written by hand next to the routes, except what is declared elsewhere: the
+conversion options' schema comes from their declaration
+(``converter/options.py``), the job and batch states from
+``worker/states.py``.  ``tests/web/test_openapi.py`` checks that every route
+is described (and nothing else), that the document is valid, and runs
+schemathesis against the app.
 """
 
 from __future__ import annotations
 
 import functools
+
+from converter.options import EXCLUSIVE, OPTIONS
+from worker.states import BatchStatus, JobStatus
+
+from .options import WEB_OPTIONS, WITHOUT_SERIES
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -36,30 +44,28 @@ def _errors(*statuses):
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
-OPTION_PROPERTIES = {
-    "threshold": {"type": "number", "description": "isovalue in modality units (HU for CT); "
-                  "exclusive with preset"},
-    "preset": {"type": "string", "enum": ["bone", "skin", "soft-tissue", "teeth", "airway",
-                                          "auto"]},
-    "smooth": {"type": "integer", "minimum": 0, "maximum": 500,
-               "description": "Taubin smoothing iterations"},
-    "decimate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
-                 "description": "fraction of triangles to keep"},
-    "largest": {"type": "boolean", "description": "keep only the largest component"},
-    "max_triangles": {"type": "integer", "minimum": 4},
-    "min_island_mm3": {"type": "number", "minimum": 0},
-    "frame": {"type": "string", "enum": ["lps", "ras"]},
-}
+JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+def option_schema(name) -> dict:
+    """One conversion option as a form field's JSON schema."""
+    option = OPTIONS[name]
+    schema = {"type": JSON_TYPES[option.type]}
+    for key, value in (("enum", option.choices and list(option.choices)),
+                       ("minimum", option.minimum), ("exclusiveMinimum", option.above),
+                       ("maximum", option.maximum)):
+        if value is not None:
+            schema[key] = value
+    others = [b if a == name else a for a, b in EXCLUSIVE if name in (a, b)]
+    schema["description"] = option.help + "".join(f"; not with {o}" for o in others)
+    return schema
 
 
 def _upload_body(with_series: bool):
     props = {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
                        "description": "DICOM files, or zips of them"},
-             **OPTION_PROPERTIES}
-    if with_series:
-        props["series"] = {"type": "string",
-                           "description": "series number or index to convert "
-                           "(default: the largest volume)"}
+             **{name: option_schema(name)
+                for name in (WEB_OPTIONS if with_series else WITHOUT_SERIES)}}
     return {"required": True, "content": {"multipart/form-data": {
         "schema": {"type": "object", "required": ["files"], "properties": props,
                    "additionalProperties": False},
@@ -91,8 +97,7 @@ SCHEMAS = {
         "required": ["id", "status", "progress", "report", "error", "expires_at", "links"],
         "properties": {
             "id": {"type": "string"},
-            "status": {"type": "string",
-                       "enum": ["queued", "running", "choosing", "done", "failed", "deleted"]},
+            "status": {"type": "string", "enum": [str(s) for s in JobStatus]},
             "progress": {"$ref": "#/components/schemas/Progress"},
             "report": {"type": ["object", "null"],
                        "description": "the converter's report (triangles, volume, warnings…)"},
@@ -108,7 +113,7 @@ SCHEMAS = {
         "type": "object", "required": ["id", "status", "jobs", "links"],
         "properties": {
             "id": {"type": "string"},
-            "status": {"type": "string", "enum": ["splitting", "ready", "failed", "deleted"]},
+            "status": {"type": "string", "enum": [str(s) for s in BatchStatus]},
             "error": {"$ref": "#/components/schemas/Error"},
             "created_at": {"type": ["string", "null"]},
             "expires_at": {"type": ["string", "null"]},
