@@ -4,7 +4,7 @@ job page in each state, choosing a series, download, delete now."""
 import io
 import re
 
-from tests.web.conftest import csrf_token, store_objects, wait_for
+from tests.helpers import csrf_token, store_objects, wait_for
 
 
 def _upload(client, parts, **fields):
