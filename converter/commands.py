@@ -18,7 +18,6 @@ from .errors import ConverterError, is_out_of_memory
 from .exits import CommandFailed, Exit, exit_codes_text
 from .options import EXCLUSIVE, OPTIONS, ConvertOptions
 from .pipeline import convert, list_series
-from .sample import write_sample_series
 
 OUT_OF_MEMORY = "out of memory: the series needs more memory than is free here"
 
@@ -144,6 +143,8 @@ def run_series(args) -> None:
 
 
 def run_sample(args) -> None:
+    from .sample import write_sample_series  # only here: it makes 1 ms of every start
+
     try:
         count = write_sample_series(args.folder)
     except OSError as exc:

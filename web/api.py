@@ -105,12 +105,21 @@ def _upload():
     return intake.read_upload(files.getlist("files"), limits)
 
 
+def _accepted(body):
+    return jsonify(body), 202, {"Location": body["links"]["self"]}
+
+
+def _deleted(done: bool, what: str):
+    if not done:
+        raise Refused("not_found", f"There is no such {what} for this key.", 404)
+    return Response(status=204)
+
+
 @bp.post("/jobs", endpoint="create_job")
 def create_job_view():
     upload = _upload()
     view = service().create_job(upload.files, options.from_form(request.form), owner=g.owner)
-    body = _job_json(view)
-    return jsonify(body), 202, {"Location": body["links"]["self"]}
+    return _accepted(_job_json(view))
 
 
 @bp.get("/jobs/<job_id>")
@@ -126,18 +135,14 @@ def job_result(job_id):
 
 @bp.delete("/jobs/<job_id>")
 def delete_job(job_id):
-    if not service().delete_job(job_id, owner=g.owner):
-        raise Refused("not_found", "There is no such job for this key.", 404)
-    return Response(status=204)
+    return _deleted(service().delete_job(job_id, owner=g.owner), "job")
 
 
 @bp.post("/batches", endpoint="create_batch")
 def create_batch_view():
     upload = _upload()
     opts = options.from_form(request.form, allowed=options.WITHOUT_SERIES)
-    view = service().create_batch(upload.files, opts, owner=g.owner)
-    body = _batch_json(view)
-    return jsonify(body), 202, {"Location": body["links"]["self"]}
+    return _accepted(_batch_json(service().create_batch(upload.files, opts, owner=g.owner)))
 
 
 @bp.get("/batches/<batch_id>")
@@ -147,9 +152,7 @@ def get_batch(batch_id):
 
 @bp.delete("/batches/<batch_id>")
 def delete_batch(batch_id):
-    if not service().delete_batch(batch_id, owner=g.owner):
-        raise Refused("not_found", "There is no such batch for this key.", 404)
-    return Response(status=204)
+    return _deleted(service().delete_batch(batch_id, owner=g.owner), "batch")
 
 
 @bp.get("/batches/<batch_id>/result")

@@ -41,6 +41,29 @@ def _errors(*statuses):
     return {str(s): _problem(text[s], retry=s in (429, 503)) for s in statuses}
 
 
+def _accepted(content):
+    """What an upload answers."""
+    return {"202": {"description": "Accepted", "content": content,
+                    "headers": {"Location": {"schema": {"type": "string"}}}},
+            **_errors(400, 401, 413, 415, 429, 503)}
+
+
+def _found(description, content):
+    return {"200": {"description": description, "content": content},
+            **_errors(401, 404, 429, 503)}
+
+
+def _deleted():
+    return {"204": {"description": "Deleted"}, **_errors(401, 404, 429, 503)}
+
+
+def _download(description, media_type):
+    """What a result answers: the file, or not yet, or not any more."""
+    binary = {media_type: {"schema": {"type": "string", "format": "binary"}}}
+    return {"200": {"description": description, "content": binary},
+            **_errors(401, 404, 409, 410, 429, 503)}
+
+
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
@@ -145,50 +168,34 @@ def document() -> dict:
         "paths": {
             "/jobs": {"post": {
                 "operationId": "createJob", "summary": "Convert one series",
-                "requestBody": _upload_body(True),
-                "responses": {"202": {"description": "Accepted", "content": job_json,
-                                      "headers": {"Location": {"schema": {"type": "string"}}}},
-                              **_errors(400, 401, 413, 415, 429, 503)}}},
+                "requestBody": _upload_body(True), "responses": _accepted(job_json)}},
             "/jobs/{job_id}": {
                 "parameters": [JOB_ID],
                 "get": {"operationId": "getJob", "summary": "A job's status and report",
-                        "responses": {"200": {"description": "The job", "content": job_json},
-                                      **_errors(401, 404, 429, 503)}},
+                        "responses": _found("The job", job_json)},
                 "delete": {"operationId": "deleteJob",
                            "summary": "Delete the upload and the result now",
-                           "responses": {"204": {"description": "Deleted"},
-                                         **_errors(401, 404, 429, 503)}}},
+                           "responses": _deleted()}},
             "/jobs/{job_id}/result": {
                 "parameters": [JOB_ID],
                 "get": {"operationId": "getJobResult", "summary": "The STL",
-                        "responses": {"200": {"description": "Binary STL (attachment)",
-                                              "content": {"model/stl": {"schema": {
-                                                  "type": "string", "format": "binary"}}}},
-                                      **_errors(401, 404, 409, 410, 429, 503)}}},
+                        "responses": _download("Binary STL (attachment)", "model/stl")}},
             "/batches": {"post": {
                 "operationId": "createBatch",
                 "summary": "Convert every series in a zip (one job per series)",
-                "requestBody": _upload_body(False),
-                "responses": {"202": {"description": "Accepted", "content": batch_json,
-                                      "headers": {"Location": {"schema": {"type": "string"}}}},
-                              **_errors(400, 401, 413, 415, 429, 503)}}},
+                "requestBody": _upload_body(False), "responses": _accepted(batch_json)}},
             "/batches/{batch_id}": {
                 "parameters": [BATCH_ID],
                 "get": {"operationId": "getBatch", "summary": "A batch and its jobs",
-                        "responses": {"200": {"description": "The batch", "content": batch_json},
-                                      **_errors(401, 404, 429, 503)}},
+                        "responses": _found("The batch", batch_json)},
                 "delete": {"operationId": "deleteBatch",
                            "summary": "Delete the upload and every job's model now",
-                           "responses": {"204": {"description": "Deleted"},
-                                         **_errors(401, 404, 429, 503)}}},
+                           "responses": _deleted()}},
             "/batches/{batch_id}/result": {
                 "parameters": [BATCH_ID],
                 "get": {"operationId": "getBatchResult",
                         "summary": "A zip of every finished STL and a manifest",
-                        "responses": {"200": {"description": "Zip stream",
-                                              "content": {"application/zip": {"schema": {
-                                                  "type": "string", "format": "binary"}}}},
-                                      **_errors(401, 404, 409, 410, 429, 503)}}},
+                        "responses": _download("Zip stream", "application/zip")}},
             "/openapi.json": {"get": {
                 "operationId": "openapi", "summary": "This document", "security": [],
                 "responses": {"200": {"description": "OpenAPI 3 document",

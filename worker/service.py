@@ -134,10 +134,8 @@ class Service:
 
     def get_job(self, job_id, *, owner):
         """The job as the owner may see it, or None."""
-        row = self.records.job(job_id)
-        if row is None or row["owner"] != owner_hash(owner):
-            return None
-        return self._view(row)
+        row = _owned(self.records.job(job_id), owner)
+        return None if row is None else self._view(row)
 
     def _view(self, row):
         status, report = row["status"], row["report"]
@@ -211,8 +209,8 @@ class Service:
 
     def delete_job(self, job_id, *, owner, reason=Reason.USER_REQUEST) -> bool:
         """Delete input and result now; False when not found (or not the owner's)."""
-        row = self.records.job(job_id)
-        if row is None or row["owner"] != owner_hash(owner):
+        row = _owned(self.records.job(job_id), owner)
+        if row is None:
             return False
         self._delete_job(row, reason)
         self.records.audit("job-deleted", _actor(owner), {"job": job_id, "reason": reason})
@@ -239,8 +237,8 @@ class Service:
         return self.get_batch(batch_id, owner=owner)
 
     def get_batch(self, batch_id, *, owner):
-        row = self.records.batch(batch_id)
-        if row is None or row["owner"] != owner_hash(owner):
+        row = _owned(self.records.batch(batch_id), owner)
+        if row is None:
             return None
         return {
             "id": batch_id,
@@ -253,8 +251,8 @@ class Service:
         }
 
     def delete_batch(self, batch_id, *, owner) -> bool:
-        row = self.records.batch(batch_id)
-        if row is None or row["owner"] != owner_hash(owner):
+        row = _owned(self.records.batch(batch_id), owner)
+        if row is None:
             return False
         self.records.set_batch(batch_id, status=BatchStatus.DELETED)
         delete_all(self.ctx, batch_id, Reason.USER_REQUEST, deadline=row["deadline"])
@@ -295,6 +293,11 @@ def _actor(owner: str) -> str:
     """Audit actor: the kind of owner and, for keys, the key id (never a session id)."""
     kind, _, rest = owner.partition(":")
     return f"key:{rest}" if kind == "key" else kind or "unknown"
+
+
+def _owned(row, owner):
+    """``row`` when it is ``owner``'s, else None (as for an id that does not exist)."""
+    return row if row is not None and row["owner"] == owner_hash(owner) else None
 
 
 def _sizes(files) -> dict:
