@@ -71,10 +71,11 @@ def delete_stored(ctx, kind, object_id, reason, *, entry=None, now=None) -> int 
     return size
 
 
-def delete_all(ctx, object_id, reason, *, deadline) -> None:
-    """Delete now everything one job or batch left: its stored objects and
-    its RQ jobs, each with its ledger row (``deadline``: the RQ jobs')."""
-    for kind in STORED:
+def delete_all(ctx, object_id, reason, *, deadline, kinds=STORED) -> None:
+    """Delete now everything one job or batch left: its stored objects (of
+    ``kinds``) and its RQ jobs, each with its ledger row (``deadline``: the
+    RQ jobs')."""
+    for kind in kinds:
         delete_stored(ctx, kind, object_id, reason)
     delete_rq_jobs(ctx, object_id, deadline, reason)
 

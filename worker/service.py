@@ -144,8 +144,8 @@ class Service:
             # writes the same to the row with the ledger row, and the report goes
             # with the model (Records.model_gone)
             status, report = JobStatus.DELETED, None
-        ended = status in (JobStatus.DONE, JobStatus.FAILED)
-        progress = {"stage": status, "percent": 100.0 if ended else 0.0}
+        complete = status in (JobStatus.DONE, JobStatus.FAILED)
+        progress = {"stage": status, "percent": 100.0 if complete else 0.0}
         if status in WAITING:
             meta = _job_meta(self.ctx, row["id"])
             if meta and "progress" in meta:
@@ -255,7 +255,8 @@ class Service:
         if row is None:
             return False
         self.records.set_batch(batch_id, status=BatchStatus.DELETED)
-        delete_all(self.ctx, batch_id, Reason.USER_REQUEST, deadline=row["deadline"])
+        delete_all(self.ctx, batch_id, Reason.USER_REQUEST, deadline=row["deadline"],
+                   kinds=(Kind.INPUT,))  # a batch's results are its jobs
         for job in self.records.jobs_of_batch(batch_id):
             self._delete_job(job, Reason.USER_REQUEST)
         self.records.audit("batch-deleted", _actor(owner), {"batch": batch_id})
