@@ -101,8 +101,8 @@ class ConvertOptions:
     threshold: float | None = _option(
         help="isovalue in modality units (HU for CT)", metavar="HU")
     preset: str | None = _option(
-        choices=tuple(PRESETS), metavar="NAME",
-        help="a tissue: " + ", ".join(f"{p.name} ({p.label})" for p in PRESETS.values())
+        choices=tuple(PRESETS),
+        help="the tissue, in this order: " + ", ".join(p.label for p in PRESETS.values())
         + "; default: bone for CT, auto otherwise")
     series: str | None = _option(
         help="series UID or number (default: the largest volume)", metavar="UID|N")
