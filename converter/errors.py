@@ -1,25 +1,21 @@
 """Errors raised by the converter.
 
 Every error carries a stable ``code`` (used by the API and stored by the
-worker), a safe human ``message`` and the CLI ``exit_code``.  Messages never
+worker), a safe human ``message`` and the CLI ``exit_code`` (``exits.Exit``).  Messages never
 contain DICOM values, UIDs or file names: they describe the problem in terms
 of counts, kinds and numbers the converter computed itself.
 """
 
 from __future__ import annotations
 
-#: exit codes: 0 done, and those the errors below carry (2 usage, 3 no usable series, 4 unreadable)
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_NO_SERIES = 3
-EXIT_UNREADABLE = 4
+from .exits import Exit
 
 
 class ConverterError(Exception):
     """Base class: a problem with the input or the request, not a bug."""
 
     code = "conversion_failed"
-    exit_code = EXIT_NO_SERIES
+    exit_code = Exit.NO_SERIES
 
     def __init__(self, message: str, *, code: str | None = None):
         super().__init__(message)
@@ -39,7 +35,7 @@ class UsageError(ConverterError):
     """The request itself is invalid (bad option value, unknown preset)."""
 
     code = "invalid_option"
-    exit_code = EXIT_USAGE
+    exit_code = Exit.USAGE
 
 
 class NoUsableSeries(ConverterError):
@@ -50,7 +46,7 @@ class NoUsableSeries(ConverterError):
     """
 
     code = "no_usable_series"
-    exit_code = EXIT_NO_SERIES
+    exit_code = Exit.NO_SERIES
 
 
 class UnreadableInput(ConverterError):
@@ -61,7 +57,7 @@ class UnreadableInput(ConverterError):
     """
 
     code = "unreadable_input"
-    exit_code = EXIT_UNREADABLE
+    exit_code = Exit.UNREADABLE
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -118,7 +118,7 @@ class _Buffer:
         if item.data is not None:
             self.data, self.fh, self.done = item.data, None, True
         else:
-            self.fh = open(item.path, "rb")  # noqa: SIM115 - closed by close()
+            self.fh = open(item.path, "rb")
             self.data, self.done = self.fh.read(_HEAD), False
 
     def need(self, end):

@@ -27,7 +27,7 @@ _PAD_MARK = np.iinfo(np.int16).min
 
 
 def transfer_syntax_name(uid: str) -> str:
-    from pydicom.uid import UID  # noqa: PLC0415
+    from pydicom.uid import UID
 
     name = UID(uid).name
     return name if name and name != uid else f"transfer syntax {uid}"
@@ -38,12 +38,12 @@ def decode(source, frame=None):
 
     Raises ``UnreadableInput`` with ``codec_missing`` or ``corrupt_pixel_data``.
     """
-    import pydicom  # noqa: PLC0415
-    from pydicom.pixels import pixel_array  # noqa: PLC0415
+    import pydicom
+    from pydicom.pixels import pixel_array
 
     try:
         ds = pydicom.dcmread(source, force=True)
-    except Exception:  # noqa: BLE001 - any parse failure of a file we listed is corruption
+    except Exception:
         raise UnreadableInput("a file could not be read again to decode its pixels",
                               code="corrupt_pixel_data") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds:
@@ -51,7 +51,7 @@ def decode(source, frame=None):
     meta = ds.file_meta
     if "TransferSyntaxUID" not in meta:
         # a bare dataset without file meta: name the encoding pydicom detected
-        from pydicom.uid import (  # noqa: PLC0415
+        from pydicom.uid import (
             ExplicitVRBigEndian,
             ExplicitVRLittleEndian,
             ImplicitVRLittleEndian,
@@ -70,7 +70,7 @@ def decode(source, frame=None):
             ) from None
         raise UnreadableInput("the pixel data cannot be decoded (corrupt, truncated or an "
                               "unsupported variant)", code="corrupt_pixel_data") from None
-    except Exception:  # noqa: BLE001 - decoders raise many types on damaged data
+    except Exception:
         raise UnreadableInput("the pixel data cannot be decoded (corrupt or truncated)",
                               code="corrupt_pixel_data") from None
     finally:
@@ -115,7 +115,7 @@ class ReadingPool:
     def get(self):
         """The ``multiprocessing`` pool, forked now if it is not running yet."""
         if self._pool is None:
-            import multiprocessing as mp  # noqa: PLC0415
+            import multiprocessing as mp
 
             self._pool = mp.get_context("fork").Pool(self.workers, initializer=silence_pydicom_for_good)
         return self._pool
@@ -134,7 +134,7 @@ def reading_pool(workers):
     reading is done (forking a process that runs threads is unsafe), and
     terminate the pool afterwards.
     """
-    import multiprocessing as mp  # noqa: PLC0415
+    import multiprocessing as mp
 
     if workers <= 1 or "fork" not in mp.get_all_start_methods():
         return None
@@ -216,7 +216,7 @@ def _fill(slices, facts, integral, progress, workers, pool):
     if all(s.native is not None for s in slices):
         if workers > 1 and n >= _PARALLEL_MIN_SLICES:
             # file reads and numpy's loops release the GIL: threads read side by side
-            from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+            from concurrent.futures import ThreadPoolExecutor
 
             def chunk(ks):
                 return [_store_slice(arrays, k, _read_native(slices[k], rows, cols), slices[k],

@@ -207,7 +207,7 @@ def drop_islands(verts, faces, min_volume: float):
 
 
 def _neighbour_mean_operator(faces, n_verts):
-    from scipy import sparse  # noqa: PLC0415
+    from scipy import sparse
 
     a = faces.reshape(-1)
     b = np.roll(faces, -1, axis=1).reshape(-1)
@@ -268,7 +268,7 @@ def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int 
         target = int(max_triangles)
     if target >= len(faces):
         return verts, faces
-    import fast_simplification  # noqa: PLC0415 - heavy, only when asked
+    import fast_simplification
 
     out_v, out_f = fast_simplification.simplify(
         np.ascontiguousarray(verts, dtype=np.float32), np.ascontiguousarray(faces, dtype=np.int32),

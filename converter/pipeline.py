@@ -22,129 +22,16 @@ import numpy as np
 
 from . import mesh as meshops
 from . import stl
-from .errors import NoUsableSeries, UsageError
+from .errors import NoUsableSeries
+from .options import ConvertOptions
 from .presets import PRESETS, get_preset, otsu_level
 from .quiet import quiet_pydicom
-from .stl import FRAMES
 
 # overall percent per stage: (where it starts, where it ends)
 _STAGES = {"reading": (0, 40), "surface": (40, 75), "mesh": (75, 90), "writing": (90, 100)}
 
 
 @dataclass
-class ConvertOptions:
-    """What to extract and how to shape the mesh.
-
-    Parameters
-    ----------
-    threshold : float, optional
-        Isovalue in modality units (HU for CT).  Exclusive with ``preset``.
-    preset : str, optional
-        One of ``bone``, ``skin``, ``soft-tissue``, ``teeth``, ``airway``,
-        ``auto``.  Default: ``bone`` for CT, ``auto`` otherwise.
-    series : str, optional
-        SeriesInstanceUID or series number; default the largest volume.
-    largest : bool
-        Keep only the component enclosing the largest volume.
-    min_island_mm3 : float, optional
-        Drop components enclosing less than this volume.
-    smooth : int
-        Taubin smoothing iterations (0 = none).
-    decimate : float, optional
-        Fraction of triangles to keep, in (0, 1].  Exclusive with ``max_triangles``.
-    max_triangles : int, optional
-        Triangle budget.
-    frame : {"lps", "ras"}
-        Output frame; RAS is LPS turned 180° about the z axis (never mirrored).
-    ascii : bool
-        Write ASCII STL instead of binary.
-    step : int
-        Sample every ``step`` voxels (coarse preview).
-    workers : int
-        Processes for slice decoding and slab-parallel surface extraction.
-    """
-
-    threshold: float | None = None
-    preset: str | None = None
-    series: str | None = None
-    largest: bool = False
-    min_island_mm3: float | None = None
-    smooth: int = 0
-    decimate: float | None = None
-    max_triangles: int | None = None
-    frame: str = "lps"
-    ascii: bool = False
-    step: int = 1
-    workers: int = 1
-
-    def validate(self) -> ConvertOptions:
-        """Check every option; raise ``UsageError`` naming what is allowed."""
-        if self.threshold is not None and self.preset is not None:
-            raise UsageError("give a threshold or a preset, not both", code="invalid_option")
-        if self.threshold is not None:
-            try:
-                self.threshold = float(self.threshold)
-            except (TypeError, ValueError):
-                raise UsageError("threshold must be a number", code="invalid_threshold") from None
-            if not np.isfinite(self.threshold):
-                raise UsageError("threshold must be a finite number", code="invalid_threshold")
-        if self.preset is not None:
-            get_preset(self.preset)
-        if self.series is not None:
-            self.series = str(self.series).strip()
-            if not self.series:
-                raise UsageError("series must be a UID or a series number", code="invalid_series")
-        _check_number(self, "min_island_mm3", minimum=0.0)
-        _check_int(self, "smooth", minimum=0, maximum=500)
-        _check_int(self, "step", minimum=1, maximum=16)
-        _check_int(self, "workers", minimum=1, maximum=64)
-        if self.decimate is not None and self.max_triangles is not None:
-            raise UsageError("give decimate or max_triangles, not both", code="invalid_option")
-        if self.decimate is not None:
-            _check_number(self, "decimate", minimum=0.0)
-            if not 0 < self.decimate <= 1:
-                raise UsageError(
-                    "decimate must be a fraction of triangles to keep, in (0, 1]",
-                    code="invalid_decimate",
-                )
-        _check_int(self, "max_triangles", minimum=4, maximum=10**9)
-        self.frame = str(self.frame).lower()
-        if self.frame not in FRAMES:
-            raise UsageError("frame must be lps or ras", code="invalid_frame")
-        self.largest = bool(self.largest)
-        self.ascii = bool(self.ascii)
-        return self
-
-
-def _check_number(opts, name, minimum):
-    value = getattr(opts, name)
-    if value is None:
-        return
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise UsageError(f"{name} must be a number", code=f"invalid_{name}") from None
-    if not np.isfinite(value) or value < minimum:
-        raise UsageError(f"{name} must be a number >= {minimum:g}", code=f"invalid_{name}")
-    setattr(opts, name, value)
-
-
-def _check_int(opts, name, minimum, maximum):
-    value = getattr(opts, name)
-    if value is None:
-        return
-    try:
-        as_int = int(value)
-        ok = float(value) == as_int
-    except (TypeError, ValueError):
-        ok = False
-    if not ok or not minimum <= as_int <= maximum:
-        raise UsageError(
-            f"{name} must be a whole number from {minimum} to {maximum}", code=f"invalid_{name}"
-        )
-    setattr(opts, name, as_int)
-
-
 class _Level(NamedTuple):
     """The isovalue and where it comes from."""
 
@@ -195,7 +82,7 @@ class _Progress:
 
 def list_series(inputs, *, progress=None):
     """Scan ``inputs`` and return the listing (``.series``, ``.skipped``, ``.warnings``)."""
-    from .series import scan  # noqa: PLC0415
+    from .series import scan
 
     with quiet_pydicom():
         return scan(_as_list(inputs), progress=progress)
@@ -233,8 +120,8 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         converted, ``UnreadableInput`` when the data cannot be read.
     """
     opts = (options or ConvertOptions()).validate()
-    from .loading import load_volume, reading_pool  # noqa: PLC0415
-    from .series import scan, select  # noqa: PLC0415
+    from .loading import load_volume, reading_pool
+    from .series import scan, select
 
     bar = _Progress(progress)
     timings: dict[str, float] = {}
@@ -272,7 +159,7 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     # kernels release the GIL) when more than one worker is allowed
     facts_pool = facts_job = None
     if opts.workers > 1:
-        from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+        from concurrent.futures import ThreadPoolExecutor
 
         facts_pool = ThreadPoolExecutor(max_workers=1)
         facts_job = facts_pool.submit(_mesh_facts, verts, faces)
@@ -282,7 +169,7 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         writer = stl.write_ascii if opts.ascii else stl.write_binary
         data = None
         if output is None:
-            import io  # noqa: PLC0415
+            import io
 
             buf = io.BytesIO()
             size = writer(verts, faces, buf, opts.frame)
@@ -342,7 +229,7 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
     space (fractional, may be -1 or n for the pad), outward-wound faces, and
     the crop's offset in the volume.
     """
-    from .marching import marching_cubes  # noqa: PLC0415
+    from .marching import marching_cubes
 
     data = vol.data
     removed = None
@@ -387,7 +274,7 @@ def _crop_box(hits_per_axis):
 
 def _enclosed_only(mask):
     """Split ``mask`` into parts enclosed by the volume and parts touching its edge."""
-    from scipy import ndimage  # noqa: PLC0415
+    from scipy import ndimage
 
     labels, count = ndimage.label(mask)
     edge = np.unique(np.concatenate([

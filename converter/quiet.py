@@ -38,7 +38,7 @@ def silence_pydicom_for_good() -> None:
     logger.disabled = True
     logger.propagate = False
     warnings.filterwarnings("ignore", module=r"pydicom(\..*)?")
-    from pydicom import config  # noqa: PLC0415 - pydicom is imported only where it is needed
+    from pydicom import config
 
     config.settings.reading_validation_mode = config.IGNORE
     config.settings.writing_validation_mode = config.IGNORE

@@ -38,9 +38,10 @@ def sample_volume(slices=80, size=128, spacing=(0.8, 0.8), slice_gap=1.25):
 
 def write_sample_series(folder) -> int:
     """Write the sample CT series into ``folder``; return the number of files."""
-    import pydicom  # noqa: PLC0415
-    from pydicom.dataset import FileDataset, FileMetaDataset  # noqa: PLC0415
-    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid  # noqa: PLC0415
+    # pydicom here, not at the top: the dispatcher imports this module for every command
+    import pydicom
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

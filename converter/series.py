@@ -173,11 +173,11 @@ def _examine_with_pydicom(item):
     read by pydicom (for the files :mod:`converter.headers` leaves)."""
     if not _looks_like_dicom(item.head()):  # decided before pydicom's import
         return NOT_DICOM
-    import pydicom  # noqa: PLC0415
+    import pydicom
 
     try:
         ds, where = _read_header(item, pydicom)
-    except Exception:  # noqa: BLE001 - pydicom raises many kinds on a damaged file
+    except Exception:
         return "unreadable", None, None
     try:
         kind = _kind_of(ds)
@@ -185,7 +185,7 @@ def _examine_with_pydicom(item):
             return kind, None, None
         facts = _header_facts(ds)
         slices = _slices_of(ds, item, _native_pixels(ds, facts, where))
-    except Exception:  # noqa: BLE001 - pydicom raises many kinds on a damaged element
+    except Exception:
         return DAMAGED, None, None
     if not slices:
         return "no geometry", None, None

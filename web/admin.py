@@ -21,7 +21,9 @@ from flask import (
     url_for,
 )
 
-from . import reports
+from worker.report import as_records, render
+
+from . import purge_chart
 from .jobs import service
 from .limits import FailureLock
 from .security import address_pseudonym, client_address
@@ -29,7 +31,6 @@ from .security import address_pseudonym, client_address
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
 SESSION_HOURS = 8
-SWEEP_FAULT_S = 120
 
 
 def current_admin() -> str | None:
@@ -101,17 +102,6 @@ def logout():
     return redirect(url_for(".login"), 303)
 
 
-def _retention():
-    status = dict(service().retention_status() or {})
-    last = status.get("last_sweep")
-    age = status.get("last_sweep_age_s")
-    if age is None and last is not None:
-        age = time.time() - last
-    status["last_sweep_age_s"] = age
-    status["fault"] = bool(status.get("fault")) or age is None or age > SWEEP_FAULT_S
-    return status
-
-
 def _days():
     try:
         return max(1, min(3660, int(request.args.get("days", "30"))))
@@ -119,19 +109,23 @@ def _days():
         return 30
 
 
+def _summary(days) -> list[dict]:
+    """The purge summary of the last ``days`` days."""
+    return service().records.purge_summary(time.time() - days * 86400)
+
+
 @bp.get("/", endpoint="dashboard")
 def dashboard():
     days = _days()
-    rows = reports.rows(service().records, days)
-    return render_template("admin/dashboard.html", rows=rows, chart=reports.chart(rows),
-                           retention=_retention(), days=days, admin=current_admin(),
+    rows = _summary(days)
+    return render_template("admin/dashboard.html", rows=rows, chart=purge_chart.chart(rows),
+                           retention=service().retention_status(), days=days, admin=current_admin(),
                            settings=current_app.extensions["ephemesh.settings"])
 
 
 @bp.get("/purges.csv")
 def purges_csv():
-    rows = reports.rows(service().records, _days())
-    resp = Response(reports.as_csv(rows), mimetype="text/csv")
+    resp = Response(render(_summary(_days()), "csv"), mimetype="text/csv")
     resp.headers["Content-Disposition"] = "attachment; filename=purge-report.csv"
     return resp
 
@@ -140,7 +134,7 @@ def purges_csv():
 def purges_json():
     days = _days()
     body = {"generated_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "days": days,
-            "rows": reports.rows(service().records, days)}
+            "rows": as_records(_summary(days))}
     resp = Response(json.dumps(body, indent=1), mimetype="application/json")
     resp.headers["Content-Disposition"] = "attachment; filename=purge-report.json"
     return resp
@@ -148,7 +142,7 @@ def purges_json():
 
 @bp.get("/retention.json")
 def retention_json():
-    return Response(json.dumps(_retention()), mimetype="application/json")
+    return Response(json.dumps(service().retention_status()), mimetype="application/json")
 
 
 @bp.get("/keys")

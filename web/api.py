@@ -8,11 +8,13 @@ hashes; failed keys are counted per address and lock it for a while.
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, g, jsonify, request, send_file, url_for
+from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
+
+from worker.states import BatchStatus, JobStatus
 
 from . import intake, options
 from .batchzip import stream_zip
-from .jobs import create_batch, create_job, open_result, service
+from .jobs import send_model, service
 from .limits import FailureLock
 from .openapi import document
 from .problems import Refused
@@ -103,12 +105,21 @@ def _upload():
     return intake.read_upload(files.getlist("files"), limits)
 
 
+def _accepted(body):
+    return jsonify(body), 202, {"Location": body["links"]["self"]}
+
+
+def _deleted(done: bool, what: str):
+    if not done:
+        raise Refused("not_found", f"There is no such {what} for this key.", 404)
+    return Response(status=204)
+
+
 @bp.post("/jobs", endpoint="create_job")
 def create_job_view():
     upload = _upload()
-    view = create_job(upload.files, options.from_form(request.form), owner=g.owner)
-    body = _job_json(view)
-    return jsonify(body), 202, {"Location": body["links"]["self"]}
+    view = service().create_job(upload.files, options.from_form(request.form), owner=g.owner)
+    return _accepted(_job_json(view))
 
 
 @bp.get("/jobs/<job_id>")
@@ -119,26 +130,19 @@ def get_job(job_id):
 @bp.get("/jobs/<job_id>/result")
 def job_result(job_id):
     _own_job(job_id)
-    fh, size = open_result(job_id, owner=g.owner)
-    return send_file(fh, mimetype="model/stl", as_attachment=True, download_name="model.stl",
-                     max_age=0, conditional=False, etag=False, last_modified=None)
+    return send_model(service().open_result(job_id, owner=g.owner))
 
 
 @bp.delete("/jobs/<job_id>")
 def delete_job(job_id):
-    if not service().delete_job(job_id, owner=g.owner):
-        raise Refused("not_found", "There is no such job for this key.", 404)
-    return Response(status=204)
+    return _deleted(service().delete_job(job_id, owner=g.owner), "job")
 
 
 @bp.post("/batches", endpoint="create_batch")
 def create_batch_view():
     upload = _upload()
-    opts = options.from_form(request.form, allowed={k: v for k, v in options.FIELDS.items()
-                                                    if k != "series"})
-    view = create_batch(upload.files, opts, owner=g.owner)
-    body = _batch_json(view)
-    return jsonify(body), 202, {"Location": body["links"]["self"]}
+    opts = options.from_form(request.form, allowed=options.WITHOUT_SERIES)
+    return _accepted(_batch_json(service().create_batch(upload.files, opts, owner=g.owner)))
 
 
 @bp.get("/batches/<batch_id>")
@@ -148,19 +152,17 @@ def get_batch(batch_id):
 
 @bp.delete("/batches/<batch_id>")
 def delete_batch(batch_id):
-    if not service().delete_batch(batch_id, owner=g.owner):
-        raise Refused("not_found", "There is no such batch for this key.", 404)
-    return Response(status=204)
+    return _deleted(service().delete_batch(batch_id, owner=g.owner), "batch")
 
 
 @bp.get("/batches/<batch_id>/result")
 def batch_result(batch_id):
     view = _own_batch(batch_id)
-    if view["status"] == "splitting":
+    if view["status"] == BatchStatus.SPLITTING:
         raise Refused("not_ready", "The batch is still being split into series.", 409)
-    if view["status"] == "failed":
+    if view["status"] == BatchStatus.FAILED:
         raise Refused("not_ready", "The batch failed; it has no results.", 409)
-    if view["status"] == "deleted":
+    if view["status"] == BatchStatus.DELETED:
         raise Refused("gone", "The batch has been deleted.", 410)
     owner = g.owner
     svc = service()
@@ -175,12 +177,12 @@ def batch_result(batch_id):
 
     def results():
         for entry, job in zip(manifest["jobs"], jobs, strict=True):
-            if job["status"] != "done":
+            if job["status"] != JobStatus.DONE:
                 continue
             try:
                 fh, _size = svc.open_result(job["id"], owner=owner)
             except LookupError:  # deleted or expired since the listing
-                entry["status"] = "deleted"
+                entry["status"] = JobStatus.DELETED
                 continue
             entry["file"] = f"series-{entry['n']:03d}-{job['id']}.stl"
             yield entry["file"], fh

@@ -16,13 +16,12 @@ from flask import (
     redirect,
     render_template,
     request,
-    send_file,
     session,
     url_for,
 )
 
 from . import intake, options, vendor
-from .jobs import create_job, open_result, presets, service, time_left
+from .jobs import job_page_vocabulary, presets, send_model, service, time_left
 from .problems import Refused, wants_problem_json
 
 bp = Blueprint("browser", __name__)
@@ -48,7 +47,7 @@ def _own_job(job_id: str) -> dict:
 @bp.get("/")
 def index():
     settings = current_app.extensions["ephemesh.settings"]
-    return render_template("upload.html", presets=presets(),
+    return render_template("upload.html", presets=presets(), smooth=options.bounds("smooth"),
                            limits=intake.Limits.from_config(current_app.config),
                            max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
                            retention_minutes=settings.retention_seconds / 60)
@@ -58,9 +57,9 @@ def index():
 def create_job_view():
     limits = intake.Limits.from_config(current_app.config)
     upload = intake.read_upload(request.files.getlist("files"), limits)
-    opts = options.from_form(request.form, browser=True,
-                             allowed={k: v for k, v in options.FIELDS.items() if k != "series"})
-    view = create_job(upload.files, opts, owner=session_owner(create=True), pick_series=True)
+    opts = options.from_form(request.form, browser=True, allowed=options.WITHOUT_SERIES)
+    view = service().create_job(upload.files, opts, owner=session_owner(create=True),
+                                pick_series=True)
     url = url_for(".job", job_id=view["id"])
     if wants_problem_json():
         return jsonify({"id": view["id"], "url": url}), 201
@@ -71,7 +70,7 @@ def create_job_view():
 def job(job_id):
     view = _own_job(job_id)
     return render_template("job.html", job=view, left=time_left(view),
-                           preview=vendor.installed())
+                           preview=vendor.installed(), vocabulary=job_page_vocabulary())
 
 
 @bp.get("/jobs/<job_id>/status")
@@ -83,31 +82,14 @@ def job_status(job_id):
 @bp.post("/jobs/<job_id>/series")
 def choose_series(job_id):
     _own_job(job_id)
-    raw = request.form.get("series", "")
-    try:
-        index = int(raw)
-    except ValueError:
-        raise Refused("invalid_series", "Choose one of the series listed.") from None
-    from worker.service import Gone, Invalid, NotFound  # noqa: PLC0415
-
-    try:
-        service().choose_series(job_id, index, owner=session_owner())
-    except NotFound:
-        raise Refused("not_found", "There is no such job in this browser session.", 404) from None
-    except Gone:  # its time was up (the sweeper got there between two looks)
-        raise Refused("gone", "The upload has been deleted: its time was up. Upload it again "
-                      "to convert one of its series.", 410) from None
-    except Invalid as exc:
-        raise Refused(exc.code, exc.message) from None
+    service().choose_series(job_id, request.form.get("series", ""), owner=session_owner())
     return redirect(url_for(".job", job_id=job_id), 303)
 
 
 @bp.get("/jobs/<job_id>/model.stl")
 def result(job_id):
     _own_job(job_id)
-    fh, size = open_result(job_id, owner=session_owner())
-    return send_file(fh, mimetype="model/stl", as_attachment=True, download_name="model.stl",
-                     max_age=0, conditional=False, etag=False, last_modified=None)
+    return send_model(service().open_result(job_id, owner=session_owner()))
 
 
 @bp.post("/jobs/<job_id>/delete")

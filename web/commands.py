@@ -1,6 +1,11 @@
 """The web layer's commands: ``ephemesh serve`` and ``ephemesh admin``.
 
-Handlers return an exit code; errors are one line, never a traceback.
+``register(subparsers)`` adds them to the ``ephemesh`` dispatcher
+(``web/cli.py``).  A handler raises ``CommandFailed``
+(``converter/exits.py``); the dispatcher prints the one line and exits with
+its code.  The dispatcher imports this module for every command, so Flask,
+waitress, Redis, SQLAlchemy, the runtime and the settings (the web's take 6
+ms, for ``secrets``) are imported inside the handlers.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ import os
 import signal
 import sys
 import threading
+
+from converter.exits import CommandFailed, Exit
 
 
 def register(subparsers) -> None:
@@ -37,15 +44,10 @@ def register(subparsers) -> None:
     a.set_defaults(handler=run_admin)
 
 
-def _fail(message: str, code: int = 1) -> int:
-    print(f"ephemesh: error: {message}", file=sys.stderr)
-    return code
-
-
 _stopping = threading.Event()
 
 
-def _on_stop_signal(signum, frame):  # noqa: ARG001
+def _on_stop_signal(signum, frame):
     # KeyboardInterrupt is what waitress's loop lets through (wherever in the
     # loop it lands) and then stops on, as on Ctrl-C
     _stopping.set()
@@ -83,21 +85,17 @@ def _watch(runtime, failures: list, period: float = 1.0) -> threading.Thread:
     return thread
 
 
-class _Refusal(Exception):
-    """A reason not to serve, already worded as one line."""
-
-
 def _check_settings():
     """The worker's and the web's settings, checked before anything starts."""
-    from worker.config import ConfigError, Settings  # noqa: PLC0415
+    from worker.config import ConfigError, Settings
 
-    from . import config as web_config  # noqa: PLC0415
+    from . import config as web_config
 
     try:
         settings = Settings.from_env()
         web_config.check(os.environ)
     except (ConfigError, ValueError) as exc:
-        raise _Refusal(str(exc)) from None
+        raise CommandFailed(str(exc), Exit.USAGE) from None
     return settings
 
 
@@ -105,34 +103,34 @@ def _prepare_data_dir(settings) -> None:
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise _Refusal(f"cannot create {exc.filename or settings.data_dir}: "
-                       f"{exc.strerror or exc}") from None
+        raise CommandFailed(f"cannot create {exc.filename or settings.data_dir}: "
+                            f"{exc.strerror or exc}") from None
 
 
 def _database_name(url: str) -> str:
-    try:
-        from sqlalchemy.engine import make_url  # noqa: PLC0415
+    from sqlalchemy.engine import make_url
 
+    try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a URL too broken to parse is named by its setting
+    except Exception:  # a URL too broken to parse is named by its setting
         return "EPHEMESH_DATABASE_URL"
 
 
 def _create_tables(settings) -> None:
     """Create the database tables once, before the workers and cron start
     (several processes creating them at once race on a fresh SQLite file)."""
-    from worker.records import Records  # noqa: PLC0415
+    from worker.records import Records
 
     try:
         Records(settings.database_url).close()
-    except Exception as exc:  # noqa: BLE001 - any driver's error; one line, no traceback
+    except Exception as exc:  # any driver's error; one line, no traceback
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-        raise _Refusal(f"cannot open the database {_database_name(settings.database_url)}"
-                       + (f": {reason[0]}" if reason else "")) from None
+        raise CommandFailed(f"cannot open the database {_database_name(settings.database_url)}"
+                            + (f": {reason[0]}" if reason else "")) from None
 
 
 def _check_redis(url: str) -> None:
-    import redis  # noqa: PLC0415
+    import redis
 
     try:
         conn = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
@@ -141,20 +139,24 @@ def _check_redis(url: str) -> None:
         finally:
             conn.close()
     except (redis.exceptions.RedisError, OSError, ValueError) as exc:
-        raise _Refusal(f"cannot reach Redis at {url} (EPHEMESH_REDIS_URL): {exc}") from None
+        raise CommandFailed(f"cannot reach Redis at {url} (EPHEMESH_REDIS_URL): {exc}") from None
 
 
-def run_serve(args) -> int:
-    from worker.runtime import Runtime, RuntimeFailure  # noqa: PLC0415
+def run_serve(args) -> None:
+    from worker.runtime import Runtime, RuntimeFailure
+
+    from . import config as web_config
+    from . import create_app
+    from . import server as web_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     if not 0 < args.port < 65536:
-        return _fail("--port must be from 1 to 65535", 2)
+        raise CommandFailed("--port must be from 1 to 65535", Exit.USAGE)
     if args.workers < 0:
-        return _fail("--workers must be 0 (one per core) or more", 2)
+        raise CommandFailed("--workers must be 0 (one per core) or more", Exit.USAGE)
     if args.threads < 1:
-        return _fail("--threads must be 1 or more", 2)
+        raise CommandFailed("--threads must be 1 or more", Exit.USAGE)
     previous = {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     _stopping.clear()
     runtime = server = None
@@ -163,21 +165,17 @@ def run_serve(args) -> int:
         # everything that can be refused is checked before anything starts
         settings = _check_settings()
         if args.no_workers and not settings.redis_url:
-            return _fail("--no-workers needs EPHEMESH_REDIS_URL (the shared Redis)", 2)
-        from . import server as web_server  # noqa: PLC0415
-
+            raise CommandFailed("--no-workers needs EPHEMESH_REDIS_URL (the shared Redis)",
+                                Exit.USAGE)
         try:
             sockets = web_server.listen(args.host, args.port)
         except OSError as exc:
-            raise _Refusal(f"cannot listen on {args.host}:{args.port}: "
-                           f"{exc.strerror or exc}") from None
+            raise CommandFailed(f"cannot listen on {args.host}:{args.port}: "
+                                f"{exc.strerror or exc}") from None
         _prepare_data_dir(settings)
         _create_tables(settings)
         if settings.redis_url:
             _check_redis(settings.redis_url)
-
-        from . import config as web_config  # noqa: PLC0415
-
         web_server.use_spool_for_temporary_files(web_config.spool_dir(settings, os.environ))
         runtime = Runtime(settings)
         if not args.no_workers:
@@ -185,9 +183,6 @@ def run_serve(args) -> int:
             _watch(runtime, failures)
         settings = runtime.settings
         os.environ.update(settings.as_env())
-
-        from . import create_app  # noqa: PLC0415
-
         app = create_app({"EPHEMESH_SETTINGS": settings})
         server = web_server.make_server(app, sockets, threads=args.threads)
         port = sockets[0].getsockname()[1]
@@ -197,12 +192,11 @@ def run_serve(args) -> int:
         server.run()  # returns on Ctrl-C (waitress catches KeyboardInterrupt itself)
     except KeyboardInterrupt:
         pass
-    except _Refusal as exc:
-        return _fail(str(exc))
     except (RuntimeFailure, ValueError) as exc:
-        return _fail(str(exc))
+        raise CommandFailed(str(exc)) from None
     except OSError as exc:
-        return _fail(f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""))
+        raise CommandFailed(f"{exc.strerror or exc}"
+                            + (f": {exc.filename}" if exc.filename else "")) from None
     finally:
         _stopping.set()
         for sig, handler in previous.items():
@@ -216,8 +210,7 @@ def run_serve(args) -> int:
         if runtime is not None:
             runtime.stop()
     if failures:
-        return _fail(f"{failures[0]}; everything was stopped (start ephemesh serve again)")
-    return 0
+        raise CommandFailed(f"{failures[0]}; everything was stopped (start ephemesh serve again)")
 
 
 def _read_password(args) -> str | None:
@@ -231,32 +224,29 @@ def _read_password(args) -> str | None:
     return first
 
 
-def run_admin(args) -> int:
-    from worker.config import ConfigError, Settings  # noqa: PLC0415
-    from worker.records import Records  # noqa: PLC0415
+def run_admin(args) -> None:
+    from worker.config import ConfigError, Settings
+    from worker.records import Records
 
     try:
         settings = Settings.from_env()
-        _prepare_data_dir(settings)
-        _create_tables(settings)
     except ConfigError as exc:
-        return _fail(str(exc))
-    except _Refusal as exc:
-        return _fail(str(exc))
+        raise CommandFailed(str(exc), Exit.USAGE) from None
+    _prepare_data_dir(settings)
+    _create_tables(settings)
     records = Records(settings.database_url)
     try:
         if args.admin_command == "list":
             for row in records.list_admins():
                 print(row["name"])
-            return 0
+            return
         password = _read_password(args)
         if password is None:
-            return _fail("the two passwords differ; nothing changed", 2)
+            raise CommandFailed("the two passwords differ; nothing changed", Exit.USAGE)
         try:
             records.add_admin(args.name, password)
         except ValueError as exc:
-            return _fail(str(exc), 2)
+            raise CommandFailed(str(exc), Exit.USAGE) from None
         print(f"admin {args.name.strip()} can now log in at /admin/login")
-        return 0
     finally:
         records.close()

@@ -1,35 +1,33 @@
-"""What the browser and the API share: the service, creating a job, opening
-its result, and the worker's exceptions turned into refusals."""
+"""What the browser and the API share: the service, the presets as the page
+shows them, the stage and state vocabulary the job page uses, and the time a
+job has left."""
 
 from __future__ import annotations
 
 import calendar
 import time
 
-from flask import current_app
+from flask import current_app, send_file
 
-from .problems import Refused
-
-JOB_FINAL = ("done", "failed", "deleted")
-
-PRESET_LABELS = {
-    "bone": "Bone (300 HU)",
-    "skin": "Skin (−400 HU)",
-    "soft-tissue": "Soft tissue (20 HU)",
-    "teeth": "Teeth (1200 HU)",
-    "airway": "Airway (air inside the body)",
-    "auto": "Automatic (Otsu; the default for MR)",
-}
+from converter import PRESETS
+from worker.states import WAITING, JobStatus
 
 
 def service():
     return current_app.extensions["ephemesh.service"]
 
 
-#: what each stage is called on the job page (static/job.js has the same words)
+#: what each stage is called on the job page (``static/job.js`` gets them from the page)
 STAGE_LABELS = {"queued": "Waiting in the queue", "running": "Starting",
                 "reading": "Reading the scan", "surface": "Extracting the surface",
                 "mesh": "Shaping the mesh", "writing": "Writing the STL", "done": "Done"}
+
+
+def send_model(opened):
+    """A job's STL, from ``Service.open_result``, as a download (never cached)."""
+    fh, _size = opened
+    return send_file(fh, mimetype="model/stl", as_attachment=True, download_name="model.stl",
+                     max_age=0, conditional=False, etag=False, last_modified=None)
 
 
 def stage_label(stage) -> str:
@@ -37,42 +35,13 @@ def stage_label(stage) -> str:
 
 
 def presets() -> list[tuple[str, str]]:
-    from converter import PRESETS  # noqa: PLC0415
-
-    return [(name, PRESET_LABELS.get(name, name)) for name in PRESETS]
+    return [(name, preset.label) for name, preset in PRESETS.items()]
 
 
-def create_job(files, options, *, owner, pick_series=False) -> dict:
-    from worker.service import Invalid  # noqa: PLC0415
-
-    try:
-        return service().create_job(files, options, owner=owner, pick_series=pick_series)
-    except Invalid as exc:
-        raise Refused(exc.code, exc.message) from None
-
-
-def create_batch(files, options, *, owner) -> dict:
-    from worker.service import Invalid  # noqa: PLC0415
-
-    try:
-        return service().create_batch(files, options, owner=owner)
-    except Invalid as exc:
-        raise Refused(exc.code, exc.message) from None
-
-
-def open_result(job_id, *, owner):
-    """``(file, size)`` of a finished job's STL, or a refusal: 404, 409 or 410."""
-    from worker.service import Gone, NotFound, NotReady  # noqa: PLC0415
-
-    try:
-        return service().open_result(job_id, owner=owner)
-    except NotFound:
-        raise Refused("not_found", "There is no such job.", 404) from None
-    except NotReady:
-        raise Refused("not_ready", "The job has no result (not finished yet, or failed).",
-                      409) from None
-    except Gone:
-        raise Refused("gone", "The result has been deleted.", 410) from None
+def job_page_vocabulary() -> dict:
+    """What the job page's script needs from the server: the states in which
+    the progress moves (it polls), and the stages' names."""
+    return {"waiting": sorted(WAITING), "stages": STAGE_LABELS}
 
 
 def seconds_until(iso: str | None) -> float | None:
@@ -84,7 +53,7 @@ def seconds_until(iso: str | None) -> float | None:
 
 def time_left(view) -> dict | None:
     """``{"seconds", "minutes", "at"}`` before automatic deletion, or None."""
-    if view["status"] == "deleted":
+    if view["status"] == JobStatus.DELETED:
         return None
     seconds = seconds_until(view.get("expires_at"))
     if seconds is None:

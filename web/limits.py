@@ -13,6 +13,8 @@ import hashlib
 
 from flask import request
 from flask_limiter import Limiter
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .security import address_pseudonym, pseudonym
 
@@ -79,11 +81,9 @@ class FailureLock:
         self.fail_open = fail_open
 
     def _guard(self, call, default):
-        from redis.exceptions import ConnectionError, TimeoutError  # noqa: A004, PLC0415
-
         try:
             return call()
-        except (ConnectionError, TimeoutError):
+        except (RedisConnectionError, RedisTimeoutError):
             if not self.fail_open:
                 raise
             return default

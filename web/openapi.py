@@ -1,13 +1,21 @@
 """The OpenAPI 3 document served at ``/api/v1/openapi.json``.
 
-Written by hand next to the routes; ``tests/web/test_openapi.py`` checks
-that every route is described (and nothing else), that the document is
-valid, and runs schemathesis against the app.
+Written by hand next to the routes, except what is declared elsewhere: the
+conversion options' schema comes from their declaration
+(``converter/options.py``), the job and batch states from
+``worker/states.py``.  ``tests/web/test_openapi.py`` checks that every route
+is described (and nothing else), that the document is valid, and runs
+schemathesis against the app.
 """
 
 from __future__ import annotations
 
 import functools
+
+from converter.options import EXCLUSIVE, OPTIONS
+from worker.states import BatchStatus, JobStatus
+
+from .options import WEB_OPTIONS, WITHOUT_SERIES
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
@@ -33,33 +41,54 @@ def _errors(*statuses):
     return {str(s): _problem(text[s], retry=s in (429, 503)) for s in statuses}
 
 
+def _accepted(content):
+    """What an upload answers."""
+    return {"202": {"description": "Accepted", "content": content,
+                    "headers": {"Location": {"schema": {"type": "string"}}}},
+            **_errors(400, 401, 413, 415, 429, 503)}
+
+
+def _found(description, content):
+    return {"200": {"description": description, "content": content},
+            **_errors(401, 404, 429, 503)}
+
+
+def _deleted():
+    return {"204": {"description": "Deleted"}, **_errors(401, 404, 429, 503)}
+
+
+def _download(description, media_type):
+    """What a result answers: the file, or not yet, or not any more."""
+    binary = {media_type: {"schema": {"type": "string", "format": "binary"}}}
+    return {"200": {"description": description, "content": binary},
+            **_errors(401, 404, 409, 410, 429, 503)}
+
+
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
-OPTION_PROPERTIES = {
-    "threshold": {"type": "number", "description": "isovalue in modality units (HU for CT); "
-                  "exclusive with preset"},
-    "preset": {"type": "string", "enum": ["bone", "skin", "soft-tissue", "teeth", "airway",
-                                          "auto"]},
-    "smooth": {"type": "integer", "minimum": 0, "maximum": 500,
-               "description": "Taubin smoothing iterations"},
-    "decimate": {"type": "number", "exclusiveMinimum": 0, "maximum": 1,
-                 "description": "fraction of triangles to keep"},
-    "largest": {"type": "boolean", "description": "keep only the largest component"},
-    "max_triangles": {"type": "integer", "minimum": 4},
-    "min_island_mm3": {"type": "number", "minimum": 0},
-    "frame": {"type": "string", "enum": ["lps", "ras"]},
-}
+JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+
+
+def option_schema(name) -> dict:
+    """One conversion option as a form field's JSON schema."""
+    option = OPTIONS[name]
+    schema = {"type": JSON_TYPES[option.type]}
+    for key, value in (("enum", option.choices and list(option.choices)),
+                       ("minimum", option.minimum), ("exclusiveMinimum", option.above),
+                       ("maximum", option.maximum)):
+        if value is not None:
+            schema[key] = value
+    others = [b if a == name else a for a, b in EXCLUSIVE if name in (a, b)]
+    schema["description"] = option.help + "".join(f"; not with {o}" for o in others)
+    return schema
 
 
 def _upload_body(with_series: bool):
     props = {"files": {"type": "array", "items": {"type": "string", "format": "binary"},
                        "description": "DICOM files, or zips of them"},
-             **OPTION_PROPERTIES}
-    if with_series:
-        props["series"] = {"type": "string",
-                           "description": "series number or index to convert "
-                           "(default: the largest volume)"}
+             **{name: option_schema(name)
+                for name in (WEB_OPTIONS if with_series else WITHOUT_SERIES)}}
     return {"required": True, "content": {"multipart/form-data": {
         "schema": {"type": "object", "required": ["files"], "properties": props,
                    "additionalProperties": False},
@@ -91,8 +120,7 @@ SCHEMAS = {
         "required": ["id", "status", "progress", "report", "error", "expires_at", "links"],
         "properties": {
             "id": {"type": "string"},
-            "status": {"type": "string",
-                       "enum": ["queued", "running", "choosing", "done", "failed", "deleted"]},
+            "status": {"type": "string", "enum": [str(s) for s in JobStatus]},
             "progress": {"$ref": "#/components/schemas/Progress"},
             "report": {"type": ["object", "null"],
                        "description": "the converter's report (triangles, volume, warnings…)"},
@@ -108,7 +136,7 @@ SCHEMAS = {
         "type": "object", "required": ["id", "status", "jobs", "links"],
         "properties": {
             "id": {"type": "string"},
-            "status": {"type": "string", "enum": ["splitting", "ready", "failed", "deleted"]},
+            "status": {"type": "string", "enum": [str(s) for s in BatchStatus]},
             "error": {"$ref": "#/components/schemas/Error"},
             "created_at": {"type": ["string", "null"]},
             "expires_at": {"type": ["string", "null"]},
@@ -140,50 +168,34 @@ def document() -> dict:
         "paths": {
             "/jobs": {"post": {
                 "operationId": "createJob", "summary": "Convert one series",
-                "requestBody": _upload_body(True),
-                "responses": {"202": {"description": "Accepted", "content": job_json,
-                                      "headers": {"Location": {"schema": {"type": "string"}}}},
-                              **_errors(400, 401, 413, 415, 429, 503)}}},
+                "requestBody": _upload_body(True), "responses": _accepted(job_json)}},
             "/jobs/{job_id}": {
                 "parameters": [JOB_ID],
                 "get": {"operationId": "getJob", "summary": "A job's status and report",
-                        "responses": {"200": {"description": "The job", "content": job_json},
-                                      **_errors(401, 404, 429, 503)}},
+                        "responses": _found("The job", job_json)},
                 "delete": {"operationId": "deleteJob",
                            "summary": "Delete the upload and the result now",
-                           "responses": {"204": {"description": "Deleted"},
-                                         **_errors(401, 404, 429, 503)}}},
+                           "responses": _deleted()}},
             "/jobs/{job_id}/result": {
                 "parameters": [JOB_ID],
                 "get": {"operationId": "getJobResult", "summary": "The STL",
-                        "responses": {"200": {"description": "Binary STL (attachment)",
-                                              "content": {"model/stl": {"schema": {
-                                                  "type": "string", "format": "binary"}}}},
-                                      **_errors(401, 404, 409, 410, 429, 503)}}},
+                        "responses": _download("Binary STL (attachment)", "model/stl")}},
             "/batches": {"post": {
                 "operationId": "createBatch",
                 "summary": "Convert every series in a zip (one job per series)",
-                "requestBody": _upload_body(False),
-                "responses": {"202": {"description": "Accepted", "content": batch_json,
-                                      "headers": {"Location": {"schema": {"type": "string"}}}},
-                              **_errors(400, 401, 413, 415, 429, 503)}}},
+                "requestBody": _upload_body(False), "responses": _accepted(batch_json)}},
             "/batches/{batch_id}": {
                 "parameters": [BATCH_ID],
                 "get": {"operationId": "getBatch", "summary": "A batch and its jobs",
-                        "responses": {"200": {"description": "The batch", "content": batch_json},
-                                      **_errors(401, 404, 429, 503)}},
+                        "responses": _found("The batch", batch_json)},
                 "delete": {"operationId": "deleteBatch",
                            "summary": "Delete the upload and every job's model now",
-                           "responses": {"204": {"description": "Deleted"},
-                                         **_errors(401, 404, 429, 503)}}},
+                           "responses": _deleted()}},
             "/batches/{batch_id}/result": {
                 "parameters": [BATCH_ID],
                 "get": {"operationId": "getBatchResult",
                         "summary": "A zip of every finished STL and a manifest",
-                        "responses": {"200": {"description": "Zip stream",
-                                              "content": {"application/zip": {"schema": {
-                                                  "type": "string", "format": "binary"}}}},
-                                      **_errors(401, 404, 409, 410, 429, 503)}}},
+                        "responses": _download("Zip stream", "application/zip")}},
             "/openapi.json": {"get": {
                 "operationId": "openapi", "summary": "This document", "security": [],
                 "responses": {"200": {"description": "OpenAPI 3 document",

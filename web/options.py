@@ -1,23 +1,24 @@
 """Conversion options from form fields (browser form and API multipart).
 
-Values stay as given except booleans and empty fields; the worker's
-``Service`` checks them with the converter's own rules and refuses bad ones
-with a stable code (``invalid_threshold``, ``invalid_preset``, …).
+The fields are the options the web offers (``converter.options.WEB_OPTIONS``,
+named as the converter names them).  Values stay as given except booleans
+and empty fields; the worker's ``Service`` checks them with the converter's
+own rules and refuses bad ones with a stable code (``invalid_threshold``,
+``invalid_preset``, …).
 """
 
 from __future__ import annotations
 
+from converter.options import OPTIONS, WEB_OPTIONS
+
 from .problems import Refused
 
-#: API field → option name
-FIELDS = {"threshold": "threshold", "preset": "preset", "series": "series",
-          "smooth": "smooth", "decimate": "decimate", "largest": "largest",
-          "max_triangles": "max_triangles", "min_island_mm3": "min_island_mm3",
-          "frame": "frame"}
 TRUE = ("1", "true", "on", "yes")
 FALSE = ("0", "false", "off", "no", "")
 #: browser form only: preset "threshold" means "use the threshold field"
 CUSTOM = "threshold"
+#: a batch converts every series, and the browser lets its user pick one: no ``series``
+WITHOUT_SERIES = tuple(name for name in WEB_OPTIONS if name != "series")
 
 
 def _bool(name, raw):
@@ -29,9 +30,8 @@ def _bool(name, raw):
     raise Refused(f"invalid_{name}", f"{name} must be true or false")
 
 
-def from_form(form, *, allowed=None, browser=False) -> dict:
+def from_form(form, *, allowed=WEB_OPTIONS, browser=False) -> dict:
     """Options from ``form`` (a MultiDict); unknown fields are refused."""
-    allowed = FIELDS if allowed is None else allowed
     options = {}
     for field in form:
         if field == "csrf_token":
@@ -43,15 +43,15 @@ def from_form(form, *, allowed=None, browser=False) -> dict:
         if len(values) != 1:
             raise Refused("invalid_option", f"{field} is given more than once.")
         raw = values[0].strip()
-        if field == "largest":
+        if OPTIONS[field].type is bool:
             if _bool(field, raw):
-                options["largest"] = True
+                options[field] = True
             continue
         if raw == "":
             continue
         if len(raw) > 80:
             raise Refused(f"invalid_{field}", f"{field} is too long.")
-        options[FIELDS[field]] = raw
+        options[field] = raw
     if browser:
         preset = options.get("preset")
         if preset == CUSTOM:
@@ -61,3 +61,12 @@ def from_form(form, *, allowed=None, browser=False) -> dict:
         else:
             options.pop("threshold", None)  # the field is only used with "custom"
     return options
+
+
+def bounds(name) -> dict:
+    """An option's bounds as an ``<input type="number">`` takes them
+    (``min``, ``max``, ``step``), from the converter's declaration."""
+    option = OPTIONS[name]
+    out = {"min": option.minimum if option.above is None else None, "max": option.maximum,
+           "step": 1 if option.type is int else "any"}
+    return {k: v for k, v in out.items() if v is not None}

@@ -7,9 +7,15 @@ counts and limits, never in the client's file names or DICOM values.
 
 from __future__ import annotations
 
-from flask import Response, json, render_template, request
+import errno
+
+from flask import Response, current_app, json, render_template, request
 from flask_wtf.csrf import CSRFError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from werkzeug.exceptions import HTTPException
+
+from worker.service import Gone, Invalid, NotFound, NotReady
 
 PROBLEM_TYPE = "https://ephemesh.invalid/problems/"
 
@@ -35,6 +41,8 @@ NO_SPACE = ("no_space", "The server has no room for this upload just now; try ag
             "minutes, or send a smaller one.")
 #: seconds a client is asked to wait when the queue (Redis) is unreachable
 UNAVAILABLE_RETRY_S = 30
+#: the service's refusals, by the status they answer with (each carries its code)
+SERVICE_REFUSALS = {Invalid: 400, NotFound: 404, NotReady: 409, Gone: 410}
 
 
 class Refused(Exception):
@@ -90,9 +98,7 @@ def respond(status: int, code: str, detail: str, headers=None) -> Response:
     return page(status, code, detail, headers)
 
 
-def _too_large_code(exc) -> tuple[str, str]:
-    from flask import current_app  # noqa: PLC0415
-
+def _too_large_code() -> tuple[str, str]:
     cap = current_app.config.get("MAX_CONTENT_LENGTH")
     length = request.content_length
     if cap and (length is None or length > cap):
@@ -107,13 +113,19 @@ def register(app) -> None:
     def _refused(exc: Refused):
         return respond(exc.status, exc.code, exc.message, exc.headers)
 
+    def _service_refusal(exc):
+        return respond(SERVICE_REFUSALS[type(exc)], exc.code, exc.message)
+
+    for refusal in SERVICE_REFUSALS:
+        app.register_error_handler(refusal, _service_refusal)
+
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException):
         status = exc.code or 500
         code, detail = HTTP_CODES.get(status, ("http_error", exc.name))
         headers = {}
         if status == 413:
-            code, detail = _too_large_code(exc)
+            code, detail = _too_large_code()
         elif isinstance(exc, CSRFError):
             code = "csrf_failed"
             detail = "The form had expired or was not sent from this site; reload the page and try again."
@@ -125,12 +137,9 @@ def register(app) -> None:
             headers["Allow"] = ", ".join(sorted(exc.valid_methods or ()))
         return respond(status, code, detail, headers)
 
-    from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: PLC0415
-    from redis.exceptions import TimeoutError as RedisTimeoutError  # noqa: PLC0415
-
     @app.errorhandler(RedisConnectionError)
     @app.errorhandler(RedisTimeoutError)
-    def _unavailable(exc):  # noqa: ARG001 - its text names only the Redis address
+    def _unavailable(exc):  # its text names only the Redis address: not shown
         app.logger.error("Redis unreachable on %s", request.url_rule.rule if request.url_rule
                          else "an unmatched route")
         code, detail = HTTP_CODES[503]
@@ -138,8 +147,6 @@ def register(app) -> None:
 
     @app.errorhandler(OSError)
     def _os_error(exc):
-        import errno  # noqa: PLC0415
-
         rule = request.url_rule.rule if request.url_rule else "an unmatched route"
         if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
             app.logger.error("no space left for an upload on %s (%s)", rule,
@@ -148,7 +155,7 @@ def register(app) -> None:
         return _unexpected(exc)
 
     @app.errorhandler(Exception)
-    def _unexpected(exc):  # noqa: ARG001 - the text may hold anything; never shown or logged
+    def _unexpected(exc):  # the text may hold anything; never shown or logged
         app.logger.error("unexpected error on %s", request.url_rule.rule if request.url_rule
                          else "an unmatched route")
         code, detail = HTTP_CODES[500]

@@ -25,6 +25,7 @@ import threading
 import time
 
 from flask import Request, current_app, request
+from redis.exceptions import RedisError
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
@@ -86,8 +87,6 @@ def month_salt(redis, month: str) -> str:
     """The month's random pseudonym key: made once (by whichever host asks
     first) in Redis with a TTL, cached here for a minute.  Redis unreachable:
     the last one known, else one for this process alone."""
-    from redis.exceptions import RedisError  # noqa: PLC0415
-
     now = time.monotonic()
     with _salts_lock:
         known = _salts.get(month)

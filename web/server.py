@@ -31,6 +31,9 @@ import tempfile
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
 from waitress.task import ErrorTask
+from werkzeug.http import HTTP_STATUS_CODES
+
+from . import problems, security
 
 log = logging.getLogger("ephemesh.web")
 
@@ -49,10 +52,6 @@ WAITRESS_CODES = {
 def refusal(app, status: int, path: str, accept: str) -> tuple[str, list, bytes]:
     """``(status line, headers, body)`` of the app's refusal for a request
     that waitress refused by itself (the app's problem+json or error page)."""
-    from werkzeug.http import HTTP_STATUS_CODES  # noqa: PLC0415
-
-    from . import problems, security  # noqa: PLC0415
-
     code, detail = WAITRESS_CODES.get(status, ("http_error", "The request was refused."))
     if status == 413:
         detail = f"The upload is larger than {app.config['MAX_CONTENT_LENGTH'] // MB} MB."
@@ -77,7 +76,7 @@ class AppErrorTask(ErrorTask):
                 else "/"
             accept = self.request.headers.get("ACCEPT", "")
             line, headers, body = refusal(app, status, path, accept)
-        except Exception:  # noqa: BLE001 - fall back to waitress's plain text
+        except Exception:  # fall back to waitress's plain text
             log.error("could not render waitress's %s refusal", status)
             super().execute()
             return

@@ -1,31 +1,29 @@
 """The worker side's commands: ``worker``, ``cron``, ``sweep``, ``keys``, ``report``.
 
 ``register(subparsers)`` adds them to the ``ephemesh`` dispatcher
-(``web/cli.py``); ``python -m worker.commands`` runs them alone (how
-``Runtime`` starts its children).  Handlers return an exit code; errors are
-one line on stderr, never a traceback.
+(``web/cli.py``), which also runs them as ``Runtime``'s child processes.  A
+handler raises ``CommandFailed`` (``converter/exits.py``); the dispatcher
+prints the one line and exits with its code.  The dispatcher imports this
+module for every command, ``convert`` included, so the settings, RQ,
+SQLAlchemy and the report's renderer are imported inside the handlers that
+use them (together 5 ms or more on ``ephemesh convert``'s start).
 """
 
 from __future__ import annotations
 
-import argparse
+import os
 import sys
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
-
-
-def _fail(message: str, code: int = EXIT_FAIL) -> int:
-    print(f"ephemesh: error: {message}", file=sys.stderr)
-    return code
+from converter.exits import CommandFailed, Exit
 
 
 def _settings():
-    from .config import ConfigError, Settings  # noqa: PLC0415
+    from .config import ConfigError, Settings
 
     try:
         return Settings.from_env()
     except ConfigError as exc:
-        raise SystemExit(_fail(str(exc), EXIT_USAGE)) from None
+        raise CommandFailed(str(exc), Exit.USAGE) from None
 
 
 def register(subparsers) -> None:
@@ -66,30 +64,27 @@ def register(subparsers) -> None:
     r.set_defaults(handler=run_report)
 
 
-def run_worker(args) -> int:
-    from .rqworker import run_pool  # noqa: PLC0415
+def run_worker(args) -> None:
+    from .rqworker import run_pool
 
     if args.workers < 0:
-        return _fail("--workers must be 0 (one per core) or more", EXIT_USAGE)
+        raise CommandFailed("--workers must be 0 (one per core) or more", Exit.USAGE)
     settings = _settings()
     if not settings.redis_url and not settings.redis_socket.exists():
-        return _fail("no Redis: set EPHEMESH_REDIS_URL, or run 'ephemesh serve' which starts one")
-    import os  # noqa: PLC0415
-
+        raise CommandFailed("no Redis: set EPHEMESH_REDIS_URL, or run 'ephemesh serve' which "
+                            "starts one")
     run_pool(settings, args.workers or os.cpu_count() or 1, burst=args.burst)
-    return EXIT_OK
 
 
-def run_cron(args) -> int:
-    from . import cron  # noqa: PLC0415
+def run_cron(args) -> None:
+    from . import cron
 
     cron.run(_settings())
-    return EXIT_OK
 
 
-def run_sweep(args) -> int:
-    from .context import Context  # noqa: PLC0415
-    from .sweeper import sweep  # noqa: PLC0415
+def run_sweep(args) -> None:
+    from .context import Context
+    from .sweeper import sweep
 
     ctx = Context(_settings())
     try:
@@ -100,22 +95,28 @@ def run_sweep(args) -> int:
         note = " (failed; see the log)" if swept.failed else ""
         late = f", {swept.late} late" if swept.late else ""
         print(f"{kind}: {swept.deleted} deleted, {swept.bytes} bytes{late}{note}")
-    return EXIT_FAIL if any(s.failed for s in result.values()) else EXIT_OK
+    failed = [str(kind) for kind, swept in result.items() if swept.failed]
+    if failed:
+        raise CommandFailed(f"the sweep of {', '.join(failed)} failed; see the log")
 
 
-def run_keys(args) -> int:
-    from .records import Records  # noqa: PLC0415
-    from .report import format_time  # noqa: PLC0415
+def _records(settings):
+    from .records import Records
 
-    settings = _settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    records = Records(settings.database_url)
+    return Records(settings.database_url)
+
+
+def run_keys(args) -> None:
+    from .report import format_time
+
+    records = _records(_settings())
     try:
         if args.keys_command == "create":
             try:
                 key_id, plaintext = records.create_key(args.name)
             except ValueError as exc:
-                return _fail(str(exc), EXIT_USAGE)
+                raise CommandFailed(str(exc), Exit.USAGE) from None
             print(f"created key {key_id} ({args.name.strip()}); it is shown only now:")
             print(plaintext)
         elif args.keys_command == "list":
@@ -127,42 +128,23 @@ def run_keys(args) -> int:
                 print(f"{row['prefix']}  {row['name']}  created {format_time(row['created'])}  "
                       f"last used {format_time(row['last_used'])}  {state}")
         elif not records.revoke_key(args.prefix):
-            return _fail("no active key has that prefix", EXIT_FAIL)
+            raise CommandFailed("no active key has that prefix")
         else:
             print("revoked")
     finally:
         records.close()
-    return EXIT_OK
 
 
-def run_report(args) -> int:
-    from .records import Records  # noqa: PLC0415
-    from .report import parse_since, render  # noqa: PLC0415
+def run_report(args) -> None:
+    from .report import parse_since, render
 
     try:
         since = parse_since(args.since)
     except ValueError as exc:
-        return _fail(str(exc), EXIT_USAGE)
-    settings = _settings()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    records = Records(settings.database_url)
+        raise CommandFailed(str(exc), Exit.USAGE) from None
+    records = _records(_settings())
     try:
         rows = records.ledger(since) if args.rows else records.purge_summary(since)
     finally:
         records.close()
     sys.stdout.write(render(rows, args.format, rows_kind="ledger" if args.rows else "summary"))
-    return EXIT_OK
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="ephemesh")
-    register(parser.add_subparsers(dest="command", required=True, metavar="COMMAND"))
-    args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        return 130
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

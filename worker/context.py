@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 
+import redis
+
 from .config import Settings
 from .records import Records
 from .store import open_store
@@ -16,8 +18,6 @@ class Context:
 
     @functools.cached_property
     def redis(self):
-        import redis  # noqa: PLC0415
-
         return redis.Redis.from_url(self.settings.effective_redis_url)
 
     @functools.cached_property

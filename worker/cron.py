@@ -14,6 +14,9 @@ import signal
 import threading
 import time
 
+from redis.exceptions import RedisError
+from rq.cron import CronScheduler
+
 from .context import Context
 from .sweeper import sweep, sweep_job
 
@@ -21,8 +24,6 @@ log = logging.getLogger("ephemesh.cron")
 
 
 def _scheduler(ctx):
-    from rq.cron import CronScheduler  # noqa: PLC0415
-
     settings = ctx.settings
     period = settings.sweep_seconds
     scheduler = CronScheduler(connection=ctx.redis, name=f"ephemesh-cron-{int(time.time())}")
@@ -37,8 +38,6 @@ def _scheduler(ctx):
 
 def run(settings=None, stop: threading.Event | None = None) -> None:
     """Run until ``stop`` is set, SIGINT or SIGTERM."""
-    from redis.exceptions import RedisError  # noqa: PLC0415
-
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):

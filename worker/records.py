@@ -17,6 +17,8 @@ import secrets
 import time
 from pathlib import Path
 
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -32,11 +34,15 @@ from sqlalchemy import (
     delete,
     func,
     insert,
+    inspect,
     select,
     update,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
+from sqlalchemy.schema import CreateColumn
+
+from .states import BATCH_ENDED, BATCH_LIVE, ENDED, LIVE, WAITING, BatchStatus, JobStatus
 
 metadata = MetaData()
 
@@ -48,7 +54,7 @@ jobs = Table(
     Column("seq", Integer, nullable=False, default=0),  # a batch job's place in the listing
     Column("created", Float, nullable=False),
     Column("deadline", Float, nullable=False),
-    Column("status", String(16), nullable=False),  # queued running choosing done failed deleted
+    Column("status", String(16), nullable=False),  # a states.JobStatus
     Column("pick", Boolean, nullable=False, default=False),  # stop to let the owner choose a series
     Column("input_bytes", BigInteger, nullable=False, default=0),
     Column("error_code", String(64)),
@@ -64,7 +70,7 @@ batches = Table(
     Column("owner", String(128), nullable=False, index=True),
     Column("created", Float, nullable=False),
     Column("deadline", Float, nullable=False),
-    Column("status", String(16), nullable=False),  # splitting ready failed deleted
+    Column("status", String(16), nullable=False),  # a states.BatchStatus
     Column("error_code", String(64)),
     Column("error_message", String(300)),
 )
@@ -72,14 +78,14 @@ batches = Table(
 purge_ledger = Table(
     "purge_ledger", metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("kind", String(32), nullable=False),  # input result redis-job access-log
+    Column("kind", String(32), nullable=False),  # a states.Kind
     Column("object_id", String(64), nullable=False),
     Column("count", Integer, nullable=False, default=1),  # keys or rows deleted under this id
     Column("bytes", BigInteger, nullable=False, default=0),
     Column("created", Float),
     Column("deadline", Float),
     Column("deleted", Float, nullable=False),
-    Column("reason", String(16), nullable=False),  # converted expired user-request failed
+    Column("reason", String(16), nullable=False),  # a states.Reason
     Column("late", Boolean, nullable=False, default=False),
     UniqueConstraint("kind", "object_id", name="uq_ledger_object"),
 )
@@ -146,6 +152,12 @@ KEY_PREFIX = "emk_"
 LATE_AFTER_S = 1.0
 
 
+def is_late(deadline, when) -> bool:
+    """Whether a thing deleted at ``when`` went late (the one rule for the
+    ledger's ``late`` and the sweeper's counts)."""
+    return deadline is not None and when > deadline + LATE_AFTER_S
+
+
 def _create_tables(engine, attempts=5):
     """Create missing tables.  Processes starting together (web, workers,
     cron) race to create them; whoever loses sees "already exists" and
@@ -164,9 +176,6 @@ def _create_tables(engine, attempts=5):
 def _add_missing_columns(engine):
     """Add columns a newer ephemesh defines to tables an older one created
     (only columns with a default or NULL allowed are ever added)."""
-    from sqlalchemy import inspect  # noqa: PLC0415
-    from sqlalchemy.schema import CreateColumn  # noqa: PLC0415
-
     present = inspect(engine)
     for table in metadata.sorted_tables:
         have = {c["name"] for c in present.get_columns(table.name)}
@@ -205,7 +214,8 @@ class Records:
                 input_bytes=0):
         with self.engine.begin() as c:
             c.execute(insert(jobs).values(id=job_id, owner=owner, batch_id=batch_id, seq=int(seq),
-                                          created=created, deadline=deadline, status="queued",
+                                          created=created, deadline=deadline,
+                                          status=JobStatus.QUEUED,
                                           pick=bool(pick), input_bytes=int(input_bytes)))
 
     def set_job(self, job_id, *, only_if=None, **values) -> bool:
@@ -217,11 +227,11 @@ class Records:
             return c.execute(q.values(**values)).rowcount > 0
 
     def finish_job(self, job_id, report: dict) -> bool:
-        return self.set_job(job_id, only_if=("queued", "running"), status="done",
+        return self.set_job(job_id, only_if=WAITING, status=JobStatus.DONE,
                             report=json.dumps(report), finished=time.time(), series=None)
 
     def fail_job(self, job_id, code, message) -> bool:
-        return self.set_job(job_id, only_if=("queued", "running", "choosing"), status="failed",
+        return self.set_job(job_id, only_if=LIVE, status=JobStatus.FAILED,
                             error_code=code, error_message=message[:300], finished=time.time(),
                             series=None)
 
@@ -239,7 +249,7 @@ class Records:
         """Jobs still queued, running or choosing whose input deadline is before ``due_before``."""
         with self.engine.connect() as c:
             return _rows(c.execute(select(jobs).where(
-                jobs.c.status.in_(["queued", "running", "choosing"]),
+                jobs.c.status.in_(LIVE),
                 jobs.c.deadline < due_before)))
 
     def jobs_since(self, since):
@@ -254,18 +264,16 @@ class Records:
         opaque ids, codes and a report; nothing needs them once long ended)."""
         with self.engine.begin() as c:
             n = c.execute(delete(jobs).where(jobs.c.created < older_than,
-                                             jobs.c.status.in_(["done", "failed", "deleted"]))
-                          ).rowcount
+                                             jobs.c.status.in_(ENDED))).rowcount
             n += c.execute(delete(batches).where(batches.c.created < older_than,
-                                                 batches.c.status.in_(["ready", "failed",
-                                                                       "deleted"]))).rowcount
+                                                 batches.c.status.in_(BATCH_ENDED))).rowcount
         return n
 
     # ---------------------------------------------------------------- batches
     def add_batch(self, batch_id, owner, created, deadline):
         with self.engine.begin() as c:
             c.execute(insert(batches).values(id=batch_id, owner=owner, created=created,
-                                             deadline=deadline, status="splitting"))
+                                             deadline=deadline, status=BatchStatus.SPLITTING))
 
     def set_batch(self, batch_id, *, only_if=None, **values) -> bool:
         q = update(batches).where(batches.c.id == batch_id)
@@ -273,6 +281,10 @@ class Records:
             q = q.where(batches.c.status.in_(list(only_if)))
         with self.engine.begin() as c:
             return c.execute(q.values(**values)).rowcount > 0
+
+    def fail_batch(self, batch_id, code, message) -> bool:
+        return self.set_batch(batch_id, only_if=BATCH_LIVE, status=BatchStatus.FAILED,
+                              error_code=code, error_message=message[:300])
 
     def batch(self, batch_id):
         with self.engine.connect() as c:
@@ -285,44 +297,50 @@ class Records:
         with self.engine.connect() as c:
             return _rows(c.execute(select(jobs.c.id, jobs.c.status, jobs.c.deadline,
                                           jobs.c.created).where(
-                jobs.c.status.in_(["queued", "running"]), jobs.c.created < created_before,
+                jobs.c.status.in_(WAITING), jobs.c.created < created_before,
                 jobs.c.deadline > due_after)))
 
     def waiting_batches(self, created_before, due_after):
         with self.engine.connect() as c:
             return _rows(c.execute(select(batches.c.id, batches.c.status, batches.c.deadline,
                                           batches.c.created).where(
-                batches.c.status == "splitting", batches.c.created < created_before,
+                batches.c.status.in_(BATCH_LIVE), batches.c.created < created_before,
                 batches.c.deadline > due_after)))
 
     def unfinished_batches(self, due_before):
         with self.engine.connect() as c:
-            return _rows(c.execute(select(batches).where(batches.c.status == "splitting",
+            return _rows(c.execute(select(batches).where(batches.c.status.in_(BATCH_LIVE),
                                                          batches.c.deadline < due_before)))
 
     # ---------------------------------------------------------------- ledger
     def record_deletion(self, kind, object_id, size, created, deadline, reason, *, count=1,
-                        now=None) -> bool:
+                        now=None, also=()) -> bool:
         """Write one ledger row; False when that object was already recorded
         (so two sweepers racing for one object write one row).
 
-        A result's row also turns its job, if ``done``, into ``deleted``
-        without its report, in the same transaction: the job row and the
-        ledger never disagree, not even after a crash."""
+        ``also``: updates that belong to the deletion (``model_gone``), run
+        in the same transaction, so they are written with the row or not at
+        all: the ledger and the rows it speaks of never disagree, not even
+        after a crash.  ``worker.retention`` says which deletion needs which."""
         now = time.time() if now is None else now
-        late = deadline is not None and now > deadline + LATE_AFTER_S
         try:
             with self.engine.begin() as c:
                 c.execute(insert(purge_ledger).values(
                     kind=kind, object_id=object_id, count=int(count), bytes=int(size or 0),
                     created=created, deadline=deadline, deleted=now, reason=reason,
-                    late=bool(late)))
-                if kind == "result":  # the model has gone
-                    c.execute(update(jobs).where(jobs.c.id == object_id, jobs.c.status == "done")
-                              .values(status="deleted", report=None))
+                    late=is_late(deadline, now)))
+                for statement in also:
+                    c.execute(statement)
         except IntegrityError:
             return False
         return True
+
+    @staticmethod
+    def model_gone(job_id):
+        """The update that turns a ``done`` job whose model went into
+        ``deleted``, its report (the model's measures) dropped with it."""
+        return (update(jobs).where(jobs.c.id == job_id, jobs.c.status == JobStatus.DONE)
+                .values(status=JobStatus.DELETED, report=None))
 
     def recorded(self, kind, object_id) -> bool:
         with self.engine.connect() as c:
@@ -464,8 +482,6 @@ class Records:
     # ---------------------------------------------------------------- admins
     def add_admin(self, name, password):
         """Create (or reset the password of) an admin account; argon2id hash."""
-        from argon2 import PasswordHasher  # noqa: PLC0415
-
         name = (name or "").strip()
         if not name or len(name) > 80:
             raise ValueError("an admin name is 1 to 80 characters")
@@ -481,16 +497,13 @@ class Records:
         self.audit("admin-added" if not done else "admin-password-reset", "cli", {"admin": name})
 
     def verify_admin(self, name, password) -> bool:
-        from argon2 import PasswordHasher  # noqa: PLC0415
-        from argon2.exceptions import InvalidHashError, VerificationError  # noqa: PLC0415
-
         with self.engine.connect() as c:
             row = c.execute(select(admins).where(admins.c.name == name)).mappings().first()
         hasher = PasswordHasher()
         if row is None:
             # spend the same time as a real check, so names cannot be probed by timing
             try:
-                hasher.verify(_DUMMY_HASH(), password or "")
+                hasher.verify(_dummy_hash(), password or "")
             except (VerificationError, InvalidHashError):
                 pass
             return False
@@ -506,7 +519,5 @@ class Records:
 
 
 @functools.lru_cache(maxsize=1)
-def _DUMMY_HASH():  # noqa: N802
-    from argon2 import PasswordHasher  # noqa: PLC0415
-
+def _dummy_hash():
     return PasswordHasher().hash(secrets.token_hex(16))

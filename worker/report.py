@@ -1,5 +1,10 @@
-"""Purge reports as a table, CSV or JSON (``ephemesh report purges``; the
-admin pages use the same rows)."""
+"""Purge reports as a table, CSV or JSON: the one renderer of ``ephemesh
+report purges`` and of the admin pages' CSV and JSON downloads.
+
+A summary row is one day, kind and reason; its ``late`` counts the late
+deletions in it.  A ledger row is one deletion; its ``late`` is a flag
+(``LATE`` in the table, 1 or 0 in CSV, true or false in JSON).
+"""
 
 from __future__ import annotations
 
@@ -10,9 +15,11 @@ import json
 import re
 import time
 
-SUMMARY_COLUMNS = ("day", "kind", "reason", "count", "bytes", "oldest_age_s", "late")
-LEDGER_COLUMNS = ("deleted", "kind", "object_id", "reason", "count", "bytes", "created",
-                  "deadline", "late")
+COLUMNS = {
+    "summary": ("day", "kind", "reason", "count", "bytes", "oldest_age_s", "late"),
+    "ledger": ("deleted", "kind", "object_id", "reason", "count", "bytes", "created", "deadline",
+               "late"),
+}
 _AGE = re.compile(r"^(\d+)([dhm])$")
 
 
@@ -49,18 +56,25 @@ def _cell(column, value, rows_kind):
     return "" if value is None else str(value)
 
 
+def as_records(rows, rows_kind="summary") -> list[dict]:
+    """The rows with the report's columns only, ``late`` a count (summary)
+    or a flag (ledger): what JSON holds."""
+    late = bool if rows_kind == "ledger" else (lambda n: int(n or 0))
+    return [{c: late(r.get(c)) if c == "late" else r.get(c) for c in COLUMNS[rows_kind]}
+            for r in rows]
+
+
 def render(rows, fmt="table", rows_kind="summary") -> str:
     """Render summary (or ledger) rows as ``table``, ``csv`` or ``json``."""
-    columns = SUMMARY_COLUMNS if rows_kind == "summary" else LEDGER_COLUMNS
+    columns = COLUMNS[rows_kind]
     if fmt == "json":
-        return json.dumps([{c: r.get(c) for c in columns} for r in rows], indent=1) + "\n"
+        return json.dumps(as_records(rows, rows_kind), indent=1) + "\n"
     if fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
         writer.writerow(columns)
-        for r in rows:
-            writer.writerow([r.get(c) if c not in ("late",) else int(bool(r.get(c)))
-                             for c in columns])
+        for r in as_records(rows, rows_kind):
+            writer.writerow([int(v) if isinstance(v, bool) else v for v in r.values()])
         return buf.getvalue()
     if not rows:
         return "nothing deleted in this period\n"

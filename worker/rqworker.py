@@ -14,13 +14,22 @@ process, Redis or the database included).  ``run_pool`` runs N of them
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import resource
 
+import redis
 from rq import Worker
+from rq.worker_pool import WorkerPool
 
-from converter import silence_pydicom_for_good as quiet_pydicom
+from converter import silence_pydicom_for_good
+
+from .config import Settings
+from .context import Context
+from .retention import delete_stored
+from .states import BATCH_LIVE, WAITING, Kind, Reason
+from .submit import SPLIT, object_of
 
 #: how often a busy worker checks on its work horse and renews its heartbeat
 JOB_MONITORING_INTERVAL = 10
@@ -34,9 +43,8 @@ def preload() -> None:
     """Import the converter and its compiled kernels in the worker, once:
     every work horse is a fork of it and starts with them loaded (the imports
     of pydicom, numpy and the converter: ~0.3 s a job)."""
-    import converter.loading  # noqa: F401, PLC0415
-    import converter.marching  # noqa: F401, PLC0415
-    import converter.series  # noqa: F401, PLC0415
+    for name in ("converter.loading", "converter.marching", "converter.series"):
+        importlib.import_module(name)
 
 
 def address_space() -> int | None:
@@ -72,10 +80,8 @@ class EphemeshWorker(Worker):
         kwargs.setdefault("maintenance_interval", MAINTENANCE_INTERVAL)
         kwargs.setdefault("job_monitoring_interval", JOB_MONITORING_INTERVAL)
         super().__init__(*args, **kwargs)
-        quiet_pydicom()
+        silence_pydicom_for_good()
         preload()
-        from .config import Settings  # noqa: PLC0415
-
         # run_pool puts the pool's share in the environment; one worker alone takes its own
         self.job_memory = Settings.from_env().job_memory(workers=1)
 
@@ -117,25 +123,18 @@ CRASHED = ("worker_crashed",
 def record_crash(job) -> None:
     """Mark the job (or batch) of a crashed RQ job failed, if it still waits;
     its upload goes first, as when a conversion fails."""
-    from .context import Context  # noqa: PLC0415
-    from .submit import object_of  # noqa: PLC0415
-    from .tasks import LIVE, delete_recorded  # noqa: PLC0415
-
     object_id = object_of(job.id)
-    batch = job.func_name.endswith("split_batch")
+    batch = job.func_name == SPLIT
     ctx = Context()
     try:
-        row, live = ((ctx.records.batch(object_id), ("splitting",)) if batch
-                     else (ctx.records.job(object_id), LIVE))
+        row, live, fail = ((ctx.records.batch(object_id), BATCH_LIVE, ctx.records.fail_batch)
+                           if batch else (ctx.records.job(object_id), WAITING,
+                                          ctx.records.fail_job))
         if row is None or row["status"] not in live:
             return  # ended, or waiting for its owner's choice: not this crash's to end
-        delete_recorded(ctx, "input", object_id, "failed")
-        if batch:
-            ctx.records.set_batch(object_id, only_if=live, status="failed",
-                                  error_code=CRASHED[0], error_message=CRASHED[1])
-        else:
-            ctx.records.fail_job(object_id, *CRASHED)
-    except Exception:  # noqa: BLE001 - the sweeper expires it at its deadline anyway
+        delete_stored(ctx, Kind.INPUT, object_id, Reason.FAILED)
+        fail(object_id, *CRASHED)
+    except Exception:  # the sweeper expires it at its deadline anyway
         logging.getLogger("ephemesh.worker").error("job %s: could not record a crash", job.id)
     finally:
         ctx.close()
@@ -144,10 +143,7 @@ def record_crash(job) -> None:
 def run_pool(settings, workers: int, *, burst: bool = False) -> None:
     """Run ``workers`` worker processes on the conversion and maintenance
     queues until SIGINT/SIGTERM (or, with ``burst``, until the queues are empty)."""
-    import redis  # noqa: PLC0415
-    from rq.worker_pool import WorkerPool  # noqa: PLC0415
-
-    quiet_pydicom()
+    silence_pydicom_for_good()
     logging.getLogger("rq").setLevel(logging.INFO)
     # each worker's horse may take this much memory and this many threads (read at start)
     os.environ["EPHEMESH_JOB_MEMORY_MB"] = str(max(1, settings.job_memory(workers) >> 20))

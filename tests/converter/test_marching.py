@@ -335,9 +335,9 @@ def test_huge_boxes_number_per_slab_and_give_int64_faces(monkeypatch):
 def test_kernel_arrays_own_their_memory_and_bad_calls_raise():
     """The extension hands its C buffers to numpy: the arrays outlive the
     buffers' object; a wrong box or workspace is refused, never read past."""
-    import gc  # noqa: PLC0415
+    import gc
 
-    from converter import _marching  # noqa: PLC0415
+    from converter import _marching
 
     vol = np.zeros((4, 5, 6), np.int16)
     vol[1:3, 1:4, 2:5] = 10

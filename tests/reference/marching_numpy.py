@@ -255,6 +255,6 @@ def _face_decisions(volume, level, cz, cy, cx, cfg):
     return joined
 
 
-def EDGE_KEY_OFFSET(yn, xn):  # noqa: N802 - a small table, named like one
+def EDGE_KEY_OFFSET(yn, xn):
     """Linear-index offset of each local edge's base corner in a (., yn, xn) grid."""
     return (EDGE_BASE[:, 0] * yn + EDGE_BASE[:, 1]) * xn + EDGE_BASE[:, 2]

@@ -3,33 +3,18 @@ API keys, real RQ worker processes, generated DICOM uploads."""
 
 from __future__ import annotations
 
-import io
-import re
-import zipfile
-from pathlib import Path
-
 import pytest
 
 from tests import dicomgen as G
-from tests.waiting import wait_for  # noqa: F401 - used by the test modules
+from tests.helpers import make_settings, zip_bytes
 from web import create_app
 from worker.config import Settings
-
-
-def make_settings(root: Path, redis_url: str, **env) -> Settings:
-    base = {
-        "EPHEMESH_DATA_DIR": str(root / "data"),
-        "EPHEMESH_REDIS_URL": redis_url,
-        "EPHEMESH_STORE": str(root / "store"),
-        "EPHEMESH_RETENTION_SECONDS": "900",
-    }
-    base.update({k: str(v) for k, v in env.items()})
-    return Settings.from_env(base)
+from worker.runtime import Runtime
 
 
 @pytest.fixture
 def settings(tmp_path, redis_url) -> Settings:
-    return make_settings(tmp_path, redis_url)
+    return make_settings(tmp_path, redis_url, retention=900)
 
 
 @pytest.fixture
@@ -75,29 +60,11 @@ def auth(api_key) -> dict:
 @pytest.fixture
 def workers(settings, tmp_path):
     """One real RQ worker process (no cron) for this test's settings."""
-    from worker.runtime import Runtime  # noqa: PLC0415
-
-    log = open(tmp_path / "workers.log", "ab")  # noqa: SIM115
-    runtime = Runtime(settings).start(workers=1, cron=False, stderr=log)
+    with open(tmp_path / "workers.log", "ab") as log:
+        runtime = Runtime(settings).start(workers=1, cron=False, stderr=log)
     runtime.log_path = tmp_path / "workers.log"
     yield runtime
     runtime.stop(grace=10)
-    log.close()
-
-
-def csrf_token(client, path="/") -> str:
-    html = client.get(path).get_data(as_text=True)
-    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
-
-
-def zip_bytes(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, data in files.items():
-            zf.writestr(name, data)
-    return buf.getvalue()
-
-
 
 
 @pytest.fixture(scope="session")
@@ -120,9 +87,3 @@ def two_series_zip(tmp_path_factory) -> bytes:
     return zip_bytes({f"{p.parent.name}/{p.name}": p.read_bytes()
                       for p in sorted(root.rglob("*.dcm"))})
 
-
-def store_objects(settings) -> list[Path]:
-    """Everything in the directory store (input and result objects, leftovers)."""
-    root = Path(settings.store)
-    return [p for kind in ("input", "result") if (root / kind).exists()
-            for p in (root / kind).iterdir()]

@@ -1,5 +1,7 @@
 """``ephemesh serve`` as a child process for the tests that need the whole
-service: web through waitress, workers, cron and a private Redis."""
+service: web through waitress, workers, cron and a private Redis.  With
+``slow_by`` it is the slow ephemesh of ``tests/slow.py`` (its conversions
+sleep after each progress report)."""
 
 from __future__ import annotations
 
@@ -11,9 +13,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import free_port
+import psutil
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests import slow
+from tests.helpers import ROOT, free_port
 
 
 def ephemesh_script() -> str:
@@ -24,7 +27,7 @@ def ephemesh_script() -> str:
 
 
 class Served:
-    def __init__(self, root: Path, workers: int = 1, **env):
+    def __init__(self, root: Path, workers: int = 1, slow_by=None, **env):
         self.root = root
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -35,13 +38,16 @@ class Served:
                          **{k: str(v) for k, v in env.items()}})
         # the installed console script, run from outside the checkout: what a
         # user runs (a stale editable install shows up here, not in a user's hands)
-        self.args = [ephemesh_script(), "serve", "--port", str(self.port),
-                     "--workers", str(workers)]
+        command = [ephemesh_script()]
+        if slow_by:
+            command = slow.command(slow_by)
+            self.env["PYTHONPATH"] = str(ROOT)  # for `tests.slow`, from outside the checkout
+        self.args = [*command, "serve", "--port", str(self.port), "--workers", str(workers)]
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60) -> Served:
         self.root.mkdir(parents=True, exist_ok=True)
-        self._log = open(self.log_path, "ab")  # noqa: SIM115
+        self._log = open(self.log_path, "ab")  # open while the service runs
         self.proc = subprocess.Popen(self.args, env=self.env, cwd=self.root, stdout=self._log,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         end = time.monotonic() + timeout
@@ -61,8 +67,6 @@ class Served:
         if self.proc is None:
             return 0
         if self.proc.poll() is None:
-            import psutil  # noqa: PLC0415
-
             # the private Redis runs in a session of its own: known by pid, not group
             children = psutil.Process(self.proc.pid).children(recursive=True)
             self.proc.send_signal(signal.SIGTERM)

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 import redis
 
-from tests.web.conftest import csrf_token, store_objects, zip_bytes
+from tests.helpers import csrf_token, store_objects, zip_bytes
 
 MB = 1024 * 1024
 

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.conftest import csrf_token
+from tests.helpers import csrf_token
+from web import purge_chart
+from worker.records import Records
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -76,12 +78,10 @@ def test_purge_report_table_chart_and_downloads(admin, records):
 def test_the_chart_is_a_calendar(records):
     """One day with deletions is one slim bar on a week's axis (not a bar
     across the whole chart); days without deletions are gaps."""
-    from web import reports
-
     now = time.time()
     records.record_deletion("input", "job-c-000003", 10, now - 60, now + 3540, "converted",
                             now=now)
-    chart = reports.chart(reports.rows(records, 30))
+    chart = purge_chart.chart(records.purge_summary(now - 30 * 86400))
     assert len(chart["bars"]) == 1 and len(chart["labels"]) == 7
     assert chart["bars"][0]["w"] <= chart["plot_w"] / 7
     assert chart["labels"][-1]["text"] == time.strftime("%m-%d", time.gmtime(now))
@@ -149,8 +149,6 @@ def test_cli_admin_add_reads_the_password_without_echo(settings):
                           capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert "a long enough secret" not in proc.stdout + proc.stderr
-    from worker.records import Records
-
     records = Records(settings.database_url)
     try:
         assert records.verify_admin("ops", "a long enough secret")

@@ -1,9 +1,12 @@
 """API v1 through the Flask test client, with real RQ workers converting."""
 
 import io
+import json
 import zipfile
 
-from tests.web.conftest import store_objects, wait_for
+from tests.helpers import csrf_token, make_settings, store_objects, wait_for
+from web import create_app
+from worker.runtime import Runtime
 
 
 def _post_job(client, auth, files, **fields):
@@ -154,7 +157,7 @@ def test_a_batch_makes_one_job_per_series_and_zips_the_results(client, auth, wor
         assert len(stls) == 2 and "manifest.json" in names
         for name in stls:
             assert zf.read(name)[:8] == b"ephemesh"
-        manifest = __import__("json").loads(zf.read("manifest.json"))
+        manifest = json.loads(zf.read("manifest.json"))
     # the manifest says which series each model is (safely: sizes, no UIDs)
     assert sorted(e["series"]["slices"] for e in manifest["jobs"]) == [16, 20]
     assert sorted(e["file"] for e in manifest["jobs"]) == sorted(stls)
@@ -197,15 +200,10 @@ def test_a_model_gone_at_its_deadline_is_deleted_to_its_owner(tmp_path, redis_ur
     """The sweeper deletes a model at its deadline without touching the job's
     status: the API and the job page must then say "deleted", not "done"
     with a download that answers 410."""
-    from tests.web.conftest import csrf_token, make_settings
-    from web import create_app
-    from worker.runtime import Runtime
-
-    settings = make_settings(tmp_path, redis_url, EPHEMESH_RETENTION_SECONDS=10,
-                             EPHEMESH_SWEEP_SECONDS=1)
+    settings = make_settings(tmp_path, redis_url, retention=10, sweep=1)
     app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings, "SECRET_KEY": "k"})
-    log = open(tmp_path / "runtime.log", "ab")  # noqa: SIM115
-    runtime = Runtime(settings).start(workers=1, cron=True, stderr=log)
+    with open(tmp_path / "runtime.log", "ab") as log:
+        runtime = Runtime(settings).start(workers=1, cron=True, stderr=log)
     try:
         client = app.test_client()
         auth = {"Authorization": f"Bearer {app.extensions['ephemesh.service'].records.create_key('k')[1]}"}
@@ -227,5 +225,4 @@ def test_a_model_gone_at_its_deadline_is_deleted_to_its_owner(tmp_path, redis_ur
         assert client.get(page_url + "/status").json["status"] == "deleted"
     finally:
         runtime.stop(grace=10)
-        log.close()
         app.extensions["ephemesh.service"].close()

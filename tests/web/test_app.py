@@ -4,7 +4,7 @@ privacy page read from the running configuration, three.js served locally."""
 import re
 from pathlib import Path
 
-from tests.web.conftest import make_settings
+from tests.helpers import make_settings
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 
@@ -57,8 +57,7 @@ def test_wrong_method_is_405_with_allow(client):
 def test_privacy_page_reads_the_running_configuration(tmp_path, redis_url):
     from web import create_app
 
-    settings = make_settings(tmp_path, redis_url, EPHEMESH_RETENTION_SECONDS=1800,
-                             EPHEMESH_ACCESS_LOG_DAYS=14)
+    settings = make_settings(tmp_path, redis_url, retention=1800, access_days=14)
     app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings})
     try:
         html = app.test_client().get("/privacy").get_data(as_text=True)

@@ -2,9 +2,13 @@
 job page in each state, choosing a series, download, delete now."""
 
 import io
+import json
 import re
 
-from tests.web.conftest import csrf_token, store_objects, wait_for
+from converter import PRESETS
+from converter.options import OPTIONS
+from tests.helpers import csrf_token, store_objects, wait_for
+from worker.states import WAITING
 
 
 def _upload(client, parts, **fields):
@@ -26,6 +30,26 @@ def test_upload_page_offers_folder_zip_presets_and_options(client):
     for preset in ("bone", "skin", "soft-tissue", "teeth", "airway", "auto"):
         assert f'value="{preset}"' in html
     assert 'name="csrf_token"' in html
+
+
+def test_the_upload_pages_bounds_and_labels_are_the_converters(client):
+    """The page's smoothing field takes what the converter takes (it once
+    capped it at 100 while the converter allowed 500), and the presets carry
+    their labels from the converter."""
+    html = client.get("/").get_data(as_text=True)
+    smooth = OPTIONS["smooth"]
+    field = re.search(r'<input id="smooth"[^>]*>', html).group(0)
+    assert f'min="{smooth.minimum}"' in field and f'max="{smooth.maximum}"' in field
+    for name, preset in PRESETS.items():
+        assert f'<option value="{name}">{preset.label}</option>' in html
+
+
+def test_the_job_page_takes_its_states_from_the_server(client, series_files):
+    job_url = _upload(client, series_files).headers["Location"]
+    html = client.get(job_url).get_data(as_text=True)
+    waiting = re.search(r"data-waiting='([^']*)'", html).group(1)
+    assert json.loads(waiting) == sorted(WAITING)
+    assert "Reading the scan" in re.search(r"data-stages='([^']*)'", html).group(1)
 
 
 def test_upload_converts_and_the_job_page_shows_everything(client, workers, series_files,

@@ -9,14 +9,18 @@ import json
 import re
 import secrets
 import sqlite3
-import time
 import zipfile
+from dataclasses import dataclass, field
 
+import pytest
 import redis
 import requests
 
 from tests import dicomgen as G
+from tests.helpers import wait_for
 from tests.web.served import Served
+from worker.config import Settings
+from worker.records import Records
 
 
 def _canaries():
@@ -57,175 +61,224 @@ def _zip(files, member):
     return buf.getvalue()
 
 
-def _wait(get, timeout=90):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        view = get()
-        if view["status"] in ("done", "failed", "choosing", "ready"):
-            return view
-        time.sleep(0.3)
-    raise AssertionError("job did not finish")
+def _ended(get, timeout=90):
+    """The job (or batch) view once it has ended, or waits for a choice."""
+    return wait_for(lambda: (v := get())["status"] in ("done", "failed", "choosing", "ready")
+                    and v, timeout, "the job to finish")
 
 
-def test_no_canary_reaches_any_sink(tmp_path):
-    served = Served(tmp_path / "svc", workers=1).start()
-    plants, headers_seen, bodies = [], [], []
+@dataclass
+class Run:
+    """One served instance that took every kind of upload, and what it left."""
+
+    root: object
+    base: str = ""
+    auth: dict = field(default_factory=dict)
+    plants: list = field(default_factory=list)
+    headers_seen: list = field(default_factory=list)
+    bodies: list = field(default_factory=list)
+    stl_headers: bytes = b""
+    batch_text: str = ""
+    # after the run
+    exit_code: int | None = None
+    tables: list = field(default_factory=list)
+    sinks: dict = field(default_factory=dict)
+    planted: list = field(default_factory=list)
+
+    def keep(self, resp):
+        self.headers_seen.append(dict(resp.headers))
+        if resp.headers.get("Content-Type", "").startswith(("application/json",
+                                                             "application/problem", "text/")):
+            self.bodies.append(resp.text)
+        return resp
+
+    def plant(self):
+        c = _canaries()
+        self.plants.append(c)
+        return c
+
+
+def _through_the_browser(run, tmp_path):
+    """1. a folder upload (file names are canaries), converted and fetched;
+    1b. two series of one study: listed, one chosen, converted."""
+    keep, base = run.keep, run.base
+    c = run.plant()
+    files = _series(tmp_path, c, 1)
+    browser = requests.Session()
+    page = keep(browser.get(base + "/")).text
+    token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
+    resp = keep(browser.post(base + "/jobs", data={"csrf_token": token, "preset": "bone"},
+                             files=[("files", (f"{c['file_name']}-{i}.dcm", f))
+                                    for i, f in enumerate(files)],
+                             allow_redirects=False))
+    assert resp.status_code == 303
+    job_url = base + resp.headers["Location"]
+    view = _ended(lambda: keep(browser.get(job_url + "/status")).json())
+    assert view["status"] == "done"
+    keep(browser.get(job_url))
+    run.stl_headers += keep(browser.get(job_url + "/model.stl")).content[:80]
+    # query strings, paths and request headers holding canaries
+    keep(browser.get(job_url + f"?name={c['patient_name']}",
+                     headers={"User-Agent": c["patient_id"], "X-Forwarded-For": c["accession"],
+                              "Referer": f"http://x/{c['file_name']}"}))
+    keep(browser.get(base + f"/{c['file_name']}/x"))
+
+    c = run.plant()
+    files = _series(tmp_path, c, 5) + _series(tmp_path, c, 5, "box", second=True)
+    resp = keep(browser.post(base + "/jobs", data={"csrf_token": token},
+                             files=[("files", (f"{c['file_name']}-{i}.dcm", f))
+                                    for i, f in enumerate(files)],
+                             allow_redirects=False))
+    pick_url = base + resp.headers["Location"]
+    assert _ended(lambda: keep(browser.get(pick_url + "/status")).json())["status"] == "choosing"
+    listing = keep(browser.get(pick_url)).text
+    assert "Several series were found" in listing
+    keep(browser.post(pick_url + "/series", data={"csrf_token": token, "series": "2"}))
+    assert _ended(lambda: keep(browser.get(pick_url + "/status")).json())["status"] == "done"
+    keep(browser.get(pick_url))
+
+
+def _through_the_api(run, tmp_path):
+    """2. a zip whose member names are canaries, converted; a batch."""
+    keep, base, auth = run.keep, run.base, run.auth
+    c = run.plant()
+    resp = keep(requests.post(base + "/api/v1/jobs", headers=auth, data={"preset": "bone"},
+                              files=[("files", (f"{c['file_name']}.zip",
+                                                _zip(_series(tmp_path, c, 2), c["member_name"])))]))
+    assert resp.status_code == 202
+    job = resp.json()
+    view = _ended(lambda: keep(requests.get(base + job["links"]["self"], headers=auth)).json())
+    assert view["status"] == "done"
+    run.stl_headers += keep(requests.get(base + job["links"]["result"], headers=auth)).content[:80]
+    keep(requests.delete(base + job["links"]["self"], headers=auth))
+    c = run.plant()
+    two = _series(tmp_path, c, 3) + _series(tmp_path, c, 3, "box", second=True)
+    resp = keep(requests.post(base + "/api/v1/batches", headers=auth,
+                              files=[("files", (f"{c['file_name']}.zip",
+                                                _zip(two, c["member_name"])))]))
+    assert resp.status_code == 202
+    batch = resp.json()
+
+    def batch_done():
+        view = keep(requests.get(base + batch["links"]["self"], headers=auth)).json()
+        ended = view["status"] == "ready" and len(view["jobs"]) == 2 and all(
+            j["status"] in ("done", "failed") for j in view["jobs"])
+        return dict(view, status="done" if ended else "splitting")
+
+    _ended(batch_done)
+    archive = keep(requests.get(base + batch["links"]["result"], headers=auth)).content
+    with zipfile.ZipFile(io.BytesIO(archive)) as zf:
+        run.batch_text = "\n".join(zf.namelist()) + zf.read("manifest.json").decode()
+        assert len([n for n in zf.namelist() if n.endswith(".stl")]) == 2
+
+
+def _that_fail(run, tmp_path):
+    """3. uploads that fail in the worker, and ones refused at the door."""
+    keep, base, auth = run.keep, run.base, run.auth
+    c = run.plant()
+    one = _series(tmp_path, c, 4)[:1]
+    resp = keep(requests.post(base + "/api/v1/jobs", headers=auth,
+                              files=[("files", (c["file_name"], one[0]))]))
+    view = _ended(lambda: keep(requests.get(base + resp.json()["links"]["self"],
+                                            headers=auth)).json())
+    assert view["status"] == "failed"
+    for data in (b"not dicom " + c["patient_name"].encode(),
+                 _zip([b"x"], c["member_name"]) * 1,
+                 _zip([_zip(one, c["member_name"])], c["member_name"])):
+        resp = keep(requests.post(base + "/api/v1/jobs", headers=auth,
+                                  files=[("files", (c["file_name"], data))]))
+        assert resp.status_code == 400
+    resp = keep(requests.post(base + "/api/v1/jobs", headers=auth,
+                              data={"series": c["series_uid"]},
+                              files=[("files", (c["file_name"], _zip(one * 2, c["member_name"])))]))
+    _ended(lambda: keep(requests.get(base + resp.json()["links"]["self"], headers=auth)).json())
+    # a bad key that is itself a canary-like secret
+    keep(requests.get(base + "/api/v1/jobs/x",
+                      headers={"Authorization": f"Bearer emk_{c['patient_id']}"}))
+
+
+def _redis_text(root) -> str:
+    conn = redis.Redis(unix_socket_path=str(root / "data" / "redis.sock"))
+    text = []
+    for k in conn.scan_iter(count=1000):
+        text.append(k.decode(errors="replace"))
+        dumped = conn.dump(k)
+        if dumped:
+            text.append(dumped.decode("latin-1"))
+    conn.close()
+    return "\n".join(text)
+
+
+@pytest.fixture(scope="module")
+def canary_run(tmp_path_factory):
+    """The served instance's run, then every sink's text (``sinks``)."""
+    tmp_path = tmp_path_factory.mktemp("canary")
+    run = Run(root=tmp_path / "svc")
+    served = Served(run.root, workers=1).start()
     try:
-        from worker.config import Settings
-        from worker.records import Records
-        settings = Settings.from_env({"EPHEMESH_DATA_DIR": str(tmp_path / "svc" / "data")})
-        records = Records(settings.database_url)
-        key = records.create_key("canary")[1]
+        records = Records(Settings.from_env({"EPHEMESH_DATA_DIR": str(run.root / "data")})
+                          .database_url)
+        run.auth = {"Authorization": f"Bearer {records.create_key('canary')[1]}"}
         records.close()
-        auth = {"Authorization": f"Bearer {key}"}
-        base = served.url
-
-        def keep(resp):
-            headers_seen.append(dict(resp.headers))
-            if resp.headers.get("Content-Type", "").startswith(("application/json",
-                                                                 "application/problem", "text/")):
-                bodies.append(resp.text)
-            return resp
-
-        # 1. the browser: a folder upload (file names are canaries), converted and fetched
-        c = _canaries()
-        plants.append(c)
-        files = _series(tmp_path, c, 1)
-        browser = requests.Session()
-        page = keep(browser.get(base + "/")).text
-        token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)
-        resp = keep(browser.post(base + "/jobs", data={"csrf_token": token, "preset": "bone"},
-                                 files=[("files", (f"{c['file_name']}-{i}.dcm", f))
-                                        for i, f in enumerate(files)],
-                                 allow_redirects=False))
-        assert resp.status_code == 303
-        job_url = base + resp.headers["Location"]
-        view = _wait(lambda: keep(browser.get(job_url + "/status")).json())
-        assert view["status"] == "done"
-        keep(browser.get(job_url))
-        stl = keep(browser.get(job_url + "/model.stl")).content
-        header = stl[:80]
-        # query strings, paths and request headers holding canaries
-        keep(browser.get(job_url + f"?name={c['patient_name']}",
-                         headers={"User-Agent": c["patient_id"], "X-Forwarded-For": c["accession"],
-                                  "Referer": f"http://x/{c['file_name']}"}))
-        keep(browser.get(base + f"/{c['file_name']}/x"))
-
-        # 1b. the browser, two series of one study: listed, one chosen, converted
-        c = _canaries()
-        plants.append(c)
-        files = _series(tmp_path, c, 5) + _series(tmp_path, c, 5, "box", second=True)
-        resp = keep(browser.post(base + "/jobs", data={"csrf_token": token},
-                                 files=[("files", (f"{c['file_name']}-{i}.dcm", f))
-                                        for i, f in enumerate(files)],
-                                 allow_redirects=False))
-        pick_url = base + resp.headers["Location"]
-        assert _wait(lambda: keep(browser.get(pick_url + "/status")).json())["status"] == "choosing"
-        listing = keep(browser.get(pick_url)).text
-        assert "Several series were found" in listing
-        keep(browser.post(pick_url + "/series", data={"csrf_token": token, "series": "2"}))
-        assert _wait(lambda: keep(browser.get(pick_url + "/status")).json())["status"] == "done"
-        keep(browser.get(pick_url))
-
-        # 2. the API: a zip whose member names are canaries, converted; a batch
-        c = _canaries()
-        plants.append(c)
-        resp = keep(requests.post(base + "/api/v1/jobs", headers=auth, data={"preset": "bone"},
-                                  files=[("files", (f"{c['file_name']}.zip",
-                                                    _zip(_series(tmp_path, c, 2), c["member_name"])))]))
-        assert resp.status_code == 202
-        job = resp.json()
-        view = _wait(lambda: keep(requests.get(base + job["links"]["self"], headers=auth)).json())
-        assert view["status"] == "done"
-        header2 = keep(requests.get(base + job["links"]["result"], headers=auth)).content[:80]
-        keep(requests.delete(base + job["links"]["self"], headers=auth))
-        c = _canaries()
-        plants.append(c)
-        two = _series(tmp_path, c, 3) + _series(tmp_path, c, 3, "box", second=True)
-        resp = keep(requests.post(base + "/api/v1/batches", headers=auth,
-                                  files=[("files", (f"{c['file_name']}.zip",
-                                                    _zip(two, c["member_name"])))]))
-        assert resp.status_code == 202
-        batch = resp.json()
-
-        def batch_done():
-            view = keep(requests.get(base + batch["links"]["self"], headers=auth)).json()
-            ended = view["status"] == "ready" and len(view["jobs"]) == 2 and all(
-                j["status"] in ("done", "failed") for j in view["jobs"])
-            return dict(view, status="done" if ended else "splitting")
-
-        _wait(batch_done)
-        archive = keep(requests.get(base + batch["links"]["result"], headers=auth)).content
-        with zipfile.ZipFile(io.BytesIO(archive)) as zf:
-            batch_text = "\n".join(zf.namelist()) + zf.read("manifest.json").decode()
-            assert len([n for n in zf.namelist() if n.endswith(".stl")]) == 2
-
-        # 3. uploads that fail in the worker, and ones refused at the door
-        c = _canaries()
-        plants.append(c)
-        one = _series(tmp_path, c, 4)[:1]
-        resp = keep(requests.post(base + "/api/v1/jobs", headers=auth,
-                                  files=[("files", (c["file_name"], one[0]))]))
-        view = _wait(lambda: keep(requests.get(base + resp.json()["links"]["self"],
-                                               headers=auth)).json())
-        assert view["status"] == "failed"
-        for data in (b"not dicom " + c["patient_name"].encode(),
-                     _zip([b"x"], c["member_name"]) * 1,
-                     _zip([_zip(one, c["member_name"])], c["member_name"])):
-            resp = keep(requests.post(base + "/api/v1/jobs", headers=auth,
-                                      files=[("files", (c["file_name"], data))]))
-            assert resp.status_code == 400
-        resp = keep(requests.post(base + "/api/v1/jobs", headers=auth,
-                                  data={"series": c["series_uid"]},
-                                  files=[("files", (c["file_name"], _zip(one * 2, c["member_name"])))]))
-        _wait(lambda: keep(requests.get(base + resp.json()["links"]["self"], headers=auth)).json())
-        # a bad key that is itself a canary-like secret
-        keep(requests.get(base + "/api/v1/jobs/x",
-                          headers={"Authorization": f"Bearer emk_{c['patient_id']}"}))
-
+        run.base = served.url
+        _through_the_browser(run, tmp_path)
+        _through_the_api(run, tmp_path)
+        _that_fail(run, tmp_path)
         # --- sinks while running: Redis (keys and values), the store's names
-        conn = redis.Redis(unix_socket_path=str(tmp_path / "svc" / "data" / "redis.sock"))
-        redis_text = []
-        for k in conn.scan_iter(count=1000):
-            redis_text.append(k.decode(errors="replace"))
-            dumped = conn.dump(k)
-            if dumped:
-                redis_text.append(dumped.decode("latin-1"))
-        conn.close()
-        store = [p.name for p in (tmp_path / "svc").rglob("*")]
+        redis_text = _redis_text(run.root)
+        store = [p.name for p in run.root.rglob("*")]
     finally:
-        code = served.stop()
-    assert code == 0
+        run.exit_code = served.stop()
     # every byte left under the service's directory (store, spool, Redis's
     # dir, the database, the log): an upload left behind would show here
-    left = []
-    for path in (tmp_path / "svc").rglob("*"):
-        if path.is_file() and not path.is_socket():
-            left.append(path.read_bytes().decode("latin-1"))
-
+    left = [path.read_bytes().decode("latin-1") for path in run.root.rglob("*")
+            if path.is_file() and not path.is_socket()]
     # --- sinks after the run: logs, every table, the database file
-    db_path = tmp_path / "svc" / "data" / "ephemesh.db"
+    db_path = run.root / "data" / "ephemesh.db"
     db = sqlite3.connect(db_path)
-    tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
-    table_text = {t: repr(db.execute(f'select * from "{t}"').fetchall()) for t in tables}
+    run.tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
+    table_text = {t: repr(db.execute(f'select * from "{t}"').fetchall()) for t in run.tables}
     db.close()
-    assert "access_log" in tables and "audit_log" in tables
-    assert "(unmatched)" in table_text["access_log"]  # the canary path was logged as a rule
-    sinks = {
+    run.sinks = {
         "web and worker logs": served.log(),
         "database file": db_path.read_bytes().decode("latin-1"),
         **{f"table {t}": text for t, text in table_text.items()},
-        "redis": "\n".join(redis_text),
-        "response headers": json.dumps(headers_seen),
-        "response bodies": "\n".join(bodies),
-        "stl headers": (header + header2).decode("latin-1"),
-        "batch zip names and manifest": batch_text,
+        "redis": redis_text,
+        "response headers": json.dumps(run.headers_seen),
+        "response bodies": "\n".join(run.bodies),
+        "stl headers": run.stl_headers.decode("latin-1"),
+        "batch zip names and manifest": run.batch_text,
         "files left in the service's directory": "\n".join(left),
         "store and data dir names": "\n".join(store),
     }
-    planted = [v for c in plants for v in c.values()]
-    hits = {sink: [v for v in planted if v in text or v.lower() in text.lower()]
-            for sink, text in sinks.items()}
-    hits = {k: v for k, v in hits.items() if v}
-    assert len(planted) == 55
-    assert hits == {}, hits
+    run.planted = [v for c in run.plants for v in c.values()]
+    return run
+
+
+def _hits(run, text):
+    return [v for v in run.planted if v in text or v.lower() in text.lower()]
+
+
+#: every sink the scan reads but the tables (one test each; the tables: the test after)
+SINKS = ("web and worker logs", "database file", "redis", "response headers", "response bodies",
+         "stl headers", "batch zip names and manifest", "files left in the service's directory",
+         "store and data dir names")
+
+
+def test_the_run_planted_every_canary_and_stopped_cleanly(canary_run):
+    assert canary_run.exit_code == 0
+    assert len(canary_run.planted) == 55
+    assert "access_log" in canary_run.tables and "audit_log" in canary_run.tables
+    assert "(unmatched)" in canary_run.sinks["table access_log"]  # the canary path, as a rule
+    tables = {f"table {t}" for t in canary_run.tables}
+    assert set(canary_run.sinks) == set(SINKS) | tables  # every sink is scanned below
+
+
+@pytest.mark.parametrize("sink", SINKS)
+def test_no_canary_reaches(canary_run, sink):
+    assert _hits(canary_run, canary_run.sinks[sink]) == []
+
+
+def test_no_canary_reaches_any_table(canary_run):
+    hits = {t: _hits(canary_run, canary_run.sinks[f"table {t}"]) for t in canary_run.tables}
+    assert {t: h for t, h in hits.items() if h} == {}

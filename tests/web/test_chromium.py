@@ -29,7 +29,7 @@ def browser():
 
 @pytest.fixture
 def service(tmp_path):
-    served = Served(tmp_path / "svc", workers=1, EPHEMESH_TEST_STAGE_DELAY="0.6").start()
+    served = Served(tmp_path / "svc", workers=1, slow_by="0.6").start()
     yield served
     assert served.stop() == 0, served.log()
 
@@ -60,7 +60,7 @@ def test_upload_progress_preview_download_delete(browser, service, tmp_path, art
         try:
             value = page.evaluate("() => { const b = document.getElementById('progress');"
                                   " return b ? b.value : (document.getElementById('download') ? -1 : null) }")
-        except Exception:  # noqa: BLE001 - the page is reloading
+        except Exception:  # the page is reloading
             value = None
         if value == -1:
             break

@@ -5,7 +5,7 @@ browser), never a 500; everything works again once Redis is back."""
 
 import io
 
-from tests.web.conftest import csrf_token
+from tests.helpers import csrf_token
 
 
 def _post(client, auth, files):

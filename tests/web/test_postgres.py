@@ -9,27 +9,25 @@ import re
 
 import pytest
 
-from tests.web.conftest import csrf_token, make_settings, wait_for
+from tests.helpers import csrf_token, make_settings, wait_for
+from web import create_app
+from worker.runtime import Runtime
 
 
 @pytest.fixture
 def pg_app(tmp_path, redis_url, postgres_url):
-    from web import create_app
-
-    settings = make_settings(tmp_path, redis_url, EPHEMESH_DATABASE_URL=postgres_url)
+    settings = make_settings(tmp_path, redis_url, retention=900, database_url=postgres_url)
     app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings, "SECRET_KEY": "pg"})
     yield app, settings
     app.extensions["ephemesh.service"].close()
 
 
 def test_the_web_on_postgresql(pg_app, tmp_path, series_zip, series_files):
-    from worker.runtime import Runtime
-
     app, settings = pg_app
     records = app.extensions["ephemesh.service"].records
     assert records.engine.dialect.name == "postgresql"
-    log = open(tmp_path / "runtime.log", "ab")  # noqa: SIM115
-    runtime = Runtime(settings).start(workers=1, cron=False, stderr=log)
+    with open(tmp_path / "runtime.log", "ab") as log:
+        runtime = Runtime(settings).start(workers=1, cron=False, stderr=log)
     try:
         # an administrator makes a key in the admin pages
         records.add_admin("ada", "correct horse battery")
@@ -86,4 +84,3 @@ def test_the_web_on_postgresql(pg_app, tmp_path, series_zip, series_files):
         assert api.get(job["links"]["self"], headers=auth).status_code == 401
     finally:
         runtime.stop(grace=10)
-        log.close()

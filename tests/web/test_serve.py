@@ -15,6 +15,7 @@ import uuid
 import psutil
 import pytest
 
+from tests.helpers import wait_for
 from tests.web.served import Served
 
 
@@ -71,12 +72,9 @@ def test_serve_runs_everything_and_stops_on_sigterm(tmp_path, series_zip):
                                         {**auth, "Content-Type": ctype}, "POST")
         assert status == 202, raw
         job = json.loads(raw)
-        end = time.monotonic() + 90
-        while time.monotonic() < end:
-            view = json.loads(_request(served.url + job["links"]["self"], headers=auth)[2])
-            if view["status"] in ("done", "failed"):
-                break
-            time.sleep(0.3)
+        view = wait_for(lambda: (v := json.loads(_request(served.url + job["links"]["self"],
+                                                          headers=auth)[2]))["status"]
+                        in ("done", "failed") and v, 90, "the job to end")
         assert view["status"] == "done", view
         status, headers, stl = _request(served.url + job["links"]["result"], headers=auth)
         assert status == 200 and stl[:8] == b"ephemesh"

@@ -7,36 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from tests import dicomgen as G
-from tests.waiting import wait_for  # noqa: F401 - used by the test modules
+from tests import slow
+from tests.helpers import ROOT, make_settings, wait_for, worker_pids
 from worker.config import Settings
 from worker.context import Context
 from worker.service import Service
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def make_settings(tmp_path, redis_url, *, store="directory", database_url=None, retention=3600,
-                  sweep=60, access_days=30, job_memory_mb=0, job_threads=0) -> Settings:
-    data = tmp_path / "data"
-    env = {
-        "EPHEMESH_DATA_DIR": str(data),
-        "EPHEMESH_REDIS_URL": redis_url,
-        "EPHEMESH_STORE": "redis" if store == "redis" else str(tmp_path / "store"),
-        "EPHEMESH_RETENTION_SECONDS": str(retention),
-        "EPHEMESH_SWEEP_SECONDS": str(sweep),
-        "EPHEMESH_ACCESS_LOG_DAYS": str(access_days),
-        "EPHEMESH_JOB_MEMORY_MB": str(job_memory_mb),
-        "EPHEMESH_JOB_THREADS": str(job_threads),
-    }
-    if database_url:
-        env["EPHEMESH_DATABASE_URL"] = database_url
-    return Settings.from_env(env)
 
 
 class Env:
@@ -53,25 +33,22 @@ class Env:
     def ctx(self) -> Context:
         return self.service.ctx
 
-    def child_env(self, **extra) -> dict:
-        env = dict(os.environ, **self.settings.as_env(), **extra)
-        env.pop("EPHEMESH_TEST_STAGE_DELAY", None)
-        env.update({k: str(v) for k, v in extra.items()})
-        return env
-
-    def start(self, *args, **extra) -> subprocess.Popen:
-        """Run ``python -m worker.commands ARGS`` with this env; stderr to a log."""
+    def start(self, *args, slow_by=None, **extra) -> subprocess.Popen:
+        """Run ``ephemesh ARGS`` (``web.cli``; with ``slow_by`` seconds, the
+        slow one of ``tests/slow.py``) with this env; stderr to a log."""
         log = self.logdir / f"proc-{len(self.logs)}.log"
         self.logs.append(log)
-        proc = subprocess.Popen([sys.executable, "-m", "worker.commands", *args],
-                                env=self.child_env(**extra), cwd=ROOT,
-                                stdout=open(log, "ab"), stderr=subprocess.STDOUT,  # noqa: SIM115
-                                start_new_session=True)
+        command = slow.command(slow_by) if slow_by else [sys.executable, "-m", "web.cli"]
+        with open(log, "ab") as out:
+            proc = subprocess.Popen([*command, *args], cwd=ROOT, stdout=out,
+                                    stderr=subprocess.STDOUT, start_new_session=True,
+                                    env={**os.environ, **self.settings.as_env(),
+                                         **{k: str(v) for k, v in extra.items()}})
         self.procs.append(proc)
         return proc
 
-    def start_workers(self, n=1, **extra) -> subprocess.Popen:
-        proc = self.start("worker", "-n", str(n), **extra)
+    def start_workers(self, n=1, *, slow_by=None, **extra) -> subprocess.Popen:
+        proc = self.start("worker", "-n", str(n), slow_by=slow_by, **extra)
         wait_for(lambda: len(worker_pids(proc)) >= n, 20, "worker processes to start")
         return proc
 
@@ -94,18 +71,6 @@ class Env:
 
 def _status_in(view, statuses):
     return view if view and view["status"] in statuses else None
-
-
-def worker_pids(pool_proc) -> list[int]:
-    """PIDs of the RQ worker processes under an ``ephemesh worker`` pool."""
-    import psutil  # noqa: PLC0415
-
-    try:
-        return [c.pid for c in psutil.Process(pool_proc.pid).children()]
-    except psutil.NoSuchProcess:
-        return []
-
-
 
 
 @pytest.fixture
@@ -151,6 +116,3 @@ def two_series_bytes(tmp_path_factory) -> list[bytes]:
     G.make_series_dir(root / "b", "box", size=(20, 32, 32), series_number=2)
     return [p.read_bytes() for p in sorted(root.rglob("*.dcm"))]
 
-
-def settings_with(settings, **changes) -> Settings:
-    return replace(settings, **changes)

@@ -15,10 +15,11 @@ import zipfile
 import zlib
 
 import redis
+from rq import Queue
 from sqlalchemy import MetaData, select
 
 from tests import dicomgen as G
-from tests.worker.conftest import wait_for
+from tests.helpers import wait_for
 
 OWNER = "session:canary-owner"
 WORD = "canary7q"  # every text canary contains this (any case)
@@ -96,7 +97,7 @@ def _expand(value: bytes, key: bytes):
 def _try(fn, value):
     try:
         return fn(value)
-    except Exception:  # noqa: BLE001 - not that encoding
+    except Exception:  # not that encoding
         return None
 
 
@@ -216,8 +217,6 @@ def test_the_scanner_finds_planted_canaries(env_factory, tmp_path):
     env.service.create_job([zip_named(good, "x")], {}, owner=OWNER)  # no worker: stays queued
     found = scan_redis(env.settings.effective_redis_url)
     assert any("ephemesh:store:input" in f for f in found)
-    from rq import Queue  # noqa: PLC0415
-
     Queue("elsewhere", connection=redis.Redis.from_url(env.settings.effective_redis_url)
           ).enqueue("os.getcwd", f"ID-{WORD}", job_id="planted", ttl=60)
     assert any("rq:job:planted" in f for f in scan_redis(env.settings.effective_redis_url))

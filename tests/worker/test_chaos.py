@@ -13,8 +13,9 @@ import time
 
 import psutil
 import redis
+from rq.job import Job
 
-from tests.worker.conftest import wait_for, worker_pids
+from tests.helpers import wait_for, worker_pids
 
 OWNER = "key:1"
 SLOW = "0.6"  # seconds of sleep per progress report: a conversion takes several seconds
@@ -46,15 +47,13 @@ def _results(env, job_id):
 
 
 def _attempts(env, job_id):
-    from rq.job import Job  # noqa: PLC0415
-
     r = redis.Redis.from_url(env.settings.effective_redis_url)
     return Job.fetch(job_id, connection=r).retries_left
 
 
 def test_killing_the_work_horse_retries_the_job(env_factory, series_bytes):
     env = env_factory(retention=300, sweep=1)
-    pool = env.start_workers(1, EPHEMESH_TEST_STAGE_DELAY=SLOW)
+    pool = env.start_workers(1, slow_by=SLOW)
     time.sleep(1)  # let a worker start its scheduler first
     before = _children(pool)
     job_id = env.service.create_job(series_bytes, {}, owner=OWNER)["id"]
@@ -74,7 +73,7 @@ def test_killing_the_whole_worker_retries_the_job(env_factory, series_bytes):
     abandoned once its heartbeat lapses; the sweeper runs that clean-up even
     though the replacement worker would wait a minute to do it."""
     env = env_factory(retention=300, sweep=1)
-    pool = env.start_workers(1, EPHEMESH_TEST_STAGE_DELAY=SLOW)
+    pool = env.start_workers(1, slow_by=SLOW)
     env.start("cron")
     time.sleep(1)
     before = _children(pool)
@@ -95,7 +94,7 @@ def test_a_killed_job_past_its_deadline_ends_failed_and_its_upload_goes(env_fact
                                                                         series_bytes):
     retention = 15
     env = env_factory(retention=retention, sweep=1)
-    pool = env.start_workers(1, EPHEMESH_TEST_STAGE_DELAY="1.5")
+    pool = env.start_workers(1, slow_by="1.5")
     env.start("cron")
     time.sleep(1)
     before = _children(pool)
@@ -121,7 +120,7 @@ def test_a_killed_job_past_its_deadline_ends_failed_and_its_upload_goes(env_fact
 
 def test_a_horse_killed_on_every_try_ends_failed_with_a_code(env_factory, series_bytes):
     env = env_factory(retention=300, sweep=1)
-    pool = env.start_workers(1, EPHEMESH_TEST_STAGE_DELAY=SLOW)
+    pool = env.start_workers(1, slow_by=SLOW)
     time.sleep(1)
     before = _children(pool)
     job_id = env.service.create_job(series_bytes, {}, owner=OWNER)["id"]
@@ -140,7 +139,7 @@ def test_a_horse_killed_on_every_try_ends_failed_with_a_code(env_factory, series
 
 def test_a_job_over_its_time_limit_is_stopped(env_factory, series_bytes):
     env = env_factory(retention=6, sweep=1)  # job timeout: half the retention
-    env.start_workers(1, EPHEMESH_TEST_STAGE_DELAY="2")
+    env.start_workers(1, slow_by="2")
     job_id = env.service.create_job(series_bytes, {}, owner=OWNER)["id"]
     view = env.wait_job(job_id, OWNER, statuses=("failed",), timeout=30)
     assert view["error"] == {"code": "timeout",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from tests.helpers import wait_for
 from worker.config import Settings
 from worker.records import Records
 from worker.runtime import Runtime, redis_server_binary
@@ -137,10 +138,8 @@ def test_runtime_starts_a_private_redis_workers_and_cron(tmp_path, series_bytes)
             == "no"
         service = Service(runtime.settings)
         job = service.create_job(series_bytes, {}, owner="key:1")
-        end = time.monotonic() + 60
-        while service.get_job(job["id"], owner="key:1")["status"] != "done":
-            assert time.monotonic() < end, "the job did not finish"
-            time.sleep(0.2)
+        wait_for(lambda: service.get_job(job["id"], owner="key:1")["status"] == "done", 60,
+                 "the job to finish")
         assert service.records.last_sweep() is not None  # the cron process runs
         service.close()
         children = list(runtime.children)

@@ -9,8 +9,10 @@ import os
 import numpy as np
 import pytest
 import redis
+from rq.job import Job
 from stl import mesh as stlmesh
 
+from tests.helpers import wait_for
 from worker.service import Gone, Invalid, NotFound, NotReady
 from worker.submit import RETRIES
 
@@ -65,13 +67,11 @@ def test_every_job_key_has_a_ttl_within_the_retention(env_factory, series_bytes)
     r = _redis(env)
     job_key = f"rq:job:{view['id']}"
     assert 0 < r.ttl(job_key) <= 600  # queued
-    job = __import__("rq").job.Job.fetch(view["id"], connection=r)
+    job = Job.fetch(view["id"], connection=r)
     assert job.result_ttl <= 600 and job.failure_ttl <= 600 and job.ttl <= 600
     assert job.retries_left == RETRIES
-    env.start_workers(1, EPHEMESH_TEST_STAGE_DELAY="0.3")
+    env.start_workers(1, slow_by="0.3")
     # while it runs (RQ persists a running job's key; our worker keeps a TTL on it)
-    from tests.worker.conftest import wait_for  # noqa: PLC0415
-
     wait_for(lambda: env.service.get_job(view["id"], owner=OWNER)["status"] == "running", 30,
              "the job to run")
     assert 0 < r.ttl(job_key) <= 600
@@ -85,11 +85,9 @@ def test_every_job_key_has_a_ttl_within_the_retention(env_factory, series_bytes)
 
 def test_progress_is_reported_while_running(env_factory, series_bytes):
     env = env_factory()
-    env.start_workers(1, EPHEMESH_TEST_STAGE_DELAY="0.4")
+    env.start_workers(1, slow_by="0.4")
     view = env.service.create_job(series_bytes, {}, owner=OWNER)
     seen = set()
-    from tests.worker.conftest import wait_for  # noqa: PLC0415
-
     def watch():
         v = env.service.get_job(view["id"], owner=OWNER)
         if v["status"] == "running":
@@ -184,8 +182,6 @@ def test_a_batch_becomes_one_job_per_series(env_factory, two_series_bytes):
     env.start_workers(1)
     batch = env.service.create_batch(two_series_bytes, {"preset": "bone"}, owner=OWNER)
     assert batch["status"] == "splitting"
-    from tests.worker.conftest import wait_for  # noqa: PLC0415
-
     def finished():
         b = env.service.get_batch(batch["id"], owner=OWNER)
         return b if b["status"] != "splitting" and b["jobs"] and all(
@@ -213,8 +209,6 @@ def test_jobs_a_redis_restart_lost_are_queued_again(env_factory, store_kind, red
     redis_server.restart()  # no persistence: the queue is gone, the uploads are not (or are)
     env.start_workers(1)
     env.start("cron")
-    from tests.worker.conftest import wait_for  # noqa: PLC0415
-
     if store_kind == "directory":
         assert env.wait_job(job["id"], OWNER, timeout=60)["status"] == "done"
         done = wait_for(lambda: (b := env.service.get_batch(batch["id"], owner=OWNER))["jobs"]

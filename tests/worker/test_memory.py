@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests import dicomgen as G
-from tests.worker.conftest import worker_pids
+from tests.helpers import worker_pids
 from worker.tasks import OUT_OF_MEMORY
 
 OWNER = "key:1"

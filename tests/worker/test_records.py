@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
 
 import pytest
+from sqlalchemy import create_engine, inspect
 
 from worker.records import Records
+from worker.retention import record
 
 
 @pytest.fixture
@@ -34,14 +37,14 @@ def test_a_results_ledger_row_and_its_jobs_deleted_status_go_together(records):
     records.finish_job("done1", {"triangles": 12})
     records.add_job("failed1", "o", now - 100, now + 3500)
     records.fail_job("failed1", "bad_input", "no series")
-    assert records.record_deletion("result", "done1", 7, now - 90, now, "expired", now=now)
-    assert records.record_deletion("result", "failed1", 7, now - 90, now, "expired", now=now)
+    assert record(records, "result", "done1", 7, now - 90, now, "expired", now=now)
+    assert record(records, "result", "failed1", 7, now - 90, now, "expired", now=now)
     done, failed = records.job("done1"), records.job("failed1")
     assert (done["status"], done["report"]) == ("deleted", None)
     assert failed["status"] == "failed"  # only a done job's model can go
     records.set_job("done1", status="done", report="{}")
     # a second sweeper's row is refused, and its update goes with it
-    assert not records.record_deletion("result", "done1", 7, now - 90, now, "expired", now=now)
+    assert not record(records, "result", "done1", 7, now - 90, now, "expired", now=now)
     assert records.job("done1")["status"] == "done"
 
 
@@ -127,8 +130,6 @@ def _open_records(url):
 
 def test_processes_starting_together_all_get_the_tables(tmp_path, postgres_url):
     """Web, workers and cron open the records at once on a fresh database."""
-    import multiprocessing as mp  # noqa: PLC0415
-
     ctx = mp.get_context("fork")
     for url in (f"sqlite:///{tmp_path / 'fresh.db'}", postgres_url):
         procs = [ctx.Process(target=_open_records, args=(url,)) for _ in range(6)]
@@ -141,8 +142,6 @@ def test_processes_starting_together_all_get_the_tables(tmp_path, postgres_url):
 
 def test_a_database_made_by_an_older_version_gets_the_new_columns(database_url):
     """An older ephemesh made the jobs table without ``seq``; opening it adds it."""
-    from sqlalchemy import create_engine, inspect  # noqa: PLC0415
-
     Records(database_url).close()
     engine = create_engine(database_url)
     with engine.begin() as c:

@@ -12,7 +12,7 @@ import time
 import pytest
 import redis
 
-from tests.worker.conftest import wait_for
+from tests.helpers import wait_for
 from worker import sweeper
 
 OWNER = "key:7"
@@ -118,7 +118,7 @@ def test_access_log_rows_older_than_the_limit_are_deleted(env_factory, database_
     records.add_job("oldjob", "owner", now - 31 * day, now - 31 * day + 60)
     records.fail_job("oldjob", "expired", "x")
     records.add_job("newjob", "owner", now - 60, now + 3540)
-    sweeper.purge_access_log(env.ctx, now)
+    sweeper.purge_job_rows(env.ctx, now)
     assert records.job("oldjob") is None and records.job("newjob") is not None
     # the limit can be lowered, never raised
     env2 = env_factory(database_url=database_url, access_days=7)

@@ -14,7 +14,7 @@ import time
 import psutil
 import redis
 
-from tests.worker.conftest import wait_for, worker_pids
+from tests.helpers import wait_for, worker_pids
 
 OWNER = "key:soak"
 RETENTION = 20
@@ -23,7 +23,7 @@ RUN_FOR = 30  # seconds of arrivals and kills
 
 def test_soak_with_random_kills(env_factory, series_bytes):
     env = env_factory(retention=RETENTION, sweep=1)
-    pool = env.start_workers(2, EPHEMESH_TEST_STAGE_DELAY="0.05")
+    pool = env.start_workers(2, slow_by="0.05")
     env.start("cron")
     r = redis.Redis.from_url(env.settings.effective_redis_url)
     rng = random.Random(7)

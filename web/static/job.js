@@ -6,14 +6,14 @@
 // moves, backing off (x1.5) while it does not, to 5 s when running and 10 s
 // when waiting in the queue; paused while the tab is hidden; stopped for good
 // when the job is done, failed, deleted or waiting for a series choice.
+// The states in which it polls and the stages' names come from the server
+// (worker/states.py and web/jobs.py), in the page's data- attributes.
 const section = document.getElementById('job');
 const statusUrl = section.dataset.statusUrl;
 const bar = document.getElementById('progress');
 const text = document.getElementById('progress-text');
-const STAGES = { queued: 'Waiting in the queue', running: 'Starting', reading: 'Reading the scan',
-  surface: 'Extracting the surface', mesh: 'Shaping the mesh', writing: 'Writing the STL',
-  done: 'Done' };
-const LIVE = ['queued', 'running'];
+const STAGES = JSON.parse(section.dataset.stages || '{}');
+const WAITING = JSON.parse(section.dataset.waiting || '[]');
 const FAST = 700;
 const MAX_RUNNING = 5000;
 const MAX_QUEUED = 10000;
@@ -74,7 +74,7 @@ async function poll() {
   let view;
   try { view = await resp.json(); } catch (err) { schedule(MAX_TROUBLE); return; }
   const seen = show(view);
-  if (!LIVE.includes(view.status)) {
+  if (!WAITING.includes(view.status)) {
     if (bar && view.status === 'done') { bar.value = 100; text.textContent = 'Done: 100 %'; }
     stop(view.status === 'done' ? 400 : 0);
     return;
@@ -96,7 +96,7 @@ document.addEventListener('visibilitychange', () => {
   }
 });
 
-if (LIVE.includes(section.dataset.status)) schedule(FAST);
+if (WAITING.includes(section.dataset.status)) schedule(FAST);
 
 // the countdown to automatic deletion; when it is up, the page shows what is left
 const left = document.getElementById('time-left');

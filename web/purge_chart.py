@@ -1,29 +1,13 @@
-"""The purge report: the ledger's per-day figures as a table, a chart (SVG
-drawn here, no script), CSV and JSON."""
+"""The purge report's chart on the admin page: the ledger's per-day figures
+as coordinates for an SVG drawn by the template (no script).  The table, CSV
+and JSON of the same rows come from ``worker.report``."""
 
 from __future__ import annotations
 
-import csv
 import datetime
-import io
 import time
 
-COLUMNS = ("day", "kind", "reason", "count", "bytes", "oldest_age_s", "late")
 HOUR = 3600.0
-
-
-def rows(records, days: int | None = None) -> list[dict]:
-    since = None if days is None else time.time() - days * 86400
-    return [{c: r.get(c) for c in COLUMNS} for r in records.purge_summary(since)]
-
-
-def as_csv(report_rows) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    for r in report_rows:
-        writer.writerow(r)
-    return out.getvalue()
 
 
 def per_day(report_rows) -> list[dict]:

@@ -1,0 +1,176 @@
+"""The converter's commands: ``convert``, ``series`` and ``sample``.
+
+``register(subparsers)`` adds them to the ``ephemesh`` dispatcher
+(``web/cli.py``).  ``convert``'s option arguments are derived from the
+options' declaration (``converter/options.py``).  A handler raises
+``CommandFailed`` with the converter's exit code (``exits.Exit``); the
+dispatcher prints the one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+
+from .errors import ConverterError, is_out_of_memory
+from .exits import CommandFailed, Exit, exit_codes_text
+from .options import EXCLUSIVE, OPTIONS, ConvertOptions
+from .pipeline import convert, list_series
+
+OUT_OF_MEMORY = "out of memory: the series needs more memory than is free here"
+
+
+def register(subparsers) -> None:
+    """Add ``convert``, ``series`` and ``sample`` to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "convert", help="convert a DICOM series to STL",
+        description="Convert a DICOM series (folders, files or zips) to an STL surface.",
+        epilog=exit_codes_text())
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, file or zip")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.stl", help="STL file to write")
+    _add_options(p)
+    p.add_argument("--report", metavar="REPORT.json", help="write the JSON report here ('-' = stdout)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(handler=run_convert)
+
+    s = subparsers.add_parser("series", help="list the series found in the inputs",
+                              description="List every series found, one line each.",
+                              epilog=exit_codes_text())
+    s.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, file or zip")
+    s.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    s.set_defaults(handler=run_series)
+
+    m = subparsers.add_parser("sample", help="write a synthetic CT series to try ephemesh on",
+                              description="Write a synthetic CT phantom series (no patient data).")
+    m.add_argument("folder", help="folder to write into (created if missing)")
+    m.set_defaults(handler=run_sample)
+
+
+def _add_options(parser) -> None:
+    """One argument per declared option (``--workers``' default: every core)."""
+    groups = {}
+    for option in OPTIONS.values():
+        pair = next((p for p in EXCLUSIVE if option.name in p), None)
+        if pair is not None and pair not in groups:
+            groups[pair] = parser.add_mutually_exclusive_group()
+        target = groups[pair] if pair is not None else parser
+        kwargs = {"dest": option.name, "help": option.help, "default": None}
+        if option.type is bool:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs.update(type=option.type, metavar=option.metavar, choices=option.choices)
+        target.add_argument(option.cli_flag, **kwargs)
+
+
+def _options(args) -> ConvertOptions:
+    given = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    given.setdefault("workers", os.cpu_count() or 1)
+    return ConvertOptions(**given)
+
+
+@contextmanager
+def _converting():
+    """The converter's errors as one line with their exit code."""
+    try:
+        yield
+    except ConverterError as exc:
+        raise CommandFailed(exc.message, exc.exit_code) from None
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise CommandFailed(OUT_OF_MEMORY, Exit.NO_MEMORY) from None
+        raise  # a bug: the dispatcher's one line (EPHEMESH_DEBUG=1 shows the traceback)
+
+
+def _check_inputs(paths) -> None:
+    for path in paths:
+        if not os.path.exists(path):
+            raise CommandFailed(f"no such file or folder: {path}", Exit.UNREADABLE)
+
+
+def run_convert(args) -> None:
+    _check_inputs(args.inputs)
+    opts = _options(args)
+    bar = None if args.no_progress or not sys.stderr.isatty() else _ProgressBar()
+    try:
+        with _converting():
+            result = convert(args.inputs, opts, output=args.output,
+                             progress=bar.update if bar else None)
+    except OSError as exc:  # e.g. output folder missing or not writable
+        raise CommandFailed(f"cannot write output: {exc.strerror or 'I/O error'}",
+                            Exit.UNREADABLE) from None
+    finally:
+        if bar:
+            bar.close()
+    report = result.report
+    if args.report:
+        text = json.dumps(report, indent=2)
+        if args.report == "-":
+            print(text)
+        else:
+            with open(args.report, "w", encoding="utf-8") as fh:
+                fh.write(text + "\n")
+    for warning in report["warnings"]:
+        print(f"ephemesh: warning: {warning}", file=sys.stderr)
+    if args.report != "-":
+        print(
+            f"{args.output}: {report['triangles']} triangles, {report['volume_mm3'] / 1000:.1f} cm³, "
+            f"{'watertight' if report['watertight'] else 'NOT watertight'}, "
+            f"{report['components']} part(s), {report['frame']} mm, "
+            f"{report['timings_s']['total']:.2f} s"
+        )
+
+
+def run_series(args) -> None:
+    _check_inputs(args.inputs)
+    with _converting():
+        listing = list_series(args.inputs)
+    if args.json:
+        out = {"series": [dict(s.safe_dict(), uid=s.uid, number=s.number,
+                               description=s.description) for s in listing.series],
+               "skipped": listing.skipped, "warnings": listing.warnings}
+        print(json.dumps(out, indent=2))
+        return
+    for s in listing.series:
+        spacing = "×".join(f"{v:g}" for v in s.spacing)
+        print(f"{s.index:>2}  #{s.number if s.number is not None else '-':<4} {s.modality:<3} "
+              f"{s.slices:>4} slices  {s.rows}×{s.columns}  {spacing} mm  {s.orientation:<8} "
+              f"{s.uid}  {s.description}")
+    if listing.skipped:
+        skipped = ", ".join(f"{n} {kind}" for kind, n in sorted(listing.skipped.items()))
+        print(f"skipped: {skipped}")
+
+
+def run_sample(args) -> None:
+    from .sample import write_sample_series  # only here: it makes 1 ms of every start
+
+    try:
+        count = write_sample_series(args.folder)
+    except OSError as exc:
+        raise CommandFailed(f"cannot write the sample series: {exc.strerror or 'I/O error'}",
+                            Exit.UNREADABLE) from None
+    print(f"{args.folder}: {count} CT slices written")
+
+
+class _ProgressBar:
+    """A one-line progress bar on the terminal: ``reading  [#####.....]  45%``."""
+
+    WIDTH = 30
+
+    def __init__(self, stream=None):
+        self.stream = stream or sys.stderr
+        self.shown = None
+
+    def update(self, stage: str, percent: float) -> None:
+        filled = int(self.WIDTH * percent / 100)
+        line = f"\r{stage:<8} [{'#' * filled}{'.' * (self.WIDTH - filled)}] {percent:5.1f}%"
+        if line != self.shown:
+            self.stream.write(line)
+            self.stream.flush()
+            self.shown = line
+
+    def close(self):
+        if self.shown:
+            self.stream.write("\r" + " " * len(self.shown) + "\r")
+            self.stream.flush()

@@ -1,0 +1,157 @@
+"""Conversion options, declared once.
+
+Each field of ``ConvertOptions`` carries its declaration: type (from the
+annotation), default, bounds, choices, help text, and where it is offered.
+``OPTIONS`` holds them by name, and everything that lists options is
+derived from it: ``validate()``, the command line's arguments
+(``converter/commands.py``), the options a job may carry
+(``worker/service.py``), the web form's fields and the upload page's input
+bounds (``web/options.py``) and the OpenAPI schema (``web/openapi.py``).
+Adding an option is a field here and its use in the pipeline.
+"""
+
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import dataclass, field, fields
+
+from .errors import UsageError
+from .presets import PRESETS
+
+#: output frames: RAS is LPS turned 180° about the z axis (never mirrored)
+FRAMES = ("lps", "ras")
+
+
+@dataclass(frozen=True)
+class Option:
+    """One option's declaration (see ``ConvertOptions``)."""
+
+    name: str
+    type: type  # bool, int, float or str
+    default: object
+    help: str
+    minimum: float | None = None
+    maximum: float | None = None
+    above: float | None = None  # an exclusive minimum
+    choices: tuple[str, ...] | None = None  # compared without case
+    flag: str | None = None  # the command line's flag when not --the-name
+    metavar: str | None = None
+    job: bool = True  # a job may carry it (False: the machine that runs it decides)
+    web: bool = True  # the web form and the API offer it
+
+    @property
+    def cli_flag(self) -> str:
+        return self.flag or "--" + self.name.replace("_", "-")
+
+    def check(self, value):
+        """``value`` normalised to this option's type; ``UsageError`` naming
+        what is allowed (code ``invalid_<name>``)."""
+        if value is None:
+            return self.default
+        if self.type is bool:
+            return bool(value)
+        if self.type is str:
+            return self._check_text(str(value).strip())
+        return self._check_number(value)
+
+    def _refuse(self, allowed):
+        return UsageError(f"{self.name} must be {allowed}", code=f"invalid_{self.name}")
+
+    def _check_text(self, text):
+        if self.choices is None:
+            if not text:
+                raise UsageError(f"{self.name} must not be empty", code=f"invalid_{self.name}")
+            return text
+        if text.lower() not in self.choices:
+            raise self._refuse("one of " + ", ".join(self.choices))
+        return text.lower()
+
+    def _check_number(self, value):
+        try:
+            number = float(value)
+            whole = int(value) if self.type is int else None
+        except (TypeError, ValueError):
+            number = whole = None
+        if self.type is int:
+            if whole is None or number != whole or not self.minimum <= whole <= self.maximum:
+                raise self._refuse(f"a whole number from {self.minimum} to {self.maximum}")
+            return whole
+        if number is None or not math.isfinite(number):
+            raise self._refuse("a finite number")
+        if self.above is not None and not (self.above < number <= self.maximum):
+            raise self._refuse(f"a number in ({self.above:g}, {self.maximum:g}]")
+        if self.minimum is not None and number < self.minimum:
+            raise self._refuse(f"a number >= {self.minimum:g}")
+        return number
+
+
+def _option(default=None, **declared):
+    return field(default=default, metadata={"option": declared})
+
+
+@dataclass
+class ConvertOptions:
+    """What to extract and how to shape the mesh.
+
+    Every field is declared with its help text and bounds; ``OPTIONS`` has
+    them by name, and ``validate()`` checks a value against them.
+    """
+
+    threshold: float | None = _option(
+        help="isovalue in modality units (HU for CT)", metavar="HU")
+    preset: str | None = _option(
+        choices=tuple(PRESETS),
+        help="the tissue, in this order: " + ", ".join(p.label for p in PRESETS.values())
+        + "; default: bone for CT, auto otherwise")
+    series: str | None = _option(
+        help="series UID or number (default: the largest volume)", metavar="UID|N")
+    largest: bool = _option(False, help="keep only the largest component")
+    min_island_mm3: float | None = _option(
+        minimum=0.0, flag="--min-island", metavar="MM3",
+        help="drop parts enclosing less than this volume (mm³)")
+    smooth: int = _option(0, minimum=0, maximum=500, metavar="N",
+                          help="Taubin smoothing iterations (default 0: none)")
+    decimate: float | None = _option(above=0.0, maximum=1.0, metavar="FRACTION",
+                                     help="fraction of triangles to keep, in (0, 1]")
+    max_triangles: int | None = _option(minimum=4, maximum=10**9, metavar="N",
+                                        help="triangle budget")
+    frame: str = _option("lps", choices=FRAMES,
+                         help="output frame, lps (the default) or ras: LPS turned 180° about "
+                              "z, never mirrored")
+    ascii: bool = _option(False, web=False, help="write ASCII STL")
+    step: int = _option(1, minimum=1, maximum=16, metavar="N", web=False,
+                        help="sample every N voxels, for a coarse preview (default 1)")
+    workers: int = _option(1, minimum=1, maximum=64, metavar="N", job=False, web=False,
+                           help="threads (and reading processes) to use; 1 runs everything "
+                                "in the calling thread (default: every core on the command "
+                                "line, the worker's share of them in a job)")
+
+    def validate(self) -> ConvertOptions:
+        """Check every option; raise ``UsageError`` naming what is allowed."""
+        for a, b in EXCLUSIVE:
+            if getattr(self, a) is not None and getattr(self, b) is not None:
+                raise UsageError(f"give {a} or {b}, not both", code="invalid_option")
+        for option in OPTIONS.values():
+            setattr(self, option.name, option.check(getattr(self, option.name)))
+        return self
+
+
+#: pairs of options of which only one may be given
+EXCLUSIVE = (("threshold", "preset"), ("decimate", "max_triangles"))
+
+
+def _declarations():
+    hints = typing.get_type_hints(ConvertOptions)
+    for f in fields(ConvertOptions):
+        kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],)
+                    if t is not type(None))
+        yield Option(f.name, kind, f.default, **f.metadata["option"])
+
+
+#: every option's declaration, by name, in the order of ``ConvertOptions``
+OPTIONS: dict[str, Option] = {o.name: o for o in _declarations()}
+#: what a job may carry (the worker sets the rest)
+JOB_OPTIONS = tuple(name for name, o in OPTIONS.items() if o.job)
+#: what the web form and the API offer
+WEB_OPTIONS = tuple(name for name, o in OPTIONS.items() if o.web)

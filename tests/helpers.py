@@ -1,0 +1,129 @@
+"""Helpers the test modules share (fixtures live in the conftest files).
+
+Settings for a test installation, a private redis-server, waiting for a
+real process, the RQ worker processes of a pool, what the directory store
+holds, a page's CSRF token, zips.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+import socket
+import subprocess
+import time
+import zipfile
+from pathlib import Path
+
+import psutil
+
+from worker.config import Settings
+from worker.runtime import redis_server_binary
+from worker.states import STORED
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def make_settings(root: Path, redis_url: str, *, store="directory", database_url=None,
+                  retention=3600, sweep=60, access_days=30, job_memory_mb=0,
+                  job_threads=0) -> Settings:
+    """Settings of one test installation under ``root`` (data, store) on ``redis_url``."""
+    env = {
+        "EPHEMESH_DATA_DIR": str(root / "data"),
+        "EPHEMESH_REDIS_URL": redis_url,
+        "EPHEMESH_STORE": "redis" if store == "redis" else str(root / "store"),
+        "EPHEMESH_RETENTION_SECONDS": str(retention),
+        "EPHEMESH_SWEEP_SECONDS": str(sweep),
+        "EPHEMESH_ACCESS_LOG_DAYS": str(access_days),
+        "EPHEMESH_JOB_MEMORY_MB": str(job_memory_mb),
+        "EPHEMESH_JOB_THREADS": str(job_threads),
+    }
+    if database_url:
+        env["EPHEMESH_DATABASE_URL"] = database_url
+    return Settings.from_env(env)
+
+
+def wait_for(predicate, timeout=60, what="a condition"):
+    """Poll ``predicate`` every 0.1 s; return its first true value, or fail
+    after ``timeout`` seconds naming ``what`` was awaited."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisProcess:
+    """A private redis-server on a free loopback port; ``restart()`` loses
+    everything (no persistence)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1",
+             "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_for(self._answers, 10, "the private redis-server to start")
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+def worker_pids(pool_proc) -> list[int]:
+    """PIDs of the RQ worker processes under an ``ephemesh worker`` pool."""
+    try:
+        return [c.pid for c in psutil.Process(pool_proc.pid).children()]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def store_objects(settings) -> list[Path]:
+    """Everything in the directory store (input and result objects, leftovers)."""
+    root = Path(settings.store)
+    return [p for kind in STORED if (root / kind).exists() for p in (root / kind).iterdir()]
+
+
+def csrf_token(client, path="/") -> str:
+    html = client.get(path).get_data(as_text=True)
+    return re.search(r'name="csrf-token" content="([^"]+)"', html).group(1)
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()

@@ -1,0 +1,93 @@
+"""The app factory: settings, the service, the blueprints, the hooks."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from flask import Flask, current_app, g, request
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from worker.config import Settings
+from worker.service import Service
+
+from . import admin, api, browser, problems, security
+from . import config as web_config
+from .jobs import stage_label
+from .limits import apply_limits, make_limiter
+
+log = logging.getLogger("ephemesh.web")
+
+
+def create_app(test_config=None):
+    """The app.  ``test_config`` may hold Flask config and ``EPHEMESH_SETTINGS``
+    (a ``worker.config.Settings``); otherwise everything comes from the
+    environment."""
+    test_config = dict(test_config or {})
+    settings = test_config.pop("EPHEMESH_SETTINGS", None) or Settings.from_env()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+
+    app = Flask(__package__, instance_path=str(settings.data_dir / "instance"))
+    app.request_class = security.SpoolingRequest
+    app.config.from_mapping(web_config.from_env(settings))
+    app.config.update(test_config)
+    Path(app.config["EPHEMESH_SPOOL_DIR"]).mkdir(parents=True, exist_ok=True)
+    os.chmod(app.config["EPHEMESH_SPOOL_DIR"], 0o700)
+
+    hops = app.config["EPHEMESH_TRUSTED_PROXIES"]
+    if hops:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    service = Service(settings)
+    app.extensions["ephemesh.service"] = service
+    app.extensions["ephemesh.settings"] = settings
+
+    CSRFProtect(app)
+    problems.register(app)
+
+    app.register_blueprint(browser.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(admin.bp)
+    app.extensions["csrf"].exempt(api.bp)  # bearer keys, never cookies
+
+    # registered before the limiter's hook, so it runs after it (Flask runs
+    # after_request hooks last-registered first)
+    app.after_request(security.tidy_limit_headers)
+    limiter = make_limiter(app, settings.effective_redis_url)
+    apply_limits(app, limiter)
+    app.extensions["ephemesh.limiter"] = limiter
+
+    app.jinja_env.filters["utc"] = _utc
+    app.jinja_env.filters["stage"] = stage_label
+    app.jinja_env.filters["sentence"] = problems.sentence
+    app.after_request(security.add_headers)
+    app.after_request(_record_access)
+    return app
+
+
+def _utc(ts) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ts)) if ts else "—"
+
+
+def _record_access(response):
+    """One access-log row per request: address, method, the route's rule
+    (never the raw path or query), status, bytes.  API requests also add a
+    usage row for their key."""
+    if request.endpoint in security.STATIC_ENDPOINTS:
+        return response
+
+    records = current_app.extensions["ephemesh.service"].records
+    route = request.url_rule.rule if request.url_rule else "(unmatched)"
+    nbytes = response.calculate_content_length() or 0
+    try:
+        records.log_access(security.client_address(), request.method, route,
+                           response.status_code, nbytes)
+        key = g.get("api_key")
+        if key is not None:
+            records.record_usage(key["id"], route, request.content_length or 0, nbytes)
+    except Exception:  # a record failing must not fail the request
+        log.error("could not write the access record for %s", route)
+    return response

@@ -1,0 +1,63 @@
+"""The worker side's vocabularies, declared once: job and batch states, the
+kinds of object the purge ledger records, and why each was deleted.
+
+They are ``StrEnum``s, so a member is the very string the database, the API
+and the job page hold (``JobStatus.DONE == "done"``).  Adding a state, a kind
+or a reason is one line here (and a place in the named sets below); the
+records, the sweeper, the service, the OpenAPI document and the job page
+read them from here.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    QUEUED = "queued"  # on the queue (again, after a lost queue or a series choice)
+    RUNNING = "running"  # a work horse converts it
+    CHOOSING = "choosing"  # stopped for its owner to choose a series (upload kept)
+    DONE = "done"  # its model and report are stored
+    FAILED = "failed"  # ended with an error code (upload gone)
+    DELETED = "deleted"  # deleted on request, or its model went at its deadline
+
+
+class BatchStatus(StrEnum):
+    SPLITTING = "splitting"  # a worker splits it into one job per series
+    READY = "ready"  # its jobs exist
+    FAILED = "failed"
+    DELETED = "deleted"
+
+
+#: a job a worker is to run or runs: its progress moves (the job page polls)
+WAITING = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+#: a job that has not ended: the sweeper fails it (``expired``) at its deadline
+LIVE = WAITING | {JobStatus.CHOOSING}
+#: a job that has ended: it holds no upload
+ENDED = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.DELETED})
+BATCH_LIVE = frozenset({BatchStatus.SPLITTING})
+BATCH_ENDED = frozenset({BatchStatus.READY, BatchStatus.FAILED, BatchStatus.DELETED})
+#: the row of a job or of a batch (the store holds both kinds' uploads) that has ended
+OWNER_ENDED = ENDED | BATCH_ENDED
+
+
+class Kind(StrEnum):
+    """What a purge-ledger row records the deletion of."""
+
+    INPUT = "input"  # an upload and its options (store)
+    RESULT = "result"  # an STL and its report (store)
+    REDIS_JOB = "redis-job"  # every Redis key of one RQ job
+    ACCESS_LOG = "access-log"  # access-log rows past their days (one row per sweep)
+
+
+#: the kinds the payload store holds
+STORED = (Kind.INPUT, Kind.RESULT)
+
+
+class Reason(StrEnum):
+    """Why a thing was deleted."""
+
+    CONVERTED = "converted"  # its conversion (or split) ended well
+    EXPIRED = "expired"  # its deadline came
+    USER_REQUEST = "user-request"  # its owner deleted it
+    FAILED = "failed"  # its conversion failed
