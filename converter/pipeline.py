@@ -31,7 +31,6 @@ from .quiet import quiet_pydicom
 _STAGES = {"reading": (0, 40), "surface": (40, 75), "mesh": (75, 90), "writing": (90, 100)}
 
 
-@dataclass
 class _Level(NamedTuple):
     """The isovalue and where it comes from."""
 
