@@ -20,6 +20,8 @@ import struct
 
 import numpy as np
 
+from .modality import modality_term
+
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 #: transfer syntaxes whose dataset is not explicit VR little endian
@@ -340,7 +342,7 @@ def _result(values, meta, ts, implicit, pixel_at, buf, item, slice_type):
     if _number(values.get("frames"), 1, int) != 1:
         raise _Defer  # multi-frame: pydicom reads the frames' geometry
     facts = {
-        "modality": _text(values.get("modality", b"")) or "OT",
+        "modality": modality_term(_text(values.get("modality", b""))),
         "rows": values["rows"],
         "columns": values["columns"],
         "bits_allocated": values.get("bits_allocated") or 16,

@@ -33,16 +33,26 @@ def transfer_syntax_name(uid: str) -> str:
 
 
 def decode(source, frame=None):
-    """Decode the pixel data of ``source`` (path or file) → ndarray.
+    """Decode the pixel data of ``source`` (path or file) → ndarray in native byte order.
+
+    The codestream of every frame is checked against the header first
+    (:mod:`converter.codestream`); decoders that abort on malformed streams
+    are not used where another decodes the syntax
+    (:func:`converter.decoders.prefer_safe_decoders`).
 
     Raises ``UnreadableInput`` with ``codec_missing`` or ``corrupt_pixel_data``.
     """
     import pydicom  # noqa: PLC0415
     from pydicom.pixels import pixel_array  # noqa: PLC0415
 
+    from .decoders import is_decoder_failure, prefer_safe_decoders  # noqa: PLC0415
+
+    prefer_safe_decoders()
     try:
         ds = pydicom.dcmread(source, force=True)
-    except Exception:  # noqa: BLE001 - any parse failure of a file we listed is corruption
+    except BaseException as exc:  # noqa: BLE001 - any parse failure of a listed file is corruption
+        if not is_decoder_failure(exc):
+            raise
         raise UnreadableInput("a file could not be read again to decode its pixels",
                               code="corrupt_pixel_data") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds:
@@ -61,19 +71,61 @@ def decode(source, frame=None):
                                   ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
     ts = str(meta.TransferSyntaxUID)
     try:
-        return pixel_array(ds, index=frame) if frame is not None else pixel_array(ds)
-    except (NotImplementedError, ImportError, RuntimeError) as exc:
-        if _is_missing_codec(exc):
+        check_pixel_data(ds, ts)
+        arr = pixel_array(ds, index=frame) if frame is not None else pixel_array(ds)
+    except UnreadableInput:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - decoders raise many types, some not Exceptions
+        if not is_decoder_failure(exc):
+            raise
+        if isinstance(exc, (NotImplementedError, ImportError, RuntimeError)) \
+                and _is_missing_codec(exc):
             raise UnreadableInput(
                 f"no decoder is installed for {transfer_syntax_name(ts)}", code="codec_missing"
             ) from None
         raise UnreadableInput("the pixel data cannot be decoded (corrupt, truncated or an "
                               "unsupported variant)", code="corrupt_pixel_data") from None
-    except Exception:  # noqa: BLE001 - decoders raise many types on damaged data
-        raise UnreadableInput("the pixel data cannot be decoded (corrupt or truncated)",
-                              code="corrupt_pixel_data") from None
     finally:
         del ds
+    return native_order(arr)
+
+
+def native_order(arr):
+    """``arr`` with its values in this machine's byte order (big-endian pixel
+    data arrive as ``>i2``, and a view of their words would swap them)."""
+    if arr.dtype.isnative:
+        return arr
+    return arr.astype(arr.dtype.newbyteorder("="))
+
+
+def check_pixel_data(ds, ts):
+    """Refuse pixel data that cannot hold what the header of ``ds`` promises
+    (see :mod:`converter.codestream`), before any decoder allocates."""
+    from . import codestream  # noqa: PLC0415
+
+    if "PixelData" not in ds:
+        return  # float pixel data: numpy only
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        raise codestream.refuse("image size elements that are not numbers") from None
+    if rows < 1 or columns < 1 or samples < 1 or bits not in (1, 8, 16, 32, 64):
+        raise codestream.refuse(f"{columns}×{rows} pixels of {samples}×{bits} bits")
+    value = ds.PixelData
+    if codestream.is_encapsulated(ts):
+        extended = None
+        if "ExtendedOffsetTable" in ds and ds.ExtendedOffsetTable:
+            import numpy as _np  # noqa: PLC0415
+
+            extended = _np.frombuffer(ds.ExtendedOffsetTable, "<u8").tolist()
+        codestream.check_encapsulated(value, ts, rows=rows, columns=columns,
+                                      bits_allocated=bits, samples=samples, frames=frames,
+                                      extended=extended)
+    elif ts in codestream.NATIVE:  # deflated pixels are inflated by now
+        codestream.check_native_length(len(value), frames, rows, columns, bits, samples)
 
 
 def _is_missing_codec(exc) -> bool:
@@ -91,11 +143,6 @@ def _decode_plain(item_source, frame):
         raise UnreadableInput("colour or multi-sample images cannot be meshed",
                               code="corrupt_pixel_data")
     return arr
-
-
-def _worker_decode(args):
-    source, frame = args
-    return _decode_plain(source, frame)
 
 
 class _NeedsFloat(Exception):
@@ -258,6 +305,7 @@ def _filled(arrays, results):
 
 def _store_slice(arrays, k, raw, s, padding, integral):
     """Rescale slice ``k`` into the volume and note its summaries (while it is in cache)."""
+    raw = native_order(raw)
     if raw.shape != arrays.volume.shape[1:]:
         raise UnreadableInput("an image's size does not match its header",
                               code="corrupt_pixel_data")
@@ -370,27 +418,32 @@ def _rescale(raw, slope, intercept, integral):
 
 
 def _decoded(slices, workers, pool=None):
-    """Yield each slice's raw array, in order, decoding in ``workers`` processes."""
-    multiframe_cache: dict = {}
-    jobs = [(s.item, s.frame) for s in slices]
-    use_pool = workers > 1 and len(jobs) >= _PARALLEL_MIN_SLICES and all(f is None for _, f in jobs)
-    if use_pool:
-        own = pool if pool is not None else ReadingPool(workers)
-        args = [(item.source(), None) for item, _ in jobs]
-        try:
-            yield from own.get().imap(_worker_decode, args,
-                                      chunksize=max(1, len(args) // (workers * 4)))
-        finally:
-            if own is not pool:
-                own.terminate()
-        return
-    for item, frame in jobs:
-        if frame is None:
+    """Yield each slice's raw array, in order, decoded in ``workers`` throwaway
+    forked processes (:mod:`converter.sandbox`): a decoder that crashes ends
+    the series as ``corrupt_pixel_data``, never the caller.  A run of slices
+    from one multi-frame object is one task: the object is decoded once and
+    its frames come back one by one.  (``pool`` reads headers only.)"""
+    from .sandbox import stream  # noqa: PLC0415
+
+    runs = []  # (item, frames or None)
+    for s in slices:
+        if s.frame is not None and runs and runs[-1][1] is not None \
+                and runs[-1][0] is s.item:
+            runs[-1][1].append(s.frame)
+        else:
+            runs.append((s.item, None if s.frame is None else [s.frame]))
+
+    def task(k):
+        item, frames = runs[k]
+        if frames is None:
             yield _decode_plain(item.source(), None)
-            continue
-        # enhanced multi-frame: decode the object once, hand out its frames
-        key = item.index
-        if key not in multiframe_cache:
-            arr = decode(item.source())
-            multiframe_cache[key] = arr if arr.ndim == 3 else arr[None]
-        yield multiframe_cache[key][frame]
+            return
+        arr = decode(item.source())
+        arr = arr if arr.ndim == 3 else arr[None]
+        if max(frames) >= len(arr):
+            raise UnreadableInput("an image holds fewer frames than its header declares",
+                                  code="corrupt_pixel_data")
+        for f in frames:
+            yield arr[f]
+
+    yield from stream(task, len(runs), workers if len(slices) >= _PARALLEL_MIN_SLICES else 1)

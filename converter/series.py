@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import headers
+from . import codestream, headers
 from .errors import NoUsableSeries, UnreadableInput
+from .modality import modality_term
 from .sources import iter_items
 from .volume import SeriesInfo
 
@@ -170,9 +171,62 @@ def _native_pixels(ds, facts, where):
         return None
 
 
+def check_frames(ds, item, where):
+    """Refuse (``UnreadableInput``) a multi-frame object whose NumberOfFrames
+    its pixel data or its per-frame functional groups cannot hold, before
+    anything loops over its frames: only item headers are read."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if frames == 1 and per_frame is None:
+        return
+    if per_frame is not None and len(per_frame) != frames:
+        raise codestream.refuse(f"{frames} frames declared, {len(per_frame)} per-frame "
+                                "functional groups present")
+    implicit, little = ds.original_encoding
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "") or (
+        headers.IMPLICIT_LE if implicit else headers.EXPLICIT_LE if little
+        else "1.2.840.10008.1.2.2")
+    start, head = where
+    element = codestream.pixel_element(head, implicit, little)
+    if element is None:
+        raise codestream.refuse("no pixel data element after the header")
+    offset, length = element
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    with _reader(item) as read_at:
+        codestream.check_frame_count(read_at, start + offset, syntax, length, frames, rows=rows,
+                                     columns=columns, bits_allocated=bits, samples=samples)
+
+
+class _reader:
+    """``read_at(offset, n)`` over an item's bytes or its file."""
+
+    def __init__(self, item):
+        self.item, self.fh = item, None
+
+    def __enter__(self):
+        if self.item.data is not None:
+            data = self.item.data
+            return lambda offset, n: data[offset:offset + n] if offset >= 0 else b""
+        self.fh = open(self.item.path, "rb")  # noqa: SIM115 - closed by __exit__
+
+        def read_at(offset, n):
+            if offset < 0:
+                return b""
+            self.fh.seek(offset)
+            return self.fh.read(n)
+        return read_at
+
+    def __exit__(self, *exc):
+        if self.fh is not None:
+            self.fh.close()
+        return False
+
+
 def _header_facts(ds) -> dict:
     return {
-        "modality": str(ds.get("Modality", "OT") or "OT"),
+        "modality": modality_term(ds.get("Modality")),
         "rows": int(ds.Rows),
         "columns": int(ds.Columns),
         "bits_allocated": int(ds.get("BitsAllocated", 16) or 16),
@@ -202,6 +256,8 @@ _NOT_COUNTED = ("not DICOM", "unreadable")  # skip kinds that are not DICOM obje
 NOT_DICOM = ("not DICOM", None, None)
 #: a DICOM object whose header holds an element that cannot be interpreted
 DAMAGED = "damaged header"
+#: a DICOM object whose pixel data cannot hold the frames its header declares
+CORRUPT_PIXELS = "corrupt pixel data"
 
 
 def _examine_with_pydicom(item):
@@ -220,7 +276,10 @@ def _examine_with_pydicom(item):
         if kind:
             return kind, None, None
         facts = _header_facts(ds)
+        check_frames(ds, item, where)
         slices = _slices_of(ds, item, _native_pixels(ds, facts, where))
+    except UnreadableInput:
+        return CORRUPT_PIXELS, None, None
     except Exception:  # noqa: BLE001 - pydicom raises many kinds on a damaged element
         return DAMAGED, None, None
     if not slices:
@@ -305,6 +364,11 @@ def scan(inputs, *, progress=None, pool=None) -> Listing:
         raise UnreadableInput(
             f"{skipped[DAMAGED]} of {files} files look like DICOM but hold damaged header "
             "elements; nothing could be read", code="corrupt_header")
+    if not groups and skipped.get(CORRUPT_PIXELS) and skipped[CORRUPT_PIXELS] \
+            + skipped.get(DAMAGED, 0) + skipped.get("no geometry", 0) == dicom_files:
+        raise UnreadableInput(
+            f"{skipped[CORRUPT_PIXELS]} of {files} files hold pixel data that cannot hold the "
+            "frames their header declares; nothing could be read", code="corrupt_pixel_data")
     if not groups and skipped.get("no geometry"):
         raise NoUsableSeries(
             f"{skipped['no geometry']} images carry no patient position and orientation, so "
@@ -325,6 +389,9 @@ def scan(inputs, *, progress=None, pool=None) -> Listing:
         warnings.append(f"{skipped['unreadable']} files could not be read and were skipped")
     if skipped.get(DAMAGED):
         warnings.append(f"{skipped[DAMAGED]} files with damaged header elements were skipped")
+    if skipped.get(CORRUPT_PIXELS):
+        warnings.append(f"{skipped[CORRUPT_PIXELS]} files whose pixel data cannot hold their "
+                        "frames were skipped")
     return Listing([s.info for s in stacks], dict(skipped), warnings,
                    {s.info.index: s for s in stacks}, files)
 

@@ -1,0 +1,138 @@
+"""Decoding in throwaway forked processes: a decoder's crash ends the series, not the caller.
+
+Native decoders (GDCM, openjpeg, libjpeg, the RLE decoder) can abort the
+process, crash it or raise exceptions that are not ``Exception``s on
+malformed streams.  :func:`stream` runs a generator function for each task
+in forked children and hands back everything they yield, in task order;
+a child that dies (a signal, an abort) becomes ``UnreadableInput``
+``corrupt_pixel_data`` and the other children are killed.  Nothing is
+pickled on the way in: the children are forks and see the caller's data.
+
+Memory: where this process runs under an address-space limit
+(``RLIMIT_AS``, as a worker's conversion process does), the headroom left
+under it is shared out: each of ``n`` children may grow by a
+``1 / (n + 1)`` share, and this process keeps one, so a job's reading
+processes together stay within the one limit instead of each taking all of
+it.  Children run ahead by at most one result each (the pipe's back
+pressure), so results do not pile up.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import resource
+import signal
+
+from .errors import UnreadableInput
+
+CRASHED = ("a decoder crashed on the pixel data (corrupt or hostile codestream)")
+
+_ITEM, _END, _ERROR = 0, 1, 2
+
+
+def stream(fn, tasks: int, workers: int = 1):
+    """Yield what ``fn(k)`` (a generator) yields for ``k`` in ``range(tasks)``, in
+    order, computed in ``min(workers, tasks)`` forked children.
+
+    Raises the exception a child raised (pickled back), or
+    ``UnreadableInput(corrupt_pixel_data)`` when a child dies.
+    """
+    import multiprocessing as mp  # noqa: PLC0415
+
+    if tasks <= 0:
+        return
+    ctx = mp.get_context("fork")
+    n = max(1, min(int(workers), tasks))
+    share = _child_share(n)
+    children = []
+    try:
+        for j in range(n):
+            mine, theirs = ctx.Pipe(duplex=False)
+            pid = os.fork()
+            if pid == 0:  # the child: it never returns from _child
+                mine.close()
+                _child(fn, range(j, tasks, n), theirs, share)
+            theirs.close()  # only the child writes: its death is our end of file
+            children.append((pid, mine))
+        for k in range(tasks):
+            pid, conn = children[k % n]
+            while True:
+                try:
+                    kind, value = conn.recv()
+                except (EOFError, OSError, pickle.UnpicklingError):
+                    raise UnreadableInput(CRASHED, code="corrupt_pixel_data") from None
+                if kind == _END:
+                    break
+                if kind == _ERROR:
+                    raise value
+                yield value
+    finally:
+        for pid, conn in children:
+            conn.close()
+            try:
+                os.kill(pid, signal.SIGKILL)  # done or not: it has nothing left to say
+            except ProcessLookupError:
+                pass
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
+def _child_share(n: int) -> int | None:
+    """The address space each of ``n`` children may add, or None (no limit here)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    now = _address_space()
+    if now is None:
+        return None
+    return max(0, soft - now) // (n + 1)
+
+
+def _address_space() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmSize:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _child(fn, ks, conn, share):
+    """Run in the child: compute the tasks ``ks``; never return to the caller's code."""
+    code = 0
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+        if share is not None:
+            now = _address_space()
+            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+            if now is not None:
+                resource.setrlimit(resource.RLIMIT_AS, (min(soft, now + share), hard))
+        from .loading import _quiet_child  # noqa: PLC0415
+
+        _quiet_child()
+        for k in ks:
+            for value in fn(k):
+                conn.send((_ITEM, value))
+            conn.send((_END, None))
+    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+        code = 1
+        try:
+            conn.send((_ERROR, _sendable(exc)))
+        except BaseException:  # noqa: BLE001 - the parent is gone, or the pipe broke
+            pass
+    finally:
+        os._exit(code)
+
+
+def _sendable(exc):
+    """``exc`` if it survives pickling, else a plain error with no text from it."""
+    try:
+        pickle.loads(pickle.dumps(exc))
+        return exc
+    except Exception:  # noqa: BLE001 - an exception type that does not pickle
+        return RuntimeError("decoding failed in a reading process")
