@@ -8,6 +8,10 @@ a child that dies (a signal, an abort) becomes ``UnreadableInput``
 ``corrupt_pixel_data`` and the other children are killed.  Nothing is
 pickled on the way in: the children are forks and see the caller's data.
 
+Native decoders print to the standard error stream (GDCM's messages, a Rust
+panic's report): in a child it goes to ``/dev/null``, never to the caller's
+logs.
+
 Memory: where this process runs under an address-space limit
 (``RLIMIT_AS``, as a worker's conversion process does), the headroom left
 under it is shared out: each of ``n`` children may grow by a
@@ -107,6 +111,7 @@ def _child(fn, ks, conn, share):
     code = 0
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
+        _silence_stderr()
         if share is not None:
             now = _address_space()
             soft, hard = resource.getrlimit(resource.RLIMIT_AS)
@@ -127,6 +132,17 @@ def _child(fn, ks, conn, share):
             pass
     finally:
         os._exit(code)
+
+
+def _silence_stderr():
+    """Native decoders write to file descriptor 2 (GDCM's messages, a Rust
+    panic's report and backtrace, openjpeg's warnings): in a child they go
+    nowhere, so no log sink of the caller receives them."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+    finally:
+        os.close(devnull)
 
 
 def _sendable(exc):
