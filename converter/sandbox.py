@@ -137,7 +137,12 @@ def _child(fn, ks, conn, share):
 def _silence_stderr():
     """Native decoders write to file descriptor 2 (GDCM's messages, a Rust
     panic's report and backtrace, openjpeg's warnings): in a child they go
-    nowhere, so no log sink of the caller receives them."""
+    nowhere, so no log sink of the caller receives them; nor does a fatal
+    error's Python traceback (``faulthandler``, which writes to a descriptor
+    of its own)."""
+    import faulthandler  # noqa: PLC0415
+
+    faulthandler.disable()
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)

@@ -317,6 +317,10 @@ def run_one(files, *, cap_mb=1024, cpu_s=10, wall_s=15.0, workers=1) -> dict:
         try:
             os.close(read)
             os.dup2(err.fileno(), 2)
+            import faulthandler  # noqa: PLC0415
+
+            faulthandler.disable()  # (pytest's writes to a descriptor of its own)
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115 - as fd 2
             _limits(cap_mb << 20, cpu_s)
             try:
                 result = convert(list(files), ConvertOptions(workers=workers))
@@ -331,6 +335,7 @@ def run_one(files, *, cap_mb=1024, cpu_s=10, wall_s=15.0, workers=1) -> dict:
                 import traceback  # noqa: PLC0415
 
                 os.write(2, b"[harness] " + traceback.format_exc().encode()[-4000:])
+            sys.stderr.flush()
             os.write(write, json.dumps(out).encode())
         except BaseException:  # noqa: BLE001 - never return into the harness
             code = 3
