@@ -17,8 +17,8 @@ Memory: where this process runs under an address-space limit
 under it is shared out: each of ``n`` children may grow by a
 ``1 / (n + 1)`` share, and this process keeps one, so a job's reading
 processes together stay within the one limit instead of each taking all of
-it.  Children run ahead by at most one result each (the pipe's back
-pressure), so results do not pile up.
+it.  Children run ahead by at most a few results each (``_INBOX``, then
+the pipe's back pressure), so results do not pile up.
 """
 
 from __future__ import annotations
@@ -27,12 +27,15 @@ import os
 import pickle
 import resource
 import signal
+from collections import deque
 
 from .errors import UnreadableInput
 
 CRASHED = ("a decoder crashed on the pixel data (corrupt or hostile codestream)")
 
-_ITEM, _END, _ERROR = 0, 1, 2
+_ITEM, _END, _ERROR, _DEAD = 0, 1, 2, 3
+#: results a child may have ready before it waits for this process to take them
+_INBOX = 4
 
 
 def stream(fn, tasks: int, workers: int = 1):
@@ -59,17 +62,19 @@ def stream(fn, tasks: int, workers: int = 1):
                 _child(fn, range(j, tasks, n), theirs, share)
             theirs.close()  # only the child writes: its death is our end of file
             children.append((pid, mine))
+        inbox = [deque() for _ in children]
         for k in range(tasks):
-            pid, conn = children[k % n]
+            box = inbox[k % n]
             while True:
-                try:
-                    kind, value = conn.recv()
-                except (EOFError, OSError, pickle.UnpicklingError):
-                    raise UnreadableInput(CRASHED, code="corrupt_pixel_data") from None
+                while not box:
+                    _collect(children, inbox)
+                kind, value = box.popleft()
                 if kind == _END:
                     break
                 if kind == _ERROR:
                     raise value
+                if kind == _DEAD:
+                    raise UnreadableInput(CRASHED, code="corrupt_pixel_data")
                 yield value
     finally:
         for pid, conn in children:
@@ -82,6 +87,22 @@ def stream(fn, tasks: int, workers: int = 1):
                 os.waitpid(pid, 0)
             except ChildProcessError:
                 pass
+
+
+def _collect(children, inbox) -> None:
+    """Read one message from every child that has one and whose inbox is not
+    full (a full inbox leaves its child blocked on the pipe: back pressure)."""
+    from multiprocessing.connection import wait  # noqa: PLC0415
+
+    open_ = {conn: j for j, (_, conn) in enumerate(children)
+             if len(inbox[j]) < _INBOX and not (inbox[j] and inbox[j][-1][0] == _DEAD)
+             and not conn.closed}
+    for conn in wait(list(open_)):
+        j = open_[conn]
+        try:
+            inbox[j].append(conn.recv())
+        except (EOFError, OSError, pickle.UnpicklingError):
+            inbox[j].append((_DEAD, None))  # the child died: its pipe ended
 
 
 def _child_share(n: int) -> int | None:
