@@ -220,6 +220,9 @@ def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume
         raise UnreadableInput(
             f"the series is too large ({n}×{rows}×{cols} voxels); the limit is "
             f"{MAX_VOLUME_BYTES // 1024**3} GiB", code="too_large")
+    if rows < 1 or cols < 1:
+        raise UnreadableInput(f"the images hold no pixels ({rows}×{cols})",
+                              code="corrupt_pixel_data")
     if facts["samples"] != 1:
         raise UnreadableInput("colour images cannot be meshed", code="corrupt_pixel_data")
     integral = all(float(s.slope).is_integer() and float(s.intercept).is_integer() for s in slices)
