@@ -3,9 +3,12 @@
 Uncompressed little-endian pixels are read straight from the files at the
 offset the header scan found (by threads side by side: file reads and
 numpy's loops release the GIL); everything else is decoded by pydicom's
-pixel backends (pylibjpeg plugins, GDCM, numpy), in forked processes side by
-side, one object at a time, and copied straight into the volume; no dataset
-keeps its decoded array.  CT values become Hounsfield units through rescale
+pixel backends (pylibjpeg plugins, Pillow, numpy; GDCM only where nothing
+else decodes the syntax) in throwaway forked processes
+(:mod:`converter.sandbox`), after every frame's codestream header has been
+checked against the image header (:mod:`converter.codestream`), one object
+at a time, and copied straight into the volume in native byte order; no
+dataset keeps its decoded array.  CT values become Hounsfield units through rescale
 slope and intercept; PixelPaddingValue voxels become background.  The volume
 stays int16 while rescaling is integral and the values fit.
 """
@@ -22,6 +25,8 @@ from .volume import Volume
 #: refuse volumes larger than this many bytes (at 2 bytes a voxel)
 MAX_VOLUME_BYTES = 4 * 1024**3
 _PARALLEL_MIN_SLICES = 48
+#: address space the loading process keeps for itself while decoding processes run
+_RESERVE = 128 * 1024**2
 _PAD_MARK = np.iinfo(np.int16).min
 
 
@@ -159,9 +164,10 @@ def _quiet_child():
 
 
 class ReadingPool:
-    """Forked processes for reading headers and decoding pixels with pydicom,
-    started on first use (:meth:`get`), so a series the converter reads on its
-    own never pays for them."""
+    """Forked processes for reading headers with pydicom, started on first
+    use (:meth:`get`), so a series the converter reads on its own never pays
+    for them.  (Pixels are decoded in :mod:`converter.sandbox`'s throwaway
+    processes, whose death ends the series, not the caller.)"""
 
     def __init__(self, workers):
         self.workers = workers
@@ -207,11 +213,10 @@ def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume
     progress : callable(fraction), optional
     workers : int
         Readers side by side: threads for uncompressed pixels (read straight
-        from the files into the volume), processes for pixels pydicom must
-        decode; 1 does everything in this thread.
+        from the files into the volume), throwaway processes for pixels
+        pydicom must decode (one for any number below 2, or a small series).
     pool : ReadingPool, optional
-        Decodes compressed pixels (see :func:`reading_pool`); without it a
-        pool is forked here when ``workers`` > 1.
+        The header readers (see :func:`reading_pool`); unused here.
     """
     stack = listing.stacks[info.index]
     slices, facts = stack.slices, stack.header
@@ -289,7 +294,8 @@ def _fill(slices, facts, integral, progress, workers, pool):
         else:
             results = [store(k, _read_native(slices[k], rows, cols)) for k in range(n)]
     else:
-        results = [store(k, raw) for k, raw in enumerate(_decoded(slices, workers, pool))]
+        decoded = _decoded(slices, workers, pool, (rows, cols))
+        results = [store(k, raw) for k, raw in enumerate(decoded)]
     return _filled(arrays, results)
 
 
@@ -420,7 +426,7 @@ def _rescale(raw, slope, intercept, integral):
     return values
 
 
-def _decoded(slices, workers, pool=None):
+def _decoded(slices, workers, pool=None, shape=(512, 512)):
     """Yield each slice's raw array, in order, decoded in ``workers`` throwaway
     forked processes (:mod:`converter.sandbox`): a decoder that crashes ends
     the series as ``corrupt_pixel_data``, never the caller.  A run of slices
@@ -449,4 +455,9 @@ def _decoded(slices, workers, pool=None):
         for f in frames:
             yield arr[f]
 
-    yield from stream(task, len(runs), workers if len(slices) >= _PARALLEL_MIN_SLICES else 1)
+    # this process keeps room for the frames in flight and their rescaling;
+    # the decoding processes share the rest of its memory limit
+    rows, cols = shape
+    reserve = _RESERVE + 64 * rows * cols * 8
+    yield from stream(task, len(runs), workers if len(slices) >= _PARALLEL_MIN_SLICES else 1,
+                      reserve=reserve)

@@ -14,10 +14,10 @@ logs.
 
 Memory: where this process runs under an address-space limit
 (``RLIMIT_AS``, as a worker's conversion process does), the headroom left
-under it is shared out: each of ``n`` children may grow by a
-``1 / (n + 1)`` share, and this process keeps one, so a job's reading
-processes together stay within the one limit instead of each taking all of
-it.  Children run ahead by at most a few results each (``_INBOX``, then
+under it is shared out: this process keeps what the caller reserves for
+itself (by default an equal share) and each of ``n`` children may grow by
+an equal part of the rest, so a job's reading processes together stay
+within the one limit instead of each taking all of it.  Children run ahead by at most a few results each (``_INBOX``, then
 the pipe's back pressure), so results do not pile up.
 """
 
@@ -38,9 +38,13 @@ _ITEM, _END, _ERROR, _DEAD = 0, 1, 2, 3
 _INBOX = 4
 
 
-def stream(fn, tasks: int, workers: int = 1):
+def stream(fn, tasks: int, workers: int = 1, *, reserve: int | None = None):
     """Yield what ``fn(k)`` (a generator) yields for ``k`` in ``range(tasks)``, in
     order, computed in ``min(workers, tasks)`` forked children.
+
+    ``reserve``: bytes of the address-space headroom this process keeps for
+    itself while the children run (the rest is shared by them); None keeps
+    an equal share.
 
     Raises the exception a child raised (pickled back), or
     ``UnreadableInput(corrupt_pixel_data)`` when a child dies.
@@ -51,7 +55,7 @@ def stream(fn, tasks: int, workers: int = 1):
         return
     ctx = mp.get_context("fork")
     n = max(1, min(int(workers), tasks))
-    share = _child_share(n)
+    share = _child_share(n, reserve)
     children = []
     try:
         for j in range(n):
@@ -105,15 +109,22 @@ def _collect(children, inbox) -> None:
             inbox[j].append((_DEAD, None))  # the child died: its pipe ended
 
 
-def _child_share(n: int) -> int | None:
-    """The address space each of ``n`` children may add, or None (no limit here)."""
+def _child_share(n: int, reserve: int | None = None) -> int | None:
+    """The address space each of ``n`` children may add, or None (no limit here):
+    the headroom under this process's limit less ``reserve`` (kept here),
+    shared equally; an equal share with this process when ``reserve`` is
+    None or does not leave the children more."""
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY:
         return None
     now = _address_space()
     if now is None:
         return None
-    return max(0, soft - now) // (n + 1)
+    headroom = max(0, soft - now)
+    equal = headroom // (n + 1)
+    if reserve is None:
+        return equal
+    return max(equal, (headroom - reserve) // n)
 
 
 def _address_space() -> int | None:

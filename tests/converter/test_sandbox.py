@@ -76,13 +76,19 @@ def test_children_share_the_callers_address_space_limit():
         resource.setrlimit(resource.RLIMIT_AS, (vm + (900 << 20), resource.RLIM_INFINITY))
         def limits(k):
             yield (resource.getrlimit(resource.RLIMIT_AS)[0] - sandbox._address_space()) >> 20
-        print(json.dumps([list(sandbox.stream(limits, 2, 2)), sandbox._child_share(2) >> 20]))
+        print(json.dumps([list(sandbox.stream(limits, 2, 2)), sandbox._child_share(2) >> 20,
+                          list(sandbox.stream(limits, 1, 1, reserve=100 << 20)),
+                          sandbox._child_share(1, 100 << 20) >> 20,
+                          sandbox._child_share(1, 800 << 20) >> 20]))
     """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
-    (first, second), share = json.loads(out)
+    (first, second), share, (alone,), alone_share, equal = json.loads(out)
     assert 290 <= share <= 300  # 900 MB shared by two children and their parent
     assert abs(first - share) <= 2 and abs(second - share) <= 2
+    assert 790 <= alone_share <= 800  # the parent keeps the 100 MB it reserved
+    assert abs(alone - alone_share) <= 2
+    assert 440 <= equal <= 450  # a reserve beyond an equal share: an equal share
 
 
 def test_no_limit_no_share():
