@@ -163,6 +163,14 @@ def _quiet_child():
     logging.getLogger("pydicom").disabled = True
 
 
+def _start_reader(share):
+    """Pool initializer: quiet, and within this reader's share of the memory limit."""
+    from .sandbox import limit_growth  # noqa: PLC0415
+
+    limit_growth(share)
+    _quiet_child()
+
+
 class ReadingPool:
     """Forked processes for reading headers with pydicom, started on first
     use (:meth:`get`), so a series the converter reads on its own never pays
@@ -178,7 +186,11 @@ class ReadingPool:
         if self._pool is None:
             import multiprocessing as mp  # noqa: PLC0415
 
-            self._pool = mp.get_context("fork").Pool(self.workers, initializer=_quiet_child)
+            from .sandbox import child_share  # noqa: PLC0415
+
+            # the readers share this process's memory limit, as the decoders do
+            self._pool = mp.get_context("fork").Pool(self.workers, initializer=_start_reader,
+                                                     initargs=(child_share(self.workers),))
         return self._pool
 
     def terminate(self):

@@ -127,6 +127,22 @@ def _child_share(n: int, reserve: int | None = None) -> int | None:
     return max(equal, (headroom - reserve) // n)
 
 
+def limit_growth(share: int | None) -> None:
+    """In a child: grow by at most ``share`` bytes of address space (None: as inherited)."""
+    if share is None:
+        return
+    now = _address_space()
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    if now is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (min(soft, now + share), hard))
+
+
+def child_share(n: int) -> int | None:
+    """What each of ``n`` forked helpers may add under this process's limit
+    (an equal share with this process; None where there is no limit)."""
+    return _child_share(n)
+
+
 def _address_space() -> int | None:
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
@@ -144,11 +160,7 @@ def _child(fn, ks, conn, share):
     try:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
         _silence_stderr()
-        if share is not None:
-            now = _address_space()
-            soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-            if now is not None:
-                resource.setrlimit(resource.RLIMIT_AS, (min(soft, now + share), hard))
+        limit_growth(share)
         from .loading import _quiet_child  # noqa: PLC0415
 
         _quiet_child()

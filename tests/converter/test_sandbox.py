@@ -143,3 +143,32 @@ def test_decode_turns_decoder_failures_into_corrupt_pixel_data_and_nothing_else(
         decode(get_testdata_file("MR_small_RLE.dcm"))
     if expected is UnreadableInput:
         assert err.value.code == "corrupt_pixel_data"
+
+
+def test_header_readers_share_the_limit_too():
+    code = """if True:
+        import json, resource
+        from converter import sandbox
+        from converter.loading import ReadingPool
+        from tests.converter.test_sandbox import _room
+        vm = sandbox._address_space()
+        resource.setrlimit(resource.RLIMIT_AS, (vm + (900 << 20), resource.RLIM_INFINITY))
+        pool = ReadingPool(2)
+        limits = pool.get().map(_room, range(2))
+        pool.terminate()
+        print(json.dumps(limits))
+    """
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=ROOT).stdout
+    assert all(280 <= room <= 302 for room in json.loads(out))
+
+
+
+def _room(_):
+    """MB this process may still grow by under its address-space limit."""
+    import resource
+
+    return (resource.getrlimit(resource.RLIMIT_AS)[0] - sandbox._address_space()) >> 20
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
