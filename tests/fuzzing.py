@@ -144,7 +144,7 @@ def _geo(G, n=2):
 
 def _set_us(b: bytearray, tag: bytes, rng) -> bool:
     at = b.find(tag)
-    if at < 0:
+    if at < 0 or at + len(tag) + 2 > len(b):
         return False
     value = rng.choice([0, 1, 2, 3, 7, 8, 12, 15, 16, 17, 32, 64, 255, 4096, 32767, 65535,
                         rng.randrange(65536)])
@@ -166,7 +166,10 @@ def _rewrite_value(data: bytes, tag: bytes, value: bytes) -> bytes | None:
 def mutate(data: bytes, rng: random.Random, donors=()) -> bytes:
     """One to three random mutations of one DICOM file's bytes."""
     for _ in range(rng.randint(1, 3)):
-        data = _mutate_once(data, rng, donors)
+        try:
+            data = _mutate_once(data, rng, donors)
+        except (struct.error, ValueError, IndexError):
+            pass  # a mutation that does not fit this file: the next one
     return data
 
 
