@@ -14,7 +14,10 @@ fragments (and a matching Basic or Extended Offset Table) for encapsulated
 ones.
 
 Nothing here allocates from a size read in the file: every walk is bounded
-by the bytes actually present.  A refusal is an ``UnreadableInput`` with the
+by the bytes actually present.  :func:`check_dataset` (a dataset read
+whole, before decoding) and :func:`check_frame_table` (a header read at the
+scan, before its frames are listed) apply these checks to what pydicom
+read; nothing here imports pydicom.  A refusal is an ``UnreadableInput`` with the
 code ``corrupt_pixel_data`` and a one-line message of counts and kinds
 (never a value from the file beyond the sizes the converter compares).
 """
@@ -71,21 +74,12 @@ def is_encapsulated(syntax: str) -> bool:
     return syntax in _JPEG or syntax in _JPEG_LS or syntax in _J2K or syntax == _RLE
 
 
-def frame_bytes(rows: int, columns: int, bits_allocated: int, samples: int) -> int:
-    """Bytes of one native frame (1-bit frames pack 8 pixels a byte)."""
-    if bits_allocated == 1:
-        return -(-(rows * columns * samples) // 8)
-    return rows * columns * samples * (bits_allocated // 8)
-
-
 def check_native_length(length: int, frames: int, rows: int, columns: int,
                         bits_allocated: int, samples: int) -> None:
-    """Native pixel data of ``length`` bytes must hold ``frames`` frames (one
-    padding byte to an even length, or trailing bytes, are allowed, as
-    pydicom allows them)."""
-    needed = frame_bytes(rows, columns, bits_allocated, samples) * frames
-    if bits_allocated == 1:
-        needed = -(-(rows * columns * samples * frames) // 8)
+    """Native pixel data of ``length`` bytes must hold ``frames`` frames (1-bit
+    pixels pack 8 a byte; trailing bytes, such as the padding to an even
+    length, are allowed, as pydicom allows them)."""
+    needed = -(-(rows * columns * samples * frames * bits_allocated) // 8)
     if length < needed:
         raise refuse(f"{frames} frames need {needed} bytes, the pixel data hold {length}")
 
@@ -455,3 +449,91 @@ def pixel_element(head: bytes, implicit: bool, little: bool):
     if len(head) < 12 or head[4:6] not in (b"OB", b"OW", b"UN") or head[6:8] != b"\0\0":
         return None
     return 12, int.from_bytes(head[8:12], order)
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+def check_dataset(ds, ts: str) -> None:
+    """Refuse the pixel data of ``ds`` (a pydicom dataset read whole, of
+    transfer syntax ``ts``) when they cannot hold what its header promises:
+    every frame's codestream header, or the native length, before any
+    decoder allocates."""
+    if "PixelData" not in ds:
+        return  # float pixel data: numpy only
+    try:
+        rows, columns = int(ds.Rows), int(ds.Columns)
+        bits = int(ds.get("BitsAllocated", 16) or 16)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+    except (AttributeError, TypeError, ValueError):
+        raise refuse("image size elements that are not numbers") from None
+    if rows < 1 or columns < 1 or samples < 1 or bits not in (1, 8, 16, 32, 64):
+        raise refuse(f"{columns}×{rows} pixels of {samples}×{bits} bits")
+    value = ds.PixelData
+    if is_encapsulated(ts):
+        extended = None
+        if "ExtendedOffsetTable" in ds and ds.ExtendedOffsetTable:
+            table = bytes(ds.ExtendedOffsetTable)
+            extended = list(struct.unpack(f"<{len(table) // 8}Q", table[:len(table) // 8 * 8]))
+        check_encapsulated(value, ts, rows=rows, columns=columns, bits_allocated=bits,
+                           samples=samples, frames=frames, extended=extended)
+    elif ts in NATIVE:  # deflated pixels are inflated by now
+        check_native_length(len(value), frames, rows, columns, bits, samples)
+
+
+def check_frame_table(ds, item, where):
+    """Refuse (``UnreadableInput``) a multi-frame object whose NumberOfFrames
+    its pixel data or its per-frame functional groups cannot hold, before
+    anything loops over its frames: only item headers are read.
+
+    ``ds`` is the header pydicom read (no pixels) from ``item`` (a
+    ``sources.Item``); ``where`` is ``(offset, the next 12 bytes)`` where
+    that header ended."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    if frames == 1 and per_frame is None:
+        return
+    if per_frame is not None and len(per_frame) != frames:
+        raise refuse(f"{frames} frames declared, {len(per_frame)} per-frame "
+                     "functional groups present")
+    implicit, little = ds.original_encoding
+    syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "") or (
+        "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1" if little
+        else "1.2.840.10008.1.2.2")
+    start, head = where
+    element = pixel_element(head, implicit, little)
+    if element is None:
+        raise refuse("no pixel data element after the header")
+    offset, length = element
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    bits = int(ds.get("BitsAllocated", 16) or 16)
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    with _reader(item) as read_at:
+        check_frame_count(read_at, start + offset, syntax, length, frames, rows=rows,
+                          columns=columns, bits_allocated=bits, samples=samples)
+
+
+class _reader:
+    """``read_at(offset, n)`` over an item's bytes or its file."""
+
+    def __init__(self, item):
+        self.item, self.fh = item, None
+
+    def __enter__(self):
+        if self.item.data is not None:
+            data = self.item.data
+            return lambda offset, n: data[offset:offset + n] if offset >= 0 else b""
+        self.fh = open(self.item.path, "rb")  # noqa: SIM115 - closed by __exit__
+
+        def read_at(offset, n):
+            if offset < 0:
+                return b""
+            self.fh.seek(offset)
+            return self.fh.read(n)
+        return read_at
+
+    def __exit__(self, *exc):
+        if self.fh is not None:
+            self.fh.close()
+        return False

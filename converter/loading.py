@@ -19,6 +19,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import codestream
 from .errors import UnreadableInput
 from .volume import Volume
 
@@ -76,7 +77,7 @@ def decode(source, frame=None):
                                   ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
     ts = str(meta.TransferSyntaxUID)
     try:
-        check_pixel_data(ds, ts)
+        codestream.check_dataset(ds, ts)
         arr = pixel_array(ds, index=frame) if frame is not None else pixel_array(ds)
     except UnreadableInput:
         raise
@@ -101,36 +102,6 @@ def native_order(arr):
     if arr.dtype.isnative:
         return arr
     return arr.astype(arr.dtype.newbyteorder("="))
-
-
-def check_pixel_data(ds, ts):
-    """Refuse pixel data that cannot hold what the header of ``ds`` promises
-    (see :mod:`converter.codestream`), before any decoder allocates."""
-    from . import codestream  # noqa: PLC0415
-
-    if "PixelData" not in ds:
-        return  # float pixel data: numpy only
-    try:
-        rows, columns = int(ds.Rows), int(ds.Columns)
-        bits = int(ds.get("BitsAllocated", 16) or 16)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-    except (AttributeError, TypeError, ValueError):
-        raise codestream.refuse("image size elements that are not numbers") from None
-    if rows < 1 or columns < 1 or samples < 1 or bits not in (1, 8, 16, 32, 64):
-        raise codestream.refuse(f"{columns}×{rows} pixels of {samples}×{bits} bits")
-    value = ds.PixelData
-    if codestream.is_encapsulated(ts):
-        extended = None
-        if "ExtendedOffsetTable" in ds and ds.ExtendedOffsetTable:
-            import numpy as _np  # noqa: PLC0415
-
-            extended = _np.frombuffer(ds.ExtendedOffsetTable, "<u8").tolist()
-        codestream.check_encapsulated(value, ts, rows=rows, columns=columns,
-                                      bits_allocated=bits, samples=samples, frames=frames,
-                                      extended=extended)
-    elif ts in codestream.NATIVE:  # deflated pixels are inflated by now
-        codestream.check_native_length(len(value), frames, rows, columns, bits, samples)
 
 
 def _is_missing_codec(exc) -> bool:

@@ -171,59 +171,6 @@ def _native_pixels(ds, facts, where):
         return None
 
 
-def check_frames(ds, item, where):
-    """Refuse (``UnreadableInput``) a multi-frame object whose NumberOfFrames
-    its pixel data or its per-frame functional groups cannot hold, before
-    anything loops over its frames: only item headers are read."""
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
-    if frames == 1 and per_frame is None:
-        return
-    if per_frame is not None and len(per_frame) != frames:
-        raise codestream.refuse(f"{frames} frames declared, {len(per_frame)} per-frame "
-                                "functional groups present")
-    implicit, little = ds.original_encoding
-    syntax = str(ds.file_meta.get("TransferSyntaxUID", "") or "") or (
-        headers.IMPLICIT_LE if implicit else headers.EXPLICIT_LE if little
-        else "1.2.840.10008.1.2.2")
-    start, head = where
-    element = codestream.pixel_element(head, implicit, little)
-    if element is None:
-        raise codestream.refuse("no pixel data element after the header")
-    offset, length = element
-    rows, columns = int(ds.Rows), int(ds.Columns)
-    bits = int(ds.get("BitsAllocated", 16) or 16)
-    samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    with _reader(item) as read_at:
-        codestream.check_frame_count(read_at, start + offset, syntax, length, frames, rows=rows,
-                                     columns=columns, bits_allocated=bits, samples=samples)
-
-
-class _reader:
-    """``read_at(offset, n)`` over an item's bytes or its file."""
-
-    def __init__(self, item):
-        self.item, self.fh = item, None
-
-    def __enter__(self):
-        if self.item.data is not None:
-            data = self.item.data
-            return lambda offset, n: data[offset:offset + n] if offset >= 0 else b""
-        self.fh = open(self.item.path, "rb")  # noqa: SIM115 - closed by __exit__
-
-        def read_at(offset, n):
-            if offset < 0:
-                return b""
-            self.fh.seek(offset)
-            return self.fh.read(n)
-        return read_at
-
-    def __exit__(self, *exc):
-        if self.fh is not None:
-            self.fh.close()
-        return False
-
-
 def _header_facts(ds) -> dict:
     return {
         "modality": modality_term(ds.get("Modality")),
@@ -276,7 +223,7 @@ def _examine_with_pydicom(item):
         if kind:
             return kind, None, None
         facts = _header_facts(ds)
-        check_frames(ds, item, where)
+        codestream.check_frame_table(ds, item, where)
         slices = _slices_of(ds, item, _native_pixels(ds, facts, where))
     except UnreadableInput:
         return CORRUPT_PIXELS, None, None
