@@ -86,6 +86,7 @@ ANSWERED = {
 }
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's, on the odd Modality values
 @pytest.mark.parametrize("case", ANSWERED)
 def test_plain_files_are_answered_as_pydicom_answers(tmp_path, case):
     kw = dict(ANSWERED[case])
