@@ -20,6 +20,7 @@ import struct
 
 import numpy as np
 
+from .modality import modality_term
 from .volume import Slice
 
 IMPLICIT_LE = "1.2.840.10008.1.2"
@@ -342,7 +343,7 @@ def _result(values, meta, ts, implicit, pixel_at, buf, item):
     if _number(values.get("frames"), 1, int) != 1:
         raise _Defer  # multi-frame: pydicom reads the frames' geometry
     facts = {
-        "modality": _text(values.get("modality", b"")) or "OT",
+        "modality": modality_term(_text(values.get("modality", b""))),
         "rows": values["rows"],
         "columns": values["columns"],
         "bits_allocated": values.get("bits_allocated") or 16,

@@ -3,9 +3,12 @@
 Uncompressed little-endian pixels are read straight from the files at the
 offset the header scan found (by threads side by side: file reads and
 numpy's loops release the GIL); everything else is decoded by pydicom's
-pixel backends (pylibjpeg plugins, GDCM, numpy), in forked processes side by
-side, one object at a time, and copied straight into the volume; no dataset
-keeps its decoded array.  CT values become Hounsfield units through rescale
+pixel backends (pylibjpeg plugins, Pillow, numpy; GDCM only where nothing
+else decodes the syntax) in throwaway forked processes
+(:mod:`converter.sandbox`), after every frame's codestream header has been
+checked against the image header (:mod:`converter.codestream`), one object
+at a time, and copied straight into the volume in native byte order; no
+dataset keeps its decoded array.  CT values become Hounsfield units through rescale
 slope and intercept; PixelPaddingValue voxels become background.  The volume
 stays int16 while rescaling is integral and the values fit.
 """
@@ -16,6 +19,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from . import codestream
+from .decoders import is_decoder_failure, prefer_safe_decoders
 from .errors import UnreadableInput
 from .quiet import silence_pydicom_for_good
 from .volume import Volume
@@ -23,6 +28,8 @@ from .volume import Volume
 #: refuse volumes larger than this many bytes (at 2 bytes a voxel)
 MAX_VOLUME_BYTES = 4 * 1024**3
 _PARALLEL_MIN_SLICES = 48
+#: address space the loading process keeps for itself while decoding processes run
+_RESERVE = 128 * 1024**2
 _PAD_MARK = np.iinfo(np.int16).min
 
 
@@ -34,16 +41,25 @@ def transfer_syntax_name(uid: str) -> str:
 
 
 def decode(source, frame=None):
-    """Decode the pixel data of ``source`` (path or file) → ndarray.
+    """Decode the pixel data of ``source`` (path or file) → ndarray in native byte order.
+
+    The codestream of every frame is checked against the header first
+    (:mod:`converter.codestream`); decoders that abort on malformed streams
+    are not used where another decodes the syntax
+    (:func:`converter.decoders.prefer_safe_decoders`).
 
     Raises ``UnreadableInput`` with ``codec_missing`` or ``corrupt_pixel_data``.
     """
     import pydicom
     from pydicom.pixels import pixel_array
 
+
+    prefer_safe_decoders()
     try:
         ds = pydicom.dcmread(source, force=True)
-    except Exception:
+    except BaseException as exc:  # any parse failure of a listed file is corruption
+        if not is_decoder_failure(exc):
+            raise
         raise UnreadableInput("a file could not be read again to decode its pixels",
                               code="corrupt_pixel_data") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds:
@@ -62,19 +78,31 @@ def decode(source, frame=None):
                                   ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
     ts = str(meta.TransferSyntaxUID)
     try:
-        return pixel_array(ds, index=frame) if frame is not None else pixel_array(ds)
-    except (NotImplementedError, ImportError, RuntimeError) as exc:
-        if _is_missing_codec(exc):
+        codestream.check_dataset(ds, ts)
+        arr = pixel_array(ds, index=frame) if frame is not None else pixel_array(ds)
+    except UnreadableInput:
+        raise
+    except BaseException as exc:
+        if not is_decoder_failure(exc):
+            raise
+        if isinstance(exc, (NotImplementedError, ImportError, RuntimeError)) \
+                and _is_missing_codec(exc):
             raise UnreadableInput(
                 f"no decoder is installed for {transfer_syntax_name(ts)}", code="codec_missing"
             ) from None
         raise UnreadableInput("the pixel data cannot be decoded (corrupt, truncated or an "
                               "unsupported variant)", code="corrupt_pixel_data") from None
-    except Exception:
-        raise UnreadableInput("the pixel data cannot be decoded (corrupt or truncated)",
-                              code="corrupt_pixel_data") from None
     finally:
         del ds
+    return native_order(arr)
+
+
+def native_order(arr):
+    """``arr`` with its values in this machine's byte order (big-endian pixel
+    data arrive as ``>i2``, and a view of their words would swap them)."""
+    if arr.dtype.isnative:
+        return arr
+    return arr.astype(arr.dtype.newbyteorder("="))
 
 
 def _is_missing_codec(exc) -> bool:
@@ -94,19 +122,23 @@ def _decode_plain(item_source, frame):
     return arr
 
 
-def _worker_decode(args):
-    source, frame = args
-    return _decode_plain(source, frame)
-
-
 class _NeedsFloat(Exception):
     """Rescaled values do not fit int16: load again as float32."""
 
 
+def _start_reader(share):
+    """Pool initializer: quiet, and within this reader's share of the memory limit."""
+    from .sandbox import limit_growth  # sandbox imports this module
+
+    limit_growth(share)
+    silence_pydicom_for_good()
+
+
 class ReadingPool:
-    """Forked processes for reading headers and decoding pixels with pydicom,
-    started on first use (:meth:`get`), so a series the converter reads on its
-    own never pays for them."""
+    """Forked processes for reading headers with pydicom, started on first
+    use (:meth:`get`), so a series the converter reads on its own never pays
+    for them.  (Pixels are decoded in :mod:`converter.sandbox`'s throwaway
+    processes, whose death ends the series, not the caller.)"""
 
     def __init__(self, workers):
         self.workers = workers
@@ -117,7 +149,11 @@ class ReadingPool:
         if self._pool is None:
             import multiprocessing as mp
 
-            self._pool = mp.get_context("fork").Pool(self.workers, initializer=silence_pydicom_for_good)
+            from .sandbox import child_share  # sandbox imports this module
+
+            # the readers share this process's memory limit, as the decoders do
+            self._pool = mp.get_context("fork").Pool(self.workers, initializer=_start_reader,
+                                                     initargs=(child_share(self.workers),))
         return self._pool
 
     def terminate(self):
@@ -152,11 +188,10 @@ def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume
     progress : callable(fraction), optional
     workers : int
         Readers side by side: threads for uncompressed pixels (read straight
-        from the files into the volume), processes for pixels pydicom must
-        decode; 1 does everything in this thread.
+        from the files into the volume), throwaway processes for pixels
+        pydicom must decode (one for any number below 2, or a small series).
     pool : ReadingPool, optional
-        Decodes compressed pixels (see :func:`reading_pool`); without it a
-        pool is forked here when ``workers`` > 1.
+        The header readers (see :func:`reading_pool`); unused here.
     """
     stack = listing.stacks[info.index]
     slices, facts = stack.slices, stack.header
@@ -165,6 +200,9 @@ def load_volume(listing, info, *, progress=None, workers=1, pool=None) -> Volume
         raise UnreadableInput(
             f"the series is too large ({n}×{rows}×{cols} voxels); the limit is "
             f"{MAX_VOLUME_BYTES // 1024**3} GiB", code="too_large")
+    if rows < 1 or cols < 1:
+        raise UnreadableInput(f"the images hold no pixels ({rows}×{cols})",
+                              code="corrupt_pixel_data")
     if facts["samples"] != 1:
         raise UnreadableInput("colour images cannot be meshed", code="corrupt_pixel_data")
     integral = all(float(s.slope).is_integer() and float(s.intercept).is_integer() for s in slices)
@@ -231,7 +269,8 @@ def _fill(slices, facts, integral, progress, workers, pool):
         else:
             results = [store(k, _read_native(slices[k], rows, cols)) for k in range(n)]
     else:
-        results = [store(k, raw) for k, raw in enumerate(_decoded(slices, workers, pool))]
+        decoded = _decoded(slices, workers, pool, (rows, cols))
+        results = [store(k, raw) for k, raw in enumerate(decoded)]
     return _filled(arrays, results)
 
 
@@ -250,6 +289,7 @@ def _filled(arrays, results):
 
 def _store_slice(arrays, k, raw, s, padding, integral):
     """Rescale slice ``k`` into the volume and note its summaries (while it is in cache)."""
+    raw = native_order(raw)
     if raw.shape != arrays.volume.shape[1:]:
         raise UnreadableInput("an image's size does not match its header",
                               code="corrupt_pixel_data")
@@ -361,28 +401,38 @@ def _rescale(raw, slope, intercept, integral):
     return values
 
 
-def _decoded(slices, workers, pool=None):
-    """Yield each slice's raw array, in order, decoding in ``workers`` processes."""
-    multiframe_cache: dict = {}
-    jobs = [(s.item, s.frame) for s in slices]
-    use_pool = workers > 1 and len(jobs) >= _PARALLEL_MIN_SLICES and all(f is None for _, f in jobs)
-    if use_pool:
-        own = pool if pool is not None else ReadingPool(workers)
-        args = [(item.source(), None) for item, _ in jobs]
-        try:
-            yield from own.get().imap(_worker_decode, args,
-                                      chunksize=max(1, len(args) // (workers * 4)))
-        finally:
-            if own is not pool:
-                own.terminate()
-        return
-    for item, frame in jobs:
-        if frame is None:
+def _decoded(slices, workers, pool=None, shape=(512, 512)):
+    """Yield each slice's raw array, in order, decoded in ``workers`` throwaway
+    forked processes (:mod:`converter.sandbox`): a decoder that crashes ends
+    the series as ``corrupt_pixel_data``, never the caller.  A run of slices
+    from one multi-frame object is one task: the object is decoded once and
+    its frames come back one by one.  (``pool`` reads headers only.)"""
+    from .sandbox import stream
+
+    runs = []  # (item, frames or None)
+    for s in slices:
+        if s.frame is not None and runs and runs[-1][1] is not None \
+                and runs[-1][0] is s.item:
+            runs[-1][1].append(s.frame)
+        else:
+            runs.append((s.item, None if s.frame is None else [s.frame]))
+
+    def task(k):
+        item, frames = runs[k]
+        if frames is None:
             yield _decode_plain(item.source(), None)
-            continue
-        # enhanced multi-frame: decode the object once, hand out its frames
-        key = item.index
-        if key not in multiframe_cache:
-            arr = decode(item.source())
-            multiframe_cache[key] = arr if arr.ndim == 3 else arr[None]
-        yield multiframe_cache[key][frame]
+            return
+        arr = decode(item.source())
+        arr = arr if arr.ndim == 3 else arr[None]
+        if max(frames) >= len(arr):
+            raise UnreadableInput("an image holds fewer frames than its header declares",
+                                  code="corrupt_pixel_data")
+        for f in frames:
+            yield arr[f]
+
+    # this process keeps room for the frames in flight and their rescaling;
+    # the decoding processes share the rest of its memory limit
+    rows, cols = shape
+    reserve = _RESERVE + 64 * rows * cols * 8
+    yield from stream(task, len(runs), workers if len(slices) >= _PARALLEL_MIN_SLICES else 1,
+                      reserve=reserve)

@@ -14,8 +14,9 @@ from collections import Counter
 
 import numpy as np
 
-from . import headers
+from . import codestream, headers
 from .errors import NoUsableSeries, UnreadableInput
+from .modality import modality_term
 from .sources import iter_items
 from .volume import Listing, SeriesInfo, Slice, Stack
 
@@ -136,7 +137,7 @@ def _native_pixels(ds, facts, where):
 
 def _header_facts(ds) -> dict:
     return {
-        "modality": str(ds.get("Modality", "OT") or "OT"),
+        "modality": modality_term(ds.get("Modality")),
         "rows": int(ds.Rows),
         "columns": int(ds.Columns),
         "bits_allocated": int(ds.get("BitsAllocated", 16) or 16),
@@ -166,6 +167,8 @@ _NOT_COUNTED = ("not DICOM", "unreadable")  # skip kinds that are not DICOM obje
 NOT_DICOM = ("not DICOM", None, None)
 #: a DICOM object whose header holds an element that cannot be interpreted
 DAMAGED = "damaged header"
+#: a DICOM object whose pixel data cannot hold the frames its header declares
+CORRUPT_PIXELS = "corrupt pixel data"
 
 
 def _examine_with_pydicom(item):
@@ -184,8 +187,11 @@ def _examine_with_pydicom(item):
         if kind:
             return kind, None, None
         facts = _header_facts(ds)
+        codestream.check_frame_table(ds, item, where)
         slices = _slices_of(ds, item, _native_pixels(ds, facts, where))
-    except Exception:
+    except UnreadableInput:
+        return CORRUPT_PIXELS, None, None
+    except Exception:  # pydicom raises many kinds on a damaged element
         return DAMAGED, None, None
     if not slices:
         return "no geometry", None, None
@@ -269,6 +275,11 @@ def scan(inputs, *, progress=None, pool=None) -> Listing:
         raise UnreadableInput(
             f"{skipped[DAMAGED]} of {files} files look like DICOM but hold damaged header "
             "elements; nothing could be read", code="corrupt_header")
+    if not groups and skipped.get(CORRUPT_PIXELS) and skipped[CORRUPT_PIXELS] \
+            + skipped.get(DAMAGED, 0) + skipped.get("no geometry", 0) == dicom_files:
+        raise UnreadableInput(
+            f"{skipped[CORRUPT_PIXELS]} of {files} files hold pixel data that cannot hold the "
+            "frames their header declares; nothing could be read", code="corrupt_pixel_data")
     if not groups and skipped.get("no geometry"):
         raise NoUsableSeries(
             f"{skipped['no geometry']} images carry no patient position and orientation, so "
@@ -289,6 +300,9 @@ def scan(inputs, *, progress=None, pool=None) -> Listing:
         warnings.append(f"{skipped['unreadable']} files could not be read and were skipped")
     if skipped.get(DAMAGED):
         warnings.append(f"{skipped[DAMAGED]} files with damaged header elements were skipped")
+    if skipped.get(CORRUPT_PIXELS):
+        warnings.append(f"{skipped[CORRUPT_PIXELS]} files whose pixel data cannot hold their "
+                        "frames were skipped")
     return Listing([s.info for s in stacks], dict(skipped), warnings,
                    {s.info.index: s for s in stacks}, files)
 

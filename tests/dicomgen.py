@@ -23,7 +23,13 @@ import pydicom
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
 
 FG_HU = 1000
 BG_HU = -1000
@@ -304,7 +310,9 @@ def write_series(
         for key, value in (extra or {}).items():
             setattr(ds, key, value)
         ds.PixelData = stored[k].tobytes()
-        if transfer_syntax != ExplicitVRLittleEndian:
+        if transfer_syntax == ExplicitVRBigEndian:  # the words too are big endian
+            ds.PixelData = stored[k].astype(stored.dtype.newbyteorder(">")).tobytes()
+        elif transfer_syntax != ExplicitVRLittleEndian:
             ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
             ds.compress(transfer_syntax) if _is_compressed(transfer_syntax) else None
             ds.file_meta.TransferSyntaxUID = transfer_syntax
@@ -312,7 +320,13 @@ def write_series(
             path = directory / f"slice{k:04d}.dcm"
         else:
             path = directory / f"{rng.getrandbits(64):016x}"
-        ds.save_as(path, enforce_file_format=preamble)
+        if transfer_syntax == ExplicitVRBigEndian:
+            from pydicom.filewriter import dcmwrite
+
+            dcmwrite(path, ds, implicit_vr=False, little_endian=False,
+                     enforce_file_format=preamble)
+        else:
+            ds.save_as(path, enforce_file_format=preamble)
         if not preamble:
             _strip_preamble(path)
         paths.append(path)

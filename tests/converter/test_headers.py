@@ -80,9 +80,13 @@ ANSWERED = {
     "sequence": {"extra": {"ReferencedImageSequence": Sequence([Dataset(), Dataset()])}},
     "no geometry": {"extra": {"ImageOrientationPatient": None}},
     "compressed": {"transfer_syntax": RLELossless},  # header answered, pixels for pydicom
+    "lower-case modality": {"modality": "ct"},
+    "unknown modality": {"modality": "XYZ"},
+    "899-character modality": {"modality": "CT" + "A" * 897},
 }
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's, on the odd Modality values
 @pytest.mark.parametrize("case", ANSWERED)
 def test_plain_files_are_answered_as_pydicom_answers(tmp_path, case):
     kw = dict(ANSWERED[case])
@@ -96,6 +100,25 @@ def test_plain_files_are_answered_as_pydicom_answers(tmp_path, case):
     assert fast[0] == {"localizer": "localizer", "no geometry": "no geometry"}.get(case)
     if fast[0] is None:
         assert (fast[2][0].native is None) == (case == "compressed")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's, on the overlong value
+@pytest.mark.parametrize("written,read", [("CT", "CT"), ("ct", "CT"), (" MR ", "MR"),
+                                          ("PT", "PT"), ("XYZ", "OT"), ("", "OT"),
+                                          ("CT" + "A" * 897, "OT"), ("CT\\MR", "OT"),
+                                          ("Knöchel", "OT")])
+def test_modality_is_a_defined_term_in_both_readers(tmp_path, written, read):
+    extra = {"SpecificCharacterSet": "ISO_IR 100"} if not written.isascii() else {}
+    path = _one_file(tmp_path, modality=written, extra=extra)
+    item = Item(1, path=str(path))
+    fast = H.examine(item)
+    ref = S._examine_with_pydicom(item)
+    assert ref[1]["modality"] == read
+    if fast is not None:
+        assert fast[1]["modality"] == read
+    from converter import list_series
+
+    assert [s.modality for s in list_series([path]).series] == [read]
 
 
 def test_a_sequence_of_undefined_length_is_stepped_over(tmp_path):
