@@ -286,8 +286,8 @@ cdef void inside_row(const vol_t *src, uint8_t *out, Py_ssize_t n, double thr) n
     against floor(level) (integers, where v > level <=> v > floor(level))."""
     cdef Py_ssize_t x
     cdef float tf
-    cdef int16_t t16
-    cdef int32_t t32
+    cdef vol_t t
+    cdef double top, bottom
     if vol_t is float:
         tf = <float>thr
         for x in range(n):
@@ -295,20 +295,18 @@ cdef void inside_row(const vol_t *src, uint8_t *out, Py_ssize_t n, double thr) n
     elif vol_t is double:
         for x in range(n):
             out[x] = src[x] > thr
-    elif vol_t is int16_t:
-        if thr >= 32767.0 or thr < -32768.0:
-            memset(out, 0 if thr >= 32767.0 else 1, n)
-            return
-        t16 = <int16_t>thr
-        for x in range(n):
-            out[x] = src[x] > t16
     else:
-        if thr >= 2147483647.0 or thr < -2147483648.0:
-            memset(out, 0 if thr >= 2147483647.0 else 1, n)
+        # integers: a threshold outside the type's range makes every voxel alike
+        if vol_t is int16_t:
+            top, bottom = 32767.0, -32768.0
+        else:
+            top, bottom = 2147483647.0, -2147483648.0
+        if thr >= top or thr < bottom:
+            memset(out, 0 if thr >= top else 1, n)
             return
-        t32 = <int32_t>thr
+        t = <vol_t>thr
         for x in range(n):
-            out[x] = src[x] > t32
+            out[x] = src[x] > t
 
 
 cdef void load_plane(const vol_t *vol, const Geom *g, Py_ssize_t z, uint8_t *mask,
@@ -344,6 +342,21 @@ cdef void load_plane(const vol_t *vol, const Geom *g, Py_ssize_t z, uint8_t *mas
             last[y] = 8 * i + ((63 - clz64(words[i])) >> 3)
 
 
+cdef inline int32_t edge_number(bint own, Buf *verts, const vol_t *vol, const Geom *g,
+                                Py_ssize_t z, Py_ssize_t y, Py_ssize_t x, int axis,
+                                Py_ssize_t *nb) noexcept nogil:
+    """A crossed edge's number: its vertex's, placed now (``own`` plane), or the
+    next boundary code ``-1 - i`` (the first plane of the next slab)."""
+    cdef int32_t number
+    if own:
+        number = <int32_t>verts.n
+        put_vertex(verts, vol, g, z, y, x, axis)
+        return number
+    number = <int32_t>(-1 - nb[0])
+    nb[0] += 1
+    return number
+
+
 cdef int number_plane(const vol_t *vol, const Geom *g, Py_ssize_t z, const uint64_t *words,
                       const Py_ssize_t *first, const Py_ssize_t *last, int32_t *ids_x,
                       int32_t *ids_y, bint own, Buf *verts) noexcept nogil:
@@ -369,12 +382,7 @@ cdef int number_plane(const vol_t *vol, const Geom *g, Py_ssize_t z, const uint6
                     d &= d - 1
                     if x > nx - 2:
                         break
-                    if own:
-                        ids_x[y * nx + x] = <int32_t>verts.n
-                        put_vertex(verts, vol, g, z, y, x, 2)
-                    else:
-                        ids_x[y * nx + x] = <int32_t>(-1 - nb)
-                        nb += 1
+                    ids_x[y * nx + x] = edge_number(own, verts, vol, g, z, y, x, 2, &nb)
         if y + 1 < ny:  # y edges from row y to row y + 1
             lo = first[y] if first[y] < first[y + 1] else first[y + 1]
             hi = last[y] if last[y] > last[y + 1] else last[y + 1]
@@ -386,12 +394,7 @@ cdef int number_plane(const vol_t *vol, const Geom *g, Py_ssize_t z, const uint6
                 while d:
                     x = 8 * i + (ctz64(d) >> 3)
                     d &= d - 1
-                    if own:
-                        ids_y[y * nx + x] = <int32_t>verts.n
-                        put_vertex(verts, vol, g, z, y, x, 1)
-                    else:
-                        ids_y[y * nx + x] = <int32_t>(-1 - nb)
-                        nb += 1
+                    ids_y[y * nx + x] = edge_number(own, verts, vol, g, z, y, x, 1, &nb)
     return 0
 
 

@@ -43,8 +43,14 @@ def register(subparsers) -> None:
     s.set_defaults(handler=run_series)
 
     m = subparsers.add_parser("sample", help="write a synthetic CT series to try ephemesh on",
-                              description="Write a synthetic CT phantom series (no patient data).")
+                              description="Write a synthetic CT phantom series (no patient "
+                              "data): a body with a spine, long bones and ribs.")
     m.add_argument("folder", help="folder to write into (created if missing)")
+    m.add_argument("--slices", type=int, default=80, metavar="N",
+                   help="slices, 1 mm apart (2 to 2000; default 80)")
+    m.add_argument("--size", type=int, default=128, metavar="PIXELS",
+                   help="pixels a side of a 358 mm field of view (16 to 1024; default 128; "
+                        "--size 512 --slices 300 is a realistic scan)")
     m.set_defaults(handler=run_sample)
 
 
@@ -146,7 +152,9 @@ def run_sample(args) -> None:
     from .sample import write_sample_series  # only here: it makes 1 ms of every start
 
     try:
-        count = write_sample_series(args.folder)
+        count = write_sample_series(args.folder, slices=args.slices, size=args.size)
+    except ValueError as exc:
+        raise CommandFailed(str(exc), Exit.USAGE) from None
     except OSError as exc:
         raise CommandFailed(f"cannot write the sample series: {exc.strerror or 'I/O error'}",
                             Exit.UNREADABLE) from None

@@ -119,7 +119,7 @@ def _child_share(n: int, reserve: int | None = None) -> int | None:
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft == resource.RLIM_INFINITY:
         return None
-    now = _address_space()
+    now = address_space()
     if now is None:
         return None
     headroom = max(0, soft - now)
@@ -129,14 +129,19 @@ def _child_share(n: int, reserve: int | None = None) -> int | None:
     return max(equal, (headroom - reserve) // n)
 
 
-def limit_growth(share: int | None) -> None:
-    """In a child: grow by at most ``share`` bytes of address space (None: as inherited)."""
+def limit_growth(share: int | None) -> int | None:
+    """Let this process grow by at most ``share`` bytes of address space
+    (``RLIMIT_AS``; past it allocations fail with ``MemoryError``).  Returns
+    the limit set, or None (no share, or the size cannot be read: not Linux)."""
     if share is None:
-        return
-    now = _address_space()
+        return None
+    now = address_space()
+    if now is None:
+        return None
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if now is not None:
-        resource.setrlimit(resource.RLIMIT_AS, (min(soft, now + share), hard))
+    limit = min(soft, now + int(share))
+    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    return limit
 
 
 def child_share(n: int) -> int | None:
@@ -145,7 +150,8 @@ def child_share(n: int) -> int | None:
     return _child_share(n)
 
 
-def _address_space() -> int | None:
+def address_space() -> int | None:
+    """This process's address space in bytes (Linux), or None."""
     try:
         with open("/proc/self/status", encoding="ascii") as fh:
             for line in fh:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -30,6 +30,8 @@ from pydicom.uid import (
     MRImageStorage,
     generate_uid,
 )
+
+from converter.sample import new_dataset
 
 FG_HU = 1000
 BG_HU = -1000
@@ -268,14 +270,8 @@ def write_series(
     sop_class = CTImageStorage if modality == "CT" else MRImageStorage
     paths = []
     for k in order:
-        meta = FileMetaDataset()
-        meta.MediaStorageSOPClassUID = sop_class
         sop_uid = (sop_uid_prefix + f".{k + 1}") if sop_uid_prefix else generate_uid()
-        meta.MediaStorageSOPInstanceUID = sop_uid
-        meta.TransferSyntaxUID = transfer_syntax
-        ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-        ds.SOPClassUID = sop_class
-        ds.SOPInstanceUID = sop_uid
+        ds = new_dataset(sop_class, transfer_syntax=transfer_syntax, instance_uid=sop_uid)
         ds.StudyInstanceUID = study_uid
         ds.SeriesInstanceUID = series_uid
         ds.FrameOfReferenceUID = frame_uid
@@ -361,12 +357,7 @@ def write_enhanced(path, volume, geometry: Geometry, *, transfer_syntax=Explicit
     order = list(range(n))
     random.Random(seed).shuffle(order)
     sop_class = "1.2.840.10008.5.1.4.1.1.2.1"  # Enhanced CT Image Storage
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds = new_dataset(sop_class)
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
     ds.FrameOfReferenceUID = generate_uid()
     ds.PatientName, ds.PatientID, ds.Modality, ds.SeriesNumber = patient_name, "PH", "CT", 1

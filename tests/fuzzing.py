@@ -264,22 +264,13 @@ def _blow_up(data: bytes, rng) -> bytes:
 
 
 def _limits(cap_bytes: int, cpu_s: int) -> None:
-    vm = _vmsize()
+    from converter.sandbox import address_space
+
+    vm = address_space()
     if vm is not None:
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         resource.setrlimit(resource.RLIMIT_AS, (vm + cap_bytes, hard))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
-
-
-def _vmsize() -> int | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return None
 
 
 def _warm(seeds) -> None:

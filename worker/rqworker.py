@@ -17,13 +17,13 @@ from __future__ import annotations
 import importlib
 import logging
 import os
-import resource
 
 import redis
 from rq import Worker
 from rq.worker_pool import WorkerPool
 
 from converter import silence_pydicom_for_good
+from converter.sandbox import limit_growth
 
 from .config import Settings
 from .context import Context
@@ -47,33 +47,6 @@ def preload() -> None:
         importlib.import_module(name)
 
 
-def address_space() -> int | None:
-    """This process's address space in bytes (Linux), or None."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("VmSize:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def limit_memory(extra: int) -> int | None:
-    """Let this process grow by at most ``extra`` bytes of address space
-    (``RLIMIT_AS``); past it allocations fail with ``MemoryError``.  Returns
-    the limit set, or None where the size cannot be read (not Linux)."""
-    now = address_space()
-    if now is None:
-        return None
-    limit = now + int(extra)
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        limit = min(limit, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    return limit
-
-
 class EphemeshWorker(Worker):
     def __init__(self, *args, **kwargs):
         kwargs["log_job_description"] = False
@@ -88,7 +61,7 @@ class EphemeshWorker(Worker):
     def main_work_horse(self, job, queue):
         """The forked horse takes at most its share of memory, then runs the job."""
         try:
-            limit_memory(self.job_memory)
+            limit_growth(self.job_memory)
         except (OSError, ValueError):
             self.log.warning("could not limit a work horse's memory")
         super().main_work_horse(job, queue)

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 
+from converter.sample import new_dataset
 from tests import dicomgen as G
 
 EPHEMESH = [sys.executable, "-c", "from web.cli import main; main()"]
@@ -44,12 +44,7 @@ def series(tmp_path):
 
 
 def non_image(path: Path, sop_class: str, modality: str):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop_class
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(None, {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+    ds = new_dataset(sop_class)
     ds.Modality = modality
     ds.SeriesInstanceUID = generate_uid()
     ds.PatientName = "ZQXCANARY^NONIMAGE"

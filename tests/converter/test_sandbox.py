@@ -72,10 +72,10 @@ def test_children_share_the_callers_address_space_limit():
     code = """if True:
         import json, resource
         from converter import sandbox
-        vm = sandbox._address_space()
+        vm = sandbox.address_space()
         resource.setrlimit(resource.RLIMIT_AS, (vm + (900 << 20), resource.RLIM_INFINITY))
         def limits(k):
-            yield (resource.getrlimit(resource.RLIMIT_AS)[0] - sandbox._address_space()) >> 20
+            yield (resource.getrlimit(resource.RLIMIT_AS)[0] - sandbox.address_space()) >> 20
         print(json.dumps([list(sandbox.stream(limits, 2, 2)), sandbox._child_share(2) >> 20,
                           list(sandbox.stream(limits, 1, 1, reserve=100 << 20)),
                           sandbox._child_share(1, 100 << 20) >> 20,
@@ -151,7 +151,7 @@ def test_header_readers_share_the_limit_too():
         from converter import sandbox
         from converter.loading import ReadingPool
         from tests.converter.test_sandbox import _room
-        vm = sandbox._address_space()
+        vm = sandbox.address_space()
         resource.setrlimit(resource.RLIMIT_AS, (vm + (900 << 20), resource.RLIM_INFINITY))
         pool = ReadingPool(2)
         limits = pool.get().map(_room, range(2))
@@ -168,7 +168,7 @@ def _room(_):
     """MB this process may still grow by under its address-space limit."""
     import resource
 
-    return (resource.getrlimit(resource.RLIMIT_AS)[0] - sandbox._address_space()) >> 20
+    return (resource.getrlimit(resource.RLIMIT_AS)[0] - sandbox.address_space()) >> 20
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
