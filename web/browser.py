@@ -20,6 +20,8 @@ from flask import (
     url_for,
 )
 
+from converter.deidentify import PROFILE_PATH
+
 from . import intake, options, vendor
 from .jobs import job_page_vocabulary, presets, send_model, service, time_left
 from .problems import Refused, wants_problem_json
@@ -70,7 +72,7 @@ def create_job_view():
 def job(job_id):
     view = _own_job(job_id)
     return render_template("job.html", job=view, left=time_left(view),
-                           preview=vendor.installed(), vocabulary=job_page_vocabulary())
+                           preview=vendor.installed("three"), vocabulary=job_page_vocabulary())
 
 
 @bp.get("/jobs/<job_id>/status")
@@ -107,13 +109,23 @@ def privacy():
                            access_log_days=settings.access_log_days)
 
 
-@bp.get("/vendor/three/<name>", endpoint="vendor")
-def vendor_file(name):
-    data = vendor.read(name)
-    if data is None:
-        raise Refused("not_found", "No such file.", 404)
-    resp = Response(data, mimetype="text/javascript")
+def _cached(resp):
     resp.cache_control.public = True
     resp.cache_control.max_age = 86400
     return resp
+
+
+@bp.get("/vendor/<package>/<name>", endpoint="vendor")
+def vendor_file(package, name):
+    data = vendor.read(package, name)
+    if data is None:
+        raise Refused("not_found", "No such file.", 404)
+    return _cached(Response(data, mimetype="text/javascript"))
+
+
+@bp.get("/deidentify-profile.json", endpoint="deidentify_profile")
+def deidentify_profile():
+    """The de-identification profile the upload page applies before sending
+    (the one ``ephemesh deidentify`` applies: ``converter/deidentify_profile.json``)."""
+    return _cached(Response(PROFILE_PATH.read_bytes(), mimetype="application/json"))
 

@@ -31,7 +31,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'; form-action 'self'")
 
-STATIC_ENDPOINTS = ("static", "browser.vendor")
+#: the app's own static files (cached, no access-log row, no rate limit)
+STATIC_ENDPOINTS = ("static", "browser.vendor", "browser.deidentify_profile")
 
 
 class SpoolingRequest(Request):

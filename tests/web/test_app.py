@@ -82,6 +82,27 @@ def test_three_js_is_served_by_the_app_with_its_imports_resolved(client):
     assert client.get("/vendor/three/..%2Fpackage.json").status_code == 404
 
 
+def test_the_de_identifiers_libraries_and_profile_are_served_by_the_app(client):
+    """dicom-parser and fflate from web/node_modules (npm ci), the profile from
+    the converter's declaration, all cached like the app's static files."""
+    from converter.deidentify import PROFILE_PATH
+
+    page = client.get("/").get_data(as_text=True)
+    assert "/vendor/dicom-parser/dicomParser.min.js" in page
+    assert 'data-profile-url="/deidentify-profile.json"' in page
+    for path in ("/vendor/dicom-parser/dicomParser.min.js", "/vendor/fflate/fflate.js"):
+        resp = client.get(path)
+        assert resp.status_code == 200 and resp.mimetype == "text/javascript", path
+        assert "max-age=86400" in resp.headers["Cache-Control"]
+    assert "export function unzipSync" in client.get("/vendor/fflate/fflate.js").get_data(True)
+    profile = client.get("/deidentify-profile.json")
+    assert profile.mimetype == "application/json" and profile.data == PROFILE_PATH.read_bytes()
+    for script in ("upload.js", "outgoing.js", "deidentify.js"):
+        text = client.get(f"/static/{script}").get_data(as_text=True)
+        assert "http" not in text.replace("https://", ""), script  # nothing from other sites
+    assert client.get("/vendor/fflate/package.json").status_code == 404
+
+
 def test_pages_are_labelled_and_fit_a_phone(client):
     html = client.get("/").get_data(as_text=True)
     assert 'name="viewport"' in html
