@@ -21,9 +21,18 @@ from flask import (
 )
 
 from converter.deidentify import PROFILE_PATH
+from worker import receipts
+from worker.receipts import UploadDigest, new_salt
 
 from . import intake, options, vendor
-from .jobs import job_page_vocabulary, presets, send_model, service, time_left
+from .jobs import (
+    job_page_vocabulary,
+    presets,
+    receipt_download,
+    send_model,
+    service,
+    time_left,
+)
 from .problems import Refused, wants_problem_json
 
 bp = Blueprint("browser", __name__)
@@ -58,13 +67,15 @@ def index():
 @bp.post("/jobs", endpoint="create_job")
 def create_job_view():
     limits = intake.Limits.from_config(current_app.config)
-    upload = intake.read_upload(request.files.getlist("files"), limits)
+    salt = new_salt()
+    digest = UploadDigest(salt)
+    upload = intake.read_upload(request.files.getlist("files"), limits, digest)
     opts = options.from_form(request.form, browser=True, allowed=options.WITHOUT_SERIES)
     view = service().create_job(upload.files, opts, owner=session_owner(create=True),
-                                pick_series=True)
+                                pick_series=True, received_sha256=digest.hexdigest())
     url = url_for(".job", job_id=view["id"])
     if wants_problem_json():
-        return jsonify({"id": view["id"], "url": url}), 201
+        return jsonify({"id": view["id"], "url": url, "receipt_salt": salt}), 201
     return redirect(url, 303)
 
 
@@ -94,6 +105,12 @@ def result(job_id):
     return send_model(service().open_result(job_id, owner=session_owner()))
 
 
+@bp.get("/jobs/<job_id>/receipt")
+def receipt(job_id):
+    _own_job(job_id)
+    return receipt_download(job_id, session_owner())
+
+
 @bp.post("/jobs/<job_id>/delete")
 def delete(job_id):
     _own_job(job_id)
@@ -112,6 +129,16 @@ def privacy():
 def _cached(resp):
     resp.cache_control.public = True
     resp.cache_control.max_age = 86400
+    return resp
+
+
+@bp.get("/.well-known/ephemesh-receipt-key", endpoint="receipt_key")
+def receipt_key():
+    """The public half of the key that signs deletion receipts (PEM), and its
+    fingerprint (what ``ephemesh receipt verify`` prints) in a header."""
+    key = current_app.extensions["ephemesh.receipt_key"]
+    resp = Response(receipts.public_pem(key), mimetype="application/x-pem-file")
+    resp.headers["X-Ephemesh-Key-Fingerprint"] = receipts.fingerprint(receipts.public_raw(key))
     return resp
 
 

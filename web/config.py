@@ -10,6 +10,13 @@ these say how much one request may carry and how often it may come.
                                    Set the same value on every web host.
                                    (Address pseudonyms use a random key per
                                    month kept in Redis: web/security.py.)
+``EPHEMESH_RECEIPT_KEY_FILE``      the Ed25519 private key (PEM, PKCS8) that
+                                   signs deletion receipts; default
+                                   ``DATA_DIR/receipt-key.pem``, made (mode
+                                   0600) on first start.  Every web host
+                                   must use the same key file: its public
+                                   half is served at
+                                   ``/.well-known/ephemesh-receipt-key``
 ``EPHEMESH_MAX_UPLOAD_MB``         request body cap (default 1024)
 ``EPHEMESH_MAX_FILES``             files per upload, zip members included
                                    (default 5000)
@@ -74,6 +81,13 @@ def secret_key(env, data_dir: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(key)
     return key
+
+
+def receipt_key_file(env, data_dir: Path) -> Path:
+    """Where the key that signs deletion receipts is (``worker.receipts.load_key``)."""
+    if env.get("EPHEMESH_RECEIPT_KEY_FILE"):
+        return Path(env["EPHEMESH_RECEIPT_KEY_FILE"]).absolute()
+    return Path(data_dir) / "receipt-key.pem"
 
 
 def _numbers(env) -> dict:
@@ -155,6 +169,7 @@ def from_env(settings, env=None) -> dict:
         **_numbers(env),
         **_rates(env),
         "EPHEMESH_SPOOL_DIR": str(spool_dir(settings, env)),
+        "EPHEMESH_RECEIPT_KEY_FILE": str(receipt_key_file(env, settings.data_dir)),
         "SESSION_COOKIE_NAME": "ephemesh",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

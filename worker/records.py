@@ -42,7 +42,16 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.schema import CreateColumn
 
-from .states import BATCH_ENDED, BATCH_LIVE, ENDED, LIVE, WAITING, BatchStatus, JobStatus
+from .states import (
+    BATCH_ENDED,
+    BATCH_LIVE,
+    ENDED,
+    LIVE,
+    STORED,
+    WAITING,
+    BatchStatus,
+    JobStatus,
+)
 
 metadata = MetaData()
 
@@ -62,6 +71,7 @@ jobs = Table(
     Column("series", Text),  # JSON: the safe listing (no UIDs, no descriptions) while choosing
     Column("report", Text),
     Column("finished", Float),
+    Column("received_sha256", String(64)),  # salted digest of what was sent (receipts.py)
 )
 
 batches = Table(
@@ -73,6 +83,7 @@ batches = Table(
     Column("status", String(16), nullable=False),  # a states.BatchStatus
     Column("error_code", String(64)),
     Column("error_message", String(300)),
+    Column("received_sha256", String(64)),  # salted digest of what was sent (receipts.py)
 )
 
 purge_ledger = Table(
@@ -87,6 +98,10 @@ purge_ledger = Table(
     Column("deleted", Float, nullable=False),
     Column("reason", String(16), nullable=False),  # a states.Reason
     Column("late", Boolean, nullable=False, default=False),
+    # what a deletion receipt says besides (uploads and results only):
+    Column("received", Float),  # when its job's upload came
+    Column("converted", Float),  # when its job's result was made
+    Column("received_sha256", String(64)),  # the job's salted digest of what was sent
     UniqueConstraint("kind", "object_id", name="uq_ledger_object"),
 )
 
@@ -211,12 +226,13 @@ class Records:
 
     # ---------------------------------------------------------------- jobs
     def add_job(self, job_id, owner, created, deadline, *, batch_id=None, seq=0, pick=False,
-                input_bytes=0):
+                input_bytes=0, received_sha256=None):
         with self.engine.begin() as c:
             c.execute(insert(jobs).values(id=job_id, owner=owner, batch_id=batch_id, seq=int(seq),
                                           created=created, deadline=deadline,
                                           status=JobStatus.QUEUED,
-                                          pick=bool(pick), input_bytes=int(input_bytes)))
+                                          pick=bool(pick), input_bytes=int(input_bytes),
+                                          received_sha256=received_sha256))
 
     def set_job(self, job_id, *, only_if=None, **values) -> bool:
         """Update a job; with ``only_if`` (statuses) only while it is in one of them."""
@@ -270,10 +286,11 @@ class Records:
         return n
 
     # ---------------------------------------------------------------- batches
-    def add_batch(self, batch_id, owner, created, deadline):
+    def add_batch(self, batch_id, owner, created, deadline, *, received_sha256=None):
         with self.engine.begin() as c:
             c.execute(insert(batches).values(id=batch_id, owner=owner, created=created,
-                                             deadline=deadline, status=BatchStatus.SPLITTING))
+                                             deadline=deadline, status=BatchStatus.SPLITTING,
+                                             received_sha256=received_sha256))
 
     def set_batch(self, batch_id, *, only_if=None, **values) -> bool:
         q = update(batches).where(batches.c.id == batch_id)
@@ -314,26 +331,47 @@ class Records:
 
     # ---------------------------------------------------------------- ledger
     def record_deletion(self, kind, object_id, size, created, deadline, reason, *, count=1,
-                        now=None, also=()) -> bool:
+                        now=None, also=(), converted=None) -> bool:
         """Write one ledger row; False when that object was already recorded
         (so two sweepers racing for one object write one row).
 
         ``also``: updates that belong to the deletion (``model_gone``), run
         in the same transaction, so they are written with the row or not at
         all: the ledger and the rows it speaks of never disagree, not even
-        after a crash.  ``worker.retention`` says which deletion needs which."""
+        after a crash.  ``worker.retention`` says which deletion needs which.
+        An upload's or a result's row also keeps what its receipt says
+        (``worker.receipts``): when its job's upload came, the salted digest
+        of what was sent, and ``converted``."""
         now = time.time() if now is None else now
         try:
             with self.engine.begin() as c:
+                received = self._received(c, object_id) if kind in STORED else {}
                 c.execute(insert(purge_ledger).values(
                     kind=kind, object_id=object_id, count=int(count), bytes=int(size or 0),
                     created=created, deadline=deadline, deleted=now, reason=reason,
-                    late=is_late(deadline, now)))
+                    late=is_late(deadline, now), converted=converted, **received))
                 for statement in also:
                     c.execute(statement)
         except IntegrityError:
             return False
         return True
+
+    @staticmethod
+    def _received(c, object_id) -> dict:
+        """The ledger's receipt columns from the job (or batch) row of ``object_id``."""
+        for table in (jobs, batches):
+            row = c.execute(select(table.c.created, table.c.received_sha256)
+                            .where(table.c.id == object_id)).first()
+            if row is not None:
+                return {"received": row.created, "received_sha256": row.received_sha256}
+        return {}
+
+    def receipt_rows(self, object_id):
+        """The ledger rows of ``object_id``'s upload and result (its receipts)."""
+        with self.engine.connect() as c:
+            return _rows(c.execute(select(purge_ledger).where(
+                purge_ledger.c.object_id == object_id, purge_ledger.c.kind.in_(STORED))
+                .order_by(purge_ledger.c.deleted, purge_ledger.c.id)))
 
     @staticmethod
     def model_gone(job_id):
