@@ -1,5 +1,5 @@
 """The worker side's commands: ``worker``, ``cron``, ``sweep``, ``keys``, ``report``,
-``receipt``.
+``receipt``, ``audit``.
 
 ``register(subparsers)`` adds them to the ``ephemesh`` dispatcher
 (``web/cli.py``), which also runs them as ``Runtime``'s child processes.  A
@@ -75,6 +75,14 @@ def register(subparsers) -> None:
                     help="the server's public key (from /.well-known/ephemesh-receipt-key); "
                          "without it the key in the receipt is used and its fingerprint printed")
     v.set_defaults(handler=run_receipt)
+
+    a = subparsers.add_parser("audit", help="check the audit log's hash chain",
+                              description="Every audit row carries the hash of its content and "
+                              "of the chain before it. 'verify' finds a changed or removed row "
+                              "(rows erased on a data subject's request are reported as erased).")
+    avs = a.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    avs.add_parser("verify", help="check every row's hash and the chain")
+    a.set_defaults(handler=run_audit)
 
 
 def run_worker(args) -> None:
@@ -218,3 +226,25 @@ def _which(receipt, n) -> str:
         what = "upload" if receipt["kind"] == "input" else "result"
         return f"{where} (the {what} of job {receipt['id'][:64]})"
     return where
+
+
+#: at most this many problems are named on the one line of a failed check
+SHOWN_PROBLEMS = 5
+
+
+def run_audit(args) -> None:
+    records = _records(_settings())
+    try:
+        check = records.verify_audit()
+    finally:
+        records.close()
+    if not check.intact:
+        shown = check.problems[:SHOWN_PROBLEMS]
+        more = len(check.problems) - len(shown)
+        raise CommandFailed("the audit log was tampered with: " + "; ".join(shown)
+                            + (f"; and {more} more" if more else ""), Exit.INVALID)
+    notes = [f"{check.erased} erased on request"] if check.erased else []
+    if check.unchained:
+        notes.append(f"{check.unchained} from before the chain, not checked")
+    extra = f" ({', '.join(notes)})" if notes else ""
+    print(f"audit log: {check.rows} rows{extra}, chain intact; head {check.head}")
