@@ -33,6 +33,7 @@ from .jobs import (
     service,
     time_left,
 )
+from .privacy import facts as privacy_facts
 from .problems import Refused, wants_problem_json
 
 bp = Blueprint("browser", __name__)
@@ -120,10 +121,7 @@ def delete(job_id):
 
 @bp.get("/privacy")
 def privacy():
-    settings = current_app.extensions["ephemesh.settings"]
-    return render_template("privacy.html", retention_minutes=settings.retention_seconds / 60,
-                           retention_seconds=settings.retention_seconds,
-                           access_log_days=settings.access_log_days)
+    return render_template("privacy.html", facts=privacy_facts(current_app))
 
 
 def _cached(resp):

@@ -178,6 +178,11 @@ def run_serve(args) -> None:
     try:
         # everything that can be refused is checked before anything starts
         settings = _check_settings()
+        missing = web_config.missing_controller(os.environ)
+        if missing:
+            print(f"ephemesh: warning: {' and '.join(missing)} not set: the privacy page cannot "
+                  "say who is responsible for the data or how to reach them", file=sys.stderr,
+                  flush=True)
         if args.no_workers and not settings.redis_url:
             raise CommandFailed("--no-workers needs EPHEMESH_REDIS_URL (the shared Redis)",
                                 Exit.USAGE)

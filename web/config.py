@@ -36,6 +36,16 @@ these say how much one request may carry and how often it may come.
                                    TLS; over plain HTTP the browser then
                                    sends no cookie back and forms fail)
 ``EPHEMESH_TRUSTED_PROXIES``       reverse proxies in front (X-Forwarded-For hops)
+``EPHEMESH_CONTROLLER``            who is responsible for the data (name and
+                                   address), shown on the privacy page;
+                                   unset: ``serve`` warns once at start
+``EPHEMESH_CONTACT``               how to reach them (e-mail or web address):
+                                   where data-subject requests go
+``EPHEMESH_PROCESSORS``            processors, separated by ``;`` (e.g.
+                                   ``Hoster GmbH, hosting, DE; Mailer SA,
+                                   e-mail, FR``)
+``EPHEMESH_MIN_AGE``               the minimum age of users (years); when
+                                   set, the privacy page says so
 ``EPHEMESH_SPOOL_DIR``             where large upload parts spool (unnamed
                                    files) and, under ``serve``, every
                                    temporary file (waitress's body buffers);
@@ -143,11 +153,34 @@ def _rates(env) -> dict:
     }
 
 
+def _privacy(env) -> dict:
+    """Who runs the service, as the privacy page says it."""
+    raw_age = (env.get("EPHEMESH_MIN_AGE") or "").strip()
+    age = None
+    if raw_age:
+        if not raw_age.isdigit() or not 1 <= int(raw_age) <= 99:
+            raise ValueError(f"EPHEMESH_MIN_AGE must be an age in years from 1 to 99, "
+                             f"got {raw_age!r}")
+        age = int(raw_age)
+    processors = [p.strip() for p in (env.get("EPHEMESH_PROCESSORS") or "").split(";")]
+    return {"EPHEMESH_CONTROLLER": (env.get("EPHEMESH_CONTROLLER") or "").strip(),
+            "EPHEMESH_CONTACT": (env.get("EPHEMESH_CONTACT") or "").strip(),
+            "EPHEMESH_PROCESSORS": [p for p in processors if p],
+            "EPHEMESH_MIN_AGE": age}
+
+
+def missing_controller(env=None) -> list[str]:
+    """The controller settings that are not set (``serve`` warns about them)."""
+    privacy = _privacy(os.environ if env is None else env)
+    return [name for name in ("EPHEMESH_CONTROLLER", "EPHEMESH_CONTACT") if not privacy[name]]
+
+
 def check(env=None) -> None:
     """Raise ValueError (naming the setting) when a web setting is invalid."""
     env = os.environ if env is None else env
     _numbers(env)
     _rates(env)
+    _privacy(env)
     _flag(env, "EPHEMESH_SECURE_COOKIES")
 
 
@@ -168,6 +201,7 @@ def from_env(settings, env=None) -> dict:
         "SECRET_KEY": secret_key(env, settings.data_dir),
         **_numbers(env),
         **_rates(env),
+        **_privacy(env),
         "EPHEMESH_SPOOL_DIR": str(spool_dir(settings, env)),
         "EPHEMESH_RECEIPT_KEY_FILE": str(receipt_key_file(env, settings.data_dir)),
         "SESSION_COOKIE_NAME": "ephemesh",
