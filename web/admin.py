@@ -186,18 +186,22 @@ def subjects_page():
     return render_template("admin/subjects.html", admin=current_admin())
 
 
+@bp.errorhandler(subjects.NotAnAddress)
 def _subject_refused(exc):
     return render_template("admin/subjects.html", admin=current_admin(), error=str(exc)), 400
 
 
+def _subject_request(action):
+    """``subjects.export`` or ``subjects.erase`` of the form's address, by this admin
+    (an address that is not one: the page again, saying so)."""
+    svc = service()
+    return action(svc.records, svc.redis, request.form.get("address", ""),
+                  f"admin:{current_admin()}")
+
+
 @bp.post("/subjects/export", endpoint="subject_export")
 def subject_export():
-    svc = service()
-    try:
-        found = subjects.export(svc.records, svc.redis, request.form.get("address", ""),
-                                f"admin:{current_admin()}")
-    except subjects.NotAnAddress as exc:
-        return _subject_refused(exc)
+    found = _subject_request(subjects.export)
     resp = Response(json.dumps(found, indent=1), mimetype="application/json")
     resp.headers["Content-Disposition"] = "attachment; filename=subject-export.json"
     return resp
@@ -207,10 +211,5 @@ def subject_export():
 def subject_erase():
     if request.form.get("confirm") != "yes":
         return _subject_refused("Tick the box to confirm the erasure.")
-    svc = service()
-    try:
-        done = subjects.erase(svc.records, svc.redis, request.form.get("address", ""),
-                              f"admin:{current_admin()}")
-    except subjects.NotAnAddress as exc:
-        return _subject_refused(exc)
-    return render_template("admin/subjects.html", admin=current_admin(), erased=done)
+    return render_template("admin/subjects.html", admin=current_admin(),
+                           erased=_subject_request(subjects.erase))

@@ -64,25 +64,28 @@ def register(subparsers) -> None:
     rp.add_argument("--rows", action="store_true", help="every ledger row, not the daily summary")
     r.set_defaults(handler=run_report)
 
-    v = subparsers.add_parser("receipt", help="check a deletion receipt, offline",
-                              description="Deletion receipts are signed by the server's Ed25519 "
-                              "key. 'verify' checks every field and the signature of a receipt "
-                              "file (one receipt, or a job's receipts as the server gives them).")
-    vs = v.add_subparsers(dest="receipt_command", required=True, metavar="ACTION")
-    vv = vs.add_parser("verify", help="check a receipt's fields and signature")
+    vv = _actions(subparsers, "receipt", run_receipt, help="check a deletion receipt, offline",
+                  description="Deletion receipts are signed by the server's Ed25519 key. "
+                  "'verify' checks every field and the signature of a receipt file (one "
+                  "receipt, or a job's receipts as the server gives them).",
+                  ).add_parser("verify", help="check a receipt's fields and signature")
     vv.add_argument("file", metavar="FILE", help="the receipt (JSON)")
     vv.add_argument("--key", metavar="PUBLIC_KEY.pem",
                     help="the server's public key (from /.well-known/ephemesh-receipt-key); "
                          "without it the key in the receipt is used and its fingerprint printed")
-    v.set_defaults(handler=run_receipt)
 
-    a = subparsers.add_parser("audit", help="check the audit log's hash chain",
-                              description="Every audit row carries the hash of its content and "
-                              "of the chain before it. 'verify' finds a changed or removed row "
-                              "(rows erased on a data subject's request are reported as erased).")
-    avs = a.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    avs.add_parser("verify", help="check every row's hash and the chain")
-    a.set_defaults(handler=run_audit)
+    _actions(subparsers, "audit", run_audit, help="check the audit log's hash chain",
+             description="Every audit row carries the hash of its content and of the chain "
+             "before it. 'verify' finds a changed or removed row (rows erased on a data "
+             "subject's request are reported as erased).",
+             ).add_parser("verify", help="check every row's hash and the chain")
+
+
+def _actions(subparsers, name, handler, **texts):
+    """``ephemesh NAME ACTION``: the command, its handler, and its actions to add."""
+    command = subparsers.add_parser(name, **texts)
+    command.set_defaults(handler=handler)
+    return command.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
 
 
 def run_worker(args) -> None:

@@ -169,6 +169,23 @@ def test_receipts_hold_no_canary_and_no_one_elses(client, auth, workers, app, tm
                       headers={"Authorization": f"Bearer {other}"}).status_code == 404
 
 
+def test_a_batchs_jobs_carry_the_digest_of_the_batch_upload(client, auth, workers,
+                                                            two_series_zip):
+    resp = client.post("/api/v1/batches", data={"files": [(io.BytesIO(two_series_zip), "b.zip")]},
+                       headers=auth, content_type="multipart/form-data")
+    assert resp.status_code == 202, resp.json
+    batch = resp.json
+    digest = upload_digest(batch["receipt_salt"], [two_series_zip])
+    view = wait_for(lambda: (b := client.get(batch["links"]["self"], headers=auth).json)
+                    ["jobs"] and all(j["status"] in ("done", "failed") for j in b["jobs"]) and b,
+                    120, "the batch's jobs")
+    assert len(view["jobs"]) == 2
+    for job in view["jobs"]:
+        got = client.get(job["links"]["receipt"], headers=auth).json
+        upload = next(r for r in got["receipts"] if r["kind"] == "input")
+        assert upload["received_sha256"] == digest and receipts.verify(upload) == []
+
+
 def test_nothing_deleted_yet_is_409(client, auth, series_files):
     """No worker: the upload waits in the queue, nothing has a receipt yet."""
     job = _post(client, auth, series_files).json
