@@ -49,11 +49,14 @@ class Profile:
     dummy: dict  # VR -> text
     added: dict  # tag -> (keyword, VR, value)
     name: str
+    group_lengths: str | None = None  # X: every (gggg,0000) but the file meta's goes
 
     def action(self, tag: int) -> str | None:
         entry = self.tags.get(tag) or self.file_meta.get(tag)
         if entry is not None:
             return entry[0]
+        if tag & 0xFFFF == 0 and tag >> 16 != 0x0002 and self.group_lengths:
+            return self.group_lengths
         for value, mask, action in self.masks:
             if tag & mask == value:
                 return action
@@ -82,6 +85,7 @@ def profile() -> Profile:
         dummy=dict(raw["dummy"]),
         added={int(k, 16): tuple(v) for k, v in raw["added"].items()},
         name=raw["name"],
+        group_lengths=raw.get("group_lengths"),
     )
 
 

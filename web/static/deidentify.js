@@ -41,6 +41,7 @@ export class Profile {
       parseInt([...pattern].map(c => (c === 'x' ? '0' : 'F')).join(''), 16),
       action]);
     this.dummy = json.dummy;
+    this.groupLengths = json.group_lengths; // X: every (gggg,0000) but the file meta's goes
     this.added = Object.entries(json.added).map(([k, v]) => [`x${k.toLowerCase()}`, v[1], v[2]]);
   }
 
@@ -48,6 +49,7 @@ export class Profile {
     const entry = this.tags.get(tag.slice(1));
     if (entry) return entry[0];
     const n = parseInt(tag.slice(1), 16);
+    if (tag.endsWith('0000') && !tag.startsWith('x0002') && this.groupLengths) return this.groupLengths;
     for (const [value, mask, action] of this.masks) {
       if (((n & mask) >>> 0) === value) return action;
     }
