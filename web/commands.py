@@ -178,11 +178,6 @@ def run_serve(args) -> None:
     try:
         # everything that can be refused is checked before anything starts
         settings = _check_settings()
-        missing = web_config.missing_controller(os.environ)
-        if missing:
-            print(f"ephemesh: warning: {' and '.join(missing)} not set: the privacy page cannot "
-                  "say who is responsible for the data or how to reach them", file=sys.stderr,
-                  flush=True)
         if args.no_workers and not settings.redis_url:
             raise CommandFailed("--no-workers needs EPHEMESH_REDIS_URL (the shared Redis)",
                                 Exit.USAGE)
@@ -206,6 +201,12 @@ def run_serve(args) -> None:
         server = web_server.make_server(app, sockets, threads=args.threads)
         port = sockets[0].getsockname()[1]
         host = f"[{args.host}]" if ":" in args.host else args.host
+        # once everything is checked and started (a refusal stays one line)
+        missing = web_config.missing_controller(os.environ)
+        if missing:
+            print(f"ephemesh: warning: {' and '.join(missing)} not set: the privacy page cannot "
+                  "say who is responsible for the data or how to reach them", file=sys.stderr,
+                  flush=True)
         print(f"ephemesh: serving on http://{host}:{port}/ "
               "(Ctrl-C to stop)", file=sys.stderr, flush=True)
         server.run()  # returns on Ctrl-C (waitress catches KeyboardInterrupt itself)
