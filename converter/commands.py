@@ -1,4 +1,4 @@
-"""The converter's commands: ``convert``, ``series`` and ``sample``.
+"""The converter's commands: ``convert``, ``series``, ``sample`` and ``deidentify``.
 
 ``register(subparsers)`` adds them to the ``ephemesh`` dispatcher
 (``web/cli.py``).  ``convert``'s option arguments are derived from the
@@ -23,7 +23,7 @@ OUT_OF_MEMORY = "out of memory: the series needs more memory than is free here"
 
 
 def register(subparsers) -> None:
-    """Add ``convert``, ``series`` and ``sample`` to an argparse subparsers object."""
+    """Add ``convert``, ``series``, ``sample`` and ``deidentify`` to an argparse subparsers object."""
     p = subparsers.add_parser(
         "convert", help="convert a DICOM series to STL",
         description="Convert a DICOM series (folders, files or zips) to an STL surface.",
@@ -52,6 +52,20 @@ def register(subparsers) -> None:
                    help="pixels a side of a 358 mm field of view (16 to 1024; default 128; "
                         "--size 512 --slices 300 is a realistic scan)")
     m.set_defaults(handler=run_sample)
+
+    d = subparsers.add_parser(
+        "deidentify", help="remove names, ids and dates from DICOM files before uploading them",
+        description="Write a de-identified copy of every DICOM file in the inputs (files, "
+        "folders or zips) into OUT: the DICOM PS3.15 Basic Application Level Confidentiality "
+        "Profile, as the upload page applies it in the browser (names, ids, dates and times, "
+        "institution, physicians, descriptions and private elements removed or emptied; UIDs "
+        "replaced by new ones, consistently within the run). Pixel data and geometry are "
+        "copied byte for byte. Files are named 000001.dcm, 000002.dcm, ...; no input name is "
+        "kept. Not DICOM files and DICOMDIR indexes are skipped.",
+        epilog=exit_codes_text())
+    d.add_argument("inputs", nargs="+", metavar="IN", help="file, folder or zip")
+    d.add_argument("output", metavar="OUT", help="folder to write into (created; must be empty)")
+    d.set_defaults(handler=run_deidentify)
 
 
 def _add_options(parser) -> None:
@@ -159,6 +173,25 @@ def run_sample(args) -> None:
         raise CommandFailed(f"cannot write the sample series: {exc.strerror or 'I/O error'}",
                             Exit.UNREADABLE) from None
     print(f"{args.folder}: {count} CT slices written")
+
+
+def run_deidentify(args) -> None:
+    from .deidentify import deidentify  # only here: pydicom is imported by the command
+
+    _check_inputs(args.inputs)
+    out = args.output
+    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+        raise CommandFailed(f"{out} is not an empty folder (nothing is overwritten)", Exit.USAGE)
+    try:
+        with _converting():
+            summary = deidentify(args.inputs, out)
+    except OSError as exc:
+        raise CommandFailed(f"cannot write into {out}: {exc.strerror or 'I/O error'}",
+                            Exit.UNREADABLE) from None
+    if not summary.written:
+        raise CommandFailed("no DICOM file in the inputs", Exit.UNREADABLE)
+    skipped = f", {summary.skipped} skipped (not DICOM, or a DICOMDIR)" if summary.skipped else ""
+    print(f"{out}: {summary.written} files de-identified{skipped}")
 
 
 class _ProgressBar:

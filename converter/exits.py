@@ -28,6 +28,7 @@ class Exit(IntEnum):
     NO_SERIES = 3, "no usable series"
     UNREADABLE = 4, "unreadable input (or output)"
     NO_MEMORY = 5, "out of memory"
+    INVALID = 6, "does not verify (a receipt, the audit log)"
     INTERRUPTED = 130, "interrupted"
 
 

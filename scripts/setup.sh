@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install everything ephemesh needs on a Debian machine with Python 3.11.
-#   scripts/setup.sh          the service: Python packages, Redis, three.js
+#   scripts/setup.sh          the service: Python packages, Redis, the browser's libraries
 #   scripts/setup.sh --test   also what the tests need: Chromium, PostgreSQL
 # Idempotent: re-running only checks.  Needs root (or sudo) only for apt-get.
 set -euo pipefail
@@ -78,8 +78,14 @@ if [ ! -f "$stamp" ] || sources_changed || ! installed_ok; then
   touch "$stamp"
 fi
 
-# --- three.js for the in-browser preview (from the npm registry) -----------
-if [ -f web/package.json ] && { [ ! -d web/node_modules/three ] ||
+# --- the browser's libraries (from the npm registry, pinned by the lock file):
+# three.js for the preview, dicom-parser and fflate for de-identifying uploads
+missing_module() {
+  local m
+  for m in three dicom-parser fflate; do [ -d "web/node_modules/$m" ] || return 0; done
+  return 1
+}
+if [ -f web/package.json ] && { missing_module ||
      [ web/package-lock.json -nt web/node_modules/.package-lock.json ]; }; then
   log "installing web/node_modules"
   if [ -f web/package-lock.json ]; then npm ci --prefix web --no-audit --no-fund >/dev/null

@@ -17,8 +17,8 @@ def test_converter_commands_are_listed():
 
 def test_every_layers_commands_and_the_exit_codes_are_in_the_help():
     text = " ".join(build_parser().format_help().split())
-    for command in ("convert", "series", "sample", "worker", "cron", "sweep", "keys", "report",
-                    "serve", "admin"):
+    for command in ("convert", "series", "sample", "deidentify", "worker", "cron", "sweep",
+                    "keys", "report", "receipt", "audit", "serve", "admin", "subject"):
         assert command in text
     for code in Exit:
         assert f"{code.value} {code.meaning}" in text

@@ -1,4 +1,5 @@
-"""The admin blueprint: purge reports, retention status, API keys, audit log.
+"""The admin blueprint: purge reports, retention status, API keys, audit log,
+data-subject requests (``web/subjects.py``).
 
 Accounts come from ``ephemesh admin add`` (argon2 hashes in the records).
 Every login attempt is an audit row; repeated failures lock the account
@@ -23,10 +24,10 @@ from flask import (
 
 from worker.report import as_records, render
 
-from . import purge_chart
+from . import purge_chart, subjects
 from .jobs import service
 from .limits import FailureLock
-from .security import address_pseudonym, client_address
+from .security import address_pseudonym, address_subject, client_address
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -70,7 +71,7 @@ def login():
     actor = f"admin:{name}" if known else "unknown"
     detail = {"address": address_pseudonym()}
     lock = _lock()
-    subjects = (f"account:{name}", f"address:{client_address()}")
+    subjects = (f"account:{name}", address_subject(client_address()))
     minutes = -(-current_app.config["EPHEMESH_LOCKOUT_SECONDS"] // 60)
     if lock.locked(*subjects):
         records.audit("admin-login", actor, {**detail, "result": "locked"})
@@ -178,3 +179,37 @@ def audit():
     rows = service().records.audit_rows(limit=300)
     return render_template("admin/audit.html", rows=rows, admin=current_admin())
 
+
+
+@bp.get("/subjects", endpoint="subjects")
+def subjects_page():
+    return render_template("admin/subjects.html", admin=current_admin())
+
+
+@bp.errorhandler(subjects.NotAnAddress)
+def _subject_refused(exc):
+    return render_template("admin/subjects.html", admin=current_admin(), error=str(exc)), 400
+
+
+def _subject_request(action):
+    """``subjects.export`` or ``subjects.erase`` of the form's address, by this admin
+    (an address that is not one: the page again, saying so)."""
+    svc = service()
+    return action(svc.records, svc.redis, request.form.get("address", ""),
+                  f"admin:{current_admin()}")
+
+
+@bp.post("/subjects/export", endpoint="subject_export")
+def subject_export():
+    found = _subject_request(subjects.export)
+    resp = Response(json.dumps(found, indent=1), mimetype="application/json")
+    resp.headers["Content-Disposition"] = "attachment; filename=subject-export.json"
+    return resp
+
+
+@bp.post("/subjects/erase", endpoint="subject_erase")
+def subject_erase():
+    if request.form.get("confirm") != "yes":
+        return _subject_refused("Tick the box to confirm the erasure.")
+    return render_template("admin/subjects.html", admin=current_admin(),
+                           erased=_subject_request(subjects.erase))

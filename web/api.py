@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
+from worker.receipts import UploadDigest, new_salt
 from worker.states import BatchStatus, JobStatus
 
 from . import intake, options
 from .batchzip import stream_zip
-from .jobs import send_model, service
+from .jobs import receipt_download, send_model, service
 from .limits import FailureLock
 from .openapi import document
 from .problems import Refused
@@ -61,7 +62,8 @@ def authenticate():
 
 def _links_job(job_id) -> dict:
     return {"self": url_for(".get_job", job_id=job_id),
-            "result": url_for(".job_result", job_id=job_id)}
+            "result": url_for(".job_result", job_id=job_id),
+            "receipt": url_for(".job_receipt", job_id=job_id)}
 
 
 def _job_json(view) -> dict:
@@ -93,7 +95,7 @@ def _own_batch(batch_id) -> dict:
     return view
 
 
-def _upload():
+def _upload(digest):
     if request.mimetype != "multipart/form-data":
         raise Refused("unsupported_media_type",
                       "Send multipart/form-data with one or more 'files' parts.", 415)
@@ -102,11 +104,12 @@ def _upload():
     extra = [name for name in files if name != "files"]
     if extra:
         raise Refused("unknown_field", "Files go in parts named 'files'.")
-    return intake.read_upload(files.getlist("files"), limits)
+    return intake.read_upload(files.getlist("files"), limits, digest)
 
 
-def _accepted(body):
-    return jsonify(body), 202, {"Location": body["links"]["self"]}
+def _accepted(body, salt):
+    """202 with the salt of the upload's receipts (``worker.receipts``), given only here."""
+    return jsonify(dict(body, receipt_salt=salt)), 202, {"Location": body["links"]["self"]}
 
 
 def _deleted(done: bool, what: str):
@@ -117,9 +120,12 @@ def _deleted(done: bool, what: str):
 
 @bp.post("/jobs", endpoint="create_job")
 def create_job_view():
-    upload = _upload()
-    view = service().create_job(upload.files, options.from_form(request.form), owner=g.owner)
-    return _accepted(_job_json(view))
+    salt = new_salt()
+    digest = UploadDigest(salt)
+    upload = _upload(digest)
+    view = service().create_job(upload.files, options.from_form(request.form), owner=g.owner,
+                                received_sha256=digest.hexdigest())
+    return _accepted(_job_json(view), salt)
 
 
 @bp.get("/jobs/<job_id>")
@@ -133,6 +139,12 @@ def job_result(job_id):
     return send_model(service().open_result(job_id, owner=g.owner))
 
 
+@bp.get("/jobs/<job_id>/receipt")
+def job_receipt(job_id):
+    _own_job(job_id)
+    return receipt_download(job_id, g.owner)
+
+
 @bp.delete("/jobs/<job_id>")
 def delete_job(job_id):
     return _deleted(service().delete_job(job_id, owner=g.owner), "job")
@@ -140,9 +152,13 @@ def delete_job(job_id):
 
 @bp.post("/batches", endpoint="create_batch")
 def create_batch_view():
-    upload = _upload()
+    salt = new_salt()
+    digest = UploadDigest(salt)
+    upload = _upload(digest)
     opts = options.from_form(request.form, allowed=options.WITHOUT_SERIES)
-    return _accepted(_batch_json(service().create_batch(upload.files, opts, owner=g.owner)))
+    view = service().create_batch(upload.files, opts, owner=g.owner,
+                                  received_sha256=digest.hexdigest())
+    return _accepted(_batch_json(view), salt)
 
 
 @bp.get("/batches/<batch_id>")

@@ -12,6 +12,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from worker.config import Settings
+from worker.receipts import load_key
 from worker.service import Service
 
 from . import admin, api, browser, problems, security
@@ -44,6 +45,7 @@ def create_app(test_config=None):
     service = Service(settings)
     app.extensions["ephemesh.service"] = service
     app.extensions["ephemesh.settings"] = settings
+    app.extensions["ephemesh.receipt_key"] = load_key(app.config["EPHEMESH_RECEIPT_KEY_FILE"])
 
     CSRFProtect(app)
     problems.register(app)

@@ -20,8 +20,20 @@ from flask import (
     url_for,
 )
 
+from converter.deidentify import PROFILE_PATH
+from worker import receipts
+from worker.receipts import UploadDigest, new_salt
+
 from . import intake, options, vendor
-from .jobs import job_page_vocabulary, presets, send_model, service, time_left
+from .jobs import (
+    job_page_vocabulary,
+    presets,
+    receipt_download,
+    send_model,
+    service,
+    time_left,
+)
+from .privacy import facts as privacy_facts
 from .problems import Refused, wants_problem_json
 
 bp = Blueprint("browser", __name__)
@@ -56,13 +68,15 @@ def index():
 @bp.post("/jobs", endpoint="create_job")
 def create_job_view():
     limits = intake.Limits.from_config(current_app.config)
-    upload = intake.read_upload(request.files.getlist("files"), limits)
+    salt = new_salt()
+    digest = UploadDigest(salt)
+    upload = intake.read_upload(request.files.getlist("files"), limits, digest)
     opts = options.from_form(request.form, browser=True, allowed=options.WITHOUT_SERIES)
     view = service().create_job(upload.files, opts, owner=session_owner(create=True),
-                                pick_series=True)
+                                pick_series=True, received_sha256=digest.hexdigest())
     url = url_for(".job", job_id=view["id"])
     if wants_problem_json():
-        return jsonify({"id": view["id"], "url": url}), 201
+        return jsonify({"id": view["id"], "url": url, "receipt_salt": salt}), 201
     return redirect(url, 303)
 
 
@@ -70,7 +84,7 @@ def create_job_view():
 def job(job_id):
     view = _own_job(job_id)
     return render_template("job.html", job=view, left=time_left(view),
-                           preview=vendor.installed(), vocabulary=job_page_vocabulary())
+                           preview=vendor.installed("three"), vocabulary=job_page_vocabulary())
 
 
 @bp.get("/jobs/<job_id>/status")
@@ -92,6 +106,12 @@ def result(job_id):
     return send_model(service().open_result(job_id, owner=session_owner()))
 
 
+@bp.get("/jobs/<job_id>/receipt")
+def receipt(job_id):
+    _own_job(job_id)
+    return receipt_download(job_id, session_owner())
+
+
 @bp.post("/jobs/<job_id>/delete")
 def delete(job_id):
     _own_job(job_id)
@@ -101,19 +121,36 @@ def delete(job_id):
 
 @bp.get("/privacy")
 def privacy():
-    settings = current_app.extensions["ephemesh.settings"]
-    return render_template("privacy.html", retention_minutes=settings.retention_seconds / 60,
-                           retention_seconds=settings.retention_seconds,
-                           access_log_days=settings.access_log_days)
+    return render_template("privacy.html", facts=privacy_facts(current_app))
 
 
-@bp.get("/vendor/three/<name>", endpoint="vendor")
-def vendor_file(name):
-    data = vendor.read(name)
-    if data is None:
-        raise Refused("not_found", "No such file.", 404)
-    resp = Response(data, mimetype="text/javascript")
+def _cached(resp):
     resp.cache_control.public = True
     resp.cache_control.max_age = 86400
     return resp
+
+
+@bp.get("/.well-known/ephemesh-receipt-key", endpoint="receipt_key")
+def receipt_key():
+    """The public half of the key that signs deletion receipts (PEM), and its
+    fingerprint (what ``ephemesh receipt verify`` prints) in a header."""
+    key = current_app.extensions["ephemesh.receipt_key"]
+    resp = Response(receipts.public_pem(key), mimetype="application/x-pem-file")
+    resp.headers["X-Ephemesh-Key-Fingerprint"] = receipts.fingerprint(receipts.public_raw(key))
+    return resp
+
+
+@bp.get("/vendor/<package>/<name>", endpoint="vendor")
+def vendor_file(package, name):
+    data = vendor.read(package, name)
+    if data is None:
+        raise Refused("not_found", "No such file.", 404)
+    return _cached(Response(data, mimetype="text/javascript"))
+
+
+@bp.get("/deidentify-profile.json", endpoint="deidentify_profile")
+def deidentify_profile():
+    """The de-identification profile the upload page applies before sending
+    (the one ``ephemesh deidentify`` applies: ``converter/deidentify_profile.json``)."""
+    return _cached(Response(PROFILE_PATH.read_bytes(), mimetype="application/json"))
 

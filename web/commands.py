@@ -1,4 +1,5 @@
-"""The web layer's commands: ``ephemesh serve`` and ``ephemesh admin``.
+"""The web layer's commands: ``ephemesh serve``, ``ephemesh admin`` and
+``ephemesh subject`` (data-subject requests, ``web/subjects.py``).
 
 ``register(subparsers)`` adds them to the ``ephemesh`` dispatcher
 (``web/cli.py``).  A handler raises ``CommandFailed``
@@ -42,6 +43,19 @@ def register(subparsers) -> None:
                      help="read the password from the first line of standard input")
     sub.add_parser("list", help="list the accounts")
     a.set_defaults(handler=run_admin)
+
+    d = subparsers.add_parser(
+        "subject", help="data-subject requests: what is kept about an address, or erase it",
+        description="The access log holds addresses; the audit log, rate-limit counters and "
+        "locks hold their monthly pseudonyms (linkable while the month's key exists). 'export' "
+        "prints every record about an address as JSON; 'erase' deletes them (audit rows are "
+        "redacted, their hashes kept) and writes an audit row that holds no address.")
+    ds = d.add_subparsers(dest="subject_command", required=True, metavar="ACTION")
+    for name, text in (("export", "print every record about the address (JSON)"),
+                       ("erase", "delete every record about the address")):
+        one = ds.add_parser(name, help=text)
+        one.add_argument("--address", required=True, metavar="A", help="an IPv4 or IPv6 address")
+    d.set_defaults(handler=run_subject)
 
 
 _stopping = threading.Event()
@@ -187,6 +201,12 @@ def run_serve(args) -> None:
         server = web_server.make_server(app, sockets, threads=args.threads)
         port = sockets[0].getsockname()[1]
         host = f"[{args.host}]" if ":" in args.host else args.host
+        # once everything is checked and started (a refusal stays one line)
+        missing = web_config.missing_controller(os.environ)
+        if missing:
+            print(f"ephemesh: warning: {' and '.join(missing)} not set: the privacy page cannot "
+                  "say who is responsible for the data or how to reach them", file=sys.stderr,
+                  flush=True)
         print(f"ephemesh: serving on http://{host}:{port}/ "
               "(Ctrl-C to stop)", file=sys.stderr, flush=True)
         server.run()  # returns on Ctrl-C (waitress catches KeyboardInterrupt itself)
@@ -250,3 +270,38 @@ def run_admin(args) -> None:
         print(f"admin {args.name.strip()} can now log in at /admin/login")
     finally:
         records.close()
+
+
+def run_subject(args) -> None:
+    import json
+
+    import redis as redis_lib
+
+    from worker.context import Context
+
+    from . import subjects
+
+    try:
+        subjects.parse_address(args.address)
+    except subjects.NotAnAddress as exc:
+        raise CommandFailed(str(exc), Exit.USAGE) from None
+    settings = _check_settings()
+    _prepare_data_dir(settings)
+    _create_tables(settings)
+    ctx = Context(settings)
+    try:
+        try:
+            ctx.redis.ping()
+        except redis_lib.exceptions.RedisError:
+            raise CommandFailed(f"cannot reach Redis at {settings.effective_redis_url}: the "
+                                "pseudonym keys live there (set EPHEMESH_REDIS_URL, or run "
+                                "this beside 'ephemesh serve')") from None
+        if args.subject_command == "export":
+            found = subjects.export(ctx.records, ctx.redis, args.address, "cli")
+            print(json.dumps(found, indent=1))
+        else:
+            done = subjects.erase(ctx.records, ctx.redis, args.address, "cli")
+            print(f"erased: {done['access_rows']} access-log rows, {done['audit_rows']} audit "
+                  f"rows redacted, {done['redis_keys']} rate-limit and lock keys")
+    finally:
+        ctx.close()

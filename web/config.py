@@ -10,6 +10,13 @@ these say how much one request may carry and how often it may come.
                                    Set the same value on every web host.
                                    (Address pseudonyms use a random key per
                                    month kept in Redis: web/security.py.)
+``EPHEMESH_RECEIPT_KEY_FILE``      the Ed25519 private key (PEM, PKCS8) that
+                                   signs deletion receipts; default
+                                   ``DATA_DIR/receipt-key.pem``, made (mode
+                                   0600) on first start.  Every web host
+                                   must use the same key file: its public
+                                   half is served at
+                                   ``/.well-known/ephemesh-receipt-key``
 ``EPHEMESH_MAX_UPLOAD_MB``         request body cap (default 1024)
 ``EPHEMESH_MAX_FILES``             files per upload, zip members included
                                    (default 5000)
@@ -29,6 +36,16 @@ these say how much one request may carry and how often it may come.
                                    TLS; over plain HTTP the browser then
                                    sends no cookie back and forms fail)
 ``EPHEMESH_TRUSTED_PROXIES``       reverse proxies in front (X-Forwarded-For hops)
+``EPHEMESH_CONTROLLER``            who is responsible for the data (name and
+                                   address), shown on the privacy page;
+                                   unset: ``serve`` warns once at start
+``EPHEMESH_CONTACT``               how to reach them (e-mail or web address):
+                                   where data-subject requests go
+``EPHEMESH_PROCESSORS``            processors, separated by ``;`` (e.g.
+                                   ``Hoster GmbH, hosting, DE; Mailer SA,
+                                   e-mail, FR``)
+``EPHEMESH_MIN_AGE``               the minimum age of users (years); when
+                                   set, the privacy page says so
 ``EPHEMESH_SPOOL_DIR``             where large upload parts spool (unnamed
                                    files) and, under ``serve``, every
                                    temporary file (waitress's body buffers);
@@ -74,6 +91,13 @@ def secret_key(env, data_dir: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(key)
     return key
+
+
+def receipt_key_file(env, data_dir: Path) -> Path:
+    """Where the key that signs deletion receipts is (``worker.receipts.load_key``)."""
+    if env.get("EPHEMESH_RECEIPT_KEY_FILE"):
+        return Path(env["EPHEMESH_RECEIPT_KEY_FILE"]).absolute()
+    return Path(data_dir) / "receipt-key.pem"
 
 
 def _numbers(env) -> dict:
@@ -129,11 +153,34 @@ def _rates(env) -> dict:
     }
 
 
+def _privacy(env) -> dict:
+    """Who runs the service, as the privacy page says it."""
+    raw_age = (env.get("EPHEMESH_MIN_AGE") or "").strip()
+    age = None
+    if raw_age:
+        if not raw_age.isdigit() or not 1 <= int(raw_age) <= 99:
+            raise ValueError(f"EPHEMESH_MIN_AGE must be an age in years from 1 to 99, "
+                             f"got {raw_age!r}")
+        age = int(raw_age)
+    processors = [p.strip() for p in (env.get("EPHEMESH_PROCESSORS") or "").split(";")]
+    return {"EPHEMESH_CONTROLLER": (env.get("EPHEMESH_CONTROLLER") or "").strip(),
+            "EPHEMESH_CONTACT": (env.get("EPHEMESH_CONTACT") or "").strip(),
+            "EPHEMESH_PROCESSORS": [p for p in processors if p],
+            "EPHEMESH_MIN_AGE": age}
+
+
+def missing_controller(env=None) -> list[str]:
+    """The controller settings that are not set (``serve`` warns about them)."""
+    privacy = _privacy(os.environ if env is None else env)
+    return [name for name in ("EPHEMESH_CONTROLLER", "EPHEMESH_CONTACT") if not privacy[name]]
+
+
 def check(env=None) -> None:
     """Raise ValueError (naming the setting) when a web setting is invalid."""
     env = os.environ if env is None else env
     _numbers(env)
     _rates(env)
+    _privacy(env)
     _flag(env, "EPHEMESH_SECURE_COOKIES")
 
 
@@ -154,7 +201,9 @@ def from_env(settings, env=None) -> dict:
         "SECRET_KEY": secret_key(env, settings.data_dir),
         **_numbers(env),
         **_rates(env),
+        **_privacy(env),
         "EPHEMESH_SPOOL_DIR": str(spool_dir(settings, env)),
+        "EPHEMESH_RECEIPT_KEY_FILE": str(receipt_key_file(env, settings.data_dir)),
         "SESSION_COOKIE_NAME": "ephemesh",
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -94,12 +94,14 @@ class _Counter:
                           f"The upload holds more than {self.limits.max_files} files.", 413)
 
 
-def _read_stream(stream) -> bytes:
+def _read_stream(stream, digest=None) -> bytes:
     chunks = []
     while True:
         chunk = stream.read(CHUNK)
         if not chunk:
             return b"".join(chunks)
+        if digest is not None:
+            digest.update(chunk)
         chunks.append(chunk)
 
 
@@ -155,13 +157,18 @@ def _unpack(data: bytes, counter: _Counter) -> list[bytes]:
     return members
 
 
-def read_upload(storages, limits: Limits) -> Upload:
-    """Read uploaded ``FileStorage`` parts into DICOM file bytes, or refuse."""
+def read_upload(storages, limits: Limits, digest=None) -> Upload:
+    """Read uploaded ``FileStorage`` parts into DICOM file bytes, or refuse.
+
+    ``digest`` (a ``worker.receipts.UploadDigest``) is fed every part as it
+    was sent, chunk by chunk, for the job's deletion receipts."""
     upload = Upload()
     counter = _Counter(limits)
     candidates = []
     for storage in storages:
-        data = _read_stream(storage.stream)
+        if digest is not None:
+            digest.part()
+        data = _read_stream(storage.stream, digest)
         upload.bytes_read += len(data)
         if not data:
             continue

@@ -1,16 +1,20 @@
 """What the browser and the API share: the service, the presets as the page
-shows them, the stage and state vocabulary the job page uses, and the time a
-job has left."""
+shows them, the stage and state vocabulary the job page uses, the time a
+job has left, and a job's signed deletion receipts."""
 
 from __future__ import annotations
 
 import calendar
+import json
 import time
 
-from flask import current_app, send_file
+from flask import Response, current_app, send_file
 
 from converter import PRESETS
-from worker.states import WAITING, JobStatus
+from worker import receipts
+from worker.states import ENDED, WAITING, JobStatus
+
+from .problems import Refused
 
 
 def service():
@@ -30,6 +34,27 @@ def send_model(opened):
                      max_age=0, conditional=False, etag=False, last_modified=None)
 
 
+def signed_receipts(job_id, owner) -> dict:
+    """``{"job", "receipts"}``: the job's deletion receipts (its upload's and
+    its result's, those deleted so far), each signed with the server's key;
+    409 ``not_ready`` while nothing of it has been deleted."""
+    key = current_app.extensions["ephemesh.receipt_key"]
+    made = [receipts.sign(body, key) for body in service().receipts(job_id, owner=owner)]
+    if not made:
+        raise Refused("not_ready", "Nothing of this job has been deleted yet; its receipt comes "
+                      "once its upload is deleted.", 409)
+    return {"job": job_id, "receipts": made}
+
+
+def receipt_download(job_id, owner):
+    """The receipts as a JSON attachment (``receipt-<job>.json``), each one's
+    fields in the order ``worker.receipts.FIELDS`` gives them."""
+    resp = Response(json.dumps(signed_receipts(job_id, owner), indent=1) + "\n",
+                    mimetype="application/json")
+    resp.headers["Content-Disposition"] = f"attachment; filename=receipt-{job_id}.json"
+    return resp
+
+
 def stage_label(stage) -> str:
     return STAGE_LABELS.get(stage or "", str(stage or "").capitalize())
 
@@ -39,9 +64,10 @@ def presets() -> list[tuple[str, str]]:
 
 
 def job_page_vocabulary() -> dict:
-    """What the job page's script needs from the server: the states in which
-    the progress moves (it polls), and the stages' names."""
-    return {"waiting": sorted(WAITING), "stages": STAGE_LABELS}
+    """What the job page needs from the server: the states in which the
+    progress moves (its script polls), the stages' names, and the states in
+    which the upload is gone (the page links the deletion receipt)."""
+    return {"waiting": sorted(WAITING), "stages": STAGE_LABELS, "ended": sorted(ENDED)}
 
 
 def seconds_until(iso: str | None) -> float | None:

@@ -13,7 +13,9 @@ from __future__ import annotations
 import functools
 
 from converter.options import EXCLUSIVE, OPTIONS
-from worker.states import BatchStatus, JobStatus
+from worker.receipts import FIELDS as RECEIPT_FIELDS
+from worker.receipts import FORMAT as RECEIPT_FORMAT
+from worker.states import STORED, BatchStatus, JobStatus, Reason
 
 from .options import WEB_OPTIONS, WITHOUT_SERIES
 
@@ -95,6 +97,10 @@ def _upload_body(with_series: bool):
         "encoding": {"files": {"contentType": "application/octet-stream, application/zip"}}}}}
 
 
+RECEIPT_SALT = {"type": "string", "pattern": "^[0-9a-f]{32}$",
+                "description": "in the creation answer only: the salt of this upload's "
+                "`received_sha256` (kept nowhere on the server)"}
+
 SCHEMAS = {
     "Problem": {
         "description": "A refusal (RFC 9457). `code` is stable; `detail` is for people. Codes: "
@@ -129,7 +135,9 @@ SCHEMAS = {
             "expires_at": {"type": ["string", "null"], "format": "date-time"},
             "batch_id": {"type": ["string", "null"]},
             "links": {"type": "object", "properties": {"self": {"type": "string"},
-                                                       "result": {"type": "string"}}},
+                                                       "result": {"type": "string"},
+                                                       "receipt": {"type": "string"}}},
+            "receipt_salt": RECEIPT_SALT,
         },
     },
     "Batch": {
@@ -143,7 +151,39 @@ SCHEMAS = {
             "jobs": {"type": "array", "items": {"$ref": "#/components/schemas/Job"}},
             "links": {"type": "object", "properties": {"self": {"type": "string"},
                                                        "result": {"type": "string"}}},
+            "receipt_salt": RECEIPT_SALT,
         },
+    },
+    "Receipt": {
+        "description": "One deleted object of a job (its upload or its result), signed with "
+        "the server's Ed25519 key (public key at /.well-known/ephemesh-receipt-key). The "
+        "signature covers every other field as canonical JSON (keys sorted, no spaces, ASCII); "
+        "`received_sha256` is SHA-256(salt || SHA-256(part 1) || SHA-256(part 2) || ...) over "
+        "the 16 bytes of `receipt_salt` and the `files` parts as sent, in order. Check one "
+        "with `ephemesh receipt verify FILE`.",
+        "type": "object",
+        "required": list(RECEIPT_FIELDS),
+        "additionalProperties": False,
+        "properties": {
+            "receipt": {"type": "string", "enum": [RECEIPT_FORMAT]},
+            "id": {"type": "string", "description": "the job's opaque id"},
+            "kind": {"type": "string", "enum": [str(k) for k in STORED]},
+            "bytes": {"type": "integer", "minimum": 0},
+            "received_sha256": {"type": ["string", "null"], "pattern": "^[0-9a-f]{64}$"},
+            "received": {"type": "string", "format": "date-time"},
+            "converted": {"type": ["string", "null"], "format": "date-time"},
+            "deleted": {"type": "string", "format": "date-time"},
+            "reason": {"type": "string", "enum": [str(r) for r in Reason]},
+            "late": {"type": "boolean"},
+            "public_key": {"type": "string", "description": "raw Ed25519 key, base64"},
+            "signature": {"type": "string", "description": "Ed25519 signature, base64"},
+        },
+    },
+    "Receipts": {
+        "type": "object", "required": ["job", "receipts"],
+        "properties": {"job": {"type": "string"},
+                       "receipts": {"type": "array",
+                                    "items": {"$ref": "#/components/schemas/Receipt"}}},
     },
 }
 
@@ -180,6 +220,15 @@ def document() -> dict:
                 "parameters": [JOB_ID],
                 "get": {"operationId": "getJobResult", "summary": "The STL",
                         "responses": _download("Binary STL (attachment)", "model/stl")}},
+            "/jobs/{job_id}/receipt": {
+                "parameters": [JOB_ID],
+                "get": {"operationId": "getJobReceipt",
+                        "summary": "Signed receipts of the job's deleted upload and result",
+                        "responses": {
+                            "200": {"description": "The receipts deleted so far (attachment)",
+                                    "content": {"application/json": {"schema": {
+                                        "$ref": "#/components/schemas/Receipts"}}}},
+                            **_errors(401, 404, 409, 429, 503)}}},
             "/batches": {"post": {
                 "operationId": "createBatch",
                 "summary": "Convert every series in a zip (one job per series)",

@@ -31,7 +31,8 @@ CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' 
        "connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
        "frame-ancestors 'none'; form-action 'self'")
 
-STATIC_ENDPOINTS = ("static", "browser.vendor")
+#: the app's own static files (cached, no access-log row, no rate limit)
+STATIC_ENDPOINTS = ("static", "browser.vendor", "browser.deidentify_profile")
 
 
 class SpoolingRequest(Request):
@@ -77,6 +78,8 @@ def client_address() -> str:
 
 #: how long a month's pseudonym key lives in Redis (then old pseudonyms are unlinkable)
 SALT_TTL_S = 62 * 86400
+#: a month's key is ``PSEUDONYM_KEY + "2026-05"`` in Redis
+PSEUDONYM_KEY = "ephemesh:pseudonym-key:"
 #: how long a web process reuses the month's key before asking Redis again
 SALT_CACHE_S = 60
 _salts: dict = {}
@@ -92,7 +95,7 @@ def month_salt(redis, month: str) -> str:
         known = _salts.get(month)
         if known and known[1] > now:
             return known[0]
-    key = f"ephemesh:pseudonym-key:{month}"
+    key = PSEUDONYM_KEY + month
     try:
         redis.set(key, secrets.token_hex(32), nx=True, ex=SALT_TTL_S)
         value = redis.get(key)
@@ -112,12 +115,35 @@ def forget_salts() -> None:
         _salts.clear()
 
 
+def month_keys(redis) -> dict[str, str]:
+    """Every month whose pseudonym key still exists in Redis, with its key
+    (a data-subject request links an address to those months' pseudonyms
+    only: older ones are unlinkable)."""
+    out = {}
+    for key in redis.scan_iter(match=PSEUDONYM_KEY + "*", count=1000):
+        month = key.decode()[len(PSEUDONYM_KEY):]
+        value = redis.get(key)
+        if value:
+            out[month] = value.decode()
+    return out
+
+
+def pseudonym_under(salt: str, month: str, value: str) -> str:
+    """HMAC-SHA256 of ``value`` under one month's key (16 hex)."""
+    return hmac.new(f"{salt}|{month}".encode(), value.encode(), hashlib.sha256).hexdigest()[:16]
+
+
 def pseudonym(value: str) -> str:
     """HMAC-SHA256 of ``value`` under the month's random key (16 hex)."""
     month = time.strftime("%Y-%m", time.gmtime())
     salt = month_salt(current_app.extensions["ephemesh.service"].redis, month)
-    return hmac.new(f"{salt}|{month}".encode(), value.encode(), hashlib.sha256).hexdigest()[:16]
+    return pseudonym_under(salt, month, value)
 
 
 def address_pseudonym() -> str:
     return pseudonym(client_address())
+
+
+def address_subject(address: str) -> str:
+    """An address as a lock's subject (``limits.FailureLock``), beside accounts."""
+    return f"address:{address}"

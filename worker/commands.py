@@ -1,4 +1,5 @@
-"""The worker side's commands: ``worker``, ``cron``, ``sweep``, ``keys``, ``report``.
+"""The worker side's commands: ``worker``, ``cron``, ``sweep``, ``keys``, ``report``,
+``receipt``, ``audit``.
 
 ``register(subparsers)`` adds them to the ``ephemesh`` dispatcher
 (``web/cli.py``), which also runs them as ``Runtime``'s child processes.  A
@@ -62,6 +63,29 @@ def register(subparsers) -> None:
     rp.add_argument("--format", choices=("table", "csv", "json"), default="table")
     rp.add_argument("--rows", action="store_true", help="every ledger row, not the daily summary")
     r.set_defaults(handler=run_report)
+
+    vv = _actions(subparsers, "receipt", run_receipt, help="check a deletion receipt, offline",
+                  description="Deletion receipts are signed by the server's Ed25519 key. "
+                  "'verify' checks every field and the signature of a receipt file (one "
+                  "receipt, or a job's receipts as the server gives them).",
+                  ).add_parser("verify", help="check a receipt's fields and signature")
+    vv.add_argument("file", metavar="FILE", help="the receipt (JSON)")
+    vv.add_argument("--key", metavar="PUBLIC_KEY.pem",
+                    help="the server's public key (from /.well-known/ephemesh-receipt-key); "
+                         "without it the key in the receipt is used and its fingerprint printed")
+
+    _actions(subparsers, "audit", run_audit, help="check the audit log's hash chain",
+             description="Every audit row carries the hash of its content and of the chain "
+             "before it. 'verify' finds a changed or removed row (rows erased on a data "
+             "subject's request are reported as erased).",
+             ).add_parser("verify", help="check every row's hash and the chain")
+
+
+def _actions(subparsers, name, handler, **texts):
+    """``ephemesh NAME ACTION``: the command, its handler, and its actions to add."""
+    command = subparsers.add_parser(name, **texts)
+    command.set_defaults(handler=handler)
+    return command.add_subparsers(dest=f"{name}_command", required=True, metavar="ACTION")
 
 
 def run_worker(args) -> None:
@@ -148,3 +172,82 @@ def run_report(args) -> None:
     finally:
         records.close()
     sys.stdout.write(render(rows, args.format, rows_kind="ledger" if args.rows else "summary"))
+
+
+def run_receipt(args) -> None:
+    import base64
+    import json
+
+    from . import receipts
+
+    try:
+        with open(args.file, encoding="utf-8") as fh:
+            document = json.load(fh)
+    except OSError as exc:
+        raise CommandFailed(f"cannot read {args.file}: {exc.strerror or exc}",
+                            Exit.UNREADABLE) from None
+    except (ValueError, UnicodeDecodeError):
+        raise CommandFailed(f"{args.file} is not a receipt (not JSON)", Exit.INVALID) from None
+    key = None
+    if args.key:
+        try:
+            with open(args.key, "rb") as fh:
+                key = receipts.raw_from_pem(fh.read())
+        except OSError as exc:
+            raise CommandFailed(f"cannot read {args.key}: {exc.strerror or exc}",
+                                Exit.UNREADABLE) from None
+        except (ValueError, TypeError):
+            raise CommandFailed(f"{args.key} is not an Ed25519 public key (PEM)",
+                                Exit.USAGE) from None
+    many = isinstance(document, dict) and "receipts" in document and "receipt" not in document
+    items = document.get("receipts") if many else [document]
+    if not isinstance(items, list) or not items:
+        raise CommandFailed(f"{args.file} holds no receipt", Exit.INVALID)
+    for n, receipt in enumerate(items, 1):
+        problems = receipts.verify(receipt, key)
+        if problems:
+            which = _which(receipt, n if many else None)
+            raise CommandFailed(f"{which}: {'; '.join(problems)}", Exit.INVALID)
+    for n, receipt in enumerate(items, 1):
+        late = "late" if receipt["late"] else "on time"
+        print(f"valid: {_which(receipt, n if many else None)}, {receipt['bytes']} bytes, received "
+              f"{receipt['received']}, deleted {receipt['deleted']} ({receipt['reason']}, {late})")
+    signer = ", ".join(sorted({receipts.fingerprint(base64.b64decode(r["public_key"]))
+                               for r in items}))
+    if key is not None:
+        print(f"signed by the key in {args.key} ({signer})")
+    else:
+        print(f"signed by {signer}: compare it with the server's key at "
+              "/.well-known/ephemesh-receipt-key (or give that key with --key)")
+
+
+def _which(receipt, n) -> str:
+    """How a receipt is named in a message: its kind and job, if it has them."""
+    where = f"receipt {n}" if n else "the receipt"
+    if isinstance(receipt, dict) and isinstance(receipt.get("id"), str) \
+            and receipt.get("kind") in ("input", "result"):
+        what = "upload" if receipt["kind"] == "input" else "result"
+        return f"{where} (the {what} of job {receipt['id'][:64]})"
+    return where
+
+
+#: at most this many problems are named on the one line of a failed check
+SHOWN_PROBLEMS = 5
+
+
+def run_audit(args) -> None:
+    records = _records(_settings())
+    try:
+        check = records.verify_audit()
+    finally:
+        records.close()
+    if not check.intact:
+        shown = check.problems[:SHOWN_PROBLEMS]
+        more = len(check.problems) - len(shown)
+        raise CommandFailed("the audit log was tampered with: " + "; ".join(shown)
+                            + (f"; and {more} more" if more else ""), Exit.INVALID)
+    notes = [f"{check.erased} erased on request"] if check.erased else []
+    if check.unchained:
+        notes.append(f"{check.unchained} from before the chain, not checked")
+    extra = f" ({', '.join(notes)})" if notes else ""
+    print(f"audit log: {check.rows} rows{extra}, chain intact; head {check.head}")

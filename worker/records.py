@@ -35,6 +35,7 @@ from sqlalchemy import (
     func,
     insert,
     inspect,
+    or_,
     select,
     update,
 )
@@ -42,7 +43,17 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
 from sqlalchemy.schema import CreateColumn
 
-from .states import BATCH_ENDED, BATCH_LIVE, ENDED, LIVE, WAITING, BatchStatus, JobStatus
+from . import audit
+from .states import (
+    BATCH_ENDED,
+    BATCH_LIVE,
+    ENDED,
+    LIVE,
+    STORED,
+    WAITING,
+    BatchStatus,
+    JobStatus,
+)
 
 metadata = MetaData()
 
@@ -62,6 +73,7 @@ jobs = Table(
     Column("series", Text),  # JSON: the safe listing (no UIDs, no descriptions) while choosing
     Column("report", Text),
     Column("finished", Float),
+    Column("received_sha256", String(64)),  # salted digest of what was sent (receipts.py)
 )
 
 batches = Table(
@@ -73,6 +85,7 @@ batches = Table(
     Column("status", String(16), nullable=False),  # a states.BatchStatus
     Column("error_code", String(64)),
     Column("error_message", String(300)),
+    Column("received_sha256", String(64)),  # salted digest of what was sent (receipts.py)
 )
 
 purge_ledger = Table(
@@ -87,6 +100,10 @@ purge_ledger = Table(
     Column("deleted", Float, nullable=False),
     Column("reason", String(16), nullable=False),  # a states.Reason
     Column("late", Boolean, nullable=False, default=False),
+    # what a deletion receipt says besides (uploads and results only):
+    Column("received", Float),  # when its job's upload came
+    Column("converted", Float),  # when its job's result was made
+    Column("received_sha256", String(64)),  # the job's salted digest of what was sent
     UniqueConstraint("kind", "object_id", name="uq_ledger_object"),
 )
 
@@ -108,6 +125,10 @@ audit_log = Table(
     Column("event", String(40), nullable=False),
     Column("actor", String(80), nullable=False),
     Column("detail", Text),
+    # the hash chain (worker/audit.py): this row's content, and the chain up to it
+    Column("content_sha256", String(64)),
+    Column("chain_sha256", String(64)),
+    Column("erased", Boolean, nullable=False, default=False),  # redacted on a subject's request
 )
 
 api_keys = Table(
@@ -148,6 +169,8 @@ admins = Table(
 )
 
 KEY_PREFIX = "emk_"
+#: the PostgreSQL advisory lock that serializes audit appends ("ephe")
+AUDIT_LOCK = 0x65706865
 #: a deletion this long after its deadline counts as late (clock slack only)
 LATE_AFTER_S = 1.0
 
@@ -184,13 +207,34 @@ def _add_missing_columns(engine):
                 continue
             ddl = CreateColumn(column).compile(dialect=engine.dialect)
             default = column.default.arg if column.default is not None else None
-            extra = f" DEFAULT {int(default)}" if isinstance(default, (bool, int)) else ""
+            if isinstance(default, bool):  # PostgreSQL takes no 0/1 for a boolean
+                extra = f" DEFAULT {'TRUE' if default else 'FALSE'}"
+            else:
+                extra = f" DEFAULT {int(default)}" if isinstance(default, int) else ""
             with engine.begin() as c:
                 c.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}{extra}")
 
 
 def _rows(result):
     return [dict(r) for r in result.mappings().all()]
+
+
+def _json_values(text):
+    """Every scalar value in a JSON text (an audit row's detail)."""
+    try:
+        stack = [json.loads(text or "null")]
+    except ValueError:
+        return []
+    out = []
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif item is not None:
+            out.append(str(item))
+    return out
 
 
 class Records:
@@ -211,12 +255,13 @@ class Records:
 
     # ---------------------------------------------------------------- jobs
     def add_job(self, job_id, owner, created, deadline, *, batch_id=None, seq=0, pick=False,
-                input_bytes=0):
+                input_bytes=0, received_sha256=None):
         with self.engine.begin() as c:
             c.execute(insert(jobs).values(id=job_id, owner=owner, batch_id=batch_id, seq=int(seq),
                                           created=created, deadline=deadline,
                                           status=JobStatus.QUEUED,
-                                          pick=bool(pick), input_bytes=int(input_bytes)))
+                                          pick=bool(pick), input_bytes=int(input_bytes),
+                                          received_sha256=received_sha256))
 
     def set_job(self, job_id, *, only_if=None, **values) -> bool:
         """Update a job; with ``only_if`` (statuses) only while it is in one of them."""
@@ -270,10 +315,11 @@ class Records:
         return n
 
     # ---------------------------------------------------------------- batches
-    def add_batch(self, batch_id, owner, created, deadline):
+    def add_batch(self, batch_id, owner, created, deadline, *, received_sha256=None):
         with self.engine.begin() as c:
             c.execute(insert(batches).values(id=batch_id, owner=owner, created=created,
-                                             deadline=deadline, status=BatchStatus.SPLITTING))
+                                             deadline=deadline, status=BatchStatus.SPLITTING,
+                                             received_sha256=received_sha256))
 
     def set_batch(self, batch_id, *, only_if=None, **values) -> bool:
         q = update(batches).where(batches.c.id == batch_id)
@@ -314,26 +360,47 @@ class Records:
 
     # ---------------------------------------------------------------- ledger
     def record_deletion(self, kind, object_id, size, created, deadline, reason, *, count=1,
-                        now=None, also=()) -> bool:
+                        now=None, also=(), converted=None) -> bool:
         """Write one ledger row; False when that object was already recorded
         (so two sweepers racing for one object write one row).
 
         ``also``: updates that belong to the deletion (``model_gone``), run
         in the same transaction, so they are written with the row or not at
         all: the ledger and the rows it speaks of never disagree, not even
-        after a crash.  ``worker.retention`` says which deletion needs which."""
+        after a crash.  ``worker.retention`` says which deletion needs which.
+        An upload's or a result's row also keeps what its receipt says
+        (``worker.receipts``): when its job's upload came, the salted digest
+        of what was sent, and ``converted``."""
         now = time.time() if now is None else now
         try:
             with self.engine.begin() as c:
+                received = self._received(c, object_id) if kind in STORED else {}
                 c.execute(insert(purge_ledger).values(
                     kind=kind, object_id=object_id, count=int(count), bytes=int(size or 0),
                     created=created, deadline=deadline, deleted=now, reason=reason,
-                    late=is_late(deadline, now)))
+                    late=is_late(deadline, now), converted=converted, **received))
                 for statement in also:
                     c.execute(statement)
         except IntegrityError:
             return False
         return True
+
+    @staticmethod
+    def _received(c, object_id) -> dict:
+        """The ledger's receipt columns from the job (or batch) row of ``object_id``."""
+        for table in (jobs, batches):
+            row = c.execute(select(table.c.created, table.c.received_sha256)
+                            .where(table.c.id == object_id)).first()
+            if row is not None:
+                return {"received": row.created, "received_sha256": row.received_sha256}
+        return {}
+
+    def receipt_rows(self, object_id):
+        """The ledger rows of ``object_id``'s upload and result (its receipts)."""
+        with self.engine.connect() as c:
+            return _rows(c.execute(select(purge_ledger).where(
+                purge_ledger.c.object_id == object_id, purge_ledger.c.kind.in_(STORED))
+                .order_by(purge_ledger.c.deleted, purge_ledger.c.id)))
 
     @staticmethod
     def model_gone(job_id):
@@ -403,15 +470,72 @@ class Records:
             n = c.execute(delete(access_log).where(access_log.c.at < older_than)).rowcount
         return n, oldest
 
+    def access_rows_of(self, forms) -> list[dict]:
+        """Access-log rows whose address is one of ``forms`` (spellings of one address)."""
+        with self.engine.connect() as c:
+            return _rows(c.execute(select(access_log).where(access_log.c.ip.in_(list(forms)))
+                                   .order_by(access_log.c.at, access_log.c.id)))
+
+    def delete_access_rows_of(self, forms) -> int:
+        with self.engine.begin() as c:
+            return c.execute(delete(access_log).where(access_log.c.ip.in_(list(forms)))).rowcount
+
     def access_rows(self, limit=200):
         with self.engine.connect() as c:
             return _rows(c.execute(select(access_log).order_by(access_log.c.at.desc())
                                    .limit(limit)))
 
-    def audit(self, event, actor, detail=None):
+    def audit(self, event, actor, detail=None, at=None):
+        """Append an audit row to the chain (``worker/audit.py``), one writer
+        at a time, so concurrent writers (web processes, workers) never fork it."""
+        row = {"at": time.time() if at is None else at, "event": event[:40],
+               "actor": actor[:80], "detail": json.dumps(detail or {})}
+        content = audit.content_hash(row["at"], row["event"], row["actor"], row["detail"])
         with self.engine.begin() as c:
-            c.execute(insert(audit_log).values(at=time.time(), event=event[:40], actor=actor[:80],
-                                               detail=json.dumps(detail or {})))
+            self._lock_audit(c)
+            previous = c.execute(select(audit_log.c.chain_sha256)
+                                 .where(audit_log.c.chain_sha256.is_not(None))
+                                 .order_by(audit_log.c.id.desc()).limit(1)).scalar()
+            c.execute(insert(audit_log).values(
+                **row, content_sha256=content, erased=False,
+                chain_sha256=audit.chain_hash(previous or audit.GENESIS, content)))
+
+    def _lock_audit(self, c) -> None:
+        """Serialize appends: PostgreSQL's transaction advisory lock; SQLite's
+        write lock, taken by a write before the last row is read."""
+        if c.dialect.name == "postgresql":
+            c.exec_driver_sql(f"SELECT pg_advisory_xact_lock({AUDIT_LOCK})")
+        else:
+            c.execute(update(audit_log).where(audit_log.c.id == -1).values(erased=False))
+
+    def audit_chain(self):
+        """Every audit row, in the order they were appended (for ``audit.verify``)."""
+        with self.engine.connect() as c:
+            return _rows(c.execute(select(audit_log).order_by(audit_log.c.id)))
+
+    def verify_audit(self) -> audit.AuditCheck:
+        return audit.verify(self.audit_chain())
+
+    def audit_rows_with(self, values) -> list[dict]:
+        """Audit rows whose detail holds one of ``values`` (pseudonyms) as a value."""
+        values = set(values)
+        if not values:
+            return []
+        like = [audit_log.c.detail.like(f"%{v}%") for v in values]
+        with self.engine.connect() as c:
+            rows = _rows(c.execute(select(audit_log).where(or_(*like), audit_log.c.erased
+                                                           .is_(False)).order_by(audit_log.c.id)))
+        return [r for r in rows if values & set(_json_values(r["detail"]))]
+
+    def erase_audit_rows(self, ids) -> int:
+        """Redact rows (actor and detail) and mark them erased; their hashes
+        stay, so the chain still verifies (``audit.verify`` says they were erased)."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        with self.engine.begin() as c:
+            return c.execute(update(audit_log).where(audit_log.c.id.in_(ids))
+                             .values(actor="erased", detail=None, erased=True)).rowcount
 
     def audit_rows(self, limit=200, event=None):
         q = select(audit_log).order_by(audit_log.c.at.desc(), audit_log.c.id.desc()).limit(limit)

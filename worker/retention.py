@@ -30,12 +30,13 @@ CONSEQUENCES = {
 
 
 def record(records, kind, object_id, size, created, deadline, reason, *, count=1,
-           now=None) -> bool:
+           now=None, converted=None) -> bool:
     """Write the ledger row of a thing that has gone, with its consequences;
-    False when it was recorded already (another process deleted it first)."""
+    False when it was recorded already (another process deleted it first).
+    ``converted``: when the job's result was made (its receipts say it)."""
     also = [change(object_id) for change in CONSEQUENCES.get(kind, ())]
     return records.record_deletion(kind, object_id, size, created, deadline, reason,
-                                   count=count, now=now, also=also)
+                                   count=count, now=now, also=also, converted=converted)
 
 
 def delete_stored(ctx, kind, object_id, reason, *, entry=None, now=None) -> int | None:
@@ -65,10 +66,19 @@ def delete_stored(ctx, kind, object_id, reason, *, entry=None, now=None) -> int 
         created, deadline = (meta["created"], meta["deadline"]) if meta else (None, None)
     else:
         created, deadline = entry.created, entry.deadline
+    converted = created if kind == Kind.RESULT else _result_made(ctx, object_id)
     size = ctx.store.delete(kind, object_id)
     if size is not None:
-        record(ctx.records, kind, object_id, size, created, deadline, reason, now=now)
+        record(ctx.records, kind, object_id, size, created, deadline, reason, now=now,
+               converted=converted)
     return size
+
+
+def _result_made(ctx, object_id) -> float | None:
+    """When the job's result was stored (an upload deleted after its
+    conversion: the result is there), else None."""
+    meta = ctx.store.meta(Kind.RESULT, object_id)
+    return meta["created"] if meta else None
 
 
 def delete_all(ctx, object_id, reason, *, deadline, kinds=STORED) -> None:

@@ -25,6 +25,7 @@ from converter import ConverterError, ConvertOptions
 from converter.options import JOB_OPTIONS
 
 from .context import Context
+from .receipts import body as receipt_body
 from .retention import delete_all
 from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
 from .submit import CHOSEN_ATTEMPT, CONVERT, SPLIT, enqueue, new_id, owner_hash, rq_ids, submit_job
@@ -110,7 +111,8 @@ class Service:
         return files, options
 
     # ------------------------------------------------------------ jobs
-    def create_job(self, files, options=None, *, owner, pick_series=False) -> dict:
+    def create_job(self, files, options=None, *, owner, pick_series=False,
+                   received_sha256=None) -> dict:
         """Store the payload, record the job, enqueue ``convert_job(job_id)``.
 
         Parameters
@@ -123,12 +125,15 @@ class Service:
             ``session:<random>`` or ``key:<id>``; kept only as a hash.
         pick_series : bool
             Stop in status ``choosing`` when the upload holds several series.
+        received_sha256 : str, optional
+            The salted digest of what the upload sent (``worker.receipts``),
+            which the job's deletion receipts carry.
         """
         files, options = self._upload(files, options)
         now = time.time()
         job_id = submit_job(self.ctx, files, options, owner_digest=owner_hash(owner),
                             created=now, deadline=now + self.settings.retention_seconds,
-                            pick=pick_series)
+                            pick=pick_series, received_sha256=received_sha256)
         self.records.audit("upload", _actor(owner), {"job": job_id, **_sizes(files)})
         return self.get_job(job_id, owner=owner)
 
@@ -220,9 +225,17 @@ class Service:
         self.records.set_job(row["id"], status=JobStatus.DELETED, series=None, report=None)
         delete_all(self.ctx, row["id"], reason, deadline=row["deadline"])
 
+    def receipts(self, job_id, *, owner) -> list[dict]:
+        """The unsigned deletion receipts of the job's upload and result (those
+        deleted so far); raises NotFound for another owner's or no job."""
+        if _owned(self.records.job(job_id), owner) is None:
+            raise NotFound()
+        return [receipt_body(row) for row in self.records.receipt_rows(job_id)]
+
     # ------------------------------------------------------------ batches
-    def create_batch(self, files, options=None, *, owner) -> dict:
-        """Store an upload of many series; a worker makes one job per series."""
+    def create_batch(self, files, options=None, *, owner, received_sha256=None) -> dict:
+        """Store an upload of many series; a worker makes one job per series
+        (each carries the batch's ``received_sha256`` to its receipts)."""
         files, options = self._upload(files, options)
         if "series" in options:
             raise Invalid("invalid_option", "a batch converts every series; drop 'series'")
@@ -231,7 +244,8 @@ class Service:
         deadline = now + self.settings.retention_seconds
         parts = [json.dumps(options).encode()] + files
         self.store.put(Kind.INPUT, batch_id, parts, deadline, created=now)
-        self.records.add_batch(batch_id, owner_hash(owner), now, deadline)
+        self.records.add_batch(batch_id, owner_hash(owner), now, deadline,
+                               received_sha256=received_sha256)
         enqueue(self.ctx, SPLIT, batch_id, deadline)
         self.records.audit("batch-upload", _actor(owner), {"batch": batch_id, **_sizes(files)})
         return self.get_batch(batch_id, owner=owner)

@@ -26,6 +26,29 @@ from .states import STORED
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CHUNK = 1 << 20
+#: file systems that keep their files in memory only
+MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
+
+
+def medium(path) -> str:
+    """``memory`` when ``path`` lies on a tmpfs or ramfs (the mount it is
+    under, from ``/proc/mounts``), else ``disk``."""
+    path = os.path.realpath(path)
+    best, fstype = "", None
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError:  # not Linux: say the safe thing
+        return "disk"
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        mount = fields[1].replace("\\040", " ")
+        inside = path == mount or path.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best):
+            best, fstype = mount, fields[2]
+    return "memory" if fstype in MEMORY_FILESYSTEMS else "disk"
 
 
 @dataclass
@@ -54,6 +77,10 @@ class DirectoryStore:
     def _dir(self, kind, object_id):
         _check(kind, object_id)
         return self.root / kind / object_id
+
+    def medium(self) -> str:
+        """``memory`` (a tmpfs) or ``disk``: where the payloads are."""
+        return medium(self.root)
 
     def put(self, kind, object_id, parts, deadline, created=None) -> int:
         target = self._dir(kind, object_id)
@@ -134,6 +161,9 @@ class RedisStore:
 
     def __init__(self, connection):
         self.redis = connection
+
+    def medium(self) -> str:
+        return "memory"  # Redis, with persistence off (runtime.py; deploy/ says so too)
 
     def _key(self, kind, object_id, suffix):
         _check(kind, object_id)

@@ -50,7 +50,7 @@ def owner_hash(owner: str) -> str:
 
 
 def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id=None,
-               seq=0, pick=False, job_id=None) -> str:
+               seq=0, pick=False, job_id=None, received_sha256=None) -> str:
     """Store ``files`` and ``options`` as a job's input and enqueue its conversion.
 
     Parameters
@@ -64,6 +64,9 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
         ``owner_hash`` of the owner.
     created, deadline : float
         UNIX times; the input is deleted by ``deadline`` at the latest.
+    received_sha256 : str, optional
+        The salted digest of what the upload sent (``worker.receipts``),
+        for the job's deletion receipts.
 
     Returns
     -------
@@ -78,7 +81,7 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
     parts = [json.dumps(options).encode()] + [bytes(f) for f in files]
     size = ctx.store.put("input", job_id, parts, deadline, created=created)
     ctx.records.add_job(job_id, owner_digest, created, deadline, batch_id=batch_id, seq=seq,
-                        pick=pick, input_bytes=size)
+                        pick=pick, input_bytes=size, received_sha256=received_sha256)
     enqueue(ctx, CONVERT, job_id, deadline)
     return job_id
 

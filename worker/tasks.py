@@ -206,7 +206,8 @@ def _split(ctx, batch_id) -> str:
                 files.append(sl.item.data)
         submit_job(ctx, files, dict(options, series=info.uid), owner_digest=batch["owner"],
                    created=batch["created"], deadline=batch["deadline"], batch_id=batch_id,
-                   job_id=derived_id(batch_id, info.index), seq=info.index)
+                   job_id=derived_id(batch_id, info.index), seq=info.index,
+                   received_sha256=batch["received_sha256"])
     # ready before the upload goes: a crash in between leaves an ended batch's
     # upload, which the sweeper deletes, never a lost batch
     ctx.records.set_batch(batch_id, only_if=(BatchStatus.SPLITTING,), status=BatchStatus.READY)

@@ -1,14 +1,16 @@
 """``ephemesh serve`` as a child process for the tests that need the whole
 service: web through waitress, workers, cron and a private Redis.  With
 ``slow_by`` it is the slow ephemesh of ``tests/slow.py`` (its conversions
-sleep after each progress report)."""
+sleep after each progress report).  ``Relay`` records what a browser sends."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -85,3 +87,62 @@ class Served:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+class Relay:
+    """A TCP relay in front of a served instance that keeps every byte a
+    client sends through it (the recording proxy of the browser tests: point
+    the browser at ``url``, then search ``sent``)."""
+
+    def __init__(self, target_port: int):
+        self.target = target_port
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.sent = bytearray()
+        self._lock = threading.Lock()
+        self._listener: socket.socket | None = None
+        self._open: list[socket.socket] = []
+
+    def start(self) -> Relay:
+        self._listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.target))
+            self._open += [client, server]
+            threading.Thread(target=self._pump, args=(client, server, True), daemon=True).start()
+            threading.Thread(target=self._pump, args=(server, client, False), daemon=True).start()
+
+    def _pump(self, source, sink, record):
+        try:
+            while data := source.recv(65536):
+                if record:
+                    with self._lock:
+                        self.sent += data
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, sink):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self) -> bytes:
+        """Close everything; return every byte clients sent."""
+        if self._listener is not None:
+            self._listener.close()
+        for s in self._open:
+            try:
+                s.close()
+            except OSError:
+                pass
+        with self._lock:
+            return bytes(self.sent)

@@ -26,7 +26,8 @@ def test_a_job_runs_from_upload_to_delete(client, auth, workers, series_zip, set
     assert set(body) >= {"id", "status", "links"}
     assert body["status"] == "queued"
     assert body["links"] == {"self": f"/api/v1/jobs/{body['id']}",
-                             "result": f"/api/v1/jobs/{body['id']}/result"}
+                             "result": f"/api/v1/jobs/{body['id']}/result",
+                             "receipt": f"/api/v1/jobs/{body['id']}/receipt"}
     assert resp.headers["Location"] == body["links"]["self"]
 
     job = _wait(client, auth, body["links"]["self"])

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from tests.helpers import make_settings
+from web import create_app
 
 WEB = Path(__file__).resolve().parents[2] / "web"
 
@@ -69,6 +70,106 @@ def test_privacy_page_reads_the_running_configuration(tmp_path, redis_url):
     assert "60 minutes" not in html and "30 days" not in html
 
 
+def _privacy_page(tmp_path, redis_url, monkeypatch, name, env, store_path=None, **settings_kw):
+    for key in ("EPHEMESH_CONTROLLER", "EPHEMESH_CONTACT", "EPHEMESH_PROCESSORS",
+                "EPHEMESH_MIN_AGE", "EPHEMESH_LOCKOUT_SECONDS", "EPHEMESH_RATE_LIMIT"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in env.items():
+        if key.startswith("EPHEMESH_"):
+            monkeypatch.setenv(key, value)
+    settings = make_settings(tmp_path / name, redis_url, **settings_kw)
+    if store_path:
+        import dataclasses
+
+        settings = dataclasses.replace(settings, store=store_path)
+    cookie = env.get("cookie", "ephemesh")
+    app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings,
+                      "SESSION_COOKIE_NAME": cookie})
+    try:
+        return app, app.test_client().get("/privacy").get_data(as_text=True)
+    finally:
+        app.extensions["ephemesh.service"].close()
+
+
+def _fact(html, ident):
+    return re.sub(r"\s+", " ", re.search(rf'id="{ident}"[^>]*>(.*?)</(?:td|p|ul)>', html,
+                                         re.S).group(1))
+
+
+def _filesystem(path) -> str:
+    """The file system type, as stat(1) names it (an oracle apart from the app's)."""
+    import subprocess
+
+    return subprocess.run(["stat", "-f", "-c", "%T", str(path)], capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_the_privacy_page_is_the_running_configuration(tmp_path, redis_url, monkeypatch):
+    """Two configurations, two pages: the controller, contact, processors, age
+    notice, cookie, retention of each kind, where uploads are and the last
+    sweep all change with the settings."""
+    import shutil
+    import uuid
+
+    shm = f"/dev/shm/ephemesh-test-{uuid.uuid4().hex[:8]}"
+    one_env = {"EPHEMESH_CONTROLLER": "Ada Clinic, 1 Main Street, Springfield",
+               "EPHEMESH_CONTACT": "privacy@ada.example",
+               "EPHEMESH_PROCESSORS": "Hoster A, hosting, DE; Mailer B, e-mail, FR",
+               "EPHEMESH_MIN_AGE": "16", "EPHEMESH_LOCKOUT_SECONDS": "600",
+               "EPHEMESH_RATE_LIMIT": "100/hour"}
+    app, one = _privacy_page(tmp_path, redis_url, monkeypatch, "one", one_env,
+                             retention=1200, access_days=7)
+    try:
+        two_env = {"EPHEMESH_LOCKOUT_SECONDS": "120", "EPHEMESH_RATE_LIMIT": "50/second",
+                   "cookie": "othercookie"}
+        _, two = _privacy_page(tmp_path, redis_url, monkeypatch, "two", two_env, store_path=shm,
+                               retention=2700, access_days=21)
+    finally:
+        shutil.rmtree(shm, ignore_errors=True)
+    assert "Ada Clinic, 1 Main Street, Springfield" in _fact(one, "controller")
+    assert "EPHEMESH_CONTROLLER" in _fact(two, "controller")
+    assert 'href="mailto:privacy@ada.example"' in one and "EPHEMESH_CONTACT" in _fact(two, "contact")
+    assert "privacy@ada.example" in _fact(one, "how")
+    assert "<li>Hoster A, hosting, DE</li><li>Mailer B, e-mail, FR</li>" in one
+    assert "hands your data to no one else" in _fact(two, "processors")
+    assert "aged <strong>16</strong> or older" in one and 'id="age"' not in two
+    assert "20 minutes" in _fact(one, "fact-upload") and "45 minutes" in _fact(two, "fact-upload")
+    assert "20 minutes" in _fact(one, "fact-result") and "45 minutes" in _fact(two, "fact-result")
+    assert _fact(one, "fact-log") == "7 days" and _fact(two, "fact-log") == "21 days"
+    assert _fact(one, "fact-job") == "7 days after the upload"
+    assert _fact(one, "fact-locks") == "10 minutes" and _fact(two, "fact-locks") == "2 minutes"
+    assert _fact(one, "fact-limits") == "1 hour" and _fact(two, "fact-limits") == "1 second"
+    assert "<code>ephemesh</code>" in one and "<code>othercookie</code>" in two
+    assert "until you close the browser" in one and "HttpOnly" in one and "SameSite=Lax" in one
+    # where uploads are: the store's file system, as stat(1) sees it
+    disk = _filesystem(tmp_path / "one" / "store") != "tmpfs"
+    assert ("<strong>on disk</strong>" in _fact(one, "storage")) == disk
+    assert "<strong>in memory only</strong> (a tmpfs)" in _fact(two, "storage")
+    assert "has not run yet" in _fact(two, "sweep") and "every 1 minute" in _fact(two, "sweep")
+    app.extensions["ephemesh.service"].records.record_sweep(0, 0, now=1_900_000_000)
+    app2 = create_app({"TESTING": True, "EPHEMESH_SETTINGS": app.extensions["ephemesh.settings"]})
+    try:
+        page = app2.test_client().get("/privacy").get_data(as_text=True)
+    finally:
+        app2.extensions["ephemesh.service"].close()
+    assert "last ran at <time" in page and "2030-03-17 17:46:40 UTC" in page
+
+
+def test_the_privacy_page_names_the_receipt_key_and_a_redis_store_is_memory(
+        tmp_path, redis_url):
+    from worker import receipts
+
+    settings = make_settings(tmp_path, redis_url, store="redis")
+    app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings})
+    try:
+        html = app.test_client().get("/privacy").get_data(as_text=True)
+        key = app.extensions["ephemesh.receipt_key"]
+    finally:
+        app.extensions["ephemesh.service"].close()
+    assert receipts.fingerprint(receipts.public_raw(key)) in html
+    assert "<strong>in memory only</strong> (in Redis)" in html
+
+
 def test_three_js_is_served_by_the_app_with_its_imports_resolved(client):
     page = client.get("/static/preview.js").get_data(as_text=True)
     assert "/vendor/three/STLLoader.js" in page and "http" not in page
@@ -80,6 +181,27 @@ def test_three_js_is_served_by_the_app_with_its_imports_resolved(client):
         assert "from 'three'" not in text and 'from "three"' not in text
     assert client.get("/vendor/three/package.json").status_code == 404
     assert client.get("/vendor/three/..%2Fpackage.json").status_code == 404
+
+
+def test_the_de_identifiers_libraries_and_profile_are_served_by_the_app(client):
+    """dicom-parser and fflate from web/node_modules (npm ci), the profile from
+    the converter's declaration, all cached like the app's static files."""
+    from converter.deidentify import PROFILE_PATH
+
+    page = client.get("/").get_data(as_text=True)
+    assert "/vendor/dicom-parser/dicomParser.min.js" in page
+    assert 'data-profile-url="/deidentify-profile.json"' in page
+    for path in ("/vendor/dicom-parser/dicomParser.min.js", "/vendor/fflate/fflate.js"):
+        resp = client.get(path)
+        assert resp.status_code == 200 and resp.mimetype == "text/javascript", path
+        assert "max-age=86400" in resp.headers["Cache-Control"]
+    assert "export function unzipSync" in client.get("/vendor/fflate/fflate.js").get_data(True)
+    profile = client.get("/deidentify-profile.json")
+    assert profile.mimetype == "application/json" and profile.data == PROFILE_PATH.read_bytes()
+    for script in ("upload.js", "outgoing.js", "deidentify.js"):
+        text = client.get(f"/static/{script}").get_data(as_text=True)
+        assert "http" not in text.replace("https://", ""), script  # nothing from other sites
+    assert client.get("/vendor/fflate/package.json").status_code == 404
 
 
 def test_pages_are_labelled_and_fit_a_phone(client):

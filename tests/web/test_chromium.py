@@ -4,6 +4,7 @@ progress bar reach 100 %, see the preview canvas draw, download the STL,
 press "delete now", and find the result gone (410)."""
 
 import io
+import secrets
 import time
 
 import pytest
@@ -222,3 +223,84 @@ def test_the_job_page_shows_the_model_gone_when_its_time_is_up(browser, tmp_path
         context.close()
     finally:
         assert served.stop() == 0, served.log()
+
+
+CANARY = "ZQXBROWSER"
+
+
+def _canary_series(root, kind, uid_digits):
+    """A series whose names, ids, descriptions, UIDs and file names carry the canary."""
+    header = {"PatientName": f"{CANARY}PN^JANE", "PatientID": f"{CANARY}ID",
+              "AccessionNumber": f"{CANARY}AN", "InstitutionName": f"{CANARY}IN",
+              "StudyDescription": f"{CANARY}SD", "SeriesDescription": f"{CANARY}SE",
+              "ReferringPhysicianName": f"{CANARY}RP", "PatientBirthDate": "19471113",
+              "StudyInstanceUID": f"2.25.{uid_digits}1", "SeriesInstanceUID": f"2.25.{uid_digits}2"}
+    folder = root / f"{CANARY}FOLDER-{kind}"
+    if kind == "plain":
+        G.make_series_dir(folder, "sphere", size=(16, 28, 28), private_value=f"{CANARY}PV",
+                          extra=header)
+    else:
+        from tests import hostile as H
+        H.write_kind(folder, kind, n=6, **header)
+    for n, path in enumerate(sorted(folder.iterdir())):
+        path.rename(folder / f"{CANARY}FN{n:03d}.dcm")
+    return folder
+
+
+def test_names_never_leave_the_browser(browser, tmp_path):
+    """Every file is de-identified in the page before it is sent: through a
+    recording relay, none of the canaries (names, ids, descriptions, UIDs, file
+    and folder names, a zip's member names) is in any byte the browser sent,
+    a file that is not DICOM is named on the page and not sent, and the model
+    made from what was sent is the very one made from the original files —
+    for a native, a JPEG 2000 and an RLE series."""
+    from converter import ConvertOptions, convert
+    from tests.helpers import zip_bytes
+    from tests.web.served import Relay
+
+    served = Served(tmp_path / "svc", workers=1).start()
+    relay = Relay(served.port).start()
+    digits = "".join(str(secrets.randbelow(10)) for _ in range(18)) + "7"
+    try:
+        context = browser.new_context(viewport={"width": 1200, "height": 900})
+        page = context.new_page()
+        errors = []
+        _watch(page, errors)
+        for kind in ("plain", "jpeg2000", "rle"):
+            folder = _canary_series(tmp_path / "in", kind, digits)
+            page.goto(relay.url + "/")
+            if kind == "rle":  # as a zip whose member names carry the canary
+                archive = tmp_path / f"{CANARY}ZIP.zip"
+                archive.write_bytes(zip_bytes({f"{CANARY}MEMBER/{p.name}": p.read_bytes()
+                                               for p in sorted(folder.iterdir())}))
+                page.set_input_files("#files", str(archive))
+            else:
+                if kind == "plain":
+                    (folder / f"{CANARY}NOTES.txt").write_text(f"{CANARY} notes, not DICOM")
+                page.set_input_files("#folder", str(folder))
+            page.wait_for_selector("#outgoing-summary:has-text('will be sent')", timeout=30_000)
+            images = sum(1 for p in folder.iterdir() if p.suffix == ".dcm")
+            assert page.text_content("#outgoing-summary").startswith(f"{images} files will be "
+                                                                      "sent: names, ids and dates"
+                                                                      " removed before upload")
+            rows = page.query_selector_all("#outgoing-series tbody tr")
+            assert len(rows) == 1 and f"{images}" in rows[0].text_content()
+            if kind == "plain":  # named here, in the page only
+                assert f"{CANARY}NOTES.txt" in page.text_content("#not-sent-list")
+            page.select_option("#preset", "bone")
+            page.fill("#smooth", "0")
+            page.click("#submit")
+            page.wait_for_url("**/jobs/*", timeout=30_000)
+            page.wait_for_selector("#download", timeout=90_000)
+            stl = page.request.get(page.url + "/model.stl").body()
+            originals = [p for p in sorted(folder.iterdir()) if p.suffix == ".dcm"]
+            expected = convert(originals, ConvertOptions(preset="bone", smooth=0, workers=1))
+            assert stl == expected.stl, f"{kind}: the model differs from the originals'"
+        assert errors == [], errors
+        context.close()
+    finally:
+        sent = relay.stop()
+        assert served.stop() == 0, served.log()
+    assert b"POST /jobs" in sent and len(sent) > 20_000
+    for canary in (CANARY.encode(), digits.encode(), b"19471113"):
+        assert canary not in sent and canary.lower() not in sent, canary

@@ -34,7 +34,7 @@ def test_the_document_is_valid_openapi_3(client):
     body = client.get("/api/v1/openapi.json").json
     assert body["openapi"].startswith("3.")
     schema = schemathesis.openapi.from_dict(body)
-    assert len(list(schema.get_all_operations())) == 9
+    assert len(list(schema.get_all_operations())) == 10
 
 
 @pytest.fixture

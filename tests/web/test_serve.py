@@ -344,3 +344,22 @@ def test_every_listening_socket_answers_refusals_as_the_app(app):
     finally:
         server.close()
         thread.join(5)
+
+
+def test_serve_warns_once_when_nobody_is_named_responsible(tmp_path):
+    """Without EPHEMESH_CONTROLLER and EPHEMESH_CONTACT the privacy page cannot
+    say who is responsible: one warning line at start, and none once they are set."""
+    unnamed = Served(tmp_path / "a").start()
+    assert unnamed.stop() == 0
+    warnings = [line for line in unnamed.log().splitlines() if "ephemesh: warning:" in line]
+    assert warnings == ["ephemesh: warning: EPHEMESH_CONTROLLER and EPHEMESH_CONTACT not set: "
+                        "the privacy page cannot say who is responsible for the data or how to "
+                        "reach them"]
+    named = Served(tmp_path / "b", EPHEMESH_CONTROLLER="Ada Clinic, 1 Main Street",
+                   EPHEMESH_CONTACT="privacy@ada.example").start()
+    try:
+        _, _, page = _request(named.url + "/privacy")
+        assert b"Ada Clinic, 1 Main Street" in page and b"privacy@ada.example" in page
+    finally:
+        assert named.stop() == 0
+    assert "ephemesh: warning:" not in named.log()

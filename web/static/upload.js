@@ -1,5 +1,8 @@
 // Upload page: drag and drop (folders too), upload progress, readable errors.
-// File names never leave the browser: every file is sent as "file-N".
+// What is sent is made by outgoing.js: every file de-identified here first
+// (zips unpacked here), sent as "file-N"; file names never leave the browser.
+import { prepare, show } from './outgoing.js';
+
 const form = document.getElementById('upload');
 const folderInput = document.getElementById('folder');
 const filesInput = document.getElementById('files');
@@ -13,7 +16,11 @@ const submit = document.getElementById('submit');
 const preset = document.getElementById('preset');
 const threshold = document.getElementById('threshold');
 
+const outgoingEl = document.getElementById('outgoing');
+
 let dropped = null; // files from a drop, when the last choice was a drop
+let outgoing = null; // the de-identified files of the current choice (a promise)
+let choice = 0; // which choice the page shows
 
 function showThreshold() {
   const custom = preset.value === 'threshold';
@@ -42,6 +49,22 @@ function update() {
   chosen.textContent = describe(files);
   const refusal = files.length ? tooMuch(files) : null;
   if (refusal) fail(refusal); else errorEl.hidden = true;
+  prepareOutgoing(files);
+}
+
+// de-identify the choice now, so the page can say what will be sent
+function prepareOutgoing(files) {
+  const mine = ++choice;
+  outgoingEl.hidden = !files.length;
+  if (!files.length) { outgoing = null; return; }
+  const summary = document.getElementById('outgoing-summary');
+  summary.textContent = 'Removing names, ids and dates in this browser…';
+  outgoing = prepare(files, {
+    profileUrl: form.dataset.profileUrl,
+    onProgress: n => { if (mine === choice) summary.textContent = `Removing names, ids and dates in this browser: file ${n}…`; },
+  });
+  outgoing.then(ready => { if (mine === choice) show(outgoingEl, ready); },
+                () => { if (mine === choice) summary.textContent = 'The files could not be de-identified in this browser.'; });
 }
 folderInput.addEventListener('change', () => { dropped = null; filesInput.value = ''; update(); });
 filesInput.addEventListener('change', () => { dropped = null; folderInput.value = ''; update(); });
@@ -110,7 +133,7 @@ function tooMuch(files) {
   return null;
 }
 
-form.addEventListener('submit', e => {
+form.addEventListener('submit', async e => {
   e.preventDefault();
   errorEl.hidden = true;
   const files = currentFiles();
@@ -122,11 +145,25 @@ form.addEventListener('submit', e => {
     threshold.focus();
     return;
   }
+  let ready;
+  try {
+    submit.disabled = true;
+    ready = await outgoing;
+  } catch (err) {
+    fail('The files could not be de-identified in this browser, so nothing was sent.');
+    return;
+  }
+  if (!ready.files.length) {
+    fail('None of the files is a DICOM file this browser can read: nothing was sent.');
+    return;
+  }
+  const tooBig = tooMuch(ready.files);
+  if (tooBig) { fail(tooBig); return; }
   const data = new FormData();
   for (const [name, value] of new FormData(form)) {
     if (name !== 'files') data.append(name, value);
   }
-  files.forEach((f, i) => data.append('files', f, `file-${i + 1}`));
+  ready.files.forEach((f, i) => data.append('files', f, `file-${i + 1}`));
   const xhr = new XMLHttpRequest();
   xhr.open('POST', form.action);
   xhr.setRequestHeader('Accept', 'application/json');
