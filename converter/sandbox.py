@@ -139,7 +139,11 @@ def limit_growth(share: int | None) -> int | None:
     if now is None:
         return None
     soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    limit = min(soft, now + int(share))
+    limit = now + int(share)
+    if soft != resource.RLIM_INFINITY:
+        limit = min(soft, limit)
+    if hard != resource.RLIM_INFINITY:
+        limit = min(hard, limit)
     resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
     return limit
 

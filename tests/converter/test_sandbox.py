@@ -172,3 +172,27 @@ def _room(_):
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize("start", ["unlimited", "limited"])
+def test_limit_growth_sets_a_finite_limit_whatever_the_process_had(start):
+    # RLIM_INFINITY is -1: taking min() with it once left processes unlimited
+    code = f"""
+import resource
+from converter import sandbox
+if {start!r} == "limited":
+    resource.setrlimit(resource.RLIMIT_AS, (8 << 30, resource.RLIM_INFINITY))
+share = 256 << 20
+set_to = sandbox.limit_growth(share)
+soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+assert soft == set_to, (soft, set_to)
+assert 0 < soft <= sandbox.address_space() + share, soft
+try:
+    bytearray(512 << 20)
+except MemoryError:
+    print("refused")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "refused"
