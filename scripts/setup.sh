@@ -22,9 +22,11 @@ apt_install() {  # apt_install PACKAGE... (only those missing)
   if [ "$(id -u)" -ne 0 ] && [ -z "$sudo_cmd" ]; then
     log "cannot install ${missing[*]}: run as root or install them yourself"; return 1
   fi
-  if [ $apt_updated -eq 0 ]; then $sudo_cmd apt-get update -qq >/dev/null; apt_updated=1; fi
+  # another apt run (a second checkout's set-up) holds the lock: wait for it
+  local wait=(-o DPkg::Lock::Timeout=600)
+  if [ $apt_updated -eq 0 ]; then $sudo_cmd apt-get "${wait[@]}" update -qq >/dev/null; apt_updated=1; fi
   log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get "${wait[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # --- system packages -------------------------------------------------------
