@@ -56,6 +56,8 @@ extras="."
 [ $want_test -eq 1 ] && extras=".[test]"
 stamp=".venv/.ephemesh-installed"
 [ $want_test -eq 1 ] && stamp="$stamp-test"
+# the test install holds the plain one: a checkout set up with --test is set up
+[ $want_test -eq 0 ] && [ ! -f "$stamp" ] && [ -f "$stamp-test" ] && stamp="$stamp-test"
 # the editable install maps each top-level package as it was when installed:
 # one that became a regular package later (an __init__.py added) stays a
 # namespace to the console script, so check the imports from outside the checkout;
