@@ -16,7 +16,7 @@ from worker.states import BatchStatus, JobStatus
 
 from . import intake, options
 from .batchzip import stream_zip
-from .jobs import receipt_download, send_model, service
+from .jobs import receipt_download, result_format, send_model, service
 from .limits import FailureLock
 from .openapi import document
 from .problems import Refused
@@ -143,7 +143,8 @@ def get_job(job_id):
 @bp.get("/jobs/<job_id>/result")
 def job_result(job_id):
     _own_job(job_id)
-    return send_model(service().open_result(job_id, owner=g.owner))
+    fmt = result_format()
+    return send_model(service().open_result(job_id, owner=g.owner, dicom=fmt == "dicom"), fmt)
 
 
 @bp.get("/jobs/<job_id>/receipt")
