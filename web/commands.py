@@ -133,12 +133,17 @@ def _database_name(url: str) -> str:
 
 
 def _create_tables(settings) -> None:
-    """Create the database tables once, before the workers and cron start
-    (several processes creating them at once race on a fresh SQLite file)."""
+    """Open the database once, before the workers and cron start: an empty one
+    is made at the newest schema revision (the one-box case; several processes
+    creating tables at once race on a fresh SQLite file), an old one refused
+    (``ephemesh db upgrade``)."""
     from worker.records import Records
+    from worker.schema import SchemaOutdated
 
     try:
         Records(settings.database_url).close()
+    except SchemaOutdated:
+        raise
     except Exception as exc:  # any driver's error; one line, no traceback
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise CommandFailed(f"cannot open the database {_database_name(settings.database_url)}"
