@@ -42,6 +42,8 @@ def register(subparsers) -> None:
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from the first line of standard input")
     sub.add_parser("list", help="list the accounts")
+    rm = sub.add_parser("remove", help="remove an account (its sessions end at once)")
+    rm.add_argument("name")
     a.set_defaults(handler=run_admin)
 
     d = subparsers.add_parser(
@@ -264,6 +266,12 @@ def run_admin(args) -> None:
         if args.admin_command == "list":
             for row in records.list_admins():
                 print(row["name"])
+            return
+        if args.admin_command == "remove":
+            if not records.remove_admin(args.name.strip()):
+                raise CommandFailed(f"there is no admin account {args.name.strip()[:80]!r}; "
+                                    "nothing changed (ephemesh admin list)")
+            print(f"admin {args.name.strip()} removed; their sessions have ended")
             return
         password = _read_password(args)
         if password is None:

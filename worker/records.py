@@ -614,6 +614,27 @@ class Records:
             return _rows(c.execute(select(admins.c.id, admins.c.name, admins.c.created)
                                    .order_by(admins.c.id)))
 
+    def admin_account(self, name) -> dict | None:
+        """The account ``name`` (id, name, password hash), or None."""
+        with self.engine.connect() as c:
+            row = c.execute(select(admins).where(admins.c.name == name)).mappings().first()
+        return dict(row) if row else None
+
+    def admin_account_by_id(self, admin_id: int) -> dict | None:
+        """The account with id ``admin_id`` (id, name, password hash), or None."""
+        with self.engine.connect() as c:
+            row = c.execute(select(admins).where(admins.c.id == admin_id)).mappings().first()
+        return dict(row) if row else None
+
+    def remove_admin(self, name, actor="cli") -> bool:
+        """Delete the account ``name`` (its sessions end on their next request);
+        False when there is none."""
+        with self.engine.begin() as c:
+            done = c.execute(delete(admins).where(admins.c.name == name)).rowcount
+        if done:
+            self.audit("admin-removed", actor, {"admin": name})
+        return bool(done)
+
 
 @functools.lru_cache(maxsize=1)
 def _dummy_hash():
