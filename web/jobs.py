@@ -45,7 +45,7 @@ def result_format() -> str:
 def send_model(opened, fmt="stl"):
     """A job's model, from ``Service.open_result``, as a download (never cached)."""
     fh, size = opened
-    metrics.count(service().redis, "ephemesh_sent_bytes", size)
+    metrics.count(service().ctx, "ephemesh_sent_bytes", size)
     mimetype, name = RESULT_FORMATS[fmt]
     return send_file(fh, mimetype=mimetype, as_attachment=True, download_name=name,
                      max_age=0, conditional=False, etag=False, last_modified=None)

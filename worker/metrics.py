@@ -5,7 +5,9 @@ Events are counted where they happen, in whichever process that is (a
 work horse that lives for one job, the web, the sweeper), into one Redis
 hash (``ephemesh:metrics``), so no per-process files are needed and every
 ``/metrics`` gives the whole service's totals: scrape one of them (a Redis
-restart starts the counts again, which Prometheus reads as a reset).
+restart, or an hour with nothing counted — the hash lives at most the
+retention, like every ephemesh key — starts the counts again, which
+Prometheus reads as a counter reset).
 Deletions are read from the purge ledger, which is kept and so only grows;
 queue depth, workers, the oldest live object and the last sweep are read at
 scrape time.  Labels are fixed words only (outcomes, stable error codes,
@@ -49,32 +51,36 @@ def _field(name, labels=()) -> str:
     return name + "|" + json.dumps(list(labels))
 
 
-def count(redis, name: str, amount: float = 1, labels=()) -> None:
-    """Add ``amount`` to counter ``name`` (label values in the declared order)."""
-    declared = COUNTERS[name][1]
-    if len(labels) != len(declared):
-        raise ValueError(f"{name} takes the labels {declared}")
+def _add(ctx, increments) -> None:
+    """Apply ``[(field, amount)]`` to the hash; like every ephemesh key it
+    lives at most the retention (an idle hour resets the counts)."""
     try:
-        redis.hincrbyfloat(KEY, _field(name, [str(v) for v in labels]), float(amount))
-    except (RedisError, OSError):
-        log.warning("a metric was not counted (Redis unreachable)")
-
-
-def observe(redis, name: str, value: float) -> None:
-    """One observation of histogram ``name``."""
-    bounds = HISTOGRAMS[name][1]
-    bucket = next((str(b) for b in bounds if value <= b), "+Inf")
-    try:
-        pipe = redis.pipeline(transaction=False)
-        pipe.hincrby(KEY, _field(name, ["bucket", bucket]), 1)
-        pipe.hincrbyfloat(KEY, _field(name, ["sum"]), float(value))
+        pipe = ctx.redis.pipeline(transaction=False)
+        for field, amount in increments:
+            pipe.hincrbyfloat(KEY, field, float(amount))
+        pipe.expire(KEY, ctx.settings.retention_seconds)
         pipe.execute()
     except (RedisError, OSError):
         log.warning("a metric was not counted (Redis unreachable)")
 
 
-def job_ended(redis, outcome: str, code: str | None = None) -> None:
-    count(redis, "ephemesh_jobs", 1, (outcome, code or ""))
+def count(ctx, name: str, amount: float = 1, labels=()) -> None:
+    """Add ``amount`` to counter ``name`` (label values in the declared order)."""
+    declared = COUNTERS[name][1]
+    if len(labels) != len(declared):
+        raise ValueError(f"{name} takes the labels {declared}")
+    _add(ctx, [(_field(name, [str(v) for v in labels]), amount)])
+
+
+def observe(ctx, name: str, value: float) -> None:
+    """One observation of histogram ``name``."""
+    bounds = HISTOGRAMS[name][1]
+    bucket = next((str(b) for b in bounds if value <= b), "+Inf")
+    _add(ctx, [(_field(name, ["bucket", bucket]), 1), (_field(name, ["sum"]), value)])
+
+
+def job_ended(ctx, outcome: str, code: str | None = None) -> None:
+    count(ctx, "ephemesh_jobs", 1, (outcome, code or ""))
 
 
 class Collector:

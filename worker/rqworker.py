@@ -108,7 +108,7 @@ def record_crash(job) -> None:
             return  # ended, or waiting for its owner's choice: not this crash's to end
         delete_stored(ctx, Kind.INPUT, object_id, Reason.FAILED)
         if fail(object_id, *CRASHED) and not batch:
-            metrics.job_ended(ctx.redis, "failed", CRASHED[0])
+            metrics.job_ended(ctx, "failed", CRASHED[0])
     except Exception:  # the sweeper expires it at its deadline anyway
         logging.getLogger("ephemesh.worker").error("job %s: could not record a crash", job.id)
     finally:

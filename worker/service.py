@@ -269,7 +269,7 @@ class Service:
         deadline = now + self.settings.retention_seconds
         parts = [json.dumps(options).encode()] + files
         size = self.store.put(Kind.INPUT, batch_id, parts, deadline, created=now)
-        metrics.count(self.redis, "ephemesh_received_bytes", size)
+        metrics.count(self.ctx, "ephemesh_received_bytes", size)
         self.records.add_batch(batch_id, owner_hash(owner), now, deadline,
                                received_sha256=received_sha256)
         enqueue(self.ctx, SPLIT, batch_id, deadline)

@@ -88,7 +88,7 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
     parts = [json.dumps(options).encode()] + [bytes(f) for f in files]
     size = ctx.store.put("input", job_id, parts, deadline, created=created)
     if batch_id is None:  # a batch's jobs were received as the batch
-        metrics.count(ctx.redis, "ephemesh_received_bytes", size)
+        metrics.count(ctx, "ephemesh_received_bytes", size)
     ctx.records.add_job(job_id, owner_digest, created, deadline, batch_id=batch_id, seq=seq,
                         pick=pick, input_bytes=size, received_sha256=received_sha256)
     enqueue(ctx, CONVERT, job_id, deadline)

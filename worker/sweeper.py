@@ -105,7 +105,7 @@ def expire_jobs(ctx, now=None) -> int:
     for row in ctx.records.unfinished_jobs(due):
         if ctx.records.fail_job(row["id"], *EXPIRED):
             n += 1
-            metrics.job_ended(ctx.redis, "failed", EXPIRED[0])
+            metrics.job_ended(ctx, "failed", EXPIRED[0])
     for row in ctx.records.unfinished_batches(due):
         n += ctx.records.fail_batch(row["id"], *EXPIRED)
     return n

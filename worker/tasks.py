@@ -132,16 +132,16 @@ def _waited(ctx) -> None:
         if enqueued.tzinfo is None:
             enqueued = enqueued.replace(tzinfo=UTC)
         waited = (datetime.now(UTC) - enqueued).total_seconds()
-        metrics.observe(ctx.redis, "ephemesh_queue_wait_seconds", max(0.0, waited))
+        metrics.observe(ctx, "ephemesh_queue_wait_seconds", max(0.0, waited))
 
 
 def _count_end(ctx, status, failure, seconds) -> None:
     """A job that ended here, in the metrics (a duplicate run ends nothing)."""
     if failure:
-        metrics.job_ended(ctx.redis, "failed", failure[0])
+        metrics.job_ended(ctx, "failed", failure[0])
     elif status == JobStatus.DONE:
-        metrics.job_ended(ctx.redis, "done")
-        metrics.observe(ctx.redis, "ephemesh_conversion_seconds", seconds)
+        metrics.job_ended(ctx, "done")
+        metrics.observe(ctx, "ephemesh_conversion_seconds", seconds)
 
 
 def _finish(ctx, kind, object_id, status, failure) -> None:
