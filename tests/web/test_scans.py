@@ -1,0 +1,119 @@
+"""The scan workspace's API (``/api/v1/scans…``) with real Redis and real RQ
+workers: life cycle, views, jobs from a kept upload, bad input."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+
+from tests.helpers import store_objects, wait_for
+
+
+def post_scan(client, auth, files):
+    data = {"files": [(io.BytesIO(f), "x.dcm") for f in files]}
+    return client.post("/api/v1/scans", data=data, headers=auth,
+                       content_type="multipart/form-data")
+
+
+def ready_scan(client, auth, files, timeout=90):
+    resp = post_scan(client, auth, files)
+    assert resp.status_code == 201, resp.json
+    url = resp.json["links"]["self"]
+    return wait_for(lambda: (lambda s: s if s["status"] != "reading" else None)(
+        client.get(url, headers=auth).json), timeout, "the scan to be read")
+
+
+def read_png(data: bytes) -> np.ndarray:
+    """The pixels of one of our PNGs (8-bit, grey or RGB, filter 0)."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    pos, idat, header = 8, b"", None
+    while pos < len(data):
+        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body)
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    width, height, _depth, colour = header[:4]
+    channels = 3 if colour == 2 else 1
+    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, width * channels + 1)
+    assert not raw[:, 0].any()
+    pixels = raw[:, 1:].reshape(height, width, channels)
+    return pixels[:, :, 0] if channels == 1 else pixels
+
+
+def test_a_scan_is_read_once_looked_at_converted_twice_and_deleted(client, auth, workers,
+                                                                   series_zip, settings):
+    scan = ready_scan(client, auth, [series_zip])
+    assert scan["status"] == "ready", scan
+    assert scan["expires_at"].endswith("Z")
+    assert len(scan["series"]) == 1
+    series = scan["series"][0]
+    assert {"n", "number", "description", "acquired", "modality", "slices", "rows", "columns",
+            "spacing_mm", "links"} <= set(series)
+    assert (series["slices"], series["rows"], series["columns"]) == (20, 28, 28)
+
+    geo = client.get(series["links"]["volume"], headers=auth).json
+    assert geo["unit"] == "HU" and geo["planes"]["axial"]["count"] == 20
+    assert geo["planes"]["axial"]["edges"] == {"right": "L", "left": "R", "top": "A",
+                                               "bottom": "P"}
+    hist = client.get(series["links"]["histogram"], headers=auth).json
+    assert sum(hist["counts"]) == 20 * 28 * 28
+    assert {s["name"] for s in hist["suggested"]} >= {"bone", "auto"}
+
+    png = client.get(series["links"]["slice"] + "?plane=axial&index=10&threshold=0",
+                     headers=auth)
+    assert png.status_code == 200 and png.mimetype == "image/png"
+    assert read_png(png.data).shape == (28, 28, 3)
+    thumb = client.get(series["links"]["thumbnail"], headers=auth)
+    assert thumb.mimetype == "image/png"
+
+    est = client.get(series["links"]["estimate"] + "?threshold=0", headers=auth).json
+    assert est["triangles"] > 0 and est["bytes"] == 84 + 50 * est["triangles"]
+
+    jobs = []
+    for threshold in ("0", "500"):
+        resp = client.post(scan["links"]["jobs"], data={"series": "1", "threshold": threshold},
+                           headers=auth)
+        assert resp.status_code == 202, resp.json
+        jobs.append(resp.json)
+    for job in jobs:
+        done = wait_for(lambda j=job: (lambda v: v if v["status"] in ("done", "failed")
+                                       else None)(client.get(j["links"]["self"], headers=auth).json),
+                        90, "a scan job")
+        assert done["status"] == "done", done
+        assert done["scan_id"] == scan["id"]
+        assert client.get(job["links"]["result"], headers=auth).status_code == 200
+    listed = client.get(scan["links"]["jobs"], headers=auth).json["jobs"]
+    assert {j["id"] for j in listed} == {j["id"] for j in jobs}
+    assert client.get(f"/api/v1/jobs?scan={scan['id']}", headers=auth).json["jobs"]
+
+    assert client.delete(scan["links"]["self"], headers=auth).status_code == 204
+    assert client.get(scan["links"]["self"], headers=auth).json["status"] == "deleted"
+    assert client.get(series["links"]["slice"], headers=auth).status_code == 410
+    for job in jobs:
+        assert client.get(job["links"]["result"], headers=auth).status_code == 410
+    assert store_objects(settings) == []
+
+
+def test_a_job_has_a_preview_of_at_most_a_fifth_of_the_model(client, auth, workers, series_zip):
+    from converter.preview import decode
+
+    resp = client.post("/api/v1/jobs", data={"files": [(io.BytesIO(series_zip), "a.zip")],
+                                             "smooth": "5"},
+                       headers=auth, content_type="multipart/form-data")
+    url = resp.json["links"]["self"]
+    assert client.get(resp.json["links"]["preview"], headers=auth).status_code == 409
+    job = client.get(url + "?wait=30", headers=auth).json
+    job = wait_for(lambda: (lambda v: v if v["status"] == "done" else None)(
+        client.get(url + "?wait=5", headers=auth).json), 90, "the job")
+    stl = client.get(job["links"]["result"], headers=auth).data
+    got = client.get(job["links"]["preview"], headers=auth)
+    assert got.status_code == 200 and got.mimetype == "application/octet-stream"
+    assert len(got.data) <= 0.2 * len(stl)
+    verts, faces = decode(got.data)
+    assert len(faces) == job["report"]["triangles"]
+    assert client.delete(url, headers=auth).status_code == 204
+    assert client.get(job["links"]["preview"], headers=auth).status_code == 410
