@@ -119,7 +119,7 @@ def _summary(days) -> list[dict]:
 def dashboard():
     days = _days()
     rows = _summary(days)
-    return render_template("admin/dashboard.html", rows=rows, chart=purge_chart.chart(rows),
+    return render_template("admin/dashboard.html", rows=rows, chart=purge_chart.chart(rows, days=days),
                            retention=service().retention_status(), days=days, admin=current_admin(),
                            settings=current_app.extensions["ephemesh.settings"])
 

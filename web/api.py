@@ -89,6 +89,11 @@ def _batch_json(view) -> dict:
                       "result": url_for(".batch_result", batch_id=bid)}}
 
 
+def _batch_series(series, seq):
+    chosen = (series or {}).get("chosen")
+    return dict(chosen, index=seq) if chosen else None
+
+
 def _own_batch(batch_id) -> dict:
     view = service().get_batch(batch_id, owner=g.owner)
     if view is None:
@@ -196,6 +201,9 @@ def batch_result(batch_id):
     view = _own_batch(batch_id)
     if view["status"] == BatchStatus.SPLITTING:
         raise Refused("not_ready", "The batch is still being split into series.", 409)
+    if view["status"] == BatchStatus.CONVERTING:
+        raise Refused("not_ready", "The batch's jobs are still converting; its status "
+                      "says ready once every one has ended.", 409)
     if view["status"] == BatchStatus.FAILED:
         raise Refused("not_ready", "The batch failed; it has no results.", 409)
     if view["status"] == BatchStatus.DELETED:
@@ -205,11 +213,12 @@ def batch_result(batch_id):
     jobs = list(view.get("jobs") or [])
     # written at the end of the zip, after the models: it names only what is in it
     manifest = {"batch": batch_id, "jobs": [
-        {"n": n, "id": j["id"], "status": j["status"], "file": None,
-         # which series it is: the safe description (no UID, no text from the files)
-         "series": ((j.get("report") or {}).get("series") or {}).get("chosen"),
+        {"n": j["seq"], "id": j["id"], "status": j["status"], "file": None,
+         # which series it is: the safe description (no UID, no text from the files),
+         # numbered as in the batch upload (each job's own upload holds that one series)
+         "series": _batch_series((j.get("report") or {}).get("series"), j["seq"]),
          "error": j.get("error")}
-        for n, j in enumerate(jobs, 1)]}
+        for j in jobs]}
 
     def results():
         for entry, job in zip(manifest["jobs"], jobs, strict=True):

@@ -24,7 +24,9 @@ def service():
 #: what each stage is called on the job page (``static/job.js`` gets them from the page)
 STAGE_LABELS = {"queued": "Waiting in the queue", "running": "Starting",
                 "reading": "Reading the scan", "surface": "Extracting the surface",
-                "mesh": "Shaping the mesh", "writing": "Writing the STL", "done": "Done"}
+                "mesh": "Shaping the mesh", "smoothing": "Smoothing the mesh",
+                "decimating": "Reducing the triangles", "writing": "Writing the STL",
+                "done": "Done"}
 
 
 def send_model(opened):

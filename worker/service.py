@@ -285,14 +285,19 @@ class Service:
         row = _owned(self.records.batch(batch_id), owner)
         if row is None:
             return None
+        jobs = [dict(self._view(j), seq=j["seq"]) for j in self.records.jobs_of_batch(batch_id)]
+        status = row["status"]
+        if status == BatchStatus.READY and any(j["status"] in LIVE for j in jobs):
+            status = BatchStatus.CONVERTING
         return {
             "id": batch_id,
-            "status": row["status"],
+            "status": status,
             "error": {"code": row["error_code"], "message": row["error_message"]}
             if row["error_code"] else None,
             "created_at": _iso(row["created"]),
             "expires_at": _iso(row["deadline"]),
-            "jobs": [self._view(j) for j in self.records.jobs_of_batch(batch_id)],
+            # each job's ``seq``: its series' number in the batch upload's listing
+            "jobs": jobs,
         }
 
     def delete_batch(self, batch_id, *, owner) -> bool:
