@@ -117,3 +117,48 @@ def test_a_job_has_a_preview_of_at_most_a_fifth_of_the_model(client, auth, worke
     assert len(faces) == job["report"]["triangles"]
     assert client.delete(url, headers=auth).status_code == 204
     assert client.get(job["links"]["preview"], headers=auth).status_code == 410
+
+
+def test_a_workspace_left_alone_is_gone_by_its_deadline_volume_too(tmp_path, redis_url,
+                                                                   series_zip):
+    """Compressed clock (12 s retention, a sweep each second), real Redis,
+    a real worker and the sweeper's clock: the upload and the decoded volume
+    go by the deadline, a result made from it stays its own hour, and the
+    ledger says so."""
+    import time
+
+    from tests.helpers import make_settings
+    from web import create_app
+    from worker.runtime import Runtime
+
+    settings = make_settings(tmp_path, redis_url, retention=12, sweep=1)
+    app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings, "SECRET_KEY": "k"})
+    records = app.extensions["ephemesh.service"].records
+    with open(tmp_path / "runtime.log", "ab") as log:
+        runtime = Runtime(settings).start(workers=1, cron=True, stderr=log)
+    try:
+        client = app.test_client()
+        auth = {"Authorization": f"Bearer {records.create_key('k')[1]}"}
+        scan = ready_scan(client, auth, [series_zip])
+        assert scan["status"] == "ready"
+        kinds = lambda: {p.parent.name for p in store_objects(settings)}  # noqa: E731
+        assert {"scan", "volume"} <= kinds()
+        job = client.post(scan["links"]["jobs"], data={"threshold": "0"}, headers=auth).json
+        wait_for(lambda: client.get(job["links"]["self"], headers=auth).json["status"] == "done",
+                 60, "the scan's job")
+        deadline = records.scan(scan["id"])["deadline"]
+        wait_for(lambda: not {"scan", "volume"} & kinds(), 40, "the scan to go")
+        assert time.time() <= deadline + 1.5, "the scan outlived its deadline"
+        view = client.get(scan["links"]["self"], headers=auth).json
+        assert view["status"] == "deleted" and view["expires_at"] is None
+        series = scan["series"][0]["links"]["slice"]
+        assert client.get(series, headers=auth).status_code == 410
+        rows = {(r["kind"], r["object_id"]): r for r in records.ledger()}
+        for kind in ("scan", "volume"):
+            row = rows[(kind, scan["id"])]
+            assert row["reason"] == "expired" and not row["late"], row
+        # the result made from it keeps its own hour (made + retention)
+        assert client.get(job["links"]["result"], headers=auth).status_code in (200, 410)
+    finally:
+        runtime.stop(grace=10)
+        app.extensions["ephemesh.service"].close()
