@@ -75,17 +75,21 @@ def test_trickling_connections_are_cut_while_a_normal_client_is_served(tmp_path)
             tick += 1
         header_cuts = sorted(t for kind, t in cut.values() if kind == "header")
         body_cuts = sorted(t for kind, t in cut.values() if kind == "body")
-        print(f"\nheader tricklers cut after {header_cuts[0]:.1f}–{header_cuts[-1]:.1f} s, "
-              f"body tricklers after {body_cuts[0] if body_cuts else 0:.1f}–"
-              f"{body_cuts[-1] if body_cuts else 0:.1f} s; normal requests took "
-              f"{', '.join(f'{t * 1000:.0f} ms' for t in normal)}")
-        assert len(header_cuts) == HEADER_TRICKLERS and len(body_cuts) == BODY_TRICKLERS
+        def span(times):
+            return f"{times[0]:.1f}–{times[-1]:.1f} s" if times else "never"
+
+        report = (f"\n{len(header_cuts)} header tricklers cut after {span(header_cuts)}, "
+                  f"{len(body_cuts)} body tricklers after {span(body_cuts)}; normal requests "
+                  f"took {', '.join(f'{t * 1000:.0f} ms' for t in normal)}; the honest upload "
+                  f"got {honest_answer[:12]!r} after sending {honest_sent} bytes")
+        print(report)
+        assert len(header_cuts) == HEADER_TRICKLERS and len(body_cuts) == BODY_TRICKLERS, report
         # not before the deadline, and soon after it (checks run every second)
-        assert TIMEOUT_S - 0.5 <= header_cuts[0] and header_cuts[-1] <= TIMEOUT_S + 4
-        assert TIMEOUT_S - 0.5 <= body_cuts[0] and body_cuts[-1] <= 2 * TIMEOUT_S + 4
-        assert len(normal) == 2 and max(normal) < 2
+        assert TIMEOUT_S - 0.5 <= header_cuts[0] and header_cuts[-1] <= TIMEOUT_S + 5, report
+        assert TIMEOUT_S - 0.5 <= body_cuts[0] and body_cuts[-1] <= 2 * TIMEOUT_S + 5, report
+        assert len(normal) == 2 and max(normal) < 3, report
         # the honest slow upload was read to its end and answered (no key: 401)
-        assert honest_answer.startswith(b"HTTP/1.1 401"), honest_answer[:200]
+        assert honest_answer.startswith(b"HTTP/1.1 401"), report
         for s in socks:
             s.close()
         honest.close()
