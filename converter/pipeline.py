@@ -60,6 +60,8 @@ class ConversionResult:
     stl: bytes | None = None
     verts: np.ndarray | None = field(default=None, repr=False)
     faces: np.ndarray | None = field(default=None, repr=False)
+    #: the converted series (``volume.Stack``), for ``encapsulated.source_of``
+    stack: object = field(default=None, repr=False)
 
 
 class _Progress:
@@ -70,11 +72,13 @@ class _Progress:
     def stage(self, name):
         lo, hi = _STAGES[name]
 
-        def report(fraction):
+        def report(fraction, step=None):
+            """``step`` names a long step within the stage (``"decimating"``):
+            reported at once, under that name, so a bar that cannot move says why."""
             pct = lo + (hi - lo) * min(max(float(fraction), 0.0), 1.0)
-            if self.callback and (pct - self.last >= 0.5 or fraction >= 1):
+            if self.callback and (step or pct - self.last >= 0.5 or fraction >= 1):
                 self.last = pct
-                self.callback(name, round(pct, 1))
+                self.callback(step or name, round(pct, 1))
 
         report(0.0)
         return report
@@ -186,7 +190,8 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
 
     report = _report(listing, info, vol, opts,
                      _Made(level, verts, faces, mesh_warnings, size, timings, *facts))
-    return ConversionResult(report=report, stl=data, verts=verts, faces=faces)
+    return ConversionResult(report=report, stl=data, verts=verts, faces=faces,
+                            stack=listing.stacks.get(info.index))
 
 
 def _choose_level(opts: ConvertOptions, vol) -> _Level:
@@ -230,8 +235,10 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
     the crop's offset in the volume.
     """
     from .marching import marching_cubes
+    from .region import Region, wanted
 
     data = vol.data
+    region = Region(vol, opts) if wanted(opts) else None
     removed = None
     if level.inverted:
         inside, removed = _enclosed_only(data < level.value)
@@ -240,6 +247,8 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
     else:
         # max projections: no temporary the size of the volume
         box = _crop_box(vol.crossing_box(level.value))
+    if region is not None:
+        box = region.narrow(box)
     crop = tuple(slice(lo, hi) for lo, hi in box)
     sub = data[crop]
     if level.inverted:
@@ -252,12 +261,16 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
     else:
         work_level = level.value
         pad_value = _pad_value(level.lowest, work_level, sub.dtype)
+    offset = np.array([lo for lo, _ in box], dtype=np.float64)
+    if region is not None:  # the region's voxels only (voxels are dropped in place)
+        sub = region.apply(sub, work_level, pad_value, offset, workers=opts.workers)
+        vol.warnings.extend(region.warnings)
+        vol.region = region.report()
     # the pad layer is virtual: surfaces touching the crop's faces close without a padded copy
     verts, faces = marching_cubes(sub, work_level, step=opts.step, workers=opts.workers,
                                   progress=on_progress, pad=pad_value)
     del sub
     on_progress(1.0)
-    offset = np.array([lo for lo, _ in box], dtype=np.float64)
     return verts, faces, offset
 
 
@@ -306,11 +319,11 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
         # should not happen; say so rather than write an inside-out mesh
         faces = faces[:, [0, 2, 1]]
         notes.append("mesh orientation corrected")
-    if opts.smooth:  # before the parts are chosen: it needs marching cubes' own vertices
-        verts = _smooth(verts_idx, verts, faces, offset, vol, opts)
     on_progress(0.2)
-    if opts.largest:
-        verts, faces = meshops.keep_largest(verts, faces)
+    if opts.smooth:  # on marching cubes' own vertices, before any part is dropped
+        on_progress(0.2, "smoothing")
+        verts = _smooth(verts_idx, verts, faces, offset, vol, opts)
+    on_progress(0.4)
     if opts.min_island_mm3:
         before = meshops.components(faces, len(verts))[0]
         verts, faces = meshops.drop_islands(verts, faces, opts.min_island_mm3)
@@ -323,6 +336,7 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
             )
     on_progress(0.6)
     if opts.decimate is not None or opts.max_triangles is not None:
+        on_progress(0.6, "decimating")
         verts, faces = meshops.decimate(verts, faces, fraction=opts.decimate,
                                         max_triangles=opts.max_triangles)
     on_progress(1.0)
@@ -354,7 +368,7 @@ def _report(listing, info, vol, opts, made: _Made) -> dict:
         why = ("the only series" if len(available) == 1
                else f"the largest volume of {len(available)} series")
     else:
-        why = "chosen by the caller"
+        why = "the series asked for"
     verts, faces, measured = made.verts, made.faces, made.measures
     bbox = [side.round(3).tolist() for side in meshops.bounds(verts)] if len(verts) else None
     return {
@@ -367,6 +381,7 @@ def _report(listing, info, vol, opts, made: _Made) -> dict:
         "frame": opts.frame.upper(),
         "units": "mm",
         "options": {k: v for k, v in asdict(opts).items() if k not in ("series",)},
+        "region": vol.region,
         "warnings": list(listing.warnings) + list(vol.warnings) + made.notes,
         "triangles": int(len(faces)),
         "vertices": int(len(verts)),

@@ -3,7 +3,8 @@
 Errors are ``application/problem+json`` with a stable ``code``.  A job or a
 batch is visible only to the key that made it (anyone else: 404).  Keys
 come from ``ephemesh keys create`` or the admin pages and are stored as
-hashes; failed keys are counted per address and lock it for a while.
+hashes; failed keys are counted per address, and past a limit that address's
+bad keys are refused for a while (429; a valid key still works there).
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from worker.receipts import UploadDigest, new_salt
 from worker.states import BatchStatus, JobStatus
 
-from . import intake, options
+from . import intake, options, waiting
 from .batchzip import stream_zip
-from .jobs import receipt_download, send_model, service
+from .jobs import receipt_download, result_format, send_model, send_preview, service
 from .limits import FailureLock
 from .openapi import document
 from .problems import Refused
@@ -25,7 +26,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 PUBLIC = ("api.openapi",)
 JOB_FIELDS = ("id", "status", "progress", "report", "error", "created_at", "expires_at",
-              "batch_id")
+              "batch_id", "scan_id")
 
 
 def _auth_lock() -> FailureLock:
@@ -38,12 +39,6 @@ def _auth_lock() -> FailureLock:
 def authenticate():
     if request.endpoint in PUBLIC:
         return None
-    lock = _auth_lock()
-    address = client_address()
-    if lock.locked(address):
-        raise Refused("too_many_failures", "Too many requests with a bad API key from this "
-                      "address; it is blocked for a while.", 429,
-                      {"Retry-After": str(lock.retry_after(address))})
     challenge = {"WWW-Authenticate": 'Bearer realm="ephemesh"'}
     header = request.headers.get("Authorization", "")
     if not header:
@@ -51,6 +46,13 @@ def authenticate():
     scheme, _, token = header.partition(" ")
     key = service().records.verify_key(token.strip()) if scheme.lower() == "bearer" else None
     if key is None:
+        # the block is consulted only for keys that do not verify: bad keys
+        # sent from an address never block the valid keys used there
+        lock, address = _auth_lock(), client_address()
+        if lock.locked(address):
+            raise Refused("too_many_failures", "Too many requests with a bad API key from this "
+                          "address; bad keys from it are refused for a while.", 429,
+                          {"Retry-After": str(lock.retry_after(address))})
         lock.fail(address)
         service().records.audit("api-key-refused", "unknown", {"address": address_pseudonym()})
         raise Refused("invalid_key", "The API key is not valid, or it was revoked.", 401,
@@ -61,9 +63,10 @@ def authenticate():
 
 
 def _links_job(job_id) -> dict:
-    return {"self": url_for(".get_job", job_id=job_id),
-            "result": url_for(".job_result", job_id=job_id),
-            "receipt": url_for(".job_receipt", job_id=job_id)}
+    return {"self": url_for("api.get_job", job_id=job_id),
+            "result": url_for("api.job_result", job_id=job_id),
+            "preview": url_for("api.job_preview", job_id=job_id),
+            "receipt": url_for("api.job_receipt", job_id=job_id)}
 
 
 def _job_json(view) -> dict:
@@ -86,6 +89,11 @@ def _batch_json(view) -> dict:
             "jobs": [_job_json(j) for j in view.get("jobs") or []],
             "links": {"self": url_for(".get_batch", batch_id=bid),
                       "result": url_for(".batch_result", batch_id=bid)}}
+
+
+def _batch_series(series, seq):
+    chosen = (series or {}).get("chosen")
+    return dict(chosen, index=seq) if chosen else None
 
 
 def _own_batch(batch_id) -> dict:
@@ -128,15 +136,35 @@ def create_job_view():
     return _accepted(_job_json(view), salt)
 
 
+@bp.get("/jobs", endpoint="list_jobs")
+def list_jobs():
+    """The caller's jobs, newest first: ``?status=a,b&scan=ID&batch=ID&limit=N&cursor=C``."""
+    return jsonify(waiting.job_list(request.args, g.owner, _job_json))
+
+
 @bp.get("/jobs/<job_id>")
 def get_job(job_id):
-    return jsonify(_job_json(_own_job(job_id)))
+    view = _own_job(job_id)
+    seconds = waiting.wait_seconds(request.args)
+    if seconds:
+        view = waiting.until_changed(view, seconds, lambda: _own_job(job_id))
+    resp = jsonify(_job_json(view))
+    if g.get("wait_busy"):
+        resp.headers["X-Wait"] = "busy"  # too many waiting: answered at once
+    return resp
+
+
+@bp.get("/jobs/<job_id>/preview")
+def job_preview(job_id):
+    _own_job(job_id)
+    return send_preview(service().open_preview(job_id, owner=g.owner))
 
 
 @bp.get("/jobs/<job_id>/result")
 def job_result(job_id):
     _own_job(job_id)
-    return send_model(service().open_result(job_id, owner=g.owner))
+    fmt = result_format()
+    return send_model(service().open_result(job_id, owner=g.owner, dicom=fmt == "dicom"), fmt)
 
 
 @bp.get("/jobs/<job_id>/receipt")
@@ -176,6 +204,9 @@ def batch_result(batch_id):
     view = _own_batch(batch_id)
     if view["status"] == BatchStatus.SPLITTING:
         raise Refused("not_ready", "The batch is still being split into series.", 409)
+    if view["status"] == BatchStatus.CONVERTING:
+        raise Refused("not_ready", "The batch's jobs are still converting; its status "
+                      "says ready once every one has ended.", 409)
     if view["status"] == BatchStatus.FAILED:
         raise Refused("not_ready", "The batch failed; it has no results.", 409)
     if view["status"] == BatchStatus.DELETED:
@@ -185,11 +216,12 @@ def batch_result(batch_id):
     jobs = list(view.get("jobs") or [])
     # written at the end of the zip, after the models: it names only what is in it
     manifest = {"batch": batch_id, "jobs": [
-        {"n": n, "id": j["id"], "status": j["status"], "file": None,
-         # which series it is: the safe description (no UID, no text from the files)
-         "series": ((j.get("report") or {}).get("series") or {}).get("chosen"),
+        {"n": j["seq"], "id": j["id"], "status": j["status"], "file": None,
+         # which series it is: the safe description (no UID, no text from the files),
+         # numbered as in the batch upload (each job's own upload holds that one series)
+         "series": _batch_series((j.get("report") or {}).get("series"), j["seq"]),
          "error": j.get("error")}
-        for n, j in enumerate(jobs, 1)]}
+        for j in jobs]}
 
     def results():
         for entry, job in zip(manifest["jobs"], jobs, strict=True):

@@ -15,21 +15,34 @@ same as for an id that does not exist).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
 
 from rq.job import Job
 
-from converter import ConverterError, ConvertOptions
+from converter import ConverterError, ConvertOptions, encapsulated
 from converter.options import JOB_OPTIONS
 
 from .context import Context
 from .receipts import body as receipt_body
 from .retention import delete_all
 from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
-from .submit import CHOSEN_ATTEMPT, CONVERT, SPLIT, enqueue, new_id, owner_hash, rq_ids, submit_job
+from .submit import (
+    CHOSEN_ATTEMPT,
+    CONVERT,
+    RETURN_OPTION,
+    SPLIT,
+    enqueue,
+    new_id,
+    owner_hash,
+    rq_ids,
+    submit_job,
+)
 
+#: a result's parts: the model, its report, its DICOM header, the reduced mesh for the 3D view
+PREVIEW_PART = 3
 #: a sweeper run older than this is a fault on the admin page
 SWEEP_FAULT_AGE_S = 120
 
@@ -86,6 +99,13 @@ class Service:
     def store(self):
         return self.ctx.store
 
+    @functools.cached_property
+    def scans(self):
+        """The scan workspaces (``worker.scans.Scans``)."""
+        from .scans import Scans  # it builds on this module
+
+        return Scans(self)
+
     def close(self):
         self.ctx.close()
 
@@ -112,7 +132,7 @@ class Service:
 
     # ------------------------------------------------------------ jobs
     def create_job(self, files, options=None, *, owner, pick_series=False,
-                   received_sha256=None) -> dict:
+                   received_sha256=None, received_at=None, send_back=False) -> dict:
         """Store the payload, record the job, enqueue ``convert_job(job_id)``.
 
         Parameters
@@ -128,9 +148,17 @@ class Service:
         received_sha256 : str, optional
             The salted digest of what the upload sent (``worker.receipts``),
             which the job's deletion receipts carry.
+        received_at : float, optional
+            When the upload's first byte came (a PACS's series arrives over
+            time); the deadline counts from it.  Default: now.
+        send_back : bool
+            Send the model to ``EPHEMESH_RETURN_TO`` when done (a series a
+            PACS sent).
         """
         files, options = self._upload(files, options)
-        now = time.time()
+        if send_back:
+            options[RETURN_OPTION] = True
+        now = time.time() if received_at is None else min(float(received_at), time.time())
         job_id = submit_job(self.ctx, files, options, owner_digest=owner_hash(owner),
                             created=now, deadline=now + self.settings.retention_seconds,
                             pick=pick_series, received_sha256=received_sha256)
@@ -169,8 +197,16 @@ class Service:
             "expires_at": _iso(expires) if status not in (JobStatus.DELETED, JobStatus.FAILED)
             else None,
             "batch_id": row["batch_id"],
+            "scan_id": row["scan_id"] if "scan_id" in row else self.records.scan_of_job(row["id"]),
             "series": json.loads(row["series"]) if row["series"] else None,
         }
+
+    def list_jobs(self, *, owner, status=None, scan_id=None, batch_id=None, limit=50,
+                  after=None) -> list[dict]:
+        """The owner's jobs, newest first (see ``Records.owner_jobs``)."""
+        rows = self.records.owner_jobs(owner_hash(owner), status=status, scan_id=scan_id,
+                                       batch_id=batch_id, limit=limit, after=after)
+        return [dict(self._view(row), _cursor=(row["created"], row["id"])) for row in rows]
 
     def choose_series(self, job_id, index, *, owner) -> dict:
         """Convert series ``index`` (1-based, from the job's ``series`` list)."""
@@ -200,8 +236,9 @@ class Service:
         enqueue(self.ctx, CONVERT, job_id, meta["deadline"], attempt=CHOSEN_ATTEMPT)
         return self.get_job(job_id, owner=owner)
 
-    def open_result(self, job_id, *, owner):
-        """``(binary file, size)`` of the STL; raises NotFound, NotReady or Gone."""
+    def open_result(self, job_id, *, owner, dicom=False):
+        """``(binary file, size)`` of the STL, or with ``dicom`` of its
+        Encapsulated STL instance; raises NotFound, NotReady or Gone."""
         view = self.get_job(job_id, owner=owner)
         if view is None:
             raise NotFound()
@@ -210,7 +247,25 @@ class Service:
         parts = self.store.get(Kind.RESULT, job_id) if view["status"] == JobStatus.DONE else None
         if parts is None:
             raise Gone()
-        return io.BytesIO(parts[0]), len(parts[0])
+        model = parts[0]
+        if dicom:
+            if len(parts) < 3:
+                raise NotReady("this job's model has no DICOM instance")
+            model = encapsulated.around(model, parts[2])
+        return io.BytesIO(model), len(model)
+
+    def open_preview(self, job_id, *, owner) -> bytes:
+        """The reduced mesh the job made for the 3D view; raises as ``open_result``."""
+        view = self.get_job(job_id, owner=owner)
+        if view is None:
+            raise NotFound()
+        if view["status"] in LIVE or view["status"] == JobStatus.FAILED:
+            raise NotReady()
+        part = self.store.get_part(Kind.RESULT, job_id, PREVIEW_PART) \
+            if view["status"] == JobStatus.DONE else None
+        if part is None:
+            raise Gone()
+        return part
 
     def delete_job(self, job_id, *, owner, reason=Reason.USER_REQUEST) -> bool:
         """Delete input and result now; False when not found (or not the owner's)."""
@@ -254,14 +309,19 @@ class Service:
         row = _owned(self.records.batch(batch_id), owner)
         if row is None:
             return None
+        jobs = [dict(self._view(j), seq=j["seq"]) for j in self.records.jobs_of_batch(batch_id)]
+        status = row["status"]
+        if status == BatchStatus.READY and any(j["status"] in LIVE for j in jobs):
+            status = BatchStatus.CONVERTING
         return {
             "id": batch_id,
-            "status": row["status"],
+            "status": status,
             "error": {"code": row["error_code"], "message": row["error_message"]}
             if row["error_code"] else None,
             "created_at": _iso(row["created"]),
             "expires_at": _iso(row["deadline"]),
-            "jobs": [self._view(j) for j in self.records.jobs_of_batch(batch_id)],
+            # each job's ``seq``: its series' number in the batch upload's listing
+            "jobs": jobs,
         }
 
     def delete_batch(self, batch_id, *, owner) -> bool:
