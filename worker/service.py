@@ -25,10 +25,21 @@ from converter import ConverterError, ConvertOptions
 from converter.options import JOB_OPTIONS
 
 from .context import Context
+from .intake import Intake, Limits
 from .receipts import body as receipt_body
 from .retention import delete_all
 from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
-from .submit import CHOSEN_ATTEMPT, CONVERT, SPLIT, enqueue, new_id, owner_hash, rq_ids, submit_job
+from .submit import (
+    CHOSEN_ATTEMPT,
+    CONVERT,
+    SPLIT,
+    enqueue,
+    new_id,
+    owner_hash,
+    rq_ids,
+    store_input,
+    submit_job,
+)
 
 #: a sweeper run older than this is a fault on the admin page
 SWEEP_FAULT_AGE_S = 120
@@ -102,13 +113,31 @@ class Service:
             raise Invalid(exc.code, exc.message) from None
         return {k: getattr(checked, k) for k in options}
 
-    def _upload(self, files, options) -> tuple[list[bytes], dict]:
-        """The upload's files as bytes and its options checked; raise ``Invalid``."""
-        options = self.check_options(options)
+    def _upload(self, files, options) -> tuple[list[bytes] | Intake, dict]:
+        """The upload's files (bytes, or an ``Intake`` holding them in the store)
+        and its options checked; raise ``Invalid`` (an intake is aborted then)."""
+        try:
+            options = self.check_options(options)
+        except Invalid:
+            if isinstance(files, Intake):
+                files.abort()
+            raise
+        if isinstance(files, Intake):
+            return files, options
         files = [bytes(f) for f in files]
         if not files or not any(files):
             raise Invalid("empty_upload", "no files were uploaded")
         return files, options
+
+    def receive(self, limits: Limits, *, digest=None, spool_dir=None, take=None) -> Intake:
+        """A new upload, streamed into the store as it is fed
+        (``worker.intake.Intake``): give it to ``create_job`` or
+        ``create_batch`` once ``finish`` has counted it, or ``abort`` it.
+        Its deadline runs from now."""
+        now = time.time()
+        writer = self.store.writer(Kind.INPUT, new_id(), now + self.settings.retention_seconds,
+                                   created=now)
+        return Intake(writer, limits, digest=digest, spool_dir=spool_dir, take=take)
 
     # ------------------------------------------------------------ jobs
     def create_job(self, files, options=None, *, owner, pick_series=False,
@@ -117,8 +146,9 @@ class Service:
 
         Parameters
         ----------
-        files : list of bytes
-            DICOM files or zips (member names are never kept).
+        files : list of bytes, or worker.intake.Intake
+            DICOM files or zips (member names are never kept), or an upload
+            streamed into the store by ``receive``.
         options : dict, optional
             Converter options; see ``converter.options.JOB_OPTIONS``.
         owner : str
@@ -131,8 +161,10 @@ class Service:
         """
         files, options = self._upload(files, options)
         now = time.time()
+        created, deadline = ((files.created, files.deadline) if isinstance(files, Intake)
+                             else (now, now + self.settings.retention_seconds))
         job_id = submit_job(self.ctx, files, options, owner_digest=owner_hash(owner),
-                            created=now, deadline=now + self.settings.retention_seconds,
+                            created=created, deadline=deadline,
                             pick=pick_series, received_sha256=received_sha256)
         self.records.audit("upload", _actor(owner), {"job": job_id, **_sizes(files)})
         return self.get_job(job_id, owner=owner)
@@ -238,12 +270,15 @@ class Service:
         (each carries the batch's ``received_sha256`` to its receipts)."""
         files, options = self._upload(files, options)
         if "series" in options:
+            if isinstance(files, Intake):
+                files.abort()
             raise Invalid("invalid_option", "a batch converts every series; drop 'series'")
-        batch_id = new_id()
-        now = time.time()
-        deadline = now + self.settings.retention_seconds
-        parts = [json.dumps(options).encode()] + files
-        self.store.put(Kind.INPUT, batch_id, parts, deadline, created=now)
+        if isinstance(files, Intake):
+            batch_id, now, deadline = files.object_id, files.created, files.deadline
+        else:
+            batch_id, now = new_id(), time.time()
+            deadline = now + self.settings.retention_seconds
+        store_input(self.ctx, batch_id, files, options, created=now, deadline=deadline)
         self.records.add_batch(batch_id, owner_hash(owner), now, deadline,
                                received_sha256=received_sha256)
         enqueue(self.ctx, SPLIT, batch_id, deadline)
@@ -316,6 +351,8 @@ def _owned(row, owner):
 
 
 def _sizes(files) -> dict:
+    if isinstance(files, Intake):
+        return {"files": files.upload.files, "bytes": files.upload.size}
     return {"files": len(files), "bytes": sum(map(len, files))}
 
 
