@@ -30,6 +30,7 @@ from .jobs import (
     presets,
     receipt_download,
     send_model,
+    send_preview,
     service,
     time_left,
 )
@@ -69,7 +70,7 @@ def index():
 def create_job_view():
     salt = new_salt()
     digest = UploadDigest(salt)
-    with intake.receive(digest, browser=True) as received:  # checks the CSRF token itself
+    with intake.receive(digest, csrf=True, strict=False) as received:
         opts = options.from_form(received.form, browser=True, allowed=options.WITHOUT_SERIES)
         view = service().create_job(received.intake, opts, owner=session_owner(create=True),
                                     pick_series=True, received_sha256=digest.hexdigest())
@@ -103,6 +104,13 @@ def choose_series(job_id):
 def result(job_id):
     _own_job(job_id)
     return send_model(service().open_result(job_id, owner=session_owner()))
+
+
+@bp.get("/jobs/<job_id>/preview")
+def preview(job_id):
+    """The reduced mesh the job made for the 3D view (the download is the full model)."""
+    _own_job(job_id)
+    return send_preview(service().open_preview(job_id, owner=session_owner()))
 
 
 @bp.get("/jobs/<job_id>/receipt")

@@ -11,7 +11,7 @@ parser never runs on an upload route (``request.form`` stays empty: use
 
 Before a byte is read the upload is admitted by the server's budget of
 bytes in flight and its address's count of uploads (``web/inflight.py``).
-The browser's route is exempt from the global CSRF check (which would
+The browser's upload routes skip the global CSRF check (which would
 parse the whole form first): its token comes in the ``X-CSRFToken``
 header, or as the ``csrf_token`` field before the first file part (where
 the page's form puts it), and is checked before any file byte is taken.
@@ -30,6 +30,7 @@ from werkzeug.sansio.multipart import Data, Epilogue, Field, File, MultipartDeco
 from wtforms import ValidationError
 
 from worker.intake import Intake, Limits, Refusal, Upload
+from worker.states import Kind
 
 from .problems import Refused
 from .security import client_address
@@ -64,13 +65,18 @@ def limits() -> Limits:
 
 
 @contextmanager
-def receive(digest=None, *, browser: bool = False):
+def receive(digest=None, *, kind=Kind.INPUT, csrf: bool = False, strict: bool = True):
     """Take in this request's upload; yields ``Received``.
 
+    ``kind``: what the service will make of it (``input``: a job's or
+    batch's, options first; ``scan``: a workspace's).  ``csrf``: check the
+    browser's token (header, or a field before the files).  ``strict``:
+    refuse file parts named other than ``files`` (else they are skipped).
+
     Raises ``Refused`` (415 not multipart; 429, 503 or 413 when not admitted;
-    the intake's refusals), ``CSRFError`` (browser), or Werkzeug's 413 (too
-    many parts, a field too large).  Whatever is raised — here or in the
-    block — before the service commits the intake removes every byte of it.
+    the intake's refusals), ``CSRFError``, or Werkzeug's 413 (too many
+    parts, a field too large).  Whatever is raised — here or in the block —
+    before the service commits the intake removes every byte of it.
     """
     if request.mimetype != "multipart/form-data":
         raise Refused("unsupported_media_type",
@@ -79,17 +85,17 @@ def receive(digest=None, *, browser: bool = False):
     if not boundary or len(boundary) > 200:
         raise Refused("bad_request", "The multipart body has no usable boundary.")
     app = current_app
-    token = request.headers.get("X-CSRFToken") if browser and _csrf_enabled() else None
+    csrf = csrf and _csrf_enabled()
+    token = request.headers.get("X-CSRFToken") if csrf else None
     if token is not None:
         _check_csrf(token)
     with app.extensions["ephemesh.inflight"].admit(client_address(),
                                                    request.content_length) as ticket:
         intake = app.extensions["ephemesh.service"].receive(
-            limits(), digest=digest, spool_dir=app.config["EPHEMESH_SPOOL_DIR"],
+            limits(), kind=kind, digest=digest, spool_dir=app.config["EPHEMESH_SPOOL_DIR"],
             take=ticket.take)
         try:
-            form = _read(intake, boundary, browser=browser,
-                         checked=token is not None or not (browser and _csrf_enabled()))
+            form = _read(intake, boundary, strict=strict, checked=token is not None or not csrf)
             upload = intake.finish()
             yield Received(intake, form, upload)
         except Refusal as exc:
@@ -99,7 +105,7 @@ def receive(digest=None, *, browser: bool = False):
             intake.abort()  # nothing once the service has committed it
 
 
-def _read(intake: Intake, boundary: str, *, browser: bool, checked: bool) -> MultiDict:
+def _read(intake: Intake, boundary: str, *, strict: bool, checked: bool) -> MultiDict:
     """Decode the body, feeding ``files`` parts to ``intake``; returns the fields."""
     cfg = current_app.config
     max_field = cfg["MAX_FORM_MEMORY_SIZE"]
@@ -121,7 +127,7 @@ def _read(intake: Intake, boundary: str, *, browser: bool, checked: bool) -> Mul
                     part = "file"
                     intake.begin()
                 elif isinstance(event, File):
-                    if not browser:
+                    if strict:
                         raise Refused("unknown_field", "Files go in parts named 'files'.")
                     part = "skip"
                 else:

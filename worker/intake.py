@@ -129,9 +129,12 @@ class Intake:
     Parameters
     ----------
     writer : worker.store.Writer
-        The new object's writer; files go to parts ``FIRST_FILE``, … and
-        ``commit`` writes part 0 (the options).
+        The new object's writer; files go to parts ``first_file``, … and
+        ``commit`` writes the parts before them (a job's input: its options).
     limits : Limits
+    first_file : int
+        The part number of the first file: ``FIRST_FILE`` (a job's or batch's
+        input, whose part 0 is its options) or 0 (a scan: files only).
     digest : worker.receipts.UploadDigest, optional
         Fed every part as sent.
     spool_dir : str or Path, optional
@@ -141,10 +144,14 @@ class Intake:
         may raise (a budget of bytes in flight) to refuse the upload.
     """
 
-    def __init__(self, writer, limits: Limits, *, digest=None, spool_dir=None, take=None):
+    def __init__(self, writer, limits: Limits, *, first_file: int = FIRST_FILE, digest=None,
+                 spool_dir=None, take=None):
         if not isinstance(limits, Limits):
             raise TypeError("limits must be a worker.intake.Limits")
+        if first_file not in (0, FIRST_FILE):
+            raise ValueError(f"first_file must be 0 or {FIRST_FILE}, got {first_file!r}")
         self.writer = writer
+        self.first_file = first_file
         self.limits = limits
         self.digest = digest
         self.spool_dir = None if spool_dir is None else str(spool_dir)
@@ -235,12 +242,15 @@ class Intake:
             raise Refusal("not_dicom", "None of the files is a DICOM file.")
         return self.upload
 
-    def commit(self, first: bytes) -> int:
-        """Write ``first`` (the options) as part 0 and make the object visible;
-        returns its size."""
-        self.writer.open_part(0)
-        self.take(len(first))
-        self.writer.write(first)
+    def commit(self, *before: bytes) -> int:
+        """Write the parts ``before`` the files (a job's options; nothing for a
+        scan) and make the object visible; returns its size."""
+        if len(before) != self.first_file:
+            raise ValueError(f"{self.first_file} part(s) go before the files, got {len(before)}")
+        for i, data in enumerate(before):
+            self.writer.open_part(i)
+            self.take(len(data))
+            self.writer.write(data)
         return self.writer.commit()
 
     def abort(self) -> None:
@@ -290,7 +300,7 @@ class Intake:
             self.upload.skipped += 1
             self.dicomdirs += kind == "dicomdir"
             return _discard
-        self.writer.open_part(FIRST_FILE + self.upload.files)
+        self.writer.open_part(self.first_file + self.upload.files)
         self.upload.files += 1
         writer, upload = self.writer, self.upload
 

@@ -15,6 +15,7 @@ same as for an id that does not exist).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
@@ -25,7 +26,7 @@ from converter import ConverterError, ConvertOptions, encapsulated
 from converter.options import JOB_OPTIONS
 
 from .context import Context
-from .intake import Intake, Limits
+from .intake import FIRST_FILE, Intake, Limits
 from .receipts import body as receipt_body
 from .retention import delete_all
 from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
@@ -42,6 +43,8 @@ from .submit import (
     submit_job,
 )
 
+#: a result's parts: the model, its report, its DICOM header, the reduced mesh for the 3D view
+PREVIEW_PART = 3
 #: a sweeper run older than this is a fault on the admin page
 SWEEP_FAULT_AGE_S = 120
 
@@ -98,6 +101,13 @@ class Service:
     def store(self):
         return self.ctx.store
 
+    @functools.cached_property
+    def scans(self):
+        """The scan workspaces (``worker.scans.Scans``)."""
+        from .scans import Scans  # it builds on this module
+
+        return Scans(self)
+
     def close(self):
         self.ctx.close()
 
@@ -130,15 +140,20 @@ class Service:
             raise Invalid("empty_upload", "no files were uploaded")
         return files, options
 
-    def receive(self, limits: Limits, *, digest=None, spool_dir=None, take=None) -> Intake:
+    def receive(self, limits: Limits, *, kind=Kind.INPUT, digest=None, spool_dir=None,
+                take=None) -> Intake:
         """A new upload, streamed into the store as it is fed
         (``worker.intake.Intake``): give it to ``create_job`` or
-        ``create_batch`` once ``finish`` has counted it, or ``abort`` it.
-        Its deadline runs from now."""
+        ``create_batch`` (``kind`` input: the options go before the files),
+        or to ``scans.create`` (``kind`` scan: files only), once ``finish``
+        has counted it; or ``abort`` it.  Its deadline runs from now."""
+        if kind not in (Kind.INPUT, Kind.SCAN):
+            raise ValueError(f"an upload is stored as {Kind.INPUT} or {Kind.SCAN}, not {kind!r}")
         now = time.time()
-        writer = self.store.writer(Kind.INPUT, new_id(), now + self.settings.retention_seconds,
+        writer = self.store.writer(kind, new_id(), now + self.settings.retention_seconds,
                                    created=now)
-        return Intake(writer, limits, digest=digest, spool_dir=spool_dir, take=take)
+        return Intake(writer, limits, first_file=FIRST_FILE if kind == Kind.INPUT else 0,
+                      digest=digest, spool_dir=spool_dir, take=take)
 
     # ------------------------------------------------------------ jobs
     def create_job(self, files, options=None, *, owner, pick_series=False,
@@ -178,7 +193,7 @@ class Service:
         job_id = submit_job(self.ctx, files, options, owner_digest=owner_hash(owner),
                             created=created, deadline=deadline,
                             pick=pick_series, received_sha256=received_sha256)
-        self.records.audit("upload", _actor(owner), {"job": job_id, **_sizes(files)})
+        self.records.audit("upload", _actor(owner), {"job": job_id, **sizes(files)})
         return self.get_job(job_id, owner=owner)
 
     def get_job(self, job_id, *, owner):
@@ -213,8 +228,16 @@ class Service:
             "expires_at": _iso(expires) if status not in (JobStatus.DELETED, JobStatus.FAILED)
             else None,
             "batch_id": row["batch_id"],
+            "scan_id": row["scan_id"] if "scan_id" in row else self.records.scan_of_job(row["id"]),
             "series": json.loads(row["series"]) if row["series"] else None,
         }
+
+    def list_jobs(self, *, owner, status=None, scan_id=None, batch_id=None, limit=50,
+                  after=None) -> list[dict]:
+        """The owner's jobs, newest first (see ``Records.owner_jobs``)."""
+        rows = self.records.owner_jobs(owner_hash(owner), status=status, scan_id=scan_id,
+                                       batch_id=batch_id, limit=limit, after=after)
+        return [dict(self._view(row), _cursor=(row["created"], row["id"])) for row in rows]
 
     def choose_series(self, job_id, index, *, owner) -> dict:
         """Convert series ``index`` (1-based, from the job's ``series`` list)."""
@@ -262,6 +285,19 @@ class Service:
             model = encapsulated.around(model, parts[2])
         return io.BytesIO(model), len(model)
 
+    def open_preview(self, job_id, *, owner) -> bytes:
+        """The reduced mesh the job made for the 3D view; raises as ``open_result``."""
+        view = self.get_job(job_id, owner=owner)
+        if view is None:
+            raise NotFound()
+        if view["status"] in LIVE or view["status"] == JobStatus.FAILED:
+            raise NotReady()
+        part = self.store.get_part(Kind.RESULT, job_id, PREVIEW_PART) \
+            if view["status"] == JobStatus.DONE else None
+        if part is None:
+            raise Gone()
+        return part
+
     def delete_job(self, job_id, *, owner, reason=Reason.USER_REQUEST) -> bool:
         """Delete input and result now; False when not found (or not the owner's)."""
         row = _owned(self.records.job(job_id), owner)
@@ -300,7 +336,7 @@ class Service:
         self.records.add_batch(batch_id, owner_hash(owner), now, deadline,
                                received_sha256=received_sha256)
         enqueue(self.ctx, SPLIT, batch_id, deadline)
-        self.records.audit("batch-upload", _actor(owner), {"batch": batch_id, **_sizes(files)})
+        self.records.audit("batch-upload", _actor(owner), {"batch": batch_id, **sizes(files)})
         return self.get_batch(batch_id, owner=owner)
 
     def get_batch(self, batch_id, *, owner):
@@ -373,7 +409,7 @@ def _owned(row, owner):
     return row if row is not None and row["owner"] == owner_hash(owner) else None
 
 
-def _sizes(files) -> dict:
+def sizes(files) -> dict:
     if isinstance(files, Intake):
         return {"files": files.upload.files, "bytes": files.upload.size}
     return {"files": len(files), "bytes": sum(map(len, files))}

@@ -2,7 +2,8 @@
 
 An object is ``(kind, object_id)`` holding a list of byte parts, a creation
 time and a deadline.  Kinds: ``states.STORED`` (``input``, an upload and its
-options; ``result``, the STL and its report).  Writes are atomic (temporary file then
+options; ``result``, the STL, its report and its preview mesh; ``scan``, a
+scan workspace's upload; ``volume``, its decoded volumes and listing).  Writes are atomic (temporary file then
 rename; Redis MULTI), so a retried job never leaves a half object.
 
 ``put`` writes parts held in memory; ``writer`` returns a ``Writer`` that
@@ -113,6 +114,21 @@ class DirectoryStore:
         except FileNotFoundError:
             return None
 
+    def get_part(self, kind, object_id, index):
+        """One part's bytes, or None."""
+        meta = self.meta(kind, object_id)
+        if meta is None or not 0 <= index < meta["parts"]:
+            return None
+        try:
+            return (self._dir(kind, object_id) / f"part-{index}").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def part_path(self, kind, object_id, index):
+        """Where one part lies (to map it into memory), or None."""
+        path = self._dir(kind, object_id) / f"part-{int(index)}"
+        return path if path.is_file() else None
+
     def delete(self, kind, object_id) -> int | None:
         """Delete an object; return its size, or None when it was not there."""
         folder = self._dir(kind, object_id)
@@ -185,6 +201,15 @@ class RedisStore:
         return [b"".join(self.redis.lrange(self._key(kind, object_id, f"part:{i}"), 0, -1))
                 for i in range(int(meta["parts"]))]
 
+    def get_part(self, kind, object_id, index):
+        meta = self.meta(kind, object_id)
+        if meta is None or not 0 <= index < int(meta["parts"]):
+            return None
+        return b"".join(self.redis.lrange(self._key(kind, object_id, f"part:{index}"), 0, -1))
+
+    def part_path(self, kind, object_id, index):
+        return None  # held in Redis: read it with get_part
+
     def delete(self, kind, object_id) -> int | None:
         meta_key = self._key(kind, object_id, "meta")
         pipe = self.redis.pipeline(transaction=True)
@@ -245,11 +270,13 @@ class Writer:
         self._open(index)
 
     def write(self, data) -> None:
+        """Append ``data`` (bytes or any contiguous buffer) to the open part."""
         if self.current is None:
             raise ValueError("open a part before writing")
-        if data:
-            self._write(data)
-            self.size += len(data)
+        view = memoryview(data).cast("B")
+        if view.nbytes:
+            self._write(view)
+            self.size += view.nbytes
 
     def commit(self) -> int:
         if self.done:
