@@ -25,6 +25,7 @@ from rq.job import Job
 from converter import ConverterError, ConvertOptions, encapsulated
 from converter.options import JOB_OPTIONS
 
+from . import metrics
 from .context import Context
 from .intake import FIRST_FILE, Intake, Limits
 from .receipts import body as receipt_body
@@ -332,7 +333,8 @@ class Service:
         else:
             batch_id, now = new_id(), time.time()
             deadline = now + self.settings.retention_seconds
-        store_input(self.ctx, batch_id, files, options, created=now, deadline=deadline)
+        size = store_input(self.ctx, batch_id, files, options, created=now, deadline=deadline)
+        metrics.count(self.ctx, "ephemesh_received_bytes", size)
         self.records.add_batch(batch_id, owner_hash(owner), now, deadline,
                                received_sha256=received_sha256)
         enqueue(self.ctx, SPLIT, batch_id, deadline)

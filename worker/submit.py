@@ -16,6 +16,7 @@ import time
 
 from rq import Queue, Retry
 
+from . import metrics
 from .intake import Intake
 
 #: how often a killed conversion is tried again
@@ -92,6 +93,8 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
     elif ctx.records.job(job_id) is not None:
         return job_id
     size = store_input(ctx, job_id, files, options, created=created, deadline=deadline)
+    if batch_id is None:  # a batch's jobs were received as the batch
+        metrics.count(ctx, "ephemesh_received_bytes", size)
     ctx.records.add_job(job_id, owner_digest, created, deadline, batch_id=batch_id, seq=seq,
                         pick=pick, input_bytes=size, received_sha256=received_sha256)
     if scan_id is not None:
