@@ -50,6 +50,12 @@ def send_model(opened, fmt="stl"):
                      max_age=0, conditional=False, etag=False, last_modified=None)
 
 
+def send_preview(data: bytes):
+    """A job's reduced mesh for the 3D view (``worker.preview``'s format)."""
+    return Response(data, mimetype="application/octet-stream",
+                    headers={"Content-Disposition": "inline; filename=preview.bin"})
+
+
 def signed_receipts(job_id, owner) -> dict:
     """``{"job", "receipts"}``: the job's deletion receipts (its upload's and
     its result's, those deleted so far), each signed with the server's key;

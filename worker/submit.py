@@ -55,7 +55,7 @@ def owner_hash(owner: str) -> str:
 
 
 def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id=None,
-               seq=0, pick=False, job_id=None, received_sha256=None) -> str:
+               seq=0, pick=False, job_id=None, received_sha256=None, scan_id=None) -> str:
     """Store ``files`` and ``options`` as a job's input and enqueue its conversion.
 
     Parameters
@@ -72,6 +72,8 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
     received_sha256 : str, optional
         The salted digest of what the upload sent (``worker.receipts``),
         for the job's deletion receipts.
+    scan_id : str, optional
+        The scan workspace the job converts from (its options say so too).
 
     Returns
     -------
@@ -87,6 +89,8 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
     size = ctx.store.put("input", job_id, parts, deadline, created=created)
     ctx.records.add_job(job_id, owner_digest, created, deadline, batch_id=batch_id, seq=seq,
                         pick=pick, input_bytes=size, received_sha256=received_sha256)
+    if scan_id is not None:
+        ctx.records.add_scan_job(job_id, scan_id)
     enqueue(ctx, CONVERT, job_id, deadline)
     return job_id
 

@@ -36,10 +36,12 @@ from converter import (
     silence_pydicom_for_good,
 )
 from converter.errors import is_out_of_memory
+from converter.preview import preview
 
 from .context import Context
 from .retention import delete_stored
 from .returning import ReturnFailed, send_with_retries
+from .scans import SCAN_OPTION
 from .states import WAITING, BatchStatus, JobStatus, Kind, Reason
 from .submit import RETURN_OPTION, derived_id, submit_job
 
@@ -151,6 +153,11 @@ def _convert(ctx, job_id) -> str:
         raise _Failed("input_missing", "the upload was deleted before it could be converted")
     options = json.loads(payload[0])
     files = payload[1:]
+    scan_id = options.pop(SCAN_OPTION, None)
+    if scan_id is not None:  # a scan workspace's job: it converts from the kept upload
+        files = ctx.store.get(Kind.SCAN, scan_id)
+        if files is None:
+            raise _Failed("input_missing", "the scan was deleted before this could be converted")
     progress = JobProgress(get_current_job())
     send_back = bool(options.pop(RETURN_OPTION, False))
     try:
@@ -177,7 +184,10 @@ def _convert(ctx, job_id) -> str:
         raise _Failed(exc.code, exc.message) from None
     del files, payload
     deadline = time.time() + ctx.settings.retention_seconds
-    ctx.store.put(Kind.RESULT, job_id, [result.stl, json.dumps(result.report).encode(), dicom],
+    # the reduced mesh for the 3D view goes with the model (a result's fourth part)
+    view = preview(result.verts, result.faces, len(result.stl))
+    ctx.store.put(Kind.RESULT, job_id,
+                  [result.stl, json.dumps(result.report).encode(), dicom, view],
                   deadline)
     # before "done": a done job holds no upload
     delete_stored(ctx, Kind.INPUT, job_id, Reason.CONVERTED)
