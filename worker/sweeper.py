@@ -30,6 +30,7 @@ from rq.registry import StartedJobRegistry
 
 from converter import silence_pydicom_for_good
 
+from . import metrics
 from .context import Context
 from .records import is_late
 from .retention import delete_rq_job, delete_stored, record
@@ -44,6 +45,7 @@ from .states import (
     Reason,
     ScanStatus,
 )
+from .store import WRITING
 from .submit import CONVERT, LOST_ATTEMPT, SPLIT, enqueue, new_id, object_of, rq_ids
 
 log = logging.getLogger("ephemesh.sweeper")
@@ -107,7 +109,9 @@ def expire_jobs(ctx, now=None) -> int:
     due = now + ctx.settings.sweep_margin
     n = 0
     for row in ctx.records.unfinished_jobs(due):
-        n += ctx.records.fail_job(row["id"], *EXPIRED)
+        if ctx.records.fail_job(row["id"], *EXPIRED):
+            n += 1
+            metrics.job_ended(ctx, "failed", EXPIRED[0])
     for row in ctx.records.unfinished_batches(due):
         n += ctx.records.fail_batch(row["id"], *EXPIRED)
     return n
@@ -147,6 +151,17 @@ def requeue_lost(ctx, now=None) -> int:
     return n
 
 
+def _debris_due(entry, now, due) -> bool:
+    """A folder left by a delete goes at once; a writer's (an upload still
+    streaming in, or one whose process died) by the deadline its meta holds;
+    anything else once it is ``LEFTOVER_AGE_S`` old."""
+    if entry.object_id.startswith(".del."):
+        return True
+    if entry.object_id.startswith(WRITING) and entry.deadline > entry.created:
+        return entry.deadline <= due
+    return entry.created < now - LEFTOVER_AGE_S
+
+
 def _purge_store(ctx, kind, now, ended, reason=_reason, owner=_owner_row,
                  swept=None) -> Swept:
     """Delete ``kind`` objects that are due, or whose job has ``ended``."""
@@ -155,7 +170,7 @@ def _purge_store(ctx, kind, now, ended, reason=_reason, owner=_owner_row,
     swept = swept or Swept(kind)
     for entry in ctx.store.entries(kind):
         if entry.object_id.startswith("."):  # debris of an interrupted write or delete
-            if entry.created < now - LEFTOVER_AGE_S or entry.object_id.startswith(".del."):
+            if _debris_due(entry, now, due):
                 swept.deleted += ctx.store.remove_leftover(kind, entry.object_id)
             continue
         row = owner(ctx, entry.object_id)
