@@ -24,6 +24,7 @@ const state = {
 };
 window.ephemeshWorkspace = state; // for the tests and the benchmark: counts overlay draws
 const views = {};
+window.ephemeshRedraw = () => Object.values(views).forEach(v => v.drawOverlay(state)); // the benchmark
 const cache = new Map(); // "n:plane:index" -> Int16Array (a few dozen slices at most)
 const settingsOf = new Map(); // job id -> what this page sent
 let ended = false;
