@@ -59,6 +59,8 @@ class ConversionResult:
     stl: bytes | None = None
     verts: np.ndarray | None = field(default=None, repr=False)
     faces: np.ndarray | None = field(default=None, repr=False)
+    #: the converted series (``volume.Stack``), for ``encapsulated.source_of``
+    stack: object = field(default=None, repr=False)
 
 
 class _Progress:
@@ -187,7 +189,8 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
 
     report = _report(listing, info, vol, opts,
                      _Made(level, verts, faces, mesh_warnings, size, timings, *facts))
-    return ConversionResult(report=report, stl=data, verts=verts, faces=faces)
+    return ConversionResult(report=report, stl=data, verts=verts, faces=faces,
+                            stack=listing.stacks.get(info.index))
 
 
 def _choose_level(opts: ConvertOptions, vol) -> _Level:

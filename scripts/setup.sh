@@ -43,6 +43,8 @@ if [ -f web/package.json ]; then
 fi
 if [ $want_test -eq 1 ]; then
   [ -x /usr/bin/chromium ] || apt_install chromium
+  # the PACS peers of the DICOMweb and C-STORE tests, and the DICOM validator
+  apt_install orthanc orthanc-dicomweb dcmtk dicom3tools
 fi
 
 # --- Python ----------------------------------------------------------------

@@ -3,7 +3,8 @@
 Errors are ``application/problem+json`` with a stable ``code``.  A job or a
 batch is visible only to the key that made it (anyone else: 404).  Keys
 come from ``ephemesh keys create`` or the admin pages and are stored as
-hashes; failed keys are counted per address and lock it for a while.
+hashes; failed keys are counted per address, and past a limit that address's
+bad keys are refused for a while (429; a valid key still works there).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from worker.states import BatchStatus, JobStatus
 
 from . import intake, options, waiting
 from .batchzip import stream_zip
-from .jobs import receipt_download, send_model, send_preview, service
+from .jobs import receipt_download, result_format, send_model, send_preview, service
 from .limits import FailureLock
 from .openapi import document
 from .problems import Refused
@@ -38,12 +39,6 @@ def _auth_lock() -> FailureLock:
 def authenticate():
     if request.endpoint in PUBLIC:
         return None
-    lock = _auth_lock()
-    address = client_address()
-    if lock.locked(address):
-        raise Refused("too_many_failures", "Too many requests with a bad API key from this "
-                      "address; it is blocked for a while.", 429,
-                      {"Retry-After": str(lock.retry_after(address))})
     challenge = {"WWW-Authenticate": 'Bearer realm="ephemesh"'}
     header = request.headers.get("Authorization", "")
     if not header:
@@ -51,6 +46,13 @@ def authenticate():
     scheme, _, token = header.partition(" ")
     key = service().records.verify_key(token.strip()) if scheme.lower() == "bearer" else None
     if key is None:
+        # the block is consulted only for keys that do not verify: bad keys
+        # sent from an address never block the valid keys used there
+        lock, address = _auth_lock(), client_address()
+        if lock.locked(address):
+            raise Refused("too_many_failures", "Too many requests with a bad API key from this "
+                          "address; bad keys from it are refused for a while.", 429,
+                          {"Retry-After": str(lock.retry_after(address))})
         lock.fail(address)
         service().records.audit("api-key-refused", "unknown", {"address": address_pseudonym()})
         raise Refused("invalid_key", "The API key is not valid, or it was revoked.", 401,
@@ -161,7 +163,8 @@ def job_preview(job_id):
 @bp.get("/jobs/<job_id>/result")
 def job_result(job_id):
     _own_job(job_id)
-    return send_model(service().open_result(job_id, owner=g.owner))
+    fmt = result_format()
+    return send_model(service().open_result(job_id, owner=g.owner, dicom=fmt == "dicom"), fmt)
 
 
 @bp.get("/jobs/<job_id>/receipt")

@@ -123,8 +123,7 @@ def result(job_id):
 
 @bp.get("/jobs/<job_id>/preview")
 def preview(job_id):
-    """The reduced mesh of the job's model, for a 3D view (the same bytes as
-    ``GET /api/v1/jobs/{id}/preview``)."""
+    """The reduced mesh the job made for the 3D view (the download is the full model)."""
     _own_job(job_id)
     return send_preview(service().open_preview(job_id, owner=session_owner()))
 

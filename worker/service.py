@@ -22,17 +22,27 @@ import time
 
 from rq.job import Job
 
-from converter import ConverterError, ConvertOptions
+from converter import ConverterError, ConvertOptions, encapsulated
 from converter.options import JOB_OPTIONS
 
 from .context import Context
 from .receipts import body as receipt_body
 from .retention import delete_all
 from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
-from .submit import CHOSEN_ATTEMPT, CONVERT, SPLIT, enqueue, new_id, owner_hash, rq_ids, submit_job
+from .submit import (
+    CHOSEN_ATTEMPT,
+    CONVERT,
+    RETURN_OPTION,
+    SPLIT,
+    enqueue,
+    new_id,
+    owner_hash,
+    rq_ids,
+    submit_job,
+)
 
-#: a result's parts: the model, its report, the reduced mesh for the 3D view
-PREVIEW_PART = 2
+#: a result's parts: the model, its report, its DICOM header, the reduced mesh for the 3D view
+PREVIEW_PART = 3
 #: a sweeper run older than this is a fault on the admin page
 SWEEP_FAULT_AGE_S = 120
 
@@ -122,7 +132,7 @@ class Service:
 
     # ------------------------------------------------------------ jobs
     def create_job(self, files, options=None, *, owner, pick_series=False,
-                   received_sha256=None) -> dict:
+                   received_sha256=None, received_at=None, send_back=False) -> dict:
         """Store the payload, record the job, enqueue ``convert_job(job_id)``.
 
         Parameters
@@ -138,9 +148,17 @@ class Service:
         received_sha256 : str, optional
             The salted digest of what the upload sent (``worker.receipts``),
             which the job's deletion receipts carry.
+        received_at : float, optional
+            When the upload's first byte came (a PACS's series arrives over
+            time); the deadline counts from it.  Default: now.
+        send_back : bool
+            Send the model to ``EPHEMESH_RETURN_TO`` when done (a series a
+            PACS sent).
         """
         files, options = self._upload(files, options)
-        now = time.time()
+        if send_back:
+            options[RETURN_OPTION] = True
+        now = time.time() if received_at is None else min(float(received_at), time.time())
         job_id = submit_job(self.ctx, files, options, owner_digest=owner_hash(owner),
                             created=now, deadline=now + self.settings.retention_seconds,
                             pick=pick_series, received_sha256=received_sha256)
@@ -218,8 +236,9 @@ class Service:
         enqueue(self.ctx, CONVERT, job_id, meta["deadline"], attempt=CHOSEN_ATTEMPT)
         return self.get_job(job_id, owner=owner)
 
-    def open_result(self, job_id, *, owner):
-        """``(binary file, size)`` of the STL; raises NotFound, NotReady or Gone."""
+    def open_result(self, job_id, *, owner, dicom=False):
+        """``(binary file, size)`` of the STL, or with ``dicom`` of its
+        Encapsulated STL instance; raises NotFound, NotReady or Gone."""
         view = self.get_job(job_id, owner=owner)
         if view is None:
             raise NotFound()
@@ -228,7 +247,12 @@ class Service:
         parts = self.store.get(Kind.RESULT, job_id) if view["status"] == JobStatus.DONE else None
         if parts is None:
             raise Gone()
-        return io.BytesIO(parts[0]), len(parts[0])
+        model = parts[0]
+        if dicom:
+            if len(parts) < 3:
+                raise NotReady("this job's model has no DICOM instance")
+            model = encapsulated.around(model, parts[2])
+        return io.BytesIO(model), len(model)
 
     def open_preview(self, job_id, *, owner) -> bytes:
         """The reduced mesh the job made for the 3D view; raises as ``open_result``."""

@@ -1,4 +1,4 @@
-// A 3D view of a reduced preview mesh (ephmesh.js) on a canvas: three.js and
+// A 3D view of a reduced preview mesh (meshpreview.js decodes it) on a canvas: three.js and
 // its orbit controls, served by this app (web/vendor.py), no CDN.  Used by the
 // workspace page for each of its results.
 import * as THREE from '/vendor/three/three.module.js';
@@ -18,7 +18,7 @@ export function show(canvas, decoded) {
 
   const geometry = new THREE.BufferGeometry();
   geometry.setAttribute('position', new THREE.BufferAttribute(decoded.positions, 3));
-  geometry.setIndex(new THREE.BufferAttribute(decoded.index, 1));
+  geometry.setIndex(new THREE.BufferAttribute(decoded.indices, 1));
   geometry.computeVertexNormals();
   geometry.computeBoundingSphere();
   const { center, radius } = geometry.boundingSphere;
@@ -51,7 +51,7 @@ export function show(canvas, decoded) {
   window.addEventListener('resize', render);
   render();
   return {
-    triangles: decoded.faces,
+    triangles: decoded.indices.length / 3,
     dispose() {
       window.removeEventListener('resize', render);
       controls.dispose(); geometry.dispose(); renderer.dispose();

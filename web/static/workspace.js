@@ -563,8 +563,8 @@ async function showPreview(jobId, card) {
     const resp = await api(`${jobBase}${jobId}/preview`, { headers: { Accept: 'application/octet-stream' } });
     if (!resp.ok) throw new Error(`HTTP ${resp.status}`);
     const buffer = await resp.arrayBuffer();
-    const [{ decode }, { show }] = await Promise.all([import('./ephmesh.js'), import('./meshview.js')]);
-    const shown = show(canvas, decode(buffer));
+    const [{ decodePreview }, { show }] = await Promise.all([import('./meshpreview.js'), import('./meshview.js')]);
+    const shown = show(canvas, decodePreview(buffer));
     canvas.dataset.drawn = 'yes';
     canvas.dataset.triangles = String(shown.triangles);
     canvas.dataset.bytes = String(buffer.byteLength);
