@@ -70,19 +70,23 @@ def _download(description, media_type):
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
 BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
-JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string"}
+JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string",
+              tuple: "string"}  # a tuple is sent as numbers separated by commas
 
 
 def option_schema(name) -> dict:
     """One conversion option as a form field's JSON schema."""
     option = OPTIONS[name]
     schema = {"type": JSON_TYPES[option.type]}
+    if option.type is tuple:
+        number = r"\s*-?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*"
+        schema["pattern"] = f"^{number}(,{number}){{{option.length - 1}}}$"
     for key, value in (("enum", option.choices and list(option.choices)),
                        ("minimum", option.minimum), ("exclusiveMinimum", option.above),
                        ("maximum", option.maximum)):
         if value is not None:
             schema[key] = value
-    others = [b if a == name else a for a, b in EXCLUSIVE if name in (a, b)]
+    others = [o for group in EXCLUSIVE if name in group for o in group if o != name]
     schema["description"] = option.help + "".join(f"; not with {o}" for o in others)
     return schema
 
