@@ -231,3 +231,22 @@ def test_region_options_together(two_spheres):
     assert result.report["components"] == 2
     assert result.report["bbox_mm"][1][2] <= 3.0 + 1.0
     assert set(result.report["region"]) >= {"crop_mm", "seed_mm", "parts_found", "hollow_wall_mm"}
+
+
+def test_the_estimate_takes_the_region_on_a_volume_shared_read_only(tmp_path):
+    """The workspace's volume is mapped read-only: a crop, a seed or a parts
+    count there must not write into it (they once raised, a 500 on the page)."""
+    from converter import list_series
+    from converter.estimate import estimate
+    from converter.loading import load_volume
+
+    G.make_series_dir(tmp_path, "two_spheres", size=(28, 36, 48))
+    listing = list_series([tmp_path])
+    vol = load_volume(listing, listing.series[0])
+    vol.data.setflags(write=False)
+    before = vol.data.copy()
+    whole = estimate(vol, ConvertOptions(threshold=300))["triangles"]
+    for region in ({"crop": "-24,-18,-14,0.5,18,14"}, {"seed": "-8,0,0"}, {"keep_parts": 1}):
+        part = estimate(vol, ConvertOptions(threshold=300, **region))["triangles"]
+        assert 0 < part < whole, region
+    assert np.array_equal(vol.data, before)
