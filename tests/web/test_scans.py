@@ -6,6 +6,7 @@ import struct
 import zlib
 
 import numpy as np
+import pytest
 
 from tests.helpers import store_objects, wait_for
 
@@ -249,4 +250,53 @@ def test_a_scan_being_read_answers_409_and_its_wait_returns(client, auth, series
              "invalid_wait")
     listed = client.get("/api/v1/jobs?status=queued&limit=1", headers=auth).json
     assert [j["id"] for j in listed["jobs"]] == [job["id"]] and listed["next"] is None
+    assert client.delete(scan["links"]["self"], headers=auth).status_code == 204
+
+
+@pytest.fixture(scope="module")
+def two_parts_zip(tmp_path_factory):
+    """Two spheres (big at x = -8 mm, r 9; small at x = +12 mm, r 4) in one series."""
+    from tests import dicomgen as G
+    from tests.helpers import zip_bytes
+
+    folder = G.make_series_dir(tmp_path_factory.mktemp("two-parts"), "two_spheres",
+                               size=(24, 36, 48))
+    return zip_bytes({p.name: p.read_bytes() for p in sorted(folder.iterdir())})
+
+
+def test_region_options_reach_the_converter_and_bad_ones_are_refused_at_once(
+        client, auth, records, workers, two_parts_zip):
+    scan = ready_scan(client, auth, [two_parts_zip])
+    est = scan["series"][0]["links"]["estimate"]
+    whole = client.get(est + "?threshold=0", headers=auth).json
+    small = client.get(est + "?threshold=0&seed=12,0,0", headers=auth).json
+    assert 0 < small["triangles"] < whole["triangles"] / 3
+    jobs = scan["links"]["jobs"]
+    refusals = [({"threshold": "0", "crop": "100,100,100,120,120,120"}, "crop_outside"),
+                ({"threshold": "0", "seed": "0,0,500"}, "seed_outside"),
+                ({"threshold": "0", "seed": "2,15,0"}, "seed_in_background"),
+                ({"threshold": "0", "seed": "12,0"}, "invalid_seed"),
+                ({"threshold": "5000"}, "no_surface")]
+    for fields, code in refusals:
+        _refused(client.post(jobs, data=fields, headers=auth), 400, code)
+        _refused(client.get(est, query_string=fields, headers=auth), 400, code)
+    assert client.get(jobs, headers=auth).json["jobs"] == []
+    made = {}
+    for name, fields in {"seed": {"seed": "12,0,0"}, "crop": {"crop": "-20,-12,-12,0,12,12"},
+                         "parts": {"keep_parts": "2"}}.items():
+        resp = client.post(jobs, data={"threshold": "0", **fields}, headers=auth)
+        assert resp.status_code == 202, resp.json
+        made[name] = resp.json["links"]["self"]
+    reports = {}
+    for name, url in made.items():
+        view = wait_for(lambda u=url: (lambda v: v if v["status"] in ("done", "failed")
+                                       else None)(client.get(u + "?wait=10", headers=auth).json),
+                        120, f"the {name} job")
+        assert view["status"] == "done", view
+        reports[name] = view["report"]
+    assert reports["seed"]["components"] == 1 and reports["parts"]["components"] == 2
+    lo, hi = reports["seed"]["bbox_mm"]
+    assert 6 < lo[0] and hi[0] < 18  # the small sphere only
+    lo, hi = reports["crop"]["bbox_mm"]
+    assert hi[0] <= 0.5 and lo[0] >= -17.5
     assert client.delete(scan["links"]["self"], headers=auth).status_code == 204
