@@ -11,7 +11,7 @@ import time
 from flask import Response, current_app, request, send_file
 
 from converter import PRESETS
-from worker import receipts
+from worker import metrics, receipts
 from worker.states import ENDED, WAITING, JobStatus
 
 from .problems import Refused
@@ -44,7 +44,8 @@ def result_format() -> str:
 
 def send_model(opened, fmt="stl"):
     """A job's model, from ``Service.open_result``, as a download (never cached)."""
-    fh, _size = opened
+    fh, size = opened
+    metrics.count(service().ctx, "ephemesh_sent_bytes", size)
     mimetype, name = RESULT_FORMATS[fmt]
     return send_file(fh, mimetype=mimetype, as_attachment=True, download_name=name,
                      max_age=0, conditional=False, etag=False, last_modified=None)

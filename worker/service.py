@@ -25,6 +25,7 @@ from rq.job import Job
 from converter import ConverterError, ConvertOptions, encapsulated
 from converter.options import JOB_OPTIONS
 
+from . import metrics
 from .context import Context
 from .receipts import body as receipt_body
 from .retention import delete_all
@@ -298,7 +299,8 @@ class Service:
         now = time.time()
         deadline = now + self.settings.retention_seconds
         parts = [json.dumps(options).encode()] + files
-        self.store.put(Kind.INPUT, batch_id, parts, deadline, created=now)
+        size = self.store.put(Kind.INPUT, batch_id, parts, deadline, created=now)
+        metrics.count(self.ctx, "ephemesh_received_bytes", size)
         self.records.add_batch(batch_id, owner_hash(owner), now, deadline,
                                received_sha256=received_sha256)
         enqueue(self.ctx, SPLIT, batch_id, deadline)

@@ -16,6 +16,8 @@ import time
 
 from rq import Queue, Retry
 
+from . import metrics
+
 #: how often a killed conversion is tried again
 RETRIES = 2
 #: every job and batch id has this length (RQ ids add "-N" for later attempts)
@@ -88,6 +90,8 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
         return job_id
     parts = [json.dumps(options).encode()] + [bytes(f) for f in files]
     size = ctx.store.put("input", job_id, parts, deadline, created=created)
+    if batch_id is None:  # a batch's jobs were received as the batch
+        metrics.count(ctx, "ephemesh_received_bytes", size)
     ctx.records.add_job(job_id, owner_digest, created, deadline, batch_id=batch_id, seq=seq,
                         pick=pick, input_bytes=size, received_sha256=received_sha256)
     if scan_id is not None:

@@ -30,6 +30,7 @@ from rq.registry import StartedJobRegistry
 
 from converter import silence_pydicom_for_good
 
+from . import metrics
 from .context import Context
 from .records import is_late
 from .retention import delete_rq_job, delete_stored, record
@@ -107,7 +108,9 @@ def expire_jobs(ctx, now=None) -> int:
     due = now + ctx.settings.sweep_margin
     n = 0
     for row in ctx.records.unfinished_jobs(due):
-        n += ctx.records.fail_job(row["id"], *EXPIRED)
+        if ctx.records.fail_job(row["id"], *EXPIRED):
+            n += 1
+            metrics.job_ended(ctx, "failed", EXPIRED[0])
     for row in ctx.records.unfinished_batches(due):
         n += ctx.records.fail_batch(row["id"], *EXPIRED)
     return n

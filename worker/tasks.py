@@ -23,6 +23,7 @@ import gc
 import json
 import logging
 import time
+from datetime import UTC, datetime
 
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
@@ -38,6 +39,7 @@ from converter import (
 from converter.errors import is_out_of_memory
 from converter.preview import preview
 
+from . import metrics
 from .context import Context
 from .retention import delete_stored
 from .returning import ReturnFailed, send_with_retries
@@ -101,6 +103,9 @@ def _run(kind, object_id, work) -> str:
     silence_pydicom_for_good()
     ctx = Context()
     status, failure = JobStatus.FAILED, None
+    started = time.monotonic()
+    if kind == "job":
+        _waited(ctx)
     try:
         status = work(ctx, object_id)
     except _Failed as exc:
@@ -116,7 +121,29 @@ def _run(kind, object_id, work) -> str:
             failure = INTERNAL_ERROR
     finally:
         _finish(ctx, kind, object_id, status, failure)
+        if kind == "job":
+            _count_end(ctx, status, failure, time.monotonic() - started)
     return str(status)
+
+
+def _waited(ctx) -> None:
+    """The queue wait of the RQ job being run (enqueued → now)."""
+    job = get_current_job()
+    enqueued = job.enqueued_at if job is not None else None
+    if enqueued is not None:
+        if enqueued.tzinfo is None:
+            enqueued = enqueued.replace(tzinfo=UTC)
+        waited = (datetime.now(UTC) - enqueued).total_seconds()
+        metrics.observe(ctx, "ephemesh_queue_wait_seconds", max(0.0, waited))
+
+
+def _count_end(ctx, status, failure, seconds) -> None:
+    """A job that ended here, in the metrics (a duplicate run ends nothing)."""
+    if failure:
+        metrics.job_ended(ctx, "failed", failure[0])
+    elif status == JobStatus.DONE:
+        metrics.job_ended(ctx, "done")
+        metrics.observe(ctx, "ephemesh_conversion_seconds", seconds)
 
 
 def _finish(ctx, kind, object_id, status, failure) -> None:
