@@ -122,7 +122,7 @@ def test_a_job_has_a_preview_of_at_most_a_fifth_of_the_model(client, auth, worke
 
 def test_a_workspace_left_alone_is_gone_by_its_deadline_volume_too(tmp_path, redis_url,
                                                                    series_zip):
-    """Compressed clock (12 s retention, a sweep each second), real Redis,
+    """Compressed clock (20 s retention, a sweep each second), real Redis,
     a real worker and the sweeper's clock: the upload and the decoded volume
     go by the deadline, a result made from it stays its own hour, and the
     ledger says so."""
@@ -132,7 +132,7 @@ def test_a_workspace_left_alone_is_gone_by_its_deadline_volume_too(tmp_path, red
     from web import create_app
     from worker.runtime import Runtime
 
-    settings = make_settings(tmp_path, redis_url, retention=12, sweep=1)
+    settings = make_settings(tmp_path, redis_url, retention=20, sweep=1)
     app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings, "SECRET_KEY": "k"})
     records = app.extensions["ephemesh.service"].records
     with open(tmp_path / "runtime.log", "ab") as log:
@@ -148,7 +148,7 @@ def test_a_workspace_left_alone_is_gone_by_its_deadline_volume_too(tmp_path, red
         wait_for(lambda: client.get(job["links"]["self"], headers=auth).json["status"] == "done",
                  60, "the scan's job")
         deadline = records.scan(scan["id"])["deadline"]
-        wait_for(lambda: not {"scan", "volume"} & kinds(), 40, "the scan to go")
+        wait_for(lambda: not {"scan", "volume"} & kinds(), 60, "the scan to go")
         assert time.time() <= deadline + 1.5, "the scan outlived its deadline"
         view = client.get(scan["links"]["self"], headers=auth).json
         assert view["status"] == "deleted" and view["expires_at"] is None
