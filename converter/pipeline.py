@@ -60,6 +60,8 @@ class ConversionResult:
     stl: bytes | None = None  # the file's bytes, whatever the format (report["file"])
     verts: np.ndarray | None = field(default=None, repr=False)
     faces: np.ndarray | None = field(default=None, repr=False)
+    #: the converted series (``volume.Stack``), for ``encapsulated.source_of``
+    stack: object = field(default=None, repr=False)
 
 
 class _Progress:
@@ -70,11 +72,13 @@ class _Progress:
     def stage(self, name):
         lo, hi = _STAGES[name]
 
-        def report(fraction):
+        def report(fraction, step=None):
+            """``step`` names a long step within the stage (``"decimating"``):
+            reported at once, under that name, so a bar that cannot move says why."""
             pct = lo + (hi - lo) * min(max(float(fraction), 0.0), 1.0)
-            if self.callback and (pct - self.last >= 0.5 or fraction >= 1):
+            if self.callback and (step or pct - self.last >= 0.5 or fraction >= 1):
                 self.last = pct
-                self.callback(name, round(pct, 1))
+                self.callback(step or name, round(pct, 1))
 
         report(0.0)
         return report
@@ -202,7 +206,8 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     report = _report(listing, info, vol, opts, made)
     report.update(writing.report_entries(parts, levels, fmt, opts.frame, size, placed,
                                         budget_note, path=_path_of(output)))
-    return ConversionResult(report=report, stl=data, verts=verts, faces=faces)
+    return ConversionResult(report=report, stl=data, verts=verts, faces=faces,
+                            stack=listing.stacks.get(info.index))
 
 
 def _path_of(output):
@@ -363,9 +368,11 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
             )
     on_progress(0.4)
     if opts.smooth:
+        on_progress(0.4, "smoothing")
         verts, faces = meshops.taubin_smooth(verts, faces, opts.smooth)
     on_progress(0.6)
     if opts.decimate is not None or opts.max_triangles is not None:
+        on_progress(0.6, "decimating")
         verts, faces = meshops.decimate(verts, faces, fraction=opts.decimate,
                                         max_triangles=opts.max_triangles)
     on_progress(1.0)
@@ -384,7 +391,7 @@ def _report(listing, info, vol, opts, made: _Made) -> dict:
         why = ("the only series" if len(available) == 1
                else f"the largest volume of {len(available)} series")
     else:
-        why = "chosen by the caller"
+        why = "the series asked for"
     verts, faces, measured = made.verts, made.faces, made.measures
     bbox = [side.round(3).tolist() for side in meshops.bounds(verts)] if len(verts) else None
     return {

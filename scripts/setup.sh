@@ -22,9 +22,11 @@ apt_install() {  # apt_install PACKAGE... (only those missing)
   if [ "$(id -u)" -ne 0 ] && [ -z "$sudo_cmd" ]; then
     log "cannot install ${missing[*]}: run as root or install them yourself"; return 1
   fi
-  if [ $apt_updated -eq 0 ]; then $sudo_cmd apt-get update -qq >/dev/null; apt_updated=1; fi
+  # another apt run (a second checkout's set-up) holds the lock: wait for it
+  local wait=(-o DPkg::Lock::Timeout=600)
+  if [ $apt_updated -eq 0 ]; then $sudo_cmd apt-get "${wait[@]}" update -qq >/dev/null; apt_updated=1; fi
   log "installing ${missing[*]}"
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get "${wait[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
 # --- system packages -------------------------------------------------------
@@ -41,6 +43,10 @@ if [ -f web/package.json ]; then
 fi
 if [ $want_test -eq 1 ]; then
   [ -x /usr/bin/chromium ] || apt_install chromium
+  # the PACS peers of the DICOMweb and C-STORE tests, and the DICOM validator
+  apt_install orthanc orthanc-dicomweb dcmtk dicom3tools
+  # the slicer that must load the STL and 3MF models (tests/converter/test_slicer.py)
+  command -v prusa-slicer >/dev/null || apt_install prusa-slicer
 fi
 
 # --- Python ----------------------------------------------------------------
@@ -52,6 +58,8 @@ extras="."
 [ $want_test -eq 1 ] && extras=".[test]"
 stamp=".venv/.ephemesh-installed"
 [ $want_test -eq 1 ] && stamp="$stamp-test"
+# the test install holds the plain one: a checkout set up with --test is set up
+[ $want_test -eq 0 ] && [ ! -f "$stamp" ] && [ -f "$stamp-test" ] && stamp="$stamp-test"
 # the editable install maps each top-level package as it was when installed:
 # one that became a regular package later (an __init__.py added) stays a
 # namespace to the console script, so check the imports from outside the checkout;

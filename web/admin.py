@@ -1,9 +1,13 @@
 """The admin blueprint: purge reports, retention status, API keys, audit log,
 data-subject requests (``web/subjects.py``).
 
-Accounts come from ``ephemesh admin add`` (argon2 hashes in the records).
-Every login attempt is an audit row; repeated failures lock the account
-and the address for ``EPHEMESH_LOCKOUT_SECONDS``.
+Accounts come from ``ephemesh admin add`` (argon2 hashes in the records);
+a login is a server-side session (``web/sessions.py``: 1 h idle, 8 h at
+most, ended at logout, by a new password or by removing the account).
+Every login attempt is an audit row; repeated failures lock that address
+out of that account for ``EPHEMESH_LOCKOUT_SECONDS`` and slow the account
+down for the addresses that failed on it (``limits.LoginThrottle``), never
+for an address with no failures: the owner still gets in.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from flask import (
     Blueprint,
     Response,
     current_app,
+    g,
     redirect,
     render_template,
     request,
@@ -24,21 +29,22 @@ from flask import (
 
 from worker.report import as_records, render
 
-from . import purge_chart, subjects
+from . import purge_chart, sessions, subjects
 from .jobs import service
-from .limits import FailureLock
-from .security import address_pseudonym, address_subject, client_address
+from .limits import LoginThrottle
+from .security import address_pseudonym, client_address
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-SESSION_HOURS = 8
+def _sessions() -> sessions.AdminSessions:
+    return sessions.AdminSessions(service().redis, service().records)
 
 
 def current_admin() -> str | None:
-    name, since = session.get("admin"), session.get("admin_since", 0)
-    if not name or time.time() - since > SESSION_HOURS * 3600:
-        return None
-    return name
+    """The account of this request's live server-side session (``web/sessions.py``)."""
+    if "admin" not in g:
+        g.admin = _sessions().current(session.get("admin_session"))
+    return g.admin
 
 
 @bp.before_request
@@ -50,10 +56,10 @@ def require_login():
     return None
 
 
-def _lock() -> FailureLock:
+def _throttle() -> LoginThrottle:
     cfg = current_app.config
-    return FailureLock(service().redis, "login", cfg["EPHEMESH_LOGIN_MAX_FAILURES"],
-                       cfg["EPHEMESH_LOCKOUT_SECONDS"])
+    return LoginThrottle(service().redis, cfg["EPHEMESH_LOGIN_MAX_FAILURES"],
+                         cfg["EPHEMESH_LOCKOUT_SECONDS"])
 
 
 def _audit(event, detail=None):
@@ -70,27 +76,32 @@ def login():
     known = any(a["name"] == name for a in records.list_admins())
     actor = f"admin:{name}" if known else "unknown"
     detail = {"address": address_pseudonym()}
-    lock = _lock()
-    subjects = (f"account:{name}", address_subject(client_address()))
-    minutes = -(-current_app.config["EPHEMESH_LOCKOUT_SECONDS"] // 60)
-    if lock.locked(*subjects):
-        records.audit("admin-login", actor, {**detail, "result": "locked"})
-        return render_template("admin/login.html", error=(
-            f"Too many failed logins: this account or address is locked for up to "
-            f"{minutes} minutes.")), 429, {"Retry-After": str(lock.retry_after(*subjects))}
+    throttle, address = _throttle(), client_address()
+    refused = throttle.refusal(name, address)
+    if refused:
+        why, retry = refused
+        records.audit("admin-login", actor, {**detail, "result": why})
+        if why == "locked":
+            minutes = -(-retry // 60)
+            error = (f"Too many failed logins for this account from this address: try again "
+                     f"in {minutes} minute{'s' if minutes != 1 else ''}.")
+        else:
+            error = (f"This account has had many failed logins, and so has this address: try "
+                     f"again in {retry} seconds.")
+        g.retry_after = retry  # the limiter would say its window's end
+        return render_template("admin/login.html", error=error), 429, {"Retry-After": str(retry)}
     if not name or not password or not records.verify_admin(name, password):
-        now_locked = lock.fail(*subjects)
+        throttle.fail(name, address)
         records.audit("admin-login", actor, {**detail, "result": "failed"})
-        error = "Wrong name or password."
-        if now_locked:
-            error += f" Too many failures: locked for up to {minutes} minutes."
-        return render_template("admin/login.html", error=error), 401
-    lock.clear(subjects[0])
+        return render_template("admin/login.html", error="Wrong name or password."), 401
+    throttle.succeed(name, address)
     sid = session.get("sid")
+    previous = session.get("admin_session")
     session.clear()
     if sid:
         session["sid"] = sid
-    session["admin"], session["admin_since"] = name, time.time()
+    _sessions().end(previous)
+    session["admin_session"] = _sessions().start(name)
     records.audit("admin-login", actor, {**detail, "result": "ok"})
     return redirect(url_for(".dashboard"), 303)
 
@@ -98,8 +109,8 @@ def login():
 @bp.post("/logout")
 def logout():
     _audit("admin-logout")
-    session.pop("admin", None)
-    session.pop("admin_since", None)
+    _sessions().end(session.pop("admin_session", None))
+    g.pop("admin", None)
     return redirect(url_for(".login"), 303)
 
 
@@ -119,7 +130,7 @@ def _summary(days) -> list[dict]:
 def dashboard():
     days = _days()
     rows = _summary(days)
-    return render_template("admin/dashboard.html", rows=rows, chart=purge_chart.chart(rows),
+    return render_template("admin/dashboard.html", rows=rows, chart=purge_chart.chart(rows, days=days),
                            retention=service().retention_status(), days=days, admin=current_admin(),
                            settings=current_app.extensions["ephemesh.settings"])
 

@@ -3,7 +3,8 @@
 Errors are ``application/problem+json`` with a stable ``code``.  A job or a
 batch is visible only to the key that made it (anyone else: 404).  Keys
 come from ``ephemesh keys create`` or the admin pages and are stored as
-hashes; failed keys are counted per address and lock it for a while.
+hashes; failed keys are counted per address, and past a limit that address's
+bad keys are refused for a while (429; a valid key still works there).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from worker.states import BatchStatus, JobStatus
 
 from . import intake, options
 from .batchzip import stream_zip
-from .jobs import receipt_download, send_model, service
+from .jobs import receipt_download, result_format, send_model, service
 from .limits import FailureLock
 from .openapi import document
 from .problems import Refused
@@ -38,12 +39,6 @@ def _auth_lock() -> FailureLock:
 def authenticate():
     if request.endpoint in PUBLIC:
         return None
-    lock = _auth_lock()
-    address = client_address()
-    if lock.locked(address):
-        raise Refused("too_many_failures", "Too many requests with a bad API key from this "
-                      "address; it is blocked for a while.", 429,
-                      {"Retry-After": str(lock.retry_after(address))})
     challenge = {"WWW-Authenticate": 'Bearer realm="ephemesh"'}
     header = request.headers.get("Authorization", "")
     if not header:
@@ -51,6 +46,13 @@ def authenticate():
     scheme, _, token = header.partition(" ")
     key = service().records.verify_key(token.strip()) if scheme.lower() == "bearer" else None
     if key is None:
+        # the block is consulted only for keys that do not verify: bad keys
+        # sent from an address never block the valid keys used there
+        lock, address = _auth_lock(), client_address()
+        if lock.locked(address):
+            raise Refused("too_many_failures", "Too many requests with a bad API key from this "
+                          "address; bad keys from it are refused for a while.", 429,
+                          {"Retry-After": str(lock.retry_after(address))})
         lock.fail(address)
         service().records.audit("api-key-refused", "unknown", {"address": address_pseudonym()})
         raise Refused("invalid_key", "The API key is not valid, or it was revoked.", 401,
@@ -86,6 +88,11 @@ def _batch_json(view) -> dict:
             "jobs": [_job_json(j) for j in view.get("jobs") or []],
             "links": {"self": url_for(".get_batch", batch_id=bid),
                       "result": url_for(".batch_result", batch_id=bid)}}
+
+
+def _batch_series(series, seq):
+    chosen = (series or {}).get("chosen")
+    return dict(chosen, index=seq) if chosen else None
 
 
 def _own_batch(batch_id) -> dict:
@@ -136,7 +143,8 @@ def get_job(job_id):
 @bp.get("/jobs/<job_id>/result")
 def job_result(job_id):
     _own_job(job_id)
-    return send_model(service().open_result(job_id, owner=g.owner))
+    fmt = result_format()
+    return send_model(service().open_result(job_id, owner=g.owner, dicom=fmt == "dicom"), fmt)
 
 
 @bp.get("/jobs/<job_id>/receipt")
@@ -176,6 +184,9 @@ def batch_result(batch_id):
     view = _own_batch(batch_id)
     if view["status"] == BatchStatus.SPLITTING:
         raise Refused("not_ready", "The batch is still being split into series.", 409)
+    if view["status"] == BatchStatus.CONVERTING:
+        raise Refused("not_ready", "The batch's jobs are still converting; its status "
+                      "says ready once every one has ended.", 409)
     if view["status"] == BatchStatus.FAILED:
         raise Refused("not_ready", "The batch failed; it has no results.", 409)
     if view["status"] == BatchStatus.DELETED:
@@ -185,11 +196,12 @@ def batch_result(batch_id):
     jobs = list(view.get("jobs") or [])
     # written at the end of the zip, after the models: it names only what is in it
     manifest = {"batch": batch_id, "jobs": [
-        {"n": n, "id": j["id"], "status": j["status"], "file": None,
-         # which series it is: the safe description (no UID, no text from the files)
-         "series": ((j.get("report") or {}).get("series") or {}).get("chosen"),
+        {"n": j["seq"], "id": j["id"], "status": j["status"], "file": None,
+         # which series it is: the safe description (no UID, no text from the files),
+         # numbered as in the batch upload (each job's own upload holds that one series)
+         "series": _batch_series((j.get("report") or {}).get("series"), j["seq"]),
          "error": j.get("error")}
-        for n, j in enumerate(jobs, 1)]}
+        for j in jobs]}
 
     def results():
         for entry, job in zip(manifest["jobs"], jobs, strict=True):

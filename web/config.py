@@ -28,9 +28,14 @@ these say how much one request may carry and how often it may come.
 ``EPHEMESH_KEY_RATE_LIMIT``        per API key on /api (default 120/minute)
 ``EPHEMESH_UPLOAD_RATE_LIMIT``     uploads per address or key (default 30/minute)
 ``EPHEMESH_LOGIN_RATE_LIMIT``     admin login posts per address (default 20/minute)
-``EPHEMESH_LOGIN_MAX_FAILURES``    failed admin logins before a lock (default 5)
-``EPHEMESH_API_MAX_AUTH_FAILURES`` bad API keys from one address before it
-                                   is blocked (default 20)
+``EPHEMESH_LOGIN_MAX_FAILURES``    failed admin logins from one address for
+                                   one account before that pair is locked,
+                                   and on an account (from anywhere) before
+                                   it is slowed down (default 5;
+                                   ``limits.LoginThrottle``)
+``EPHEMESH_API_MAX_AUTH_FAILURES`` bad API keys from one address before its
+                                   bad keys get 429 (default 20; valid keys
+                                   are checked first and still work)
 ``EPHEMESH_LOCKOUT_SECONDS``       how long a lock lasts (default 900)
 ``EPHEMESH_SECURE_COOKIES``        1: cookies only over HTTPS (set it behind
                                    TLS; over plain HTTP the browser then

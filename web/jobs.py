@@ -8,7 +8,7 @@ import calendar
 import json
 import time
 
-from flask import Response, current_app, send_file
+from flask import Response, current_app, request, send_file
 
 from converter import PRESETS
 from worker import receipts
@@ -24,13 +24,29 @@ def service():
 #: what each stage is called on the job page (``static/job.js`` gets them from the page)
 STAGE_LABELS = {"queued": "Waiting in the queue", "running": "Starting",
                 "reading": "Reading the scan", "surface": "Extracting the surface",
-                "mesh": "Shaping the mesh", "writing": "Writing the STL", "done": "Done"}
+                "mesh": "Shaping the mesh", "smoothing": "Smoothing the mesh",
+                "decimating": "Reducing the triangles", "writing": "Writing the STL",
+                "returning": "Sending the model back", "done": "Done"}
 
 
-def send_model(opened):
-    """A job's STL, from ``Service.open_result``, as a download (never cached)."""
+#: what ``?format=`` may ask of a job's result: (media type, file name)
+RESULT_FORMATS = {"stl": ("model/stl", "model.stl"),
+                  "dicom": ("application/dicom", "model.dcm")}
+
+
+def result_format() -> str:
+    """The ``format`` query parameter of a result download (default ``stl``)."""
+    asked = request.args.get("format", "stl")
+    if asked not in RESULT_FORMATS:
+        raise Refused("invalid_format", "format must be one of " + ", ".join(RESULT_FORMATS))
+    return asked
+
+
+def send_model(opened, fmt="stl"):
+    """A job's model, from ``Service.open_result``, as a download (never cached)."""
     fh, _size = opened
-    return send_file(fh, mimetype="model/stl", as_attachment=True, download_name="model.stl",
+    mimetype, name = RESULT_FORMATS[fmt]
+    return send_file(fh, mimetype=mimetype, as_attachment=True, download_name=name,
                      max_age=0, conditional=False, etag=False, last_modified=None)
 
 

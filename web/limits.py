@@ -2,21 +2,27 @@
 
 Limits are counted per client address (as a pseudonym, never the address)
 on every route, per API key on ``/api``, and per uploader on the routes that
-take uploads.  ``FailureLock`` counts failed logins and failed API keys in
-Redis and locks an account or an address for a while once there are too
-many; every key it writes expires by itself.
+take uploads.  ``FailureLock`` counts failed API keys per address in Redis
+and blocks the address for a while once there are too many (the API checks
+a key before the block, so a valid key still works).  ``LoginThrottle``
+counts failed admin logins so that they cannot be turned against the
+owner: per (account, address) a lock, per account a growing wait that
+applies only to addresses that already failed on it.  Every key they write
+is made of pseudonyms and expires by itself.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 
 from flask import request
 from flask_limiter import Limiter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from .security import STATIC_ENDPOINTS, address_pseudonym, pseudonym
+from . import ops
+from .security import STATIC_ENDPOINTS, address_pseudonym, address_subject, pseudonym
 
 
 def storage_uri(redis_url: str) -> str:
@@ -63,16 +69,16 @@ def apply_limits(app, limiter: Limiter) -> None:
         app.view_functions[endpoint] = upload(app.view_functions[endpoint])
     login = limiter.limit(cfg["EPHEMESH_LOGIN_RATE_LIMIT"], methods=["POST"])
     app.view_functions["admin.login"] = login(app.view_functions["admin.login"])
-    for endpoint in STATIC_ENDPOINTS:
+    for endpoint in (*STATIC_ENDPOINTS, *ops.ENDPOINTS):
         app.view_functions[endpoint] = limiter.exempt(app.view_functions[endpoint])
 
 
 class FailureLock:
-    """Too many failures for a subject (an account, an address) lock it.
+    """Too many failures for a subject (an address sending bad API keys) lock it.
 
     With ``fail_open`` an unreachable Redis counts nothing and locks nothing
     (API keys: 256 random bits, and the in-process rate limit still counts);
-    without it, the Redis error goes up (admin logins: 503)."""
+    without it, the Redis error goes up."""
 
     def __init__(self, redis, scope: str, max_failures: int, seconds: int,
                  fail_open: bool = False):
@@ -111,5 +117,77 @@ class FailureLock:
         counts = self._guard(pipe.execute, [])[::2]
         return any(c >= self.max_failures for c in counts)
 
-    def clear(self, subject) -> None:
-        self.redis.delete(self._key(subject))
+
+class LoginThrottle:
+    """Failed admin logins, counted so that an attacker cannot lock the owner out.
+
+    * Per **(account, address)**: ``max_failures`` failures lock that address
+      for that account for ``seconds`` (another address, or another
+      account from the same address, is not affected).
+    * Per **account** (failures from every address): past ``max_failures``,
+      each further failure makes the account wait ``2**(n - max_failures)``
+      seconds (at most ``MAX_WAIT_S``) before it checks another password
+      *from an address that has failed on it*.  An address with no failure
+      on the account is always checked: the owner's right password gets in
+      while someone elsewhere guesses.
+
+    Keys: ``ephemesh:lock:login:<account>:<address>`` (the pair),
+    ``ephemesh:lock:login:<account>`` (the account's count) and
+    ``ephemesh:lock:login-wait:<account>``, each a monthly pseudonym
+    (``security.pseudonym``), each expiring by itself.  Redis unreachable:
+    the error goes up (503), never a login without the counts.
+    """
+
+    MAX_WAIT_S = 60
+    PREFIX = "ephemesh:lock:login"
+
+    def __init__(self, redis, max_failures: int, seconds: int):
+        if max_failures < 1 or seconds < 1:
+            raise ValueError("max_failures and seconds must be at least 1")
+        self.redis, self.max_failures, self.seconds = redis, max_failures, seconds
+
+    def _keys(self, account: str, address: str) -> tuple[str, str, str]:
+        who = pseudonym(f"account:{account}")
+        where = pseudonym(address_subject(address))
+        return (f"{self.PREFIX}:{who}:{where}", f"{self.PREFIX}:{who}",
+                f"{self.PREFIX}-wait:{who}")
+
+    def wait(self, failures: int) -> float:
+        """Seconds the account waits after its ``failures``-th failure (0 below the limit)."""
+        if failures < self.max_failures:
+            return 0.0
+        return float(min(2 ** (failures - self.max_failures), self.MAX_WAIT_S))
+
+    def refusal(self, account: str, address: str) -> tuple[str, int] | None:
+        """``None`` when this password may be checked now, else ``(why, retry
+        after in seconds)``: ``"locked"`` (this address failed too often on
+        this account) or ``"wait"`` (the account is slowed down and this
+        address has failed on it)."""
+        pair, _count, wait = self._keys(account, address)
+        pipe = self.redis.pipeline()
+        pipe.get(pair)
+        pipe.ttl(pair)
+        pipe.pttl(wait)
+        failed, pair_ttl, wait_ms = pipe.execute()
+        failed = int(failed or 0)
+        if failed >= self.max_failures:
+            return "locked", max(int(pair_ttl), 1)
+        if failed and wait_ms and wait_ms > 0:
+            return "wait", max(math.ceil(wait_ms / 1000), 1)
+        return None
+
+    def fail(self, account: str, address: str) -> None:
+        """Count a failed login of ``account`` from ``address``."""
+        pair, count, wait = self._keys(account, address)
+        pipe = self.redis.pipeline()
+        for key in (pair, count):
+            pipe.incr(key)
+            pipe.expire(key, self.seconds)
+        failures = pipe.execute()[2]
+        delay = self.wait(failures)
+        if delay:
+            self.redis.set(wait, b"1", px=int(delay * 1000))
+
+    def succeed(self, account: str, address: str) -> None:
+        """A right password: that address's failures on the account are forgotten."""
+        self.redis.delete(self._keys(account, address)[0])

@@ -64,9 +64,10 @@ def from_form(form, *, allowed=WEB_OPTIONS, browser=False) -> dict:
 
 
 def bounds(name) -> dict:
-    """An option's bounds as an ``<input type="number">`` takes them
-    (``min``, ``max``, ``step``), from the converter's declaration."""
+    """An option's bounds and default as an ``<input type="number">`` takes
+    them (``min``, ``max``, ``step``, ``value``), from the converter's
+    declaration: the page's default is the API's and the command line's."""
     option = OPTIONS[name]
     out = {"min": option.minimum if option.above is None else None, "max": option.maximum,
-           "step": 1 if option.type is int else "any"}
+           "step": 1 if option.type is int else "any", "value": option.default}
     return {k: v for k, v in out.items() if v is not None}

@@ -24,18 +24,20 @@ def per_day(report_rows) -> list[dict]:
     return [days[k] for k in sorted(days)]
 
 
-def chart(report_rows, width=640, height=240, today: str | None = None) -> dict:
+def chart(report_rows, width=640, height=240, today: str | None = None,
+          days: int | None = None) -> dict:
     """Coordinates for the SVG chart: bars of deletions per day, a line of the
     oldest age at deletion per day, and the one-hour line (right axis).
 
-    The x axis is the calendar (7 to 30 days up to today), so one busy day
+    The x axis is the calendar: the ``days`` up to today (the admin's "Days
+    shown"), or without it 7 to 30 days from the first data day; one busy day
     is one slim bar, and quiet days are gaps."""
     data = {d["day"]: d for d in per_day(report_rows)}
     end = datetime.date.fromisoformat(today or time.strftime("%Y-%m-%d", time.gmtime()))
     if data:
         end = max(end, datetime.date.fromisoformat(max(data)))
     first = datetime.date.fromisoformat(min(data)) if data else end
-    span = max(7, min(30, (end - first).days + 1))
+    span = max(1, int(days)) if days else max(7, min(30, (end - first).days + 1))
     calendar = [(end - datetime.timedelta(days=span - 1 - i)).isoformat() for i in range(span)]
     days = [data[day] for day in calendar if day in data]
     left, right, top, bottom = 48, 56, 16, 40

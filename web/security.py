@@ -24,7 +24,7 @@ import tempfile
 import threading
 import time
 
-from flask import Request, current_app, request
+from flask import Request, current_app, g, request
 from redis.exceptions import RedisError
 
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
@@ -66,9 +66,13 @@ def add_headers(response):
 def tidy_limit_headers(response):
     """``Retry-After`` only where it means "try again then" (429, 503):
     flask-limiter adds it to every response, and on a 202 it would tell a
-    client to wait a minute before looking at its job."""
+    client to wait a minute before looking at its job.  A refusal that knows
+    its own wait (``g.retry_after``: a slowed login) says that one, not the
+    rate limit's window, which it did not hit."""
     if response.status_code not in (429, 503):
         response.headers.pop("Retry-After", None)
+    elif g.get("retry_after"):
+        response.headers["Retry-After"] = str(g.retry_after)
     return response
 
 

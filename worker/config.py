@@ -49,6 +49,90 @@ class ConfigError(ValueError):
     """A setting is invalid; the message names it and what is allowed."""
 
 
+@dataclass(frozen=True)
+class Peer:
+    """A DICOM node allowed to send to the C-STORE receiver."""
+
+    ae_title: str
+    address: str  # an IP address, a host name, or "*" for any
+
+    def allows(self, ae_title: str, address: str) -> bool:
+        return ae_title.strip() == self.ae_title and self.address in ("*", address)
+
+    def __str__(self):
+        return f"{self.ae_title}@{self.address}"
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where models made from a PACS's series go back."""
+
+    scheme: str  # "dicom" (C-STORE) or "http"/"https" (STOW-RS)
+    ae_title: str = ""  # dicom: the called AE title
+    host: str = ""
+    port: int = 0
+    url: str = ""  # http(s): the STOW-RS URL, credentials included
+
+    @property
+    def setting(self) -> str:
+        """The value of ``EPHEMESH_RETURN_TO`` that gives this destination."""
+        if self.scheme == "dicom":
+            return f"dicom://{self.ae_title}@{self.host}:{self.port}"
+        return self.url
+
+    def __str__(self):  # for messages: never a password
+        from urllib.parse import urlsplit, urlunsplit
+
+        if self.scheme == "dicom":
+            return self.setting
+        p = urlsplit(self.url)
+        netloc = p.hostname + (f":{p.port}" if p.port else "")
+        return urlunsplit((p.scheme, netloc, p.path, "", ""))
+
+
+def _ae_title(value, name) -> str:
+    value = value.strip()
+    if not 0 < len(value) <= 16 or not all(32 <= ord(c) < 127 and c != "\\" for c in value):
+        raise ConfigError(f"{name}: an AE title is 1 to 16 printable ASCII characters, "
+                          f"got {value!r}")
+    return value
+
+
+def parse_peers(raw: str) -> tuple[Peer, ...]:
+    """``EPHEMESH_SCP_PEERS``: ``AE@address`` entries, comma or space separated."""
+    peers = []
+    for entry in raw.replace(",", " ").split():
+        ae, at, address = entry.rpartition("@")
+        if not at or not ae or not address:
+            raise ConfigError("EPHEMESH_SCP_PEERS entries are AE@address (AE@* for any "
+                              f"address), got {entry!r}")
+        peers.append(Peer(_ae_title(ae, "EPHEMESH_SCP_PEERS"), address))
+    return tuple(peers)
+
+
+def parse_destination(raw: str) -> Destination | None:
+    """``EPHEMESH_RETURN_TO``: ``dicom://AE@host:port`` or an http(s) STOW-RS URL."""
+    from urllib.parse import urlsplit
+
+    raw = raw.strip()
+    if not raw:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return Destination(parts.scheme, url=raw)
+    if parts.scheme == "dicom":
+        ae, at, _ = parts.netloc.rpartition("@")
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if at and ae and parts.hostname and port:
+            return Destination("dicom", _ae_title(ae, "EPHEMESH_RETURN_TO"),
+                               parts.hostname, port)
+    raise ConfigError("EPHEMESH_RETURN_TO must be dicom://AE@host:port or an http(s) STOW-RS "
+                      f"URL, got {raw!r}")
+
+
 def _int_setting(env, name, default, lo, hi):
     raw = env.get(name)
     if raw is None or raw == "":
@@ -83,6 +167,11 @@ class Settings:
     job_threads: int = 0  # 0: a share of the machine's cores (see threads)
     queue: str = QUEUE
     maintenance_queue: str = MAINTENANCE_QUEUE
+    scp_port: int = 0  # 0: serve runs no C-STORE receiver
+    scp_ae: str = "EPHEMESH"
+    scp_peers: tuple = ()  # Peer
+    scp_idle_seconds: int = 30
+    return_to: Destination | None = None
 
     @classmethod
     def from_env(cls, environ=None) -> Settings:
@@ -107,6 +196,11 @@ class Settings:
             sweep_seconds=_int_setting(env, "EPHEMESH_SWEEP_SECONDS", 60, 1, 300),
             job_memory_mb=_job_memory_setting(env),
             job_threads=_int_setting(env, "EPHEMESH_JOB_THREADS", 0, 0, 64),
+            scp_port=_int_setting(env, "EPHEMESH_SCP_PORT", 0, 0, 65535),
+            scp_ae=_ae_title(env.get("EPHEMESH_SCP_AE") or "EPHEMESH", "EPHEMESH_SCP_AE"),
+            scp_peers=parse_peers(env.get("EPHEMESH_SCP_PEERS") or ""),
+            scp_idle_seconds=_int_setting(env, "EPHEMESH_SCP_IDLE_SECONDS", 30, 1, 3600),
+            return_to=parse_destination(env.get("EPHEMESH_RETURN_TO") or ""),
         )
 
     @property
@@ -159,4 +253,9 @@ class Settings:
             "EPHEMESH_SWEEP_SECONDS": str(self.sweep_seconds),
             "EPHEMESH_JOB_MEMORY_MB": str(self.job_memory_mb),
             "EPHEMESH_JOB_THREADS": str(self.job_threads),
+            "EPHEMESH_SCP_PORT": str(self.scp_port),
+            "EPHEMESH_SCP_AE": self.scp_ae,
+            "EPHEMESH_SCP_PEERS": ",".join(map(str, self.scp_peers)),
+            "EPHEMESH_SCP_IDLE_SECONDS": str(self.scp_idle_seconds),
+            "EPHEMESH_RETURN_TO": self.return_to.setting if self.return_to else "",
         }

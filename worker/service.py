@@ -21,14 +21,24 @@ import time
 
 from rq.job import Job
 
-from converter import ConverterError, ConvertOptions
+from converter import ConverterError, ConvertOptions, encapsulated
 from converter.options import JOB_OPTIONS
 
 from .context import Context
 from .receipts import body as receipt_body
 from .retention import delete_all
 from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
-from .submit import CHOSEN_ATTEMPT, CONVERT, SPLIT, enqueue, new_id, owner_hash, rq_ids, submit_job
+from .submit import (
+    CHOSEN_ATTEMPT,
+    CONVERT,
+    RETURN_OPTION,
+    SPLIT,
+    enqueue,
+    new_id,
+    owner_hash,
+    rq_ids,
+    submit_job,
+)
 
 #: a sweeper run older than this is a fault on the admin page
 SWEEP_FAULT_AGE_S = 120
@@ -112,7 +122,7 @@ class Service:
 
     # ------------------------------------------------------------ jobs
     def create_job(self, files, options=None, *, owner, pick_series=False,
-                   received_sha256=None) -> dict:
+                   received_sha256=None, received_at=None, send_back=False) -> dict:
         """Store the payload, record the job, enqueue ``convert_job(job_id)``.
 
         Parameters
@@ -128,9 +138,17 @@ class Service:
         received_sha256 : str, optional
             The salted digest of what the upload sent (``worker.receipts``),
             which the job's deletion receipts carry.
+        received_at : float, optional
+            When the upload's first byte came (a PACS's series arrives over
+            time); the deadline counts from it.  Default: now.
+        send_back : bool
+            Send the model to ``EPHEMESH_RETURN_TO`` when done (a series a
+            PACS sent).
         """
         files, options = self._upload(files, options)
-        now = time.time()
+        if send_back:
+            options[RETURN_OPTION] = True
+        now = time.time() if received_at is None else min(float(received_at), time.time())
         job_id = submit_job(self.ctx, files, options, owner_digest=owner_hash(owner),
                             created=now, deadline=now + self.settings.retention_seconds,
                             pick=pick_series, received_sha256=received_sha256)
@@ -200,8 +218,9 @@ class Service:
         enqueue(self.ctx, CONVERT, job_id, meta["deadline"], attempt=CHOSEN_ATTEMPT)
         return self.get_job(job_id, owner=owner)
 
-    def open_result(self, job_id, *, owner):
-        """``(binary file, size)`` of the STL; raises NotFound, NotReady or Gone."""
+    def open_result(self, job_id, *, owner, dicom=False):
+        """``(binary file, size)`` of the STL, or with ``dicom`` of its
+        Encapsulated STL instance; raises NotFound, NotReady or Gone."""
         view = self.get_job(job_id, owner=owner)
         if view is None:
             raise NotFound()
@@ -210,7 +229,12 @@ class Service:
         parts = self.store.get(Kind.RESULT, job_id) if view["status"] == JobStatus.DONE else None
         if parts is None:
             raise Gone()
-        return io.BytesIO(parts[0]), len(parts[0])
+        model = parts[0]
+        if dicom:
+            if len(parts) < 3:
+                raise NotReady("this job's model has no DICOM instance")
+            model = encapsulated.around(model, parts[2])
+        return io.BytesIO(model), len(model)
 
     def delete_job(self, job_id, *, owner, reason=Reason.USER_REQUEST) -> bool:
         """Delete input and result now; False when not found (or not the owner's)."""
@@ -254,14 +278,19 @@ class Service:
         row = _owned(self.records.batch(batch_id), owner)
         if row is None:
             return None
+        jobs = [dict(self._view(j), seq=j["seq"]) for j in self.records.jobs_of_batch(batch_id)]
+        status = row["status"]
+        if status == BatchStatus.READY and any(j["status"] in LIVE for j in jobs):
+            status = BatchStatus.CONVERTING
         return {
             "id": batch_id,
-            "status": row["status"],
+            "status": status,
             "error": {"code": row["error_code"], "message": row["error_message"]}
             if row["error_code"] else None,
             "created_at": _iso(row["created"]),
             "expires_at": _iso(row["deadline"]),
-            "jobs": [self._view(j) for j in self.records.jobs_of_batch(batch_id)],
+            # each job's ``seq``: its series' number in the batch upload's listing
+            "jobs": jobs,
         }
 
     def delete_batch(self, batch_id, *, owner) -> bool:

@@ -24,7 +24,10 @@ class JobStatus(StrEnum):
 
 class BatchStatus(StrEnum):
     SPLITTING = "splitting"  # a worker splits it into one job per series
-    READY = "ready"  # its jobs exist
+    #: split, and some of its jobs still wait or convert (never stored: the
+    #: row says READY once split, and the facade says CONVERTING until its jobs end)
+    CONVERTING = "converting"
+    READY = "ready"  # every one of its jobs has ended (done, failed or deleted)
     FAILED = "failed"
     DELETED = "deleted"
 

@@ -29,6 +29,11 @@ CONVERT = "worker.tasks.convert_job"
 SPLIT = "worker.tasks.split_batch"
 
 
+#: kept with an upload's options (in the store only): send the model back to
+#: ``EPHEMESH_RETURN_TO`` when done (a series a PACS sent)
+RETURN_OPTION = "return_to_sender"
+
+
 def new_id() -> str:
     """An opaque, unguessable id (22 characters of A-Z a-z 0-9 _ -)."""
     token = secrets.token_urlsafe(16)

@@ -222,6 +222,20 @@ def test_progress_is_reported_per_stage(tmp_path):
     assert percents == sorted(percents) and percents[-1] == 100
 
 
+def test_long_mesh_steps_are_named_in_the_progress(tmp_path):
+    """Smoothing and decimation say so (a bar that cannot move during them
+    once sat on "Shaping the mesh: 78 %" for seconds)."""
+    G.write_phantom_series(tmp_path, G.sphere(), G.make_geometry(size=(20, 32, 32)))
+    seen = []
+    convert([tmp_path], ConvertOptions(threshold=0, smooth=2, decimate=0.5),
+            progress=lambda s, p: seen.append((s, p)))
+    stages = [s for s, _ in seen]
+    assert stages.index("mesh") < stages.index("smoothing") < stages.index("decimating") \
+        < stages.index("writing")
+    percents = [p for _, p in seen]
+    assert percents == sorted(percents)
+
+
 def test_canaries_reach_neither_stl_nor_report(tmp_path):
     canary = "ZQXCANARY"
     uid_root = "1.2.826.0.1.3680043.8.498.424242"

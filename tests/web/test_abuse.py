@@ -195,13 +195,14 @@ def test_uploads_are_limited_per_key(make_app, auth, series_files):
 
 
 def test_brute_force_on_api_keys_blocks_the_address(make_app, records, api_key):
+    """(A valid key still works there: tests/web/test_lockout.py.)"""
     app = make_app(EPHEMESH_API_MAX_AUTH_FAILURES=5)
     client = app.test_client()
-    bad = [f"emk_guess{i:04d}xxxxxxxxxxxxxxxxxxxxxxxx" for i in range(5)]
-    for key in bad:
+    bad = [f"emk_guess{i:04d}xxxxxxxxxxxxxxxxxxxxxxxx" for i in range(6)]
+    for key in bad[:5]:
         assert client.get("/api/v1/jobs/x", headers={"Authorization": f"Bearer {key}"}
                           ).status_code == 401
-    resp = client.get("/api/v1/jobs/x", headers={"Authorization": f"Bearer {api_key}"})
+    resp = client.get("/api/v1/jobs/x", headers={"Authorization": f"Bearer {bad[5]}"})
     assert resp.status_code == 429 and resp.json["code"] == "too_many_failures"
     rows = records.audit_rows(event="api-key-refused")
     assert len(rows) == 5
@@ -209,38 +210,9 @@ def test_brute_force_on_api_keys_blocks_the_address(make_app, records, api_key):
     assert not any(k in text or k[:12] in text for k in bad)
     assert "127.0.0.1" not in text
     # another address is not blocked
-    other = client.get("/api/v1/jobs/x", headers={"Authorization": f"Bearer {api_key}"},
+    other = client.get("/api/v1/jobs/x", headers={"Authorization": f"Bearer {bad[5]}"},
                        environ_base={"REMOTE_ADDR": "10.1.2.3"})
-    assert other.status_code == 404
-
-
-def test_brute_force_admin_login_locks_account_and_address(make_app, records):
-    app = make_app(EPHEMESH_LOGIN_MAX_FAILURES=5, EPHEMESH_LOGIN_RATE_LIMIT="100/minute")
-    records.add_admin("ada", "correct horse battery")
-    records.add_admin("bob", "another long password")
-    client = app.test_client()
-
-    def attempt(name, password, addr="127.0.0.1", c=client):
-        token = csrf_token(c, "/admin/login")
-        return c.post("/admin/login", data={"csrf_token": token, "name": name,
-                                            "password": password},
-                      environ_base={"REMOTE_ADDR": addr})
-
-    codes = [attempt("ada", f"wrong-{i}").status_code for i in range(5)]
-    assert codes == [401] * 5
-    locked = attempt("ada", "correct horse battery")
-    assert locked.status_code == 429 and "locked" in locked.get_data(as_text=True)
-    # the account is locked from any address, and the address for any account
-    elsewhere = app.test_client()
-    assert attempt("ada", "correct horse battery", "10.0.0.9", elsewhere).status_code == 429
-    assert attempt("bob", "another long password").status_code == 429
-    # a fresh address and account still work
-    fresh = app.test_client()
-    assert attempt("bob", "another long password", "10.0.0.10", fresh).status_code == 303
-    rows = records.audit_rows(event="admin-login")
-    results = [__import__("json").loads(r["detail"])["result"] for r in rows]
-    assert results.count("failed") == 5 and results.count("locked") == 3 and results.count("ok") == 1
-    assert "correct horse" not in repr(rows) and "wrong-" not in repr(rows)
+    assert other.status_code == 401
 
 
 def test_file_parts_with_line_breaks_are_not_too_large(client, auth, series_files, settings):
@@ -292,7 +264,8 @@ def test_retry_after_only_where_it_means_wait(make_app, auth, api_key, series_fi
     for _ in range(2):
         client.get("/api/v1/jobs/x", headers={"Authorization": "Bearer emk_bad"},
                    environ_base=env)
-    locked = client.get("/api/v1/jobs/x", headers=auth, environ_base=env)
+    locked = client.get("/api/v1/jobs/x", headers={"Authorization": "Bearer emk_bad"},
+                        environ_base=env)
     assert locked.status_code == 429 and locked.json["code"] == "too_many_failures"
     assert 540 <= int(locked.headers["Retry-After"]) <= 600
 

@@ -87,6 +87,30 @@ def test_the_chart_is_a_calendar(records):
     assert chart["labels"][-1]["text"] == time.strftime("%m-%d", time.gmtime(now))
 
 
+def test_the_chart_spans_the_days_shown(admin, records):
+    """"Days shown" is the chart's axis too (30 asked once drew 7)."""
+    now = time.time()
+    records.record_deletion("input", "job-c-000004", 10, now - 60, now + 3540, "converted",
+                            now=now)
+    records.record_deletion("input", "job-c-000005", 10, now - 20 * 86400 - 60,
+                            now - 20 * 86400 + 3540, "converted", now=now - 20 * 86400)
+    for days, slots in ((30, 30), (7, 7), (90, 90)):
+        chart = purge_chart.chart(records.purge_summary(now - days * 86400), days=days)
+        first = time.strftime("%m-%d", time.gmtime(now - (slots - 1) * 86400))
+        assert len(chart["bars"]) == (2 if days > 20 else 1), days
+        assert chart["bars"][0]["w"] <= chart["plot_w"] / slots
+        assert chart["labels"][-1]["text"] == time.strftime("%m-%d", time.gmtime(now))
+        # the first slot is the first day shown
+        span = (chart["labels"][-1]["x"] - chart["labels"][0]["x"]) / (chart["plot_w"] / slots)
+        assert len(chart["labels"]) <= 8 and round(span) <= slots - 1
+        if len(chart["labels"]) == slots:
+            assert chart["labels"][0]["text"] == first
+    html = admin.get("/admin/?days=30").get_data(as_text=True)
+    assert html.count('class="bar') == 2  # the day 20 days ago is on the 30-day axis
+    html = admin.get("/admin/?days=7").get_data(as_text=True)
+    assert html.count('class="bar') == 1
+
+
 def test_retention_status_shows_a_fault_when_the_sweeper_is_late(admin, records):
     html = admin.get("/admin/").get_data(as_text=True)
     assert "FAULT" in html and "never" in html

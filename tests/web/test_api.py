@@ -138,10 +138,11 @@ def test_a_batch_makes_one_job_per_series_and_zips_the_results(client, auth, wor
 
     def finished():
         view = client.get(batch["links"]["self"], headers=auth).json
-        if view["status"] == "ready" and len(view["jobs"]) == 2 and all(
-                j["status"] in ("done", "failed") for j in view["jobs"]):
-            return view
-        return None
+        live = [j for j in view["jobs"] if j["status"] not in ("done", "failed")]
+        # "ready" means every job has ended: never while one still converts
+        assert view["status"] in (("splitting", "converting") if live else
+                                  ("splitting", "ready")), view
+        return view if view["status"] == "ready" else None
 
     view = wait_for(finished, 120, "the batch to finish")
     assert [j["status"] for j in view["jobs"]] == ["done", "done"]
@@ -162,6 +163,11 @@ def test_a_batch_makes_one_job_per_series_and_zips_the_results(client, auth, wor
     # the manifest says which series each model is (safely: sizes, no UIDs)
     assert sorted(e["series"]["slices"] for e in manifest["jobs"]) == [16, 20]
     assert sorted(e["file"] for e in manifest["jobs"]) == sorted(stls)
+    # numbered as in the upload: series 1 and 2 of it, not each job's own "1"
+    assert sorted(e["series"]["index"] for e in manifest["jobs"]) == [1, 2]
+    assert sorted(e["n"] for e in manifest["jobs"]) == [1, 2]
+    for e in manifest["jobs"]:
+        assert e["file"].startswith(f"series-{e['series']['index']:03d}-")
 
     other = {"Authorization": f"Bearer {client.application.extensions['ephemesh.service'].records.create_key('o')[1]}"}
     assert client.get(batch["links"]["self"], headers=other).status_code == 404
@@ -194,6 +200,27 @@ def test_a_batch_result_before_it_is_split_is_409(client, auth, two_series_zip):
                                                 "series": "1"},
                        headers=auth, content_type="multipart/form-data")
     assert resp.status_code == 400 and resp.json["code"] == "unknown_field"
+
+
+def test_a_batch_whose_jobs_still_convert_is_converting_not_ready(client, auth, records,
+                                                                  api_key):
+    import time
+
+    from worker.submit import owner_hash
+
+    owner = owner_hash(f"key:{records.verify_key(api_key)['id']}")
+    now = time.time()
+    records.add_batch("b" * 22, owner, now, now + 600)
+    records.set_batch("b" * 22, status="ready")  # split: its jobs exist
+    records.add_job("j" * 22, owner, now, now + 600, batch_id="b" * 22, seq=1)
+    records.add_job("k" * 22, owner, now, now + 600, batch_id="b" * 22, seq=2)
+    records.set_job("k" * 22, status="done")
+    view = client.get(f"/api/v1/batches/{'b' * 22}", headers=auth).json
+    assert view["status"] == "converting"
+    result = client.get(f"/api/v1/batches/{'b' * 22}/result", headers=auth)
+    assert result.status_code == 409 and result.json["code"] == "not_ready"
+    records.set_job("j" * 22, status="failed", error_code="timeout", error_message="late")
+    assert client.get(f"/api/v1/batches/{'b' * 22}", headers=auth).json["status"] == "ready"
 
 
 def test_a_model_gone_at_its_deadline_is_deleted_to_its_owner(tmp_path, redis_url, series_zip,

@@ -40,6 +40,8 @@ def test_the_upload_pages_bounds_and_labels_are_the_converters(client):
     smooth = OPTIONS["smooth"]
     field = re.search(r'<input id="smooth"[^>]*>', html).group(0)
     assert f'min="{smooth.minimum}"' in field and f'max="{smooth.maximum}"' in field
+    # the page's default is the API's and the command line's (it once sent 10 where they used 0)
+    assert f'value="{smooth.default}"' in field
     for name, preset in PRESETS.items():
         assert f'<option value="{name}">{preset.label}</option>' in html
 
@@ -49,7 +51,10 @@ def test_the_job_page_takes_its_states_from_the_server(client, series_files):
     html = client.get(job_url).get_data(as_text=True)
     waiting = re.search(r"data-waiting='([^']*)'", html).group(1)
     assert json.loads(waiting) == sorted(WAITING)
-    assert "Reading the scan" in re.search(r"data-stages='([^']*)'", html).group(1)
+    stages = json.loads(re.search(r"data-stages='([^']*)'", html).group(1))
+    assert stages["reading"] == "Reading the scan"
+    # the converter's long steps within a stage have names on the bar too
+    assert stages["smoothing"] and stages["decimating"] == "Reducing the triangles"
 
 
 def test_upload_converts_and_the_job_page_shows_everything(client, workers, series_files,
@@ -67,6 +72,9 @@ def test_upload_converts_and_the_job_page_shows_everything(client, workers, seri
     assert re.search(r"Deleted automatically <span id=\"time-left\">in 1[45] minutes", page)
     assert re.search(r'id="r-triangles">[\d,]+<', page)
     assert "mm³" in page
+    # what the README promises with every mesh: the manifold flag and the timings
+    assert re.search(r'id="r-manifold">(yes|no)', page)
+    assert re.search(r'id="r-timings">\d+\.\d\d s \(read [\d.]+ s, surface', page)
     stl = client.get(f"/jobs/{job_id}/model.stl")
     assert stl.status_code == 200 and stl.mimetype == "model/stl"
     assert stl.headers["Cache-Control"] == "no-store"
@@ -110,6 +118,9 @@ def test_several_series_are_listed_and_one_is_picked(client, workers, two_series
     done = wait_for(lambda: (lambda s: s if s["status"] in ("done", "failed") else None)(
         _status(client, job_id)), 60, "the chosen series")
     assert done["status"] == "done"
+    page = client.get(job_url).get_data(as_text=True)
+    assert "caller" not in page
+    assert re.search(r'id="r-series">series 2 of 2: the one you picked<', page)
 
 
 def test_refusals_are_readable_on_the_page(client, series_files):

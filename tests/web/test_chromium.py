@@ -304,3 +304,34 @@ def test_names_never_leave_the_browser(browser, tmp_path):
     assert b"POST /jobs" in sent and len(sent) > 20_000
     for canary in (CANARY.encode(), digits.encode(), b"19471113"):
         assert canary not in sent and canary.lower() not in sent, canary
+
+
+#: the width each option's text needs in the tissue select, and the room it has
+_SELECT_ROOM = """() => {
+  const s = document.getElementById('preset');
+  const cs = getComputedStyle(s);
+  const ctx = document.createElement('canvas').getContext('2d');
+  ctx.font = `${cs.fontStyle} ${cs.fontWeight} ${cs.fontSize} ${cs.fontFamily}`;
+  const room = s.clientWidth - parseFloat(cs.paddingLeft) - parseFloat(cs.paddingRight) - 20;
+  const box = s.getBoundingClientRect();
+  return {right: box.right, width: window.innerWidth,
+          options: [...s.options].map(o => [o.text, Math.ceil(ctx.measureText(o.text).width), room])};
+}"""
+
+
+def test_on_a_phone_the_tissue_choice_fits_and_nothing_says_drag(browser, service):
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True,
+                                has_touch=True, device_scale_factor=2)
+    page = phone.new_page()
+    page.goto(service.url + "/")
+    room = page.evaluate(_SELECT_ROOM)
+    assert room["right"] <= room["width"], room
+    assert [o for o in room["options"] if o[1] > o[2]] == [], room["options"]  # none cut off
+    # a touch screen cannot drag files in: the drop zone says to choose them
+    assert "drag" not in page.inner_text("#dropzone").lower()
+    phone.close()
+    desk = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = desk.new_page()
+    page.goto(service.url + "/")
+    assert "drag them here" in page.inner_text("#dropzone")
+    desk.close()

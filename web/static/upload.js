@@ -18,6 +18,11 @@ const threshold = document.getElementById('threshold');
 
 const outgoingEl = document.getElementById('outgoing');
 
+// "drag them here" only where something can drag: a mouse or a pen, not a touch screen
+if (window.matchMedia('(any-pointer: fine)').matches) {
+  document.getElementById('drag-hint').hidden = false;
+}
+
 let dropped = null; // files from a drop, when the last choice was a drop
 let outgoing = null; // the de-identified files of the current choice (a promise)
 let choice = 0; // which choice the page shows
@@ -173,6 +178,12 @@ form.addEventListener('submit', async e => {
     const pct = Math.round(100 * ev.loaded / ev.total);
     bar.value = pct; bar.textContent = `${pct} %`;
     if (pct % 10 === 0) statusEl.textContent = `Uploading: ${pct} %`;
+  });
+  // the last byte is sent: the server now reads what came (unpacks, checks each file)
+  xhr.upload.addEventListener('load', () => {
+    bar.value = 100; bar.textContent = '100 %';
+    statusEl.textContent = 'Uploaded. The server is reading the files (unpacking zips, ' +
+      'checking that each one is DICOM)…';
   });
   xhr.addEventListener('load', () => {
     let body = null;
