@@ -40,6 +40,7 @@ class Format:
     """One output format's declaration."""
 
     name: str
+    short: str  # what a download button calls it ("STL", "3MF")
     label: str
     extension: str  # of the file holding the model (".zip" for a zipped delivery is separate)
     media_type: str
@@ -48,11 +49,13 @@ class Format:
 
 #: every output format, by name, in the order ``--help`` and the upload page show them
 FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("stl", "binary STL", ".stl", "model/stl", False),
-    Format("stl-ascii", "ASCII STL", ".stl", "model/stl", False),
-    Format("3mf", "3MF (millimetres, named and coloured parts)", ".3mf", "model/3mf", True),
-    Format("obj", "OBJ with materials (a zip of .obj and .mtl)", ".obj", "model/obj", True),
-    Format("ply", "binary PLY", ".ply", "application/octet-stream", True),
+    Format("stl", "STL", "binary STL", ".stl", "model/stl", False),
+    Format("stl-ascii", "STL", "ASCII STL", ".stl", "model/stl", False),
+    Format("3mf", "3MF", "3MF (millimetres, named and coloured parts)", ".3mf", "model/3mf",
+           True),
+    Format("obj", "OBJ", "OBJ with materials (a zip of .obj and .mtl)", ".obj", "model/obj",
+           True),
+    Format("ply", "PLY", "binary PLY", ".ply", "application/octet-stream", True),
 )}
 #: the extensions the command line tells a format by (``.zip``: STLs, one per part)
 EXTENSIONS = {".stl": "stl", ".3mf": "3mf", ".obj": "obj", ".ply": "ply", ".zip": "stl"}
@@ -115,6 +118,14 @@ def delivery(fmt: str, parts: int, path=None) -> dict:
     return {"format": fmt, "zip": is_zip,
             "extension": ".zip" if is_zip else declared.extension,
             "media_type": ZIP_TYPE if is_zip else declared.media_type}
+
+
+def download(file_entry: dict | None) -> tuple[str, str]:
+    """``(file name, media type)`` for a result whose report's ``file`` entry is
+    ``file_entry`` (``model.3mf``, ``model/3mf``; without one, binary STL)."""
+    if not file_entry:
+        return "model.stl", FORMATS["stl"].media_type
+    return "model" + file_entry["extension"], file_entry["media_type"]
 
 
 def header_text(fmt: str, frame: str) -> str:

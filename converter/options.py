@@ -26,6 +26,9 @@ from .presets import PRESETS
 #: output frames: RAS is LPS turned 180° about the z axis; PRINT is LPS moved
 #: to rest on z = 0, centred on x and y (superior up); never mirrored
 FRAMES = ("lps", "ras", "print")
+#: how the upload page names the frames
+FRAME_LABELS = {"lps": "DICOM patient frame (LPS)", "ras": "RAS (LPS turned 180° about z)",
+                "print": "Ready to print: centred, resting on z = 0"}
 
 
 @dataclass(frozen=True)

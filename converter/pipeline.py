@@ -156,11 +156,11 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     for k, (name, level) in enumerate(levels):
         t = time.perf_counter()
         verts, faces, offset = _extract_surface(
-            vol, level, opts, lambda f, k=k: on_surface((k + f) * share))
+            vol, level, opts, lambda f, *step, k=k: on_surface((k + f) * share, *step))
         timings["surface"] += time.perf_counter() - t
         t = time.perf_counter()
         verts, faces, notes = _shape_mesh(verts, faces, offset, vol, opts,
-                                          lambda f, k=k: on_mesh((k + f) * share))
+                                          lambda f, *step, k=k: on_mesh((k + f) * share, *step))
         timings["mesh"] += time.perf_counter() - t
         mesh_warnings += [f"{name}: {n}" for n in notes] if name else notes
         parts.append(writing.Part(name or "model", verts, faces, writing.color(k)))

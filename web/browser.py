@@ -27,6 +27,7 @@ from worker.receipts import UploadDigest, new_salt
 from . import intake, options, vendor
 from .jobs import (
     job_page_vocabulary,
+    model_file,
     presets,
     receipt_download,
     send_model,
@@ -60,6 +61,7 @@ def _own_job(job_id: str) -> dict:
 def index():
     settings = current_app.extensions["ephemesh.settings"]
     return render_template("upload.html", presets=presets(), smooth=options.bounds("smooth"),
+                           formats=options.choices("format"), frames=options.choices("frame"),
                            limits=intake.Limits.from_config(current_app.config),
                            max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
                            retention_minutes=settings.retention_seconds / 60)
@@ -84,7 +86,8 @@ def create_job_view():
 def job(job_id):
     view = _own_job(job_id)
     return render_template("job.html", job=view, left=time_left(view),
-                           preview=vendor.installed("three"), vocabulary=job_page_vocabulary())
+                           preview=vendor.installed("three"), vocabulary=job_page_vocabulary(),
+                           model=model_file(view))
 
 
 @bp.get("/jobs/<job_id>/status")
