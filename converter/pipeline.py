@@ -271,8 +271,10 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
     the crop's offset in the volume.
     """
     from .marching import marching_cubes
+    from .region import Region, wanted
 
     data = vol.data
+    region = Region(vol, opts) if wanted(opts) else None
     removed = None
     if level.inverted:
         inside, removed = _enclosed_only(data < level.value)
@@ -281,6 +283,8 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
     else:
         # max projections: no temporary the size of the volume
         box = _crop_box(vol.crossing_box(level.value))
+    if region is not None:
+        box = region.narrow(box)
     crop = tuple(slice(lo, hi) for lo, hi in box)
     sub = data[crop]
     if level.inverted:
@@ -299,12 +303,16 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
     else:
         work_level = level.value
         pad_value = _pad_value(level.lowest, work_level, sub.dtype)
+    offset = np.array([lo for lo, _ in box], dtype=np.float64)
+    if region is not None:  # the region's voxels only (voxels are dropped in place)
+        sub = region.apply(sub, work_level, pad_value, offset, workers=opts.workers)
+        vol.warnings.extend(region.warnings)
+        vol.region = region.report()
     # the pad layer is virtual: surfaces touching the crop's faces close without a padded copy
     verts, faces = marching_cubes(sub, work_level, step=opts.step, workers=opts.workers,
                                   progress=on_progress, pad=pad_value)
     del sub
     on_progress(1.0)
-    offset = np.array([lo for lo, _ in box], dtype=np.float64)
     return verts, faces, offset
 
 
@@ -354,8 +362,6 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
         faces = faces[:, [0, 2, 1]]
         notes.append("mesh orientation corrected")
     on_progress(0.2)
-    if opts.largest:
-        verts, faces = meshops.keep_largest(verts, faces)
     if opts.min_island_mm3:
         before = meshops.components(faces, len(verts))[0]
         verts, faces = meshops.drop_islands(verts, faces, opts.min_island_mm3)
@@ -404,6 +410,7 @@ def _report(listing, info, vol, opts, made: _Made) -> dict:
         "frame": opts.frame.upper(),
         "units": "mm",
         "options": {k: v for k, v in asdict(opts).items() if k not in ("series",)},
+        "region": vol.region,
         "warnings": list(listing.warnings) + list(vol.warnings) + made.notes,
         "triangles": int(len(faces)),
         "vertices": int(len(verts)),

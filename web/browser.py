@@ -31,6 +31,7 @@ from .jobs import (
     presets,
     receipt_download,
     send_model,
+    send_preview,
     service,
     time_left,
 )
@@ -107,6 +108,13 @@ def choose_series(job_id):
 def result(job_id):
     _own_job(job_id)
     return send_model(service().open_result(job_id, owner=session_owner()))
+
+
+@bp.get("/jobs/<job_id>/preview")
+def preview(job_id):
+    """The reduced mesh the job made for the 3D view (the download is the full model)."""
+    _own_job(job_id)
+    return send_preview(service().open_preview(job_id, owner=session_owner()))
 
 
 @bp.get("/jobs/<job_id>/receipt")

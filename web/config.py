@@ -41,6 +41,17 @@ these say how much one request may carry and how often it may come.
                                    TLS; over plain HTTP the browser then
                                    sends no cookie back and forms fail)
 ``EPHEMESH_TRUSTED_PROXIES``       reverse proxies in front (X-Forwarded-For hops)
+``EPHEMESH_CLIENT_TIMEOUT``        seconds a client has to send a request's
+                                   line and headers, and the period over
+                                   which ``EPHEMESH_MIN_BODY_RATE`` is
+                                   measured (default 20; web/server.py)
+``EPHEMESH_MIN_BODY_RATE``         bytes a second a request body (or a
+                                   response being read) must move in every
+                                   such period, else the connection is
+                                   closed (default 1024; 0: no minimum)
+``EPHEMESH_CONNECTION_LIMIT``      open connections waitress accepts at once
+                                   (default 1000; the open-file limit is
+                                   raised to fit)
 ``EPHEMESH_CONTROLLER``            who is responsible for the data (name and
                                    address), shown on the privacy page;
                                    unset: ``serve`` warns once at start
@@ -125,6 +136,9 @@ def _numbers(env) -> dict:
         "EPHEMESH_LOCKOUT_SECONDS": _int(env, "EPHEMESH_LOCKOUT_SECONDS", 900),
         "EPHEMESH_API_MAX_AUTH_FAILURES": _int(env, "EPHEMESH_API_MAX_AUTH_FAILURES", 20),
         "EPHEMESH_TRUSTED_PROXIES": _int(env, "EPHEMESH_TRUSTED_PROXIES", 0, lo=0),
+        "EPHEMESH_CLIENT_TIMEOUT": _int(env, "EPHEMESH_CLIENT_TIMEOUT", 20),
+        "EPHEMESH_MIN_BODY_RATE": _int(env, "EPHEMESH_MIN_BODY_RATE", 1024, lo=0),
+        "EPHEMESH_CONNECTION_LIMIT": _int(env, "EPHEMESH_CONNECTION_LIMIT", 1000),
     }
 
 

@@ -12,7 +12,7 @@ from flask import Response, current_app, request, send_file
 
 from converter import PRESETS
 from converter.formats import FORMATS, download
-from worker import receipts
+from worker import metrics, receipts
 from worker.states import ENDED, WAITING, JobStatus
 
 from .problems import Refused
@@ -45,22 +45,28 @@ def result_format() -> str:
 
 def model_file(view) -> dict:
     """What the job page says of a done job's file: ``name`` (``model.3mf``),
-    ``label`` (``3MF …``) and whether the page's STL preview can draw it."""
+    ``label`` (``3MF``, ``STLs (zip)``) and ``bytes``."""
     entry = (view.get("report") or {}).get("file")
     name, _ = download(entry)
     fmt = (entry or {}).get("format", "stl")
     zipped = bool((entry or {}).get("zip"))
     label = FORMATS[fmt].short + ("s (zip)" if zipped and fmt != "obj" else "")
-    return {"name": name, "label": label, "bytes": (entry or {}).get("bytes"),
-            "previewable": fmt in ("stl", "stl-ascii") and not zipped}
+    return {"name": name, "label": label, "bytes": (entry or {}).get("bytes")}
 
 
 def send_model(opened):
     """A job's model, from ``Service.open_result``, as a download (never cached),
     named and typed for its format (``model.3mf``, ``model/3mf``, …)."""
+    metrics.count(service().ctx, "ephemesh_sent_bytes", opened.size)
     return send_file(opened.file, mimetype=opened.media_type, as_attachment=True,
                      download_name=opened.name, max_age=0, conditional=False, etag=False,
                      last_modified=None)
+
+
+def send_preview(data: bytes):
+    """A job's reduced mesh for the 3D view (``worker.preview``'s format)."""
+    return Response(data, mimetype="application/octet-stream",
+                    headers={"Content-Disposition": "inline; filename=preview.bin"})
 
 
 def signed_receipts(job_id, owner) -> dict:

@@ -81,13 +81,14 @@ def _result_made(ctx, object_id) -> float | None:
     return meta["created"] if meta else None
 
 
-def delete_all(ctx, object_id, reason, *, deadline, kinds=STORED) -> None:
-    """Delete now everything one job or batch left: its stored objects (of
-    ``kinds``) and its RQ jobs, each with its ledger row (``deadline``: the
-    RQ jobs')."""
+def delete_all(ctx, object_id, reason, *, deadline, kinds=STORED, rq=True) -> None:
+    """Delete now everything one job, batch or scan left: its stored objects
+    (of ``kinds``) and (unless ``rq`` is False: an RQ job ending itself) its
+    RQ jobs, each with its ledger row (``deadline``: the RQ jobs')."""
     for kind in kinds:
         delete_stored(ctx, kind, object_id, reason)
-    delete_rq_jobs(ctx, object_id, deadline, reason)
+    if rq:
+        delete_rq_jobs(ctx, object_id, deadline, reason)
 
 
 def delete_rq_jobs(ctx, object_id, deadline, reason) -> None:

@@ -25,6 +25,7 @@ from rq.worker_pool import WorkerPool
 from converter import silence_pydicom_for_good
 from converter.sandbox import limit_growth
 
+from . import metrics
 from .config import Settings
 from .context import Context
 from .retention import delete_stored
@@ -106,7 +107,8 @@ def record_crash(job) -> None:
         if row is None or row["status"] not in live:
             return  # ended, or waiting for its owner's choice: not this crash's to end
         delete_stored(ctx, Kind.INPUT, object_id, Reason.FAILED)
-        fail(object_id, *CRASHED)
+        if fail(object_id, *CRASHED) and not batch:
+            metrics.job_ended(ctx, "failed", CRASHED[0])
     except Exception:  # the sweeper expires it at its deadline anyway
         logging.getLogger("ephemesh.worker").error("job %s: could not record a crash", job.id)
     finally:

@@ -15,6 +15,7 @@ same as for an id that does not exist).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
@@ -26,6 +27,7 @@ from converter import ConverterError, ConvertOptions, encapsulated
 from converter.formats import download
 from converter.options import JOB_OPTIONS
 
+from . import metrics
 from .context import Context
 from .receipts import body as receipt_body
 from .retention import delete_all
@@ -42,6 +44,8 @@ from .submit import (
     submit_job,
 )
 
+#: a result's parts: the model, its report, its DICOM header, the reduced mesh for the 3D view
+PREVIEW_PART = 3
 #: a sweeper run older than this is a fault on the admin page
 SWEEP_FAULT_AGE_S = 120
 
@@ -106,6 +110,13 @@ class Service:
     @property
     def store(self):
         return self.ctx.store
+
+    @functools.cached_property
+    def scans(self):
+        """The scan workspaces (``worker.scans.Scans``)."""
+        from .scans import Scans  # it builds on this module
+
+        return Scans(self)
 
     def close(self):
         self.ctx.close()
@@ -198,8 +209,16 @@ class Service:
             "expires_at": _iso(expires) if status not in (JobStatus.DELETED, JobStatus.FAILED)
             else None,
             "batch_id": row["batch_id"],
+            "scan_id": row["scan_id"] if "scan_id" in row else self.records.scan_of_job(row["id"]),
             "series": json.loads(row["series"]) if row["series"] else None,
         }
+
+    def list_jobs(self, *, owner, status=None, scan_id=None, batch_id=None, limit=50,
+                  after=None) -> list[dict]:
+        """The owner's jobs, newest first (see ``Records.owner_jobs``)."""
+        rows = self.records.owner_jobs(owner_hash(owner), status=status, scan_id=scan_id,
+                                       batch_id=batch_id, limit=limit, after=after)
+        return [dict(self._view(row), _cursor=(row["created"], row["id"])) for row in rows]
 
     def choose_series(self, job_id, index, *, owner) -> dict:
         """Convert series ``index`` (1-based, from the job's ``series`` list)."""
@@ -250,6 +269,19 @@ class Service:
         name, media_type = download(json.loads(parts[1]).get("file"))
         return OpenedResult(io.BytesIO(model), len(model), name, media_type)
 
+    def open_preview(self, job_id, *, owner) -> bytes:
+        """The reduced mesh the job made for the 3D view; raises as ``open_result``."""
+        view = self.get_job(job_id, owner=owner)
+        if view is None:
+            raise NotFound()
+        if view["status"] in LIVE or view["status"] == JobStatus.FAILED:
+            raise NotReady()
+        part = self.store.get_part(Kind.RESULT, job_id, PREVIEW_PART) \
+            if view["status"] == JobStatus.DONE else None
+        if part is None:
+            raise Gone()
+        return part
+
     def delete_job(self, job_id, *, owner, reason=Reason.USER_REQUEST) -> bool:
         """Delete input and result now; False when not found (or not the owner's)."""
         row = _owned(self.records.job(job_id), owner)
@@ -281,7 +313,8 @@ class Service:
         now = time.time()
         deadline = now + self.settings.retention_seconds
         parts = [json.dumps(options).encode()] + files
-        self.store.put(Kind.INPUT, batch_id, parts, deadline, created=now)
+        size = self.store.put(Kind.INPUT, batch_id, parts, deadline, created=now)
+        metrics.count(self.ctx, "ephemesh_received_bytes", size)
         self.records.add_batch(batch_id, owner_hash(owner), now, deadline,
                                received_sha256=received_sha256)
         enqueue(self.ctx, SPLIT, batch_id, deadline)

@@ -2,7 +2,8 @@
 
 An object is ``(kind, object_id)`` holding a list of byte parts, a creation
 time and a deadline.  Kinds: ``states.STORED`` (``input``, an upload and its
-options; ``result``, the STL and its report).  Writes are atomic (temporary file then
+options; ``result``, the STL, its report and its preview mesh; ``scan``, a
+scan workspace's upload; ``volume``, its decoded volumes and listing).  Writes are atomic (temporary file then
 rename; Redis MULTI), so a retried job never leaves a half object.
 
 * ``DirectoryStore``: ``ROOT/kind/object_id/`` holding ``meta.json`` and
@@ -86,13 +87,14 @@ class DirectoryStore:
         target = self._dir(kind, object_id)
         tmp = target.with_name(f".{object_id}.{os.getpid()}.{time.monotonic_ns()}")
         tmp.mkdir()
-        size = 0
+        size = count = 0
         try:
-            for i, part in enumerate(parts):
-                (tmp / f"part-{i}").write_bytes(part)
-                size += len(part)
+            for count, part in enumerate(parts, 1):  # an iterable: one part in memory at a time
+                with open(tmp / f"part-{count - 1}", "wb") as fh:
+                    fh.write(part)
+                size += memoryview(part).nbytes
             meta = {"created": created or time.time(), "deadline": float(deadline),
-                    "parts": len(parts), "size": size}
+                    "parts": count, "size": size}
             (tmp / "meta.json").write_text(json.dumps(meta))
             if target.exists():
                 shutil.rmtree(target, ignore_errors=True)
@@ -117,6 +119,21 @@ class DirectoryStore:
             return [(folder / f"part-{i}").read_bytes() for i in range(meta["parts"])]
         except FileNotFoundError:
             return None
+
+    def get_part(self, kind, object_id, index):
+        """One part's bytes, or None."""
+        meta = self.meta(kind, object_id)
+        if meta is None or not 0 <= index < meta["parts"]:
+            return None
+        try:
+            return (self._dir(kind, object_id) / f"part-{index}").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def part_path(self, kind, object_id, index):
+        """Where one part lies (to map it into memory), or None."""
+        path = self._dir(kind, object_id) / f"part-{int(index)}"
+        return path if path.is_file() else None
 
     def delete(self, kind, object_id) -> int | None:
         """Delete an object; return its size, or None when it was not there."""
@@ -171,6 +188,7 @@ class RedisStore:
 
     def put(self, kind, object_id, parts, deadline, created=None) -> int:
         ttl_ms = max(1, int((deadline - time.time()) * 1000))
+        parts = [bytes(p) if not isinstance(p, bytes) else p for p in parts]
         size = sum(len(p) for p in parts)
         pipe = self.redis.pipeline(transaction=True)
         old = self.redis.hget(self._key(kind, object_id, "meta"), "parts")
@@ -206,6 +224,15 @@ class RedisStore:
             return None
         return [b"".join(self.redis.lrange(self._key(kind, object_id, f"part:{i}"), 0, -1))
                 for i in range(int(meta["parts"]))]
+
+    def get_part(self, kind, object_id, index):
+        meta = self.meta(kind, object_id)
+        if meta is None or not 0 <= index < int(meta["parts"]):
+            return None
+        return b"".join(self.redis.lrange(self._key(kind, object_id, f"part:{index}"), 0, -1))
+
+    def part_path(self, kind, object_id, index):
+        return None  # held in Redis: read it with get_part
 
     def delete(self, kind, object_id) -> int | None:
         meta_key = self._key(kind, object_id, "meta")

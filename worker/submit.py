@@ -16,6 +16,8 @@ import time
 
 from rq import Queue, Retry
 
+from . import metrics
+
 #: how often a killed conversion is tried again
 RETRIES = 2
 #: every job and batch id has this length (RQ ids add "-N" for later attempts)
@@ -55,7 +57,7 @@ def owner_hash(owner: str) -> str:
 
 
 def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id=None,
-               seq=0, pick=False, job_id=None, received_sha256=None) -> str:
+               seq=0, pick=False, job_id=None, received_sha256=None, scan_id=None) -> str:
     """Store ``files`` and ``options`` as a job's input and enqueue its conversion.
 
     Parameters
@@ -72,6 +74,8 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
     received_sha256 : str, optional
         The salted digest of what the upload sent (``worker.receipts``),
         for the job's deletion receipts.
+    scan_id : str, optional
+        The scan workspace the job converts from (its options say so too).
 
     Returns
     -------
@@ -85,8 +89,12 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
         return job_id
     parts = [json.dumps(options).encode()] + [bytes(f) for f in files]
     size = ctx.store.put("input", job_id, parts, deadline, created=created)
+    if batch_id is None:  # a batch's jobs were received as the batch
+        metrics.count(ctx, "ephemesh_received_bytes", size)
     ctx.records.add_job(job_id, owner_digest, created, deadline, batch_id=batch_id, seq=seq,
                         pick=pick, input_bytes=size, received_sha256=received_sha256)
+    if scan_id is not None:
+        ctx.records.add_scan_job(job_id, scan_id)
     enqueue(ctx, CONVERT, job_id, deadline)
     return job_id
 

@@ -23,6 +23,7 @@ import gc
 import json
 import logging
 import time
+from datetime import UTC, datetime
 
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
@@ -36,10 +37,13 @@ from converter import (
     silence_pydicom_for_good,
 )
 from converter.errors import is_out_of_memory
+from converter.preview import preview
 
+from . import metrics
 from .context import Context
 from .retention import delete_stored
 from .returning import ReturnFailed, send_with_retries
+from .scans import SCAN_OPTION
 from .states import WAITING, BatchStatus, JobStatus, Kind, Reason
 from .submit import RETURN_OPTION, derived_id, submit_job
 
@@ -99,6 +103,9 @@ def _run(kind, object_id, work) -> str:
     silence_pydicom_for_good()
     ctx = Context()
     status, failure = JobStatus.FAILED, None
+    started = time.monotonic()
+    if kind == "job":
+        _waited(ctx)
     try:
         status = work(ctx, object_id)
     except _Failed as exc:
@@ -114,7 +121,29 @@ def _run(kind, object_id, work) -> str:
             failure = INTERNAL_ERROR
     finally:
         _finish(ctx, kind, object_id, status, failure)
+        if kind == "job":
+            _count_end(ctx, status, failure, time.monotonic() - started)
     return str(status)
+
+
+def _waited(ctx) -> None:
+    """The queue wait of the RQ job being run (enqueued → now)."""
+    job = get_current_job()
+    enqueued = job.enqueued_at if job is not None else None
+    if enqueued is not None:
+        if enqueued.tzinfo is None:
+            enqueued = enqueued.replace(tzinfo=UTC)
+        waited = (datetime.now(UTC) - enqueued).total_seconds()
+        metrics.observe(ctx, "ephemesh_queue_wait_seconds", max(0.0, waited))
+
+
+def _count_end(ctx, status, failure, seconds) -> None:
+    """A job that ended here, in the metrics (a duplicate run ends nothing)."""
+    if failure:
+        metrics.job_ended(ctx, "failed", failure[0])
+    elif status == JobStatus.DONE:
+        metrics.job_ended(ctx, "done")
+        metrics.observe(ctx, "ephemesh_conversion_seconds", seconds)
 
 
 def _finish(ctx, kind, object_id, status, failure) -> None:
@@ -151,6 +180,11 @@ def _convert(ctx, job_id) -> str:
         raise _Failed("input_missing", "the upload was deleted before it could be converted")
     options = json.loads(payload[0])
     files = payload[1:]
+    scan_id = options.pop(SCAN_OPTION, None)
+    if scan_id is not None:  # a scan workspace's job: it converts from the kept upload
+        files = ctx.store.get(Kind.SCAN, scan_id)
+        if files is None:
+            raise _Failed("input_missing", "the scan was deleted before this could be converted")
     progress = JobProgress(get_current_job())
     send_back = bool(options.pop(RETURN_OPTION, False))
     try:
@@ -178,7 +212,11 @@ def _convert(ctx, job_id) -> str:
         raise _Failed(exc.code, exc.message) from None
     del files, payload
     deadline = time.time() + ctx.settings.retention_seconds
-    ctx.store.put(Kind.RESULT, job_id, [result.stl, json.dumps(result.report).encode(), dicom],
+    # the reduced mesh for the 3D view goes with the model (a result's fourth part)
+    # (its bound is a share of the model as binary STL, whatever the format)
+    view = preview(result.verts, result.faces, 84 + 50 * len(result.faces))
+    ctx.store.put(Kind.RESULT, job_id,
+                  [result.stl, json.dumps(result.report).encode(), dicom, view],
                   deadline)
     # before "done": a done job holds no upload
     delete_stored(ctx, Kind.INPUT, job_id, Reason.CONVERTED)

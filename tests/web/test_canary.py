@@ -197,6 +197,40 @@ def _that_fail(run, tmp_path):
                       headers={"Authorization": f"Bearer emk_{c['patient_id']}"}))
 
 
+def _through_the_workspace(run, tmp_path):
+    """4. a scan workspace: its series picker shows the description to the
+    uploader (only in that answer, kept out of the bodies scanned), its
+    histogram, geometry, slices, estimate and a job from it, then "Done"."""
+    keep, base, auth = run.keep, run.base, run.auth
+    c = run.plant()
+    resp = requests.post(base + "/api/v1/scans", headers=auth,
+                         files=[("files", (f"{c['file_name']}.zip",
+                                           _zip(_series(tmp_path, c, 6), c["member_name"])))])
+    run.headers_seen.append(dict(resp.headers))
+    assert resp.status_code == 201
+    url = base + resp.json()["links"]["self"]
+    scan = wait_for(lambda: (v := requests.get(url, headers=auth).json())["status"] != "reading"
+                    and v, 90, "the scan to be read")
+    assert scan["status"] == "ready"
+    assert scan["series"][0]["description"] == c["series_description"]  # the uploader sees it
+    links = {k: base + v for k, v in scan["series"][0]["links"].items()}
+    for name in ("histogram", "volume"):
+        assert keep(requests.get(links[name], headers=auth)).status_code == 200
+    assert keep(requests.get(links["estimate"] + "?preset=bone", headers=auth)).ok
+    for query in ("?plane=sagittal&threshold=300", "?format=values", ""):
+        assert keep(requests.get(links["slice"] + query, headers=auth)).ok
+    assert keep(requests.get(links["thumbnail"], headers=auth)).ok
+    keep(requests.get(links["slice"] + f"?plane={c['patient_name']}", headers=auth))
+    job = keep(requests.post(url + "/jobs", headers=auth, data={"preset": "bone"})).json()
+    assert _ended(lambda: keep(requests.get(base + job["links"]["self"], headers=auth))
+                  .json())["status"] == "done"
+    run.stl_headers += keep(requests.get(base + job["links"]["result"], headers=auth)).content[:80]
+    assert keep(requests.get(base + job["links"]["preview"], headers=auth)).ok
+    keep(requests.get(url + "/jobs", headers=auth))
+    keep(requests.get(base + "/api/v1/jobs", headers=auth))
+    assert keep(requests.delete(url, headers=auth)).status_code == 204
+
+
 def _redis_text(root) -> str:
     conn = redis.Redis(unix_socket_path=str(root / "data" / "redis.sock"))
     text = []
@@ -224,6 +258,7 @@ def canary_run(tmp_path_factory):
         _through_the_browser(run, tmp_path)
         _through_the_api(run, tmp_path)
         _that_fail(run, tmp_path)
+        _through_the_workspace(run, tmp_path)
         # --- sinks while running: Redis (keys and values), the store's names
         redis_text = _redis_text(run.root)
         store = [p.name for p in run.root.rglob("*")]
@@ -267,7 +302,7 @@ SINKS = ("web and worker logs", "database file", "redis", "response headers", "r
 
 def test_the_run_planted_every_canary_and_stopped_cleanly(canary_run):
     assert canary_run.exit_code == 0
-    assert len(canary_run.planted) == 55
+    assert len(canary_run.planted) == 66
     assert "access_log" in canary_run.tables and "audit_log" in canary_run.tables
     assert "(unmatched)" in canary_run.sinks["table access_log"]  # the canary path, as a rule
     tables = {f"table {t}" for t in canary_run.tables}
