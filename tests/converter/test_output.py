@@ -119,7 +119,7 @@ def test_a_budget_that_fits_changes_nothing(scan):
     (["--structure", "9lives=300"], r"name '9lives' is not allowed"),
     (["--structure", "bone"], r"NAME=LOW\[:HIGH\]"),
     (["--structure", "a=300", "--structure", "A=-100:0"], r"names repeat"),
-    (["--structure", "bone=300", "--threshold", "100"], r"structure or threshold"),
+    (["--structure", "bone=300", "--threshold", "100"], r"--threshold: not allowed with argument --structure"),
     (["--format", "step"], r"--format: invalid choice.*stl.*stl-ascii.*3mf.*obj.*ply"),
     (["--max-bytes", "12 parsecs"], r"max_bytes must be a number of bytes.*k, M"),
     (["--max-bytes", "100"], r"too small for any closed mesh"),
