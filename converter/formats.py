@@ -128,15 +128,17 @@ def download(file_entry: dict | None) -> tuple[str, str]:
     return "model" + file_entry["extension"], file_entry["media_type"]
 
 
-def header_text(fmt: str, frame: str) -> str:
+def header_text(fmt: str, frame: str, *, assumed: bool = False) -> str:
     """The text the file's header carries: ``ephemesh SPACE=LPS UNITS=mm``
-    (an ASCII STL's first line: ``solid ephemesh_LPS``)."""
+    (an ASCII STL's first line: ``solid ephemesh_LPS``; ``GEOMETRY=ASSUMED``
+    follows for a series placed on an assumed grid)."""
     from . import stl
 
-    return stl.header_text(frame, ascii=fmt == "stl-ascii")
+    return stl.header_text(frame, ascii=fmt == "stl-ascii", assumed=assumed)
 
 
-def write_model(parts: list[Part], fmt: str, out, frame: str = "lps") -> int:
+def write_model(parts: list[Part], fmt: str, out, frame: str = "lps", *,
+                assumed: bool = False) -> int:
     """Write ``parts`` as ``fmt`` to ``out`` (a path, atomically, or a binary
     file); return the bytes written.  A path ending ``.obj`` gets its ``.mtl``
     beside it (not counted)."""
@@ -148,37 +150,39 @@ def write_model(parts: list[Part], fmt: str, out, frame: str = "lps") -> int:
     if fmt == "obj" and not zipped(fmt, len(parts), path):
         from . import obj
 
-        return obj.write_pair(parts, Path(path), frame)
+        return obj.write_pair(parts, Path(path), frame, assumed)
     if zipped(fmt, len(parts), path):
-        return _atomic(out, lambda fh: _write_zip(parts, fmt, fh, frame))
-    return _atomic(out, lambda fh: _write_one(parts, fmt, fh, frame))
+        return _atomic(out, lambda fh: _write_zip(parts, fmt, fh, frame, assumed))
+    return _atomic(out, lambda fh: _write_one(parts, fmt, fh, frame, assumed))
 
 
-def _write_one(parts, fmt, fh, frame) -> int:
+def _write_one(parts, fmt, fh, frame, assumed) -> int:
     from . import ply, stl, threemf
 
     if fmt in ("stl", "stl-ascii"):
         (part,) = parts
         writer = stl.write_ascii if fmt == "stl-ascii" else stl.write_binary
-        return writer(part.verts, part.faces, fh, frame)
+        return writer(part.verts, part.faces, fh, frame, assumed=assumed)
+    header = header_text(fmt, frame, assumed=assumed)
     if fmt == "3mf":
-        return threemf.write(parts, fh, frame)
-    return ply.write(parts, fh, frame)
+        return threemf.write(parts, fh, header)
+    return ply.write(parts, fh, header)
 
 
-def _write_zip(parts, fmt, fh, frame) -> None:
+def _write_zip(parts, fmt, fh, frame, assumed) -> None:
     """A zip of one STL per part (``NAME.stl``), or OBJ's ``model.obj`` + ``model.mtl``."""
     from . import obj
 
     with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
         if fmt == "obj":
             with zf.open(zip_entry("model.obj"), "w", force_zip64=True) as member:
-                obj.write_obj(parts, member, frame, "model.mtl")
+                obj.write_obj(parts, member, header_text(fmt, frame, assumed=assumed),
+                              "model.mtl")
             zf.writestr(zip_entry("model.mtl"), obj.mtl_text(parts))
         else:
             for part in parts:
                 with zf.open(zip_entry(f"{part.name}.stl"), "w", force_zip64=True) as member:
-                    _write_one([part], fmt, member, frame)
+                    _write_one([part], fmt, member, frame, assumed)
 
 
 class _Counting:

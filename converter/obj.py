@@ -27,8 +27,9 @@ BLOCK = 1 << 17
 DECIMALS = 4
 
 
-def write_obj(parts, out, frame: str, mtl_name: str) -> None:
-    """Write the OBJ text of ``parts`` to the binary file ``out``, naming ``mtl_name``."""
+def write_obj(parts, out, header: str, mtl_name: str) -> None:
+    """Write the OBJ text of ``parts`` to the binary file ``out``: ``header``
+    (``formats.header_text``) as its first comment, naming ``mtl_name``."""
     meshes = [check_mesh(p.verts, p.faces) for p in parts]
     total = sum(len(v) for v, _ in meshes)
     largest = max((float(np.abs(v).max()) for v, _ in meshes if len(v)), default=0.0)
@@ -37,7 +38,7 @@ def write_obj(parts, out, frame: str, mtl_name: str) -> None:
     vline = numtext.LineTemplate(["v ", width, " ", width, " ", width, "\n"])
     index_digits = numtext.int_digits(total)
     fline = numtext.LineTemplate(["f ", index_digits, " ", index_digits, " ", index_digits, "\n"])
-    out.write(f"# {header_text('obj', frame)}\nmtllib {mtl_name}\n".encode("ascii"))
+    out.write(f"# {header}\nmtllib {mtl_name}\n".encode("ascii"))
     base = 1
     for part, (verts, faces) in zip(parts, meshes, strict=True):
         out.write(f"o {part.name}\nusemtl {part.name}\n".encode("ascii"))
@@ -66,10 +67,11 @@ def mtl_text(parts) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_pair(parts, path: Path, frame: str) -> int:
+def write_pair(parts, path: Path, frame: str, assumed: bool = False) -> int:
     """Write ``path`` (``X.obj``) and ``X.mtl`` beside it, each atomically;
     return the OBJ's bytes."""
     mtl = path.with_suffix(".mtl")
-    size = _atomic(path, lambda fh: write_obj(parts, fh, frame, os.fspath(mtl.name)))
+    header = header_text("obj", frame, assumed=assumed)
+    size = _atomic(path, lambda fh: write_obj(parts, fh, header, os.fspath(mtl.name)))
     _atomic(mtl, lambda fh: fh.write(mtl_text(parts).encode("ascii")))
     return size

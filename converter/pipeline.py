@@ -85,12 +85,14 @@ class _Progress:
         return report
 
 
-def list_series(inputs, *, progress=None):
-    """Scan ``inputs`` and return the listing (``.series``, ``.skipped``, ``.warnings``)."""
+def list_series(inputs, *, progress=None, assume_geometry=False, spacing=None):
+    """Scan ``inputs`` and return the listing (``.series``, ``.skipped``, ``.warnings``);
+    with ``assume_geometry``, series without positions too (see ``series.scan``)."""
     from .series import scan
 
     with quiet_pydicom():
-        return scan(_as_list(inputs), progress=progress)
+        return scan(_as_list(inputs), progress=progress, assume_geometry=assume_geometry,
+                    spacing=spacing)
 
 
 def _as_list(inputs):
@@ -138,7 +140,8 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     try:
         with quiet_pydicom():
             on_read = bar.stage("reading")
-            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool)
+            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool,
+                           assume_geometry=opts.assume_geometry, spacing=opts.spacing)
             info = select(listing, opts.series)
             vol = load_volume(listing, info, progress=lambda f: on_read(0.1 + 0.9 * f),
                               workers=opts.workers, pool=pool)
@@ -172,7 +175,7 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     budget_note = None
     if opts.max_bytes is not None:
         parts, budget_note = writing.meet_budget(parts, fmt, opts.frame, opts.max_bytes,
-                                                path=_path_of(output))
+                                                path=_path_of(output), assumed=info.assumed)
     verts, faces = writing.joined(parts)
 
     # the report's topology and measures run beside the write (compiled
@@ -191,10 +194,10 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
             import io
 
             buf = io.BytesIO()
-            size = writing.write_model(parts, fmt, buf, opts.frame)
+            size = writing.write_model(parts, fmt, buf, opts.frame, assumed=info.assumed)
             data = buf.getvalue()
         else:
-            size = writing.write_model(parts, fmt, output, opts.frame)
+            size = writing.write_model(parts, fmt, output, opts.frame, assumed=info.assumed)
         on_write(1.0)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
@@ -206,7 +209,8 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     made = _Made(level, verts, faces, mesh_warnings, size, timings, *facts)
     report = _report(listing, info, vol, opts, made)
     report.update(writing.report_entries(parts, levels, fmt, opts.frame, size, placed,
-                                        budget_note, path=_path_of(output)))
+                                        budget_note, path=_path_of(output),
+                                        assumed=info.assumed))
     return ConversionResult(report=report, stl=data, verts=verts, faces=faces,
                             stack=listing.stacks.get(info.index))
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from .formats import header_text
 from .mesh import check_mesh
 
 #: vertices (or faces) per block
@@ -29,10 +28,11 @@ def _vertex_dtype(coloured: bool) -> np.dtype:
     return np.dtype(fields, align=False)
 
 
-def header(parts, frame: str, n_verts: int, n_faces: int) -> bytes:
-    """The PLY header for ``parts`` with these counts."""
+def header(parts, text: str, n_verts: int, n_faces: int) -> bytes:
+    """The PLY header for ``parts`` with these counts; ``text`` is the first
+    comment (``formats.header_text``)."""
     coloured = len(parts) > 1
-    lines = ["ply", "format binary_little_endian 1.0", f"comment {header_text('ply', frame)}"]
+    lines = ["ply", "format binary_little_endian 1.0", f"comment {text}"]
     if coloured:
         lines += [f"comment part {k} {p.name} {len(p.faces)}" for k, p in enumerate(parts)]
     lines += [f"element vertex {n_verts}", "property float x", "property float y",
@@ -44,14 +44,15 @@ def header(parts, frame: str, n_verts: int, n_faces: int) -> bytes:
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
-def write(parts, out, frame: str = "lps") -> None:
-    """Write ``parts`` (``formats.Part``) as one binary PLY to the binary file ``out``."""
+def write(parts, out, text: str) -> None:
+    """Write ``parts`` (``formats.Part``) as one binary PLY to the binary file ``out``,
+    ``text`` its first comment."""
     meshes = [check_mesh(p.verts, p.faces) for p in parts]
     n_verts = sum(len(v) for v, _ in meshes)
     if n_verts >= 2**31:
         raise ValueError("PLY's int indices hold fewer than 2**31 vertices")
     coloured = len(parts) > 1
-    out.write(header(parts, frame, n_verts, sum(len(f) for _, f in meshes)))
+    out.write(header(parts, text, n_verts, sum(len(f) for _, f in meshes)))
     vertex = _vertex_dtype(coloured)
     for part, (verts, _) in zip(parts, meshes, strict=True):
         rgb = np.array([round(min(max(c, 0.0), 1.0) * 255) for c in part.color], np.uint8)

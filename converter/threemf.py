@@ -20,7 +20,7 @@ import zipfile
 import numpy as np
 
 from . import numtext
-from .formats import header_text, hex_color, zip_entry
+from .formats import hex_color, zip_entry
 from .mesh import check_mesh
 
 #: vertices (or triangles) per block of text
@@ -48,10 +48,10 @@ MODEL_PATH = "3D/3dmodel.model"
 CORE_NS = "http://schemas.microsoft.com/3dmanufacturing/core/2015/02"
 
 
-def write(parts, fh, frame: str = "lps") -> None:
-    """Write ``parts`` (``formats.Part``) as a 3MF package to the binary file ``fh``."""
+def write(parts, fh, description: str) -> None:
+    """Write ``parts`` (``formats.Part``) as a 3MF package to the binary file ``fh``;
+    ``description`` is the header's text (``formats.header_text``)."""
     meshes = [check_mesh(p.verts, p.faces) for p in parts]
-    description = header_text("3mf", frame)
     with zipfile.ZipFile(fh, "w", COMPRESSION) as zf:
         zf.writestr(zip_entry("[Content_Types].xml", COMPRESSION), CONTENT_TYPES)
         zf.writestr(zip_entry("_rels/.rels", COMPRESSION), RELS)

@@ -103,15 +103,16 @@ class _Null(io.RawIOBase):
         return memoryview(data).nbytes
 
 
-def size_of(parts, fmt: str, frame: str, path=None) -> int:
+def size_of(parts, fmt: str, frame: str, path=None, *, assumed: bool = False) -> int:
     """Bytes ``parts`` take as ``fmt`` (an OBJ beside its .mtl: both)."""
     if fmt == "obj" and not formats.zipped(fmt, len(parts), path):
         from . import obj
 
         counting = formats._Counting(_Null())
-        obj.write_obj(parts, counting, frame, Path(os.fspath(path)).with_suffix(".mtl").name)
+        obj.write_obj(parts, counting, formats.header_text(fmt, frame, assumed=assumed),
+                      Path(os.fspath(path)).with_suffix(".mtl").name)
         return counting.count + len(obj.mtl_text(parts).encode("ascii"))
-    return write_model(parts, fmt, _Null(), frame)
+    return write_model(parts, fmt, _Null(), frame, assumed=assumed)
 
 
 def _smallest(part) -> Part:
@@ -122,19 +123,19 @@ def _smallest(part) -> Part:
     return Part(part.name, verts, faces, part.color)
 
 
-def meet_budget(parts, fmt: str, frame: str, max_bytes: int, *, path=None):
+def meet_budget(parts, fmt: str, frame: str, max_bytes: int, *, path=None, assumed=False):
     """Decimate ``parts`` until they fit in ``max_bytes`` as ``fmt``.
 
     Returns the parts and the report's ``budget`` entry (what was done).
     ``UsageError`` (``budget_too_small``) when no closed mesh of that many
     parts fits, or decimation cannot get there.
     """
-    size = size_of(parts, fmt, frame, path)
+    size = size_of(parts, fmt, frame, path, assumed=assumed)
     triangles = sum(len(p.faces) for p in parts)
     entry = {"max_bytes": int(max_bytes), "bytes_before": int(size), "triangles_before": triangles}
     if size <= max_bytes:
         return parts, dict(entry, action="none: the file fits")
-    smallest = size_of([_smallest(p) for p in parts], fmt, frame, path)
+    smallest = size_of([_smallest(p) for p in parts], fmt, frame, path, assumed=assumed)
     if max_bytes < smallest:
         raise UsageError(f"max_bytes {max_bytes} is too small for any closed mesh: the smallest "
                          f"{fmt} of {len(parts)} part(s) takes {smallest} bytes",
@@ -146,7 +147,7 @@ def meet_budget(parts, fmt: str, frame: str, max_bytes: int, *, path=None):
         for part, share in zip(parts, shares, strict=True):
             verts, faces = meshops.decimate(part.verts, part.faces, max_triangles=share)
             trial.append(Part(part.name, verts, faces, part.color))
-        got = size_of(trial, fmt, frame, path)
+        got = size_of(trial, fmt, frame, path, assumed=assumed)
         if got <= max_bytes:
             after = sum(len(p.faces) for p in trial)
             return trial, dict(entry, action=f"decimated from {triangles} to {after} triangles "
@@ -158,11 +159,12 @@ def meet_budget(parts, fmt: str, frame: str, max_bytes: int, *, path=None):
                      code="budget_too_small")
 
 
-def report_entries(parts, levels, fmt, frame, size, placed, budget, *, path=None) -> dict:
+def report_entries(parts, levels, fmt, frame, size, placed, budget, *, path=None,
+                   assumed=False) -> dict:
     """The report's entries about the output: ``file``, ``parts`` (and
     ``stl`` for STL, ``print_offset_mm`` for PRINT, ``budget`` for a byte
     budget)."""
-    header = formats.header_text(fmt, frame)
+    header = formats.header_text(fmt, frame, assumed=assumed)
     entries = {"file": dict(formats.delivery(fmt, len(parts), path), bytes=int(size),
                             header=header),
                "parts": []}
