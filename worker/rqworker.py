@@ -31,8 +31,9 @@ from converter.sandbox import limit_growth
 from . import logs, metrics
 from .config import Settings
 from .context import Context
-from .retention import delete_stored
-from .states import BATCH_LIVE, WAITING, Kind, Reason
+from .retention import delete_all, delete_stored
+from .scans import READ
+from .states import BATCH_LIVE, SCAN_STORED, WAITING, Kind, Reason, ScanStatus
 from .submit import SPLIT, object_of
 
 #: how often a busy worker checks on its work horse and renews its heartbeat
@@ -137,6 +138,13 @@ def record_crash(job, signum: int | None = None) -> None:
     batch = job.func_name == SPLIT
     ctx = Context()
     try:
+        if job.func_name == READ:  # a scan workspace's reading: its upload and volumes go
+            row = ctx.records.scan(object_id)
+            if row is not None and row["status"] == ScanStatus.READING:
+                delete_all(ctx, object_id, Reason.FAILED, deadline=row["deadline"],
+                           kinds=SCAN_STORED, rq=False)
+                ctx.records.fail_scan(object_id, CRASHED[0], crash_message(signum))
+            return
         row, live, fail = ((ctx.records.batch(object_id), BATCH_LIVE, ctx.records.fail_batch)
                            if batch else (ctx.records.job(object_id), WAITING,
                                           ctx.records.fail_job))
