@@ -139,8 +139,11 @@ def one_job(svc: Service, files: list[tuple[str, bytes]]) -> dict:
     url, status, t_left_queue = svc.url + job["links"]["self"], "queued", None
     view = job
     while status not in ("done", "failed"):
-        view = requests.get(url, params={"wait": 30}, headers=svc.auth, timeout=60).json()
+        answer = requests.get(url, params={"wait": 30}, headers=svc.auth, timeout=180)
+        view = answer.json()
         status = view["status"]
+        if answer.headers.get("X-Wait") == "busy":  # every waiting slot taken: ask again soon
+            time.sleep(1.0)
         if t_left_queue is None and status != "queued":
             t_left_queue = time.perf_counter()
     t_done = time.perf_counter()
