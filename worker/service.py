@@ -31,7 +31,7 @@ from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
 from .submit import (
     CHOSEN_ATTEMPT,
     CONVERT,
-    RETURN_OPTION,
+    FROM_PACS,
     SPLIT,
     enqueue,
     new_id,
@@ -122,7 +122,7 @@ class Service:
 
     # ------------------------------------------------------------ jobs
     def create_job(self, files, options=None, *, owner, pick_series=False,
-                   received_sha256=None, received_at=None, send_back=False) -> dict:
+                   received_sha256=None, received_at=None, from_pacs=False) -> dict:
         """Store the payload, record the job, enqueue ``convert_job(job_id)``.
 
         Parameters
@@ -141,13 +141,14 @@ class Service:
         received_at : float, optional
             When the upload's first byte came (a PACS's series arrives over
             time); the deadline counts from it.  Default: now.
-        send_back : bool
-            Send the model to ``EPHEMESH_RETURN_TO`` when done (a series a
-            PACS sent).
+        from_pacs : bool
+            A series a PACS sent (STOW-RS, C-STORE): its model is kept as a
+            DICOM instance with the source's patient and study too, and
+            goes to ``EPHEMESH_RETURN_TO`` when done.
         """
         files, options = self._upload(files, options)
-        if send_back:
-            options[RETURN_OPTION] = True
+        if from_pacs:
+            options[FROM_PACS] = True
         now = time.time() if received_at is None else min(float(received_at), time.time())
         job_id = submit_job(self.ctx, files, options, owner_digest=owner_hash(owner),
                             created=now, deadline=now + self.settings.retention_seconds,
@@ -230,10 +231,9 @@ class Service:
         if parts is None:
             raise Gone()
         model = parts[0]
-        if dicom:
-            if len(parts) < 3:
-                raise NotReady("this job's model has no DICOM instance")
-            model = encapsulated.around(model, parts[2])
+        if dicom:  # a PACS's series keeps its identity; any other gets a new one
+            model = (encapsulated.around(model, parts[2]) if len(parts) > 2
+                     else encapsulated.encapsulate(model, encapsulated.Source.anonymous()))
         return io.BytesIO(model), len(model)
 
     def delete_job(self, job_id, *, owner, reason=Reason.USER_REQUEST) -> bool:

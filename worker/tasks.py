@@ -41,7 +41,7 @@ from .context import Context
 from .retention import delete_stored
 from .returning import ReturnFailed, send_with_retries
 from .states import WAITING, BatchStatus, JobStatus, Kind, Reason
-from .submit import RETURN_OPTION, derived_id, submit_job
+from .submit import FROM_PACS, derived_id, submit_job
 
 log = logging.getLogger("ephemesh.worker")
 INTERNAL_ERROR = ("internal_error", "conversion failed unexpectedly")
@@ -152,7 +152,7 @@ def _convert(ctx, job_id) -> str:
     options = json.loads(payload[0])
     files = payload[1:]
     progress = JobProgress(get_current_job())
-    send_back = bool(options.pop(RETURN_OPTION, False))
+    from_pacs = bool(options.pop(FROM_PACS, False))
     try:
         index = options.pop("series_index", None)
         if index is not None or (row["pick"] and options.get("series") is None):
@@ -169,19 +169,21 @@ def _convert(ctx, job_id) -> str:
                 options["series"] = listing.series[int(index) - 1].uid
         options["workers"] = ctx.settings.threads()  # run_pool shared the cores out
         result = convert(files, ConvertOptions(**options), progress=progress)
-        # the identifiers a PACS needs to file the model go into its DICOM
-        # instance only, kept with the result (and deleted with it)
-        dicom = encapsulated.header(len(result.stl), encapsulated.source_of(result.stack))
+        parts = [result.stl, json.dumps(result.report).encode()]
+        if from_pacs:
+            # the identifiers a PACS needs to file the model go into its DICOM
+            # instance only, kept with the result (and deleted with it)
+            parts.append(encapsulated.header(len(result.stl),
+                                             encapsulated.source_of(result.stack)))
     except ConverterError as exc:
         raise _Failed(exc.code, exc.message) from None
     del files, payload
     deadline = time.time() + ctx.settings.retention_seconds
-    ctx.store.put(Kind.RESULT, job_id, [result.stl, json.dumps(result.report).encode(), dicom],
-                  deadline)
+    ctx.store.put(Kind.RESULT, job_id, parts, deadline)
     # before "done": a done job holds no upload
     delete_stored(ctx, Kind.INPUT, job_id, Reason.CONVERTED)
-    if send_back and ctx.settings.return_to is not None:
-        _return(ctx, job_id, encapsulated.around(result.stl, dicom), progress)
+    if from_pacs and ctx.settings.return_to is not None:
+        _return(ctx, job_id, encapsulated.around(result.stl, parts[2]), progress)
     if not ctx.records.finish_job(job_id, result.report):
         # deleted or expired while converting: the result must not outlive it
         delete_stored(ctx, Kind.RESULT, job_id, Reason.USER_REQUEST)

@@ -10,7 +10,7 @@ import io
 import pydicom
 
 from converter import encapsulated
-from tests.helpers import wait_for
+from tests.helpers import dciodvfy_errors, wait_for
 
 
 def _post_job(client, auth, files, **fields):
@@ -24,7 +24,7 @@ def _done(client, auth, url, timeout=90):
 
 
 def test_a_result_comes_as_encapsulated_stl_with_the_same_model(client, auth, workers,
-                                                                 series_files):
+                                                                 series_files, tmp_path):
     job = _post_job(client, auth, series_files, threshold="0").json
     assert _done(client, auth, job["links"]["self"])["status"] == "done"
     stl = client.get(job["links"]["result"], headers=auth)
@@ -34,8 +34,11 @@ def test_a_result_comes_as_encapsulated_stl_with_the_same_model(client, auth, wo
     assert encapsulated.payload(dicom.data) == stl.data
     ds = pydicom.dcmread(io.BytesIO(dicom.data))
     source = pydicom.dcmread(io.BytesIO(series_files[0]), stop_before_pixels=True)
-    assert ds.StudyInstanceUID == source.StudyInstanceUID
-    assert ds.PatientID == source.PatientID
+    # an upload's identity is not kept past its conversion: a new study, no patient
+    assert ds.PatientID == "" and str(ds.PatientName) == ""
+    assert ds.StudyInstanceUID != source.StudyInstanceUID
+    assert "SourceInstanceSequence" not in ds
+    assert dciodvfy_errors(tmp_path, dicom.data) == []
 
 
 def test_an_unknown_result_format_is_a_problem(client, auth, series_files):
