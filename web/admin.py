@@ -1,7 +1,9 @@
 """The admin blueprint: purge reports, retention status, API keys, audit log,
 data-subject requests (``web/subjects.py``).
 
-Accounts come from ``ephemesh admin add`` (argon2 hashes in the records).
+Accounts come from ``ephemesh admin add`` (argon2 hashes in the records);
+a login is a server-side session (``web/sessions.py``: 1 h idle, 8 h at
+most, ended at logout, by a new password or by removing the account).
 Every login attempt is an audit row; repeated failures lock that address
 out of that account for ``EPHEMESH_LOCKOUT_SECONDS`` and slow the account
 down for the addresses that failed on it (``limits.LoginThrottle``), never
@@ -27,21 +29,22 @@ from flask import (
 
 from worker.report import as_records, render
 
-from . import purge_chart, subjects
+from . import purge_chart, sessions, subjects
 from .jobs import service
 from .limits import LoginThrottle
 from .security import address_pseudonym, client_address
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
-SESSION_HOURS = 8
+def _sessions() -> sessions.AdminSessions:
+    return sessions.AdminSessions(service().redis, service().records)
 
 
 def current_admin() -> str | None:
-    name, since = session.get("admin"), session.get("admin_since", 0)
-    if not name or time.time() - since > SESSION_HOURS * 3600:
-        return None
-    return name
+    """The account of this request's live server-side session (``web/sessions.py``)."""
+    if "admin" not in g:
+        g.admin = _sessions().current(session.get("admin_session"))
+    return g.admin
 
 
 @bp.before_request
@@ -93,10 +96,12 @@ def login():
         return render_template("admin/login.html", error="Wrong name or password."), 401
     throttle.succeed(name, address)
     sid = session.get("sid")
+    previous = session.get("admin_session")
     session.clear()
     if sid:
         session["sid"] = sid
-    session["admin"], session["admin_since"] = name, time.time()
+    _sessions().end(previous)
+    session["admin_session"] = _sessions().start(name)
     records.audit("admin-login", actor, {**detail, "result": "ok"})
     return redirect(url_for(".dashboard"), 303)
 
@@ -104,8 +109,8 @@ def login():
 @bp.post("/logout")
 def logout():
     _audit("admin-logout")
-    session.pop("admin", None)
-    session.pop("admin_since", None)
+    _sessions().end(session.pop("admin_session", None))
+    g.pop("admin", None)
     return redirect(url_for(".login"), 303)
 
 

@@ -15,7 +15,7 @@ from worker.config import Settings
 from worker.receipts import load_key
 from worker.service import Service
 
-from . import admin, api, browser, problems, security
+from . import admin, api, browser, ops, problems, security
 from . import config as web_config
 from .jobs import stage_label
 from .limits import apply_limits, make_limiter
@@ -53,6 +53,7 @@ def create_app(test_config=None):
     app.register_blueprint(browser.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(admin.bp)
+    ops.init_app(app, service)
     app.extensions["csrf"].exempt(api.bp)  # bearer keys, never cookies
 
     # registered before the limiter's hook, so it runs after it (Flask runs
@@ -78,8 +79,8 @@ def _record_access(response):
     """One access-log row per request: address, method, the route's rule
     (never the raw path or query), status, bytes.  API requests also add a
     usage row for their key."""
-    if request.endpoint in security.STATIC_ENDPOINTS:
-        return response
+    if request.endpoint in security.STATIC_ENDPOINTS or request.endpoint in ops.ENDPOINTS:
+        return response  # files anyone may fetch; the orchestrator's probes
 
     records = current_app.extensions["ephemesh.service"].records
     route = request.url_rule.rule if request.url_rule else "(unmatched)"

@@ -42,6 +42,8 @@ def register(subparsers) -> None:
     add.add_argument("--password-stdin", action="store_true",
                      help="read the password from the first line of standard input")
     sub.add_parser("list", help="list the accounts")
+    rm = sub.add_parser("remove", help="remove an account (its sessions end at once)")
+    rm.add_argument("name")
     a.set_defaults(handler=run_admin)
 
     d = subparsers.add_parser(
@@ -131,12 +133,17 @@ def _database_name(url: str) -> str:
 
 
 def _create_tables(settings) -> None:
-    """Create the database tables once, before the workers and cron start
-    (several processes creating them at once race on a fresh SQLite file)."""
+    """Open the database once, before the workers and cron start: an empty one
+    is made at the newest schema revision (the one-box case; several processes
+    creating tables at once race on a fresh SQLite file), an old one refused
+    (``ephemesh db upgrade``)."""
     from worker.records import Records
+    from worker.schema import SchemaOutdated
 
     try:
         Records(settings.database_url).close()
+    except SchemaOutdated:
+        raise
     except Exception as exc:  # any driver's error; one line, no traceback
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
         raise CommandFailed(f"cannot open the database {_database_name(settings.database_url)}"
@@ -265,6 +272,12 @@ def run_admin(args) -> None:
         if args.admin_command == "list":
             for row in records.list_admins():
                 print(row["name"])
+            return
+        if args.admin_command == "remove":
+            if not records.remove_admin(args.name.strip()):
+                raise CommandFailed(f"there is no admin account {args.name.strip()[:80]!r}; "
+                                    "nothing changed (ephemesh admin list)")
+            print(f"admin {args.name.strip()} removed; their sessions have ended")
             return
         password = _read_password(args)
         if password is None:

@@ -21,6 +21,7 @@ from flask_limiter import Limiter
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from . import ops
 from .security import STATIC_ENDPOINTS, address_pseudonym, address_subject, pseudonym
 
 
@@ -68,7 +69,7 @@ def apply_limits(app, limiter: Limiter) -> None:
         app.view_functions[endpoint] = upload(app.view_functions[endpoint])
     login = limiter.limit(cfg["EPHEMESH_LOGIN_RATE_LIMIT"], methods=["POST"])
     app.view_functions["admin.login"] = login(app.view_functions["admin.login"])
-    for endpoint in STATIC_ENDPOINTS:
+    for endpoint in (*STATIC_ENDPOINTS, *ops.ENDPOINTS):
         app.view_functions[endpoint] = limiter.exempt(app.view_functions[endpoint])
 
 

@@ -13,7 +13,7 @@ from limits import parse_many
 from worker import receipts
 from worker.store import medium
 
-from . import admin, security
+from . import security, sessions
 
 
 def duration(seconds: float) -> str:
@@ -41,8 +41,10 @@ def cookies(config) -> list[dict]:
         "name": config["SESSION_COOKIE_NAME"],
         "purpose": "essential: ties your jobs to this browser, so nobody else can see them, and "
                    "protects the forms against forgery (a token valid for "
-                   f"{duration(config['WTF_CSRF_TIME_LIMIT'])}); an administrator's login in it "
-                   f"lasts at most {duration(admin.SESSION_HOURS * 3600)}",
+                   f"{duration(config['WTF_CSRF_TIME_LIMIT'])}); for an administrator it holds "
+                   "a random token of a login session kept on the server, which ends at logout, "
+                   f"after {duration(sessions.IDLE_S)} without use and at most "
+                   f"{duration(sessions.ABSOLUTE_S)} after the login",
         "lifetime": "until you close the browser (a session cookie)",
         "flags": ", ".join(flags),
     }]
@@ -67,6 +69,10 @@ def retention(settings, config) -> list[dict]:
          "kept": _window(config["EPHEMESH_RATE_LIMIT"])},
         {"id": "locks", "what": "Locks after repeated failed logins or API keys",
          "where": "Redis", "kept": duration(config["EPHEMESH_LOCKOUT_SECONDS"])},
+        {"id": "admin-sessions", "what": "Administrators' login sessions (the account's "
+         "number and the login's time; no address)", "where": "Redis",
+         "kept": f"until logout, {duration(sessions.IDLE_S)} without use, at most "
+                 f"{duration(sessions.ABSOLUTE_S)}"},
         {"id": "pseudonym-keys", "what": "The monthly keys of the address pseudonyms",
          "where": "Redis", "kept": duration(security.SALT_TTL_S)},
         {"id": "audit", "what": "Audit log (uploads, deletions, logins; addresses as pseudonyms)",

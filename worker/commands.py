@@ -1,5 +1,5 @@
 """The worker side's commands: ``worker``, ``cron``, ``sweep``, ``scp``, ``keys``,
-``report``, ``receipt``, ``audit``.
+``report``, ``receipt``, ``audit``, ``db``.
 
 ``register(subparsers)`` adds them to the ``ephemesh`` dispatcher
 (``web/cli.py``), which also runs them as ``Runtime``'s child processes.  A
@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     w.add_argument("-n", "--workers", type=int, default=0, metavar="N",
                    help="worker processes (default: one per core)")
     w.add_argument("--burst", action="store_true", help="quit when the queues are empty")
+    w.add_argument("--health-port", type=int, metavar="N",
+                   help="serve /livez, /readyz and /metrics on this port (all addresses; "
+                        "for hosts that run only workers)")
     w.set_defaults(handler=run_worker)
 
     c = subparsers.add_parser("cron", help="run the sweeper's clock",
@@ -95,6 +98,16 @@ def register(subparsers) -> None:
              ).add_parser("verify", help="check every row's hash and the chain")
 
 
+    d = _actions(subparsers, "db", run_db, help="the records database's schema",
+                 description="The records' schema is versioned (Alembic revisions in "
+                 "worker/migrations/versions). 'upgrade' brings the database "
+                 "(EPHEMESH_DATABASE_URL) to this ephemesh's revision; 'current' says "
+                 "where it is (exit 1 when not there). serve, worker and cron refuse a "
+                 "database that is not.")
+    d.add_parser("upgrade", help="bring the database to the newest revision")
+    d.add_parser("current", help="print the database's revision")
+
+
 def _actions(subparsers, name, handler, **texts):
     """``ephemesh NAME ACTION``: the command, its handler, and its actions to add."""
     command = subparsers.add_parser(name, **texts)
@@ -111,13 +124,90 @@ def run_worker(args) -> None:
     if not settings.redis_url and not settings.redis_socket.exists():
         raise CommandFailed("no Redis: set EPHEMESH_REDIS_URL, or run 'ephemesh serve' which "
                             "starts one")
-    run_pool(settings, args.workers or os.cpu_count() or 1, burst=args.burst)
+    if args.health_port is not None and not 0 < args.health_port < 65536:
+        raise CommandFailed("--health-port must be from 1 to 65535", Exit.USAGE)
+    _check_schema(settings)
+    health = _health_server(settings, args.health_port) if args.health_port else None
+    try:
+        run_pool(settings, args.workers or os.cpu_count() or 1, burst=args.burst)
+    finally:
+        if health is not None:
+            health.stop()
+
+
+def _health_server(settings, port):
+    from .context import Context
+    from .health import HealthServer
+
+    try:
+        return HealthServer(Context(settings), port).start()
+    except OSError as exc:
+        raise CommandFailed(f"cannot listen on port {port} (--health-port): "
+                            f"{exc.strerror or exc}") from None
 
 
 def run_cron(args) -> None:
     from . import cron
 
-    cron.run(_settings())
+    settings = _settings()
+    _check_schema(settings)
+    cron.run(settings)
+
+
+def _open_engine(settings):
+    from sqlalchemy import create_engine
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    return create_engine(settings.database_url)
+
+
+def _database_failure(settings, exc) -> CommandFailed:
+    from sqlalchemy.engine import make_url
+
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    name = make_url(settings.database_url).render_as_string(hide_password=True)
+    return CommandFailed(f"cannot open the database {name}" + (f": {reason[0]}" if reason else ""))
+
+
+def _check_schema(settings) -> None:
+    """Refuse to run on a database not at the newest revision (an empty one
+    too: a worker host never makes the schema; ``serve`` does on one box)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from . import schema
+
+    engine = _open_engine(settings)
+    try:
+        schema.check(engine, create_empty=False)
+    except SQLAlchemyError as exc:
+        raise _database_failure(settings, exc) from None
+    finally:
+        engine.dispose()
+
+
+def run_db(args) -> None:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from . import schema
+
+    settings = _settings()
+    engine = _open_engine(settings)
+    try:
+        if args.db_command == "upgrade":
+            before = schema.state(engine)[1]
+            schema.upgrade(engine)
+            after = schema.state(engine)[1]
+            print(f"records database at revision {after}"
+                  + (" (it was already)" if before == after else f" (was {before or 'empty'})"))
+            return
+        found, rev = schema.state(engine)
+        print(f"{rev or 'none'} ({'the newest' if found == 'current' else found})")
+        if found != "current":
+            schema.check(engine, create_empty=False)  # the one line saying what to do
+    except SQLAlchemyError as exc:
+        raise _database_failure(settings, exc) from None
+    finally:
+        engine.dispose()
 
 
 def run_sweep(args) -> None:

@@ -34,14 +34,12 @@ from sqlalchemy import (
     delete,
     func,
     insert,
-    inspect,
     or_,
     select,
     update,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import IntegrityError, OperationalError, ProgrammingError
-from sqlalchemy.schema import CreateColumn
+from sqlalchemy.exc import IntegrityError
 
 from . import audit
 from .states import (
@@ -181,40 +179,6 @@ def is_late(deadline, when) -> bool:
     return deadline is not None and when > deadline + LATE_AFTER_S
 
 
-def _create_tables(engine, attempts=5):
-    """Create missing tables.  Processes starting together (web, workers,
-    cron) race to create them; whoever loses sees "already exists" and
-    simply looks again."""
-    for attempt in range(attempts):
-        try:
-            metadata.create_all(engine)
-            _add_missing_columns(engine)
-            return
-        except (OperationalError, ProgrammingError, IntegrityError):
-            if attempt == attempts - 1:
-                raise
-            time.sleep(0.05 * (attempt + 1))
-
-
-def _add_missing_columns(engine):
-    """Add columns a newer ephemesh defines to tables an older one created
-    (only columns with a default or NULL allowed are ever added)."""
-    present = inspect(engine)
-    for table in metadata.sorted_tables:
-        have = {c["name"] for c in present.get_columns(table.name)}
-        for column in table.columns:
-            if column.name in have:
-                continue
-            ddl = CreateColumn(column).compile(dialect=engine.dialect)
-            default = column.default.arg if column.default is not None else None
-            if isinstance(default, bool):  # PostgreSQL takes no 0/1 for a boolean
-                extra = f" DEFAULT {'TRUE' if default else 'FALSE'}"
-            else:
-                extra = f" DEFAULT {int(default)}" if isinstance(default, int) else ""
-            with engine.begin() as c:
-                c.exec_driver_sql(f"ALTER TABLE {table.name} ADD COLUMN {ddl}{extra}")
-
-
 def _rows(result):
     return [dict(r) for r in result.mappings().all()]
 
@@ -240,7 +204,12 @@ def _json_values(text):
 class Records:
     """The database, with one small method per thing recorded."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, create_empty: bool = True):
+        """Open the database at ``url``; one not at the newest schema revision
+        is refused (``schema.SchemaOutdated``: run ``ephemesh db upgrade``), an
+        empty one made there unless ``create_empty`` is false."""
+        from . import schema
+
         kwargs = {"future": True, "pool_pre_ping": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
@@ -248,7 +217,11 @@ class Records:
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.engine = create_engine(url, **kwargs)
-        _create_tables(self.engine)
+        try:
+            schema.check(self.engine, create_empty=create_empty)
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def close(self):
         self.engine.dispose()
@@ -640,6 +613,27 @@ class Records:
         with self.engine.connect() as c:
             return _rows(c.execute(select(admins.c.id, admins.c.name, admins.c.created)
                                    .order_by(admins.c.id)))
+
+    def admin_account(self, name) -> dict | None:
+        """The account ``name`` (id, name, password hash), or None."""
+        with self.engine.connect() as c:
+            row = c.execute(select(admins).where(admins.c.name == name)).mappings().first()
+        return dict(row) if row else None
+
+    def admin_account_by_id(self, admin_id: int) -> dict | None:
+        """The account with id ``admin_id`` (id, name, password hash), or None."""
+        with self.engine.connect() as c:
+            row = c.execute(select(admins).where(admins.c.id == admin_id)).mappings().first()
+        return dict(row) if row else None
+
+    def remove_admin(self, name, actor="cli") -> bool:
+        """Delete the account ``name`` (its sessions end on their next request);
+        False when there is none."""
+        with self.engine.begin() as c:
+            done = c.execute(delete(admins).where(admins.c.name == name)).rowcount
+        if done:
+            self.audit("admin-removed", actor, {"admin": name})
+        return bool(done)
 
 
 @functools.lru_cache(maxsize=1)

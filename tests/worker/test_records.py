@@ -6,7 +6,6 @@ import multiprocessing as mp
 import time
 
 import pytest
-from sqlalchemy import create_engine, inspect
 
 from worker.records import Records
 from worker.retention import record
@@ -138,20 +137,3 @@ def test_processes_starting_together_all_get_the_tables(tmp_path, postgres_url):
         for p in procs:
             p.join(60)
         assert [p.exitcode for p in procs] == [0] * 6
-
-
-def test_a_database_made_by_an_older_version_gets_the_new_columns(database_url):
-    """An older ephemesh made the jobs table without ``seq``; opening it adds it."""
-    Records(database_url).close()
-    engine = create_engine(database_url)
-    with engine.begin() as c:
-        c.exec_driver_sql("ALTER TABLE jobs DROP COLUMN seq")
-        c.exec_driver_sql("INSERT INTO jobs (id, owner, created, deadline, status, pick, "
-                          "input_bytes) VALUES ('old', 'o', 1, 2, 'done', false, 0)")
-    assert "seq" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
-    engine.dispose()
-    records = Records(database_url)
-    assert records.job("old")["seq"] == 0
-    records.add_job("new", "o", 3, 4, seq=2)
-    assert records.job("new")["seq"] == 2
-    records.close()
