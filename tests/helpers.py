@@ -142,3 +142,19 @@ def dciodvfy_errors(tmp_path: Path, instance: bytes) -> list[str]:
     report = out.stdout + out.stderr
     assert "EncapsulatedSTL" in report, report
     return [line for line in report.splitlines() if line.startswith("Error")]
+
+
+def served_redis_text(root: Path) -> str:
+    """Every key and value of a served instance's private Redis (under
+    ``root/data``), as text for a canary search."""
+    import redis
+
+    conn = redis.Redis(unix_socket_path=str(root / "data" / "redis.sock"))
+    text = []
+    for k in conn.scan_iter(count=1000):
+        text.append(k.decode(errors="replace"))
+        dumped = conn.dump(k)
+        if dumped:
+            text.append(dumped.decode("latin-1"))
+    conn.close()
+    return "\n".join(text)

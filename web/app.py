@@ -15,7 +15,7 @@ from worker.config import Settings
 from worker.receipts import load_key
 from worker.service import Service
 
-from . import admin, api, browser, ops, problems, security
+from . import admin, api, browser, dicomweb, ops, problems, security
 from . import config as web_config
 from .jobs import stage_label
 from .limits import apply_limits, make_limiter
@@ -52,9 +52,11 @@ def create_app(test_config=None):
 
     app.register_blueprint(browser.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(dicomweb.bp)
     app.register_blueprint(admin.bp)
     ops.init_app(app, service)
     app.extensions["csrf"].exempt(api.bp)  # bearer keys, never cookies
+    app.extensions["csrf"].exempt(dicomweb.bp)
 
     # registered before the limiter's hook, so it runs after it (Flask runs
     # after_request hooks last-registered first)

@@ -13,11 +13,10 @@ import zipfile
 from dataclasses import dataclass, field
 
 import pytest
-import redis
 import requests
 
 from tests import dicomgen as G
-from tests.helpers import wait_for
+from tests.helpers import served_redis_text, wait_for
 from tests.web.served import Served
 from worker.config import Settings
 from worker.records import Records
@@ -197,18 +196,6 @@ def _that_fail(run, tmp_path):
                       headers={"Authorization": f"Bearer emk_{c['patient_id']}"}))
 
 
-def _redis_text(root) -> str:
-    conn = redis.Redis(unix_socket_path=str(root / "data" / "redis.sock"))
-    text = []
-    for k in conn.scan_iter(count=1000):
-        text.append(k.decode(errors="replace"))
-        dumped = conn.dump(k)
-        if dumped:
-            text.append(dumped.decode("latin-1"))
-    conn.close()
-    return "\n".join(text)
-
-
 @pytest.fixture(scope="module")
 def canary_run(tmp_path_factory):
     """The served instance's run, then every sink's text (``sinks``)."""
@@ -225,7 +212,7 @@ def canary_run(tmp_path_factory):
         _through_the_api(run, tmp_path)
         _that_fail(run, tmp_path)
         # --- sinks while running: Redis (keys and values), the store's names
-        redis_text = _redis_text(run.root)
+        redis_text = served_redis_text(run.root)
         store = [p.name for p in run.root.rglob("*")]
     finally:
         run.exit_code = served.stop()
