@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from contextlib import contextmanager
 
@@ -31,6 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, file or zip")
     p.add_argument("-o", "--output", required=True, metavar="OUT.stl", help="STL file to write")
     _add_options(p)
+    # "--seed -12,5,3": numbers separated by commas are values, not options
+    p._negative_number_matcher = re.compile(r"^-\d*\.?\d+([eE][-+]?\d+)?(,[-+.\deE]*)*$")
     p.add_argument("--report", metavar="REPORT.json", help="write the JSON report here ('-' = stdout)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=run_convert)
@@ -72,15 +75,16 @@ def _add_options(parser) -> None:
     """One argument per declared option (``--workers``' default: every core)."""
     groups = {}
     for option in OPTIONS.values():
-        pair = next((p for p in EXCLUSIVE if option.name in p), None)
-        if pair is not None and pair not in groups:
-            groups[pair] = parser.add_mutually_exclusive_group()
-        target = groups[pair] if pair is not None else parser
+        group = next((g for g in EXCLUSIVE if option.name in g), None)
+        if group is not None and group not in groups:
+            groups[group] = parser.add_mutually_exclusive_group()
+        target = groups[group] if group is not None else parser
         kwargs = {"dest": option.name, "help": option.help, "default": None}
         if option.type is bool:
             kwargs["action"] = "store_true"
-        else:
-            kwargs.update(type=option.type, metavar=option.metavar, choices=option.choices)
+        else:  # a tuple stays text here: the option checks it ("1,2,3")
+            kwargs.update(type=str if option.type is tuple else option.type,
+                          metavar=option.metavar, choices=option.choices)
         target.add_argument(option.cli_flag, **kwargs)
 
 

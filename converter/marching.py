@@ -194,16 +194,28 @@ def _kernel_input(volume, level, pad):
         else:
             target = np.float64
         volume = volume.astype(target)
-    # floats compare in the volume's own precision (the kernel rounds the
-    # threshold to float32 for float32 volumes), as numpy does with a Python
-    # float; integers compare with floor(level), since v > level <=> v > floor(level)
-    threshold = float(level) if volume.dtype.kind == "f" else float(np.floor(level))
+    threshold = inside_threshold(volume.dtype, level)
     base, box = _base_and_box(volume)
     if not base.dtype.isnative:
         base = base.astype(base.dtype.newbyteorder("="))
     geometry = SlabGeometry(box, 0 if pad is None else 1,
                             float(level) if pad is None else float(pad), threshold, float(level))
     return base, geometry
+
+
+def inside_threshold(dtype, level) -> float:
+    """The inside test's bound: a voxel is inside the surface when its value
+    is above it (``inside_mask``).  Floats compare in the volume's own
+    precision (the kernel rounds the threshold to float32 for float32
+    volumes), as numpy does with a Python float; integers compare with
+    floor(level), since v > level <=> v > floor(level)."""
+    return float(level) if np.dtype(dtype).kind == "f" else float(np.floor(level))
+
+
+def inside_mask(values: np.ndarray, level: float) -> np.ndarray:
+    """Which voxels of ``values`` the surface at ``level`` encloses: exactly
+    the kernel's inside test (the workspace draws it over the slices)."""
+    return values > inside_threshold(values.dtype, level)
 
 
 def _extract(volume, geometry, workers, progress):

@@ -28,7 +28,7 @@ class Option:
     """One option's declaration (see ``ConvertOptions``)."""
 
     name: str
-    type: type  # bool, int, float or str
+    type: type  # bool, int, float, str, or tuple (of ``length`` floats)
     default: object
     help: str
     minimum: float | None = None
@@ -39,6 +39,7 @@ class Option:
     metavar: str | None = None
     job: bool = True  # a job may carry it (False: the machine that runs it decides)
     web: bool = True  # the web form and the API offer it
+    length: int | None = None  # a tuple's number of values
 
     @property
     def cli_flag(self) -> str:
@@ -53,6 +54,8 @@ class Option:
             return bool(value)
         if self.type is str:
             return self._check_text(str(value).strip())
+        if self.type is tuple:
+            return self._check_numbers(value)
         return self._check_number(value)
 
     def _refuse(self, allowed):
@@ -66,6 +69,17 @@ class Option:
         if text.lower() not in self.choices:
             raise self._refuse("one of " + ", ".join(self.choices))
         return text.lower()
+
+    def _check_numbers(self, value):
+        """``length`` finite numbers, from ``"1,2,3"`` or a sequence, as a tuple of floats."""
+        parts = value.split(",") if isinstance(value, str) else value
+        try:
+            numbers = tuple(float(v) for v in parts)
+        except (TypeError, ValueError):
+            numbers = ()
+        if len(numbers) != self.length or not all(map(math.isfinite, numbers)):
+            raise self._refuse(f"{self.length} numbers separated by commas ({self.metavar})")
+        return numbers
 
     def _check_number(self, value):
         try:
@@ -106,12 +120,37 @@ class ConvertOptions:
         + "; default: bone for CT, auto otherwise")
     series: str | None = _option(
         help="series UID or number (default: the largest volume)", metavar="UID|N")
-    largest: bool = _option(False, help="keep only the largest component")
+    assume_geometry: bool = _option(
+        False, help="convert a series whose images carry no position: slices in instance "
+                    "order, spacing from the headers (or --spacing); the geometry is assumed")
+    spacing: tuple[float, ...] | None = _option(
+        length=3, metavar="DX,DY,DZ",
+        help="with --assume-geometry: column, row and slice spacing in mm")
+    largest: bool = _option(False, help="keep only the largest part (the same as --keep-parts 1)")
+    # the region: which voxels are meshed (converter/region.py), in the patient frame
+    crop: tuple[float, ...] | None = _option(
+        length=6, metavar="X0,Y0,Z0,X1,Y1,Z1",
+        help="keep only the box between these two corners, in patient mm (LPS, or RAS with "
+             "--frame ras)")
+    seed: tuple[float, ...] | None = _option(
+        length=3, metavar="X,Y,Z",
+        help="keep only the part holding this point (patient mm, the frame of --crop; a point "
+             "on the part's surface will do); parts are 6-connected voxels")
+    keep_parts: int | None = _option(minimum=1, maximum=10**6, metavar="N",
+                                     help="keep the N largest parts")
+    remove_table: bool = _option(False, help="CT: drop the couch and the head rest")
+    hollow: float | None = _option(above=0.0, maximum=200.0, metavar="MM",
+                                   help="hollow the model, leaving a wall this thick (mm) "
+                                        "inside its surface")
     min_island_mm3: float | None = _option(
         minimum=0.0, flag="--min-island", metavar="MM3",
         help="drop parts enclosing less than this volume (mm³)")
-    smooth: int = _option(0, minimum=0, maximum=500, metavar="N",
-                          help="Taubin smoothing iterations (default 0: none)")
+    smooth: int = _option(
+        10, minimum=0, maximum=500, metavar="N",
+        help="constrained smoothing iterations: each moves every vertex toward its "
+             "neighbours but keeps it on its marching-cubes grid edge (± half the finest "
+             "voxel across it), and each part keeps its volume; removes the terraces of "
+             "thick slices (default 10; 0: raw marching cubes)")
     decimate: float | None = _option(above=0.0, maximum=1.0, metavar="FRACTION",
                                      help="fraction of triangles to keep, in (0, 1]")
     max_triangles: int | None = _option(minimum=4, maximum=10**9, metavar="N",
@@ -129,24 +168,38 @@ class ConvertOptions:
 
     def validate(self) -> ConvertOptions:
         """Check every option; raise ``UsageError`` naming what is allowed."""
-        for a, b in EXCLUSIVE:
-            if getattr(self, a) is not None and getattr(self, b) is not None:
-                raise UsageError(f"give {a} or {b}, not both", code="invalid_option")
+        for group in EXCLUSIVE:
+            given = [name for name in group if getattr(self, name) not in (None, False)]
+            if len(given) > 1:
+                raise UsageError(f"give {' or '.join(given)}, not {'both' if len(given) == 2 else 'several'}",
+                                 code="invalid_option")
         for option in OPTIONS.values():
             setattr(self, option.name, option.check(getattr(self, option.name)))
+        if self.spacing is not None and not self.assume_geometry:
+            raise UsageError("spacing is for a series without positions: give it with "
+                             "assume_geometry", code="invalid_spacing")
+        if self.spacing is not None and min(self.spacing) <= 0:
+            raise UsageError("spacing must be 3 numbers above 0 (DX,DY,DZ)", code="invalid_spacing")
+        if self.crop is not None:
+            lo, hi = self.crop[:3], self.crop[3:]
+            if any(a == b for a, b in zip(lo, hi, strict=True)):
+                raise UsageError("crop is an empty box: two opposite corners X0,Y0,Z0,X1,Y1,Z1 "
+                                 "that differ on every axis", code="invalid_crop")
         return self
 
 
-#: pairs of options of which only one may be given
-EXCLUSIVE = (("threshold", "preset"), ("decimate", "max_triangles"))
+#: groups of options of which only one may be given
+EXCLUSIVE = (("threshold", "preset"), ("decimate", "max_triangles"),
+             ("largest", "keep_parts", "seed"))
 
 
 def _declarations():
     hints = typing.get_type_hints(ConvertOptions)
     for f in fields(ConvertOptions):
-        kind = next(t for t in typing.get_args(hints[f.name]) or (hints[f.name],)
-                    if t is not type(None))
-        yield Option(f.name, kind, f.default, **f.metadata["option"])
+        hint = hints[f.name]
+        if typing.get_origin(hint) is not tuple:  # X | None: X
+            hint = next(t for t in typing.get_args(hint) or (hint,) if t is not type(None))
+        yield Option(f.name, typing.get_origin(hint) or hint, f.default, **f.metadata["option"])
 
 
 #: every option's declaration, by name, in the order of ``ConvertOptions``

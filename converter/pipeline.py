@@ -51,6 +51,7 @@ class _Made(NamedTuple):
     timings: dict
     topology: meshops.Topology
     measures: meshops.Measures
+    degenerate: int  # triangles of no area to speak of
 
 
 @dataclass
@@ -83,12 +84,14 @@ class _Progress:
         return report
 
 
-def list_series(inputs, *, progress=None):
-    """Scan ``inputs`` and return the listing (``.series``, ``.skipped``, ``.warnings``)."""
+def list_series(inputs, *, progress=None, assume_geometry=False, spacing=None):
+    """Scan ``inputs`` and return the listing (``.series``, ``.skipped``, ``.warnings``);
+    with ``assume_geometry``, series without positions too (see ``series.scan``)."""
     from .series import scan
 
     with quiet_pydicom():
-        return scan(_as_list(inputs), progress=progress)
+        return scan(_as_list(inputs), progress=progress, assume_geometry=assume_geometry,
+                    spacing=spacing)
 
 
 def _as_list(inputs):
@@ -134,7 +137,8 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     try:
         with quiet_pydicom():
             on_read = bar.stage("reading")
-            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool)
+            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool,
+                           assume_geometry=opts.assume_geometry, spacing=opts.spacing)
             info = select(listing, opts.series)
             vol = load_volume(listing, info, progress=lambda f: on_read(0.1 + 0.9 * f),
                               workers=opts.workers, pool=pool)
@@ -175,10 +179,10 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
             import io
 
             buf = io.BytesIO()
-            size = writer(verts, faces, buf, opts.frame)
+            size = writer(verts, faces, buf, opts.frame, assumed=info.assumed)
             data = buf.getvalue()
         else:
-            size = writer(verts, faces, output, opts.frame)
+            size = writer(verts, faces, output, opts.frame, assumed=info.assumed)
         on_write(1.0)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
@@ -234,8 +238,10 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
     the crop's offset in the volume.
     """
     from .marching import marching_cubes
+    from .region import Region, wanted
 
     data = vol.data
+    region = Region(vol, opts) if wanted(opts) else None
     removed = None
     if level.inverted:
         inside, removed = _enclosed_only(data < level.value)
@@ -244,6 +250,8 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
     else:
         # max projections: no temporary the size of the volume
         box = _crop_box(vol.crossing_box(level.value))
+    if region is not None:
+        box = region.narrow(box)
     crop = tuple(slice(lo, hi) for lo, hi in box)
     sub = data[crop]
     if level.inverted:
@@ -256,12 +264,18 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
     else:
         work_level = level.value
         pad_value = _pad_value(level.lowest, work_level, sub.dtype)
+    offset = np.array([lo for lo, _ in box], dtype=np.float64)
+    if region is not None:  # the region's voxels only (voxels are dropped in place)
+        if not sub.flags.writeable:  # a volume shared read-only (the workspace's, mapped)
+            sub = sub.copy()
+        sub = region.apply(sub, work_level, pad_value, offset, workers=opts.workers)
+        vol.warnings.extend(region.warnings)
+        vol.region = region.report()
     # the pad layer is virtual: surfaces touching the crop's faces close without a padded copy
     verts, faces = marching_cubes(sub, work_level, step=opts.step, workers=opts.workers,
                                   progress=on_progress, pad=pad_value)
     del sub
     on_progress(1.0)
-    offset = np.array([lo for lo, _ in box], dtype=np.float64)
     return verts, faces, offset
 
 
@@ -311,8 +325,10 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
         faces = faces[:, [0, 2, 1]]
         notes.append("mesh orientation corrected")
     on_progress(0.2)
-    if opts.largest:
-        verts, faces = meshops.keep_largest(verts, faces)
+    if opts.smooth:  # on marching cubes' own vertices, before any part is dropped
+        on_progress(0.2, "smoothing")
+        verts = _smooth(verts_idx, verts, faces, offset, vol, opts)
+    on_progress(0.4)
     if opts.min_island_mm3:
         before = meshops.components(faces, len(verts))[0]
         verts, faces = meshops.drop_islands(verts, faces, opts.min_island_mm3)
@@ -323,10 +339,6 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
             raise NoUsableSeries(
                 f"every part is smaller than {opts.min_island_mm3:g} mm³", code="no_surface"
             )
-    on_progress(0.4)
-    if opts.smooth:
-        on_progress(0.4, "smoothing")
-        verts, faces = meshops.taubin_smooth(verts, faces, opts.smooth)
     on_progress(0.6)
     if opts.decimate is not None or opts.max_triangles is not None:
         on_progress(0.6, "decimating")
@@ -336,9 +348,22 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
     return verts, faces, notes
 
 
+def _smooth(verts_idx, verts, faces, offset, vol, opts):
+    """Constrained smoothing in index space (each vertex stays by its grid edge,
+    ± half the finest voxel across it), then each part's volume as it was."""
+    gaps = np.linalg.norm(np.diff(vol.positions, axis=0), axis=1)
+    spacing = np.array([float(np.median(gaps)) if len(gaps) else 1.0, *vol.pixel_spacing])
+    spacing = np.where(spacing > 0, spacing, spacing.max())
+    half = 0.5 * opts.step * spacing.min() / spacing
+    smoothed, _ = meshops.constrained_smooth(verts_idx, faces, opts.smooth, half,
+                                             workers=opts.workers)
+    return meshops.restore_volumes(verts, vol.index_to_patient(smoothed, offset), faces)
+
+
 def _mesh_facts(verts, faces):
-    """(topology, measures) of the final mesh, for the report."""
-    return meshops.topology(verts, faces), meshops.measures(verts, faces)
+    """(topology, measures, degenerate triangles) of the final mesh, for the report."""
+    return (meshops.topology(verts, faces), meshops.measures(verts, faces),
+            meshops.degenerate_count(verts, faces))
 
 
 def _report(listing, info, vol, opts, made: _Made) -> dict:
@@ -361,6 +386,7 @@ def _report(listing, info, vol, opts, made: _Made) -> dict:
         "frame": opts.frame.upper(),
         "units": "mm",
         "options": {k: v for k, v in asdict(opts).items() if k not in ("series",)},
+        "region": vol.region,
         "warnings": list(listing.warnings) + list(vol.warnings) + made.notes,
         "triangles": int(len(faces)),
         "vertices": int(len(verts)),
@@ -370,9 +396,10 @@ def _report(listing, info, vol, opts, made: _Made) -> dict:
         "bbox_mm": bbox,
         "watertight": made.topology.watertight,
         "manifold": made.topology.manifold,
+        "degenerate_triangles": made.degenerate,
         "components": made.topology.components,
         "stl": {"format": "ascii" if opts.ascii else "binary", "bytes": int(made.stl_bytes),
-                "header": stl.header_text(opts.frame, ascii=opts.ascii)},
+                "header": stl.header_text(opts.frame, ascii=opts.ascii, assumed=info.assumed)},
         "timings_s": {k: round(v, 4) for k, v in made.timings.items()},
     }
 

@@ -41,6 +41,7 @@ class SeriesInfo:
     orientation: str  # "axial" | "sagittal" | "coronal" | "oblique"
     multiframe: bool = False
     localizer: bool = False
+    assumed: bool = False  # no positions: slices in instance order on an assumed grid
 
     @property
     def voxels(self) -> int:
@@ -57,6 +58,7 @@ class SeriesInfo:
             "spacing_mm": [round(float(s), 4) for s in self.spacing],
             "orientation": self.orientation,
             "multiframe": self.multiframe,
+            "geometry": "assumed" if self.assumed else "from the headers",
         }
 
 
@@ -108,6 +110,8 @@ class Volume:
     background: float = -1024.0  # value used for padding and for PixelPaddingValue
     info: SeriesInfo | None = None
     warnings: list[str] = field(default_factory=list)
+    #: what the region stage did (converter/region.py), for the report; None without one
+    region: dict | None = None
     #: summaries the loader computes while each slice is hot, so later stages
     #: need no pass over the voxels: per slice (min, max), and the maximum of
     #: each row and of each column per slice.  None when unknown.
@@ -183,6 +187,59 @@ class Volume:
         out = np.empty((len(ijk), 3), np.float64)
         _mesh.index_to_patient(ijk, offset, np.ascontiguousarray(self.positions), in_plane, out)
         return out
+
+    def patient_to_index(self, xyz) -> np.ndarray:
+        """The inverse of ``index_to_patient``: LPS mm to fractional (slice, row, column).
+
+        The slice index comes from the position along the slice normal
+        (linear between slices, extended beyond the ends along the nearest
+        pair), the row and column from that slice's interpolated position.
+
+        Parameters
+        ----------
+        xyz : (N, 3) array_like
+            Points in patient mm (LPS).
+
+        Returns
+        -------
+        (N, 3) float64 array of indices in the order of ``data``'s axes.
+        """
+        xyz = np.asarray(xyz, dtype=np.float64)
+        if xyz.ndim != 2 or xyz.shape[1] != 3:
+            raise ValueError(f"xyz must have shape (N, 3), got {xyz.shape}")
+        normal = np.cross(self.row_dir, self.col_dir)
+        normal /= np.linalg.norm(normal) or 1.0
+        sr, sc = self.pixel_spacing
+        if self.positions.shape[0] == 1:
+            k = (xyz - self.positions[0]) @ normal
+            origin = self.positions[0] + k[:, None] * normal
+        else:
+            along = self.positions @ normal
+            if along[-1] < along[0]:
+                along = -along
+                s = -(xyz @ normal)
+            else:
+                s = xyz @ normal
+            k = np.interp(s, along, np.arange(len(along), dtype=np.float64))
+            for end, (a, b) in ((s < along[0], (0, 1)), (s > along[-1], (-2, -1))):
+                if end.any():  # beyond the ends: along the nearest pair
+                    k[end] = (len(along) + a if a < 0 else a) + (s[end] - along[a]) / (
+                        along[b] - along[a])
+            lo = np.clip(np.floor(k).astype(np.int64), 0, len(along) - 2)
+            t = (k - lo)[:, None]
+            origin = self.positions[lo] * (1 - t) + self.positions[lo + 1] * t
+        d = xyz - origin
+        return np.stack([k, d @ self.col_dir / sr, d @ self.row_dir / sc], axis=1)
+
+    def spacing(self) -> tuple[float, float, float]:
+        """(slice, row, column) spacing of the voxel grid in mm (slices: the mean gap)."""
+        sr, sc = self.pixel_spacing
+        if self.positions.shape[0] > 1:
+            gap = float(np.linalg.norm(self.positions[-1] - self.positions[0])) / (
+                self.positions.shape[0] - 1)
+        else:
+            gap = min(sr, sc)
+        return gap, float(sr), float(sc)
 
     def handedness(self) -> float:
         """Sign of the index→patient map's Jacobian determinant (+1 or -1).

@@ -45,6 +45,16 @@ if [ $want_test -eq 1 ]; then
   [ -x /usr/bin/chromium ] || apt_install chromium
   # the PACS peers of the DICOMweb and C-STORE tests, and the DICOM validator
   apt_install orthanc orthanc-dicomweb dcmtk dicom3tools
+  # nginx for tests/web/test_nginx.py (deploy/nginx in front of ephemesh, on a
+  # port of its own); the package would start a system nginx on port 80: not here
+  if ! command -v nginx >/dev/null && [ ! -x /usr/sbin/nginx ]; then
+    no_start=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      $sudo_cmd sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d' && no_start=1
+    fi
+    apt_install nginx-light || log "no nginx: tests/web/test_nginx.py will be skipped"
+    if [ $no_start -eq 1 ]; then $sudo_cmd rm -f /usr/sbin/policy-rc.d; fi
+  fi
 fi
 
 # --- Python ----------------------------------------------------------------
@@ -65,7 +75,7 @@ stamp=".venv/.ephemesh-installed"
 installed_ok() {
   local python="$PWD/.venv/bin/python"
   (cd / && "$python" -c '
-import sys, converter, web, worker, converter._marching, converter._mesh
+import sys, converter, web, worker, converter._marching, converter._mesh, converter._shape
 sys.exit(any(getattr(m, "__file__", None) is None for m in (converter, web, worker)))' 2>/dev/null)
 }
 sources_changed() {

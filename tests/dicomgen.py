@@ -91,6 +91,25 @@ def l_shape(origin=(-16.0, -12.0, -6.0), length=(32.0, 22.0), bar=10.0, thicknes
     return Phantom("l_shape", float(vol), cen, np.array([o, o + (lx, ly, thickness)]), sd)
 
 
+def cylinder(center=(0.0, 0.0, 0.0), axis=(0.0, 0.0, 1.0), radius=10.0, length=30.0) -> Phantom:
+    """A capped cylinder; its signed distance is exact (the rims included)."""
+    c, ax = np.asarray(center, float), _unit(axis)
+    half = length / 2
+
+    def sd(p):
+        q = p - c
+        along = q @ ax
+        across = np.linalg.norm(q - along[..., None] * ax, axis=-1)
+        dr, dz = across - radius, np.abs(along) - half
+        outside = np.hypot(np.maximum(dr, 0), np.maximum(dz, 0))
+        return -(outside + np.minimum(np.maximum(dr, dz), 0))
+
+    # the box around the caps' rims: each cap is a disc of the radius across the axis
+    extent = half * np.abs(ax) + radius * np.sqrt(np.clip(1 - ax**2, 0, 1))
+    return Phantom("cylinder", np.pi * radius**2 * length, c, np.array([c - extent, c + extent]),
+                   sd)
+
+
 def two_spheres(gap=6.0) -> Phantom:
     """Two spheres, one big one small, for component/island tests."""
     big, small = sphere((-8.0, 0, 0), 9.0), sphere((12.0, 0, 0), 4.0)
@@ -185,9 +204,11 @@ def make_geometry(
     return Geometry((n, rows, cols), positions, row_dir, col_dir, (float(sr), float(sc)))
 
 
-def render(phantom: Phantom, geometry: Geometry, fg=FG_HU, bg=BG_HU) -> np.ndarray:
-    """Sample ``phantom`` on ``geometry``: int16 HU with a linear ramp 2 voxels wide."""
-    width = 2.0 * geometry.max_step
+def render(phantom: Phantom, geometry: Geometry, fg=FG_HU, bg=BG_HU, width=None) -> np.ndarray:
+    """Sample ``phantom`` on ``geometry``: int16 HU with a linear ramp ``width`` mm
+    wide (default: 2 voxels of the largest spacing).  A ramp one pixel wide
+    on thick slices leaves marching cubes' terraces between the slices."""
+    width = 2.0 * geometry.max_step if width is None else float(width)
     out = np.empty(geometry.shape, np.int16)
     for k in range(geometry.shape[0]):
         sd = phantom.signed_distance(geometry.points(k))
@@ -408,3 +429,64 @@ def make_series_dir(directory, kind="sphere", *, size=(32, 40, 40), names="index
 
 def write_phantom_series(directory, phantom: Phantom, geometry: Geometry, **kw) -> list[Path]:
     return write_series(directory, render(phantom, geometry), geometry=geometry, **kw)
+
+
+# --------------------------------------------------------------------------- a body on a table
+
+def _cylinder(center_xy, radii_xy, z_range=(-1e9, 1e9)):
+    """An elliptic cylinder along z (signed distance approximated by the ellipse's scale)."""
+    cx, cy = center_xy
+    ax, ay = radii_xy
+    z0, z1 = z_range
+
+    def sd(p):
+        q = np.hypot((p[..., 0] - cx) / ax, (p[..., 1] - cy) / ay)
+        radial = (1.0 - q) * min(ax, ay)
+        return np.minimum(radial, np.minimum(p[..., 2] - z0, z1 - p[..., 2]))
+
+    return sd
+
+
+def body_on_table(geometry: Geometry, *, table_hu=1200.0) -> np.ndarray:
+    """A CT of a body lying on a couch, with a head rest: HU, int16.
+
+    The body (soft tissue, 40 HU) is an elliptic cylinder around the z axis
+    (half-widths 40 and 25 mm; posterior is +y in LPS) holding a bone (700
+    HU, the spine: radius 6 mm at y = 12) and two lungs (-850 HU, 18 by 16
+    mm, at x = ±16) that end 8 mm inside the first and last slices.  Under it lies the couch: a shell
+    4 mm thick, curved up at the sides (its top y = 25 - x²/400) and wider
+    than the body, touching the body's back.  Over the top third of the
+    slices a head rest cradles the body: a U of 4 mm walls (|x| from 43 to 47
+    mm) rising from the couch to y = 0.  Couch and head rest are ``table_hu``
+    (denser than the bone level, as real couches' carbon fibre and rails can
+    be).
+    """
+    z = geometry.points(0)[..., 2].ravel()
+    z_lo = min(geometry.positions[:, 2].min(), z.min())
+    z_hi = max(geometry.positions[:, 2].max(), z.max())
+    body = _cylinder((0.0, 0.0), (40.0, 25.0))
+    spine = _cylinder((0.0, 12.0), (6.0, 6.0))
+    lungs = [_cylinder((x, -3.0), (9.0, 8.0), (z_lo + 8.0, z_hi - 8.0)) for x in (-16.0, 16.0)]
+    z_head = z_hi - (z_hi - z_lo) / 3
+
+    def couch(p):
+        top = 28.0 - p[..., 0] ** 2 / 400.0
+        shell = np.minimum(p[..., 1] - top, top + 4.0 - p[..., 1])
+        return np.minimum(shell, 60.0 - np.abs(p[..., 0]))
+
+    def headrest(p):
+        wall = np.minimum(np.abs(p[..., 0]) - 43.0, 47.0 - np.abs(p[..., 0]))
+        height = np.minimum(p[..., 1], 29.0 - p[..., 0] ** 2 / 400.0 - p[..., 1])
+        return np.minimum(np.minimum(wall, height), p[..., 2] - z_head)
+
+    width = 2.0 * geometry.max_step
+    out = np.empty(geometry.shape, np.int16)
+    for k in range(geometry.shape[0]):
+        p = geometry.points(k)
+        hu = np.full(p.shape[:2], -1000.0)
+        for sd, value in [(body, 40.0), *[(lung, -850.0) for lung in lungs], (spine, 700.0),
+                          (couch, table_hu), (headrest, table_hu)]:
+            frac = np.clip(0.5 + sd(p) / width, 0.0, 1.0)
+            hu = hu * (1 - frac) + value * frac
+        out[k] = np.rint(hu)
+    return out

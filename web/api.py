@@ -14,9 +14,9 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from worker.receipts import UploadDigest, new_salt
 from worker.states import BatchStatus, JobStatus
 
-from . import intake, options
+from . import intake, options, waiting
 from .batchzip import stream_zip
-from .jobs import receipt_download, result_format, send_model, service
+from .jobs import receipt_download, result_format, send_model, send_preview, service
 from .limits import FailureLock
 from .openapi import document
 from .problems import Refused
@@ -26,7 +26,7 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
 PUBLIC = ("api.openapi",)
 JOB_FIELDS = ("id", "status", "progress", "report", "error", "created_at", "expires_at",
-              "batch_id")
+              "batch_id", "scan_id")
 
 
 def _auth_lock() -> FailureLock:
@@ -82,9 +82,10 @@ def _key_in(header: str) -> str | None:
 
 
 def _links_job(job_id) -> dict:
-    return {"self": url_for(".get_job", job_id=job_id),
-            "result": url_for(".job_result", job_id=job_id),
-            "receipt": url_for(".job_receipt", job_id=job_id)}
+    return {"self": url_for("api.get_job", job_id=job_id),
+            "result": url_for("api.job_result", job_id=job_id),
+            "preview": url_for("api.job_preview", job_id=job_id),
+            "receipt": url_for("api.job_receipt", job_id=job_id)}
 
 
 def _job_json(view) -> dict:
@@ -121,18 +122,6 @@ def _own_batch(batch_id) -> dict:
     return view
 
 
-def _upload(digest):
-    if request.mimetype != "multipart/form-data":
-        raise Refused("unsupported_media_type",
-                      "Send multipart/form-data with one or more 'files' parts.", 415)
-    limits = intake.Limits.from_config(current_app.config)
-    files = request.files
-    extra = [name for name in files if name != "files"]
-    if extra:
-        raise Refused("unknown_field", "Files go in parts named 'files'.")
-    return intake.read_upload(files.getlist("files"), limits, digest)
-
-
 def _accepted(body, salt):
     """202 with the salt of the upload's receipts (``worker.receipts``), given only here."""
     return jsonify(dict(body, receipt_salt=salt)), 202, {"Location": body["links"]["self"]}
@@ -148,15 +137,34 @@ def _deleted(done: bool, what: str):
 def create_job_view():
     salt = new_salt()
     digest = UploadDigest(salt)
-    upload = _upload(digest)
-    view = service().create_job(upload.files, options.from_form(request.form), owner=g.owner,
-                                received_sha256=digest.hexdigest())
+    with intake.receive(digest) as received:
+        view = service().create_job(received.intake, options.from_form(received.form),
+                                    owner=g.owner, received_sha256=digest.hexdigest())
     return _accepted(_job_json(view), salt)
+
+
+@bp.get("/jobs", endpoint="list_jobs")
+def list_jobs():
+    """The caller's jobs, newest first: ``?status=a,b&scan=ID&batch=ID&limit=N&cursor=C``."""
+    return jsonify(waiting.job_list(request.args, g.owner, _job_json))
 
 
 @bp.get("/jobs/<job_id>")
 def get_job(job_id):
-    return jsonify(_job_json(_own_job(job_id)))
+    view = _own_job(job_id)
+    seconds = waiting.wait_seconds(request.args)
+    if seconds:
+        view = waiting.until_changed(view, seconds, lambda: _own_job(job_id))
+    resp = jsonify(_job_json(view))
+    if g.get("wait_busy"):
+        resp.headers["X-Wait"] = "busy"  # too many waiting: answered at once
+    return resp
+
+
+@bp.get("/jobs/<job_id>/preview")
+def job_preview(job_id):
+    _own_job(job_id)
+    return send_preview(service().open_preview(job_id, owner=g.owner))
 
 
 @bp.get("/jobs/<job_id>/result")
@@ -181,10 +189,10 @@ def delete_job(job_id):
 def create_batch_view():
     salt = new_salt()
     digest = UploadDigest(salt)
-    upload = _upload(digest)
-    opts = options.from_form(request.form, allowed=options.WITHOUT_SERIES)
-    view = service().create_batch(upload.files, opts, owner=g.owner,
-                                  received_sha256=digest.hexdigest())
+    with intake.receive(digest) as received:
+        opts = options.from_form(received.form, allowed=options.WITHOUT_SERIES)
+        view = service().create_batch(received.intake, opts, owner=g.owner,
+                                      received_sha256=digest.hexdigest())
     return _accepted(_batch_json(view), salt)
 
 

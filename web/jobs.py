@@ -11,7 +11,7 @@ import time
 from flask import Response, current_app, request, send_file
 
 from converter import PRESETS
-from worker import receipts
+from worker import metrics, receipts
 from worker.states import ENDED, WAITING, JobStatus
 
 from .problems import Refused
@@ -44,10 +44,17 @@ def result_format() -> str:
 
 def send_model(opened, fmt="stl"):
     """A job's model, from ``Service.open_result``, as a download (never cached)."""
-    fh, _size = opened
+    fh, size = opened
+    metrics.count(service().ctx, "ephemesh_sent_bytes", size)
     mimetype, name = RESULT_FORMATS[fmt]
     return send_file(fh, mimetype=mimetype, as_attachment=True, download_name=name,
                      max_age=0, conditional=False, etag=False, last_modified=None)
+
+
+def send_preview(data: bytes):
+    """A job's reduced mesh for the 3D view (``worker.preview``'s format)."""
+    return Response(data, mimetype="application/octet-stream",
+                    headers={"Content-Disposition": "inline; filename=preview.bin"})
 
 
 def signed_receipts(job_id, owner) -> dict:

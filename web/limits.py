@@ -22,6 +22,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from . import ops
+from .scans import VIEW_ENDPOINTS
 from .security import STATIC_ENDPOINTS, address_pseudonym, address_subject, pseudonym
 
 
@@ -64,10 +65,13 @@ def apply_limits(app, limiter: Limiter) -> None:
     cfg = app.config
     for keyed in ("api", "dicomweb"):
         limiter.limit(cfg["EPHEMESH_KEY_RATE_LIMIT"], key_func=key_identity)(app.blueprints[keyed])
+    # the workspace's views (scrolling through slices) count per address only
+    limiter.limit(cfg["EPHEMESH_KEY_RATE_LIMIT"], key_func=key_identity,
+                  exempt_when=lambda: request.endpoint in VIEW_ENDPOINTS)(app.blueprints["scans"])
     upload = limiter.shared_limit(cfg["EPHEMESH_UPLOAD_RATE_LIMIT"], scope="upload",
                                   key_func=key_identity)
     for endpoint in ("browser.create_job", "api.create_job", "api.create_batch",
-                     "dicomweb.store", "dicomweb.store_study"):
+                     "scans.create_scan", "dicomweb.store", "dicomweb.store_study"):
         app.view_functions[endpoint] = upload(app.view_functions[endpoint])
     login = limiter.limit(cfg["EPHEMESH_LOGIN_RATE_LIMIT"], methods=["POST"])
     app.view_functions["admin.login"] = login(app.view_functions["admin.login"])

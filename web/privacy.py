@@ -57,8 +57,12 @@ def retention(settings, config) -> list[dict]:
     return [
         {"id": "upload", "what": "Your upload (the DICOM files)", "where": "store",
          "kept": f"until its conversion ends, at most {kept} after the upload"},
-        {"id": "result", "what": "The STL model and its report", "where": "store",
-         "kept": f"{kept} after it is made, or until you press “Delete now”"},
+        {"id": "scan", "what": "A scan you look at before converting (“Look first”): the "
+         "upload, its decoded series and their list (descriptions, times)", "where": "store",
+         "kept": f"until you press “Done, delete my scan”, at most {kept} after the upload"},
+        {"id": "result", "what": "The STL model, its report and its 3D preview", "where": "store",
+         "kept": f"{kept} after it is made, or until you press “Delete now” (or “Done” for a "
+                 "scan's models)"},
         {"id": "queue", "what": "The job's state in the queue", "where": "Redis",
          "kept": f"at most {kept}"},
         {"id": "job", "what": "The job record (random id, times, status, error code)",

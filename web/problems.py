@@ -41,6 +41,34 @@ NO_SPACE = ("no_space", "The server has no room for this upload just now; try ag
             "minutes, or send a smaller one.")
 #: seconds a client is asked to wait when the queue (Redis) is unreachable
 UNAVAILABLE_RETRY_S = 30
+#: the scan workspace's refusals of a request (``web/scans.py``): code → (status, message)
+WORKSPACE = {
+    "series_not_found": (404, "There is no series {n} in this scan."),
+    "invalid_plane": (400, "plane must be axial, coronal or sagittal."),
+    "invalid_index": (400, "index must be a whole number from 0 to {last} for this plane."),
+    "invalid_threshold": (400, "threshold must be a finite number."),
+    "invalid_window": (400, "window and level must be finite numbers, given together, with "
+                       "window above 0."),
+    "invalid_format": (400, "format must be png or values."),
+    "invalid_crop": (400, "crop must be six millimetre values x0,y0,z0,x1,y1,z1 (LPS) of a "
+                     "box that is not empty and overlaps the scan."),
+    "invalid_seed": (400, "seed must be three millimetre values x,y,z (LPS) inside the scan."),
+    "seed_in_background": (400, "The seed is not in the region the threshold keeps; click on "
+                           "the part you want."),
+    "invalid_wait": (400, "wait must be a number of seconds from 0 to {most}."),
+    "invalid_filter": (400, "{name}: not a filter of this list, or not a value it takes; the "
+                       "filters are status (job states, comma-separated), scan, batch, limit "
+                       "and cursor."),
+    "invalid_cursor": (400, "The cursor is not one this list gave."),
+}
+
+
+def workspace(code: str, **values) -> Refused:
+    """The refusal ``code`` of ``WORKSPACE``, its message filled with ``values``."""
+    status, message = WORKSPACE[code]
+    return Refused(code, message.format(**values), status)
+
+
 #: the service's refusals, by the status they answer with (each carries its code)
 SERVICE_REFUSALS = {Invalid: 400, NotFound: 404, NotReady: 409, Gone: 410}
 

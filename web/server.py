@@ -19,14 +19,27 @@
   no access-log row.
 * **Port.** The listening socket is bound before anything else starts, so
   a port in use is one line and nothing to stop.
+* **Slow clients.** A connection may not hold one of the server's
+  ``EPHEMESH_CONNECTION_LIMIT`` slots by trickling: the request line and
+  headers must have arrived ``EPHEMESH_CLIENT_TIMEOUT`` seconds after the
+  request's first byte (or after the connection opened), and while a body
+  comes in, or a response goes out, each period of that length must move
+  at least ``EPHEMESH_MIN_BODY_RATE`` bytes a second (the rest of the body
+  when that is less).  A connection that does not is closed without an
+  answer (``cut_slow_clients``, run from waitress's own maintenance pass
+  every second, in its event loop: no thread, no proxy).  While the app
+  works on a request nothing is cut; an idle keep-alive connection closes
+  after waitress's 120 s.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import socket
 import tempfile
+import time
 
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
@@ -88,7 +101,33 @@ class AppErrorTask(ErrorTask):
 
 
 class AppChannel(HTTPChannel):
+    """waitress's channel with the app's refusals and what ``cut_slow_clients``
+    needs: when the request being read began, whether any request was read,
+    and the bytes moved in the current period."""
+
     error_task_class = AppErrorTask
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.request_started = self.creation_time
+        self.served_any = False
+        self.period_start = None  # body or response: start of the current period
+        self.period_bytes = 0
+        self.period_outbuf = 0
+
+    def received(self, data):
+        if self.request is None:
+            self.request_started = time.time()  # a new request's first byte
+        elif self.request.headers_finished:
+            self.period_bytes += len(data)
+        done = super().received(data)
+        request = self.request
+        if request is None or request.completed:
+            self.served_any = self.served_any or request is None
+            self.period_start = None
+        elif request.headers_finished and self.period_start is None:
+            self.period_start, self.period_bytes = time.time(), 0
+        return done
 
     def send_continue(self):
         # waitress would say "100 Continue" to a request it has just refused
@@ -97,6 +136,67 @@ class AppChannel(HTTPChannel):
             self.request.expect_continue = False
             return
         super().send_continue()
+
+
+def _too_slow(channel, now: float, timeout: float, rate: int) -> bool:
+    """Whether ``channel`` (an ``AppChannel``) trickles (see the module's text)."""
+    if channel.requests or channel.will_close:
+        return False  # the app works on a request, or it closes anyway
+    request = channel.request
+    if request is None:
+        if channel.total_outbufs_len and rate:  # a response the client reads
+            if channel.period_start is None:
+                channel.period_start, channel.period_outbuf = now, channel.total_outbufs_len
+                return False
+            if now - channel.period_start < timeout:
+                return False
+            moved = channel.period_outbuf - channel.total_outbufs_len
+            if moved < min(rate * timeout, channel.period_outbuf):
+                return True
+            channel.period_start, channel.period_outbuf = now, channel.total_outbufs_len
+            return False
+        channel.period_start = None
+        # a fresh connection must send its request in time; between requests
+        # waitress's idle timeout applies
+        return not channel.served_any and now - channel.creation_time > timeout
+    if not request.headers_finished:
+        return now - channel.request_started > timeout
+    if not rate or channel.period_start is None or now - channel.period_start < timeout:
+        return False
+    need = rate * timeout
+    remain = getattr(request.body_rcv, "remain", None)  # a Content-Length body's rest
+    if remain is not None:
+        need = min(need, remain + channel.period_bytes)
+    if channel.period_bytes < need:
+        return True
+    channel.period_start, channel.period_bytes = now, 0
+    return False
+
+
+def cut_slow_clients(server, now: float, timeout: float, rate: int) -> int:
+    """Close the connections of ``server`` that trickle; returns how many."""
+    cut = 0
+    for channel in list(server.active_channels.values()):
+        if isinstance(channel, AppChannel) and _too_slow(channel, now, timeout, rate):
+            channel.will_close = True  # waitress closes it on its next pass
+            cut += 1
+    if cut:
+        log.info("closed %d slow connection(s)", cut)
+    return cut
+
+
+def allow_open_files(connections: int) -> int:
+    """Raise this process's open-file limit so ``connections`` sockets fit (as
+    far as the hard limit allows); returns the connection limit that fits."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256  # the database, Redis, the store, the spool
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        soft = new
+    if soft == resource.RLIM_INFINITY:
+        return connections
+    return max(1, min(connections, soft - 256))
 
 
 def listen(host: str, port: int) -> list[socket.socket]:
@@ -137,9 +237,17 @@ def use_spool_for_temporary_files(spool_dir) -> None:
 
 def make_server(app, sockets, *, threads: int):
     """The waitress server for ``app`` on the bound ``sockets``: the body cap
-    is the app's ``MAX_CONTENT_LENGTH``; refusals are the app's."""
+    is the app's ``MAX_CONTENT_LENGTH``; refusals are the app's; slow
+    clients are cut (``cut_slow_clients``)."""
+    cfg = app.config
+    connections = allow_open_files(cfg["EPHEMESH_CONNECTION_LIMIT"])
+    if connections < cfg["EPHEMESH_CONNECTION_LIMIT"]:
+        log.warning("only %d connections fit under the open-file limit", connections)
     server = create_server(
         app, sockets=sockets, threads=threads, ident="ephemesh",
+        connection_limit=connections,
+        cleanup_interval=1,  # the slow-client checks run in this pass
+        channel_timeout=120,
         # waitress refuses a Content-Length >= this before reading the body
         max_request_body_size=app.config["MAX_CONTENT_LENGTH"] + 1,
         # with no proxy declared, X-Forwarded-* are a client's lies: dropped;
@@ -149,8 +257,20 @@ def make_server(app, sockets, *, threads: int):
         clear_untrusted_proxy_headers=not app.config["EPHEMESH_TRUSTED_PROXIES"])
     # one server, or one per socket (several addresses) sharing a map
     candidates = [server, *getattr(server, "map", {}).values()]
+    timeout, rate = cfg["EPHEMESH_CLIENT_TIMEOUT"], cfg["EPHEMESH_MIN_BODY_RATE"]
     for candidate in candidates:
         if isinstance(candidate, BaseWSGIServer):
             candidate.channel_class = AppChannel
             candidate.flask_app = app
+            candidate.maintenance = _with_slow_client_checks(candidate, timeout, rate)
     return server
+
+
+def _with_slow_client_checks(server, timeout: float, rate: int):
+    idle_check = server.maintenance  # waitress's own: idle connections
+
+    def maintenance(now):
+        idle_check(now)
+        cut_slow_clients(server, now, timeout, rate)
+
+    return maintenance

@@ -136,21 +136,25 @@ def run_worker(args) -> None:
 
 
 def _health_server(settings, port):
+    from . import metrics
     from .context import Context
     from .health import HealthServer
 
+    ctx = Context(settings)
+    reg = metrics.registry(ctx)
     try:
-        return HealthServer(Context(settings), port).start()
+        return HealthServer(ctx, port, metrics=lambda: metrics.exposition(reg)).start()
     except OSError as exc:
         raise CommandFailed(f"cannot listen on port {port} (--health-port): "
                             f"{exc.strerror or exc}") from None
 
 
 def run_cron(args) -> None:
-    from . import cron
+    from . import cron, logs
 
     settings = _settings()
     _check_schema(settings)
+    logs.configure(settings.log_format)
     cron.run(settings)
 
 

@@ -47,10 +47,12 @@ from .states import (
     BATCH_LIVE,
     ENDED,
     LIVE,
+    SCAN_LIVE,
     STORED,
     WAITING,
     BatchStatus,
     JobStatus,
+    ScanStatus,
 )
 
 metadata = MetaData()
@@ -84,6 +86,28 @@ batches = Table(
     Column("error_code", String(64)),
     Column("error_message", String(300)),
     Column("received_sha256", String(64)),  # salted digest of what was sent (receipts.py)
+)
+
+#: a scan workspace: opaque ids, times, a status and a count; never a series
+#: description, time or UID (those live in the store, with the upload)
+scans = Table(
+    "scans", metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(128), nullable=False, index=True),
+    Column("created", Float, nullable=False),
+    Column("deadline", Float, nullable=False),
+    Column("status", String(16), nullable=False),  # a states.ScanStatus
+    Column("error_code", String(64)),
+    Column("error_message", String(300)),
+    Column("input_bytes", BigInteger, nullable=False, default=0),
+    Column("received_sha256", String(64)),  # salted digest of what was sent (receipts.py)
+)
+
+#: which jobs were made from which scan (a job's own row stays as every job's)
+scan_jobs = Table(
+    "scan_jobs", metadata,
+    Column("job_id", String(64), primary_key=True),
+    Column("scan_id", String(64), nullable=False, index=True),
 )
 
 purge_ledger = Table(
@@ -331,6 +355,83 @@ class Records:
             return _rows(c.execute(select(batches).where(batches.c.status.in_(BATCH_LIVE),
                                                          batches.c.deadline < due_before)))
 
+    # ---------------------------------------------------------------- scans
+    def add_scan(self, scan_id, owner, created, deadline, *, input_bytes=0,
+                 received_sha256=None):
+        with self.engine.begin() as c:
+            c.execute(insert(scans).values(id=scan_id, owner=owner, created=created,
+                                           deadline=deadline, status=ScanStatus.READING,
+                                           input_bytes=int(input_bytes),
+                                           received_sha256=received_sha256))
+
+    def scan(self, scan_id):
+        with self.engine.connect() as c:
+            row = c.execute(select(scans).where(scans.c.id == scan_id)).mappings().first()
+        return dict(row) if row else None
+
+    def set_scan(self, scan_id, *, only_if=None, **values) -> bool:
+        """Update a scan; with ``only_if`` (statuses) only while it is in one of them."""
+        q = update(scans).where(scans.c.id == scan_id)
+        if only_if:
+            q = q.where(scans.c.status.in_(list(only_if)))
+        with self.engine.begin() as c:
+            return c.execute(q.values(**values)).rowcount > 0
+
+    def fail_scan(self, scan_id, code, message) -> bool:
+        return self.set_scan(scan_id, only_if=SCAN_LIVE, status=ScanStatus.FAILED,
+                             error_code=code, error_message=message[:300])
+
+    def live_scans(self, due_before=None, *, owner=None):
+        """Scans whose upload is kept; with ``due_before``, only those due by
+        then; with ``owner`` (a hash), only that owner's, newest first."""
+        q = select(scans).where(scans.c.status.in_(SCAN_LIVE))
+        if due_before is not None:
+            q = q.where(scans.c.deadline < due_before)
+        if owner is not None:
+            q = q.where(scans.c.owner == owner).order_by(scans.c.created.desc())
+        with self.engine.connect() as c:
+            return _rows(c.execute(q))
+
+    def add_scan_job(self, job_id, scan_id):
+        with self.engine.begin() as c:
+            c.execute(insert(scan_jobs).values(job_id=job_id, scan_id=scan_id))
+
+    def scan_of_job(self, job_id):
+        with self.engine.connect() as c:
+            row = c.execute(select(scan_jobs.c.scan_id)
+                            .where(scan_jobs.c.job_id == job_id)).first()
+        return row.scan_id if row else None
+
+    def owner_jobs(self, owner, *, status=None, scan_id=None, batch_id=None, limit=50,
+                   after=None):
+        """An owner's jobs, newest first, optionally of one status, scan or batch;
+        ``after``: the (created, id) of the last job of the page before."""
+        q = (select(jobs, scan_jobs.c.scan_id)
+             .select_from(jobs.outerjoin(scan_jobs, scan_jobs.c.job_id == jobs.c.id))
+             .where(jobs.c.owner == owner))
+        if status is not None:
+            q = q.where(jobs.c.status.in_(list(status)))
+        if scan_id is not None:
+            q = q.where(scan_jobs.c.scan_id == scan_id)
+        if batch_id is not None:
+            q = q.where(jobs.c.batch_id == batch_id)
+        if after is not None:
+            created, job_id = after
+            q = q.where(or_(jobs.c.created < created,
+                            (jobs.c.created == created) & (jobs.c.id < job_id)))
+        q = q.order_by(jobs.c.created.desc(), jobs.c.id.desc()).limit(int(limit))
+        with self.engine.connect() as c:
+            return _rows(c.execute(q))
+
+    def purge_scans(self, older_than) -> int:
+        """Forget ended scan rows (and their job links) created before ``older_than``."""
+        with self.engine.begin() as c:
+            old = select(scans.c.id).where(scans.c.created < older_than,
+                                           scans.c.status.not_in(list(SCAN_LIVE)))
+            c.execute(delete(scan_jobs).where(scan_jobs.c.scan_id.in_(old)))
+            return c.execute(delete(scans).where(scans.c.created < older_than,
+                                                 scans.c.status.not_in(list(SCAN_LIVE)))).rowcount
+
     # ---------------------------------------------------------------- ledger
     def record_deletion(self, kind, object_id, size, created, deadline, reason, *, count=1,
                         now=None, also=(), converted=None) -> bool:
@@ -361,7 +462,7 @@ class Records:
     @staticmethod
     def _received(c, object_id) -> dict:
         """The ledger's receipt columns from the job (or batch) row of ``object_id``."""
-        for table in (jobs, batches):
+        for table in (jobs, batches, scans):
             row = c.execute(select(table.c.created, table.c.received_sha256)
                             .where(table.c.id == object_id)).first()
             if row is not None:

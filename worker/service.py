@@ -15,6 +15,7 @@ same as for an id that does not exist).
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import time
@@ -24,7 +25,9 @@ from rq.job import Job
 from converter import ConverterError, ConvertOptions, encapsulated
 from converter.options import JOB_OPTIONS
 
+from . import metrics
 from .context import Context
+from .intake import FIRST_FILE, Intake, Limits
 from .receipts import body as receipt_body
 from .retention import delete_all
 from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
@@ -37,9 +40,12 @@ from .submit import (
     new_id,
     owner_hash,
     rq_ids,
+    store_input,
     submit_job,
 )
 
+#: a result's parts: the model, its report, its DICOM header, the reduced mesh for the 3D view
+DICOM_PART, PREVIEW_PART = 2, 3
 #: a sweeper run older than this is a fault on the admin page
 SWEEP_FAULT_AGE_S = 120
 
@@ -96,6 +102,13 @@ class Service:
     def store(self):
         return self.ctx.store
 
+    @functools.cached_property
+    def scans(self):
+        """The scan workspaces (``worker.scans.Scans``)."""
+        from .scans import Scans  # it builds on this module
+
+        return Scans(self)
+
     def close(self):
         self.ctx.close()
 
@@ -112,13 +125,36 @@ class Service:
             raise Invalid(exc.code, exc.message) from None
         return {k: getattr(checked, k) for k in options}
 
-    def _upload(self, files, options) -> tuple[list[bytes], dict]:
-        """The upload's files as bytes and its options checked; raise ``Invalid``."""
-        options = self.check_options(options)
+    def _upload(self, files, options) -> tuple[list[bytes] | Intake, dict]:
+        """The upload's files (bytes, or an ``Intake`` holding them in the store)
+        and its options checked; raise ``Invalid`` (an intake is aborted then)."""
+        try:
+            options = self.check_options(options)
+        except Invalid:
+            if isinstance(files, Intake):
+                files.abort()
+            raise
+        if isinstance(files, Intake):
+            return files, options
         files = [bytes(f) for f in files]
         if not files or not any(files):
             raise Invalid("empty_upload", "no files were uploaded")
         return files, options
+
+    def receive(self, limits: Limits, *, kind=Kind.INPUT, digest=None, spool_dir=None,
+                take=None) -> Intake:
+        """A new upload, streamed into the store as it is fed
+        (``worker.intake.Intake``): give it to ``create_job`` or
+        ``create_batch`` (``kind`` input: the options go before the files),
+        or to ``scans.create`` (``kind`` scan: files only), once ``finish``
+        has counted it; or ``abort`` it.  Its deadline runs from now."""
+        if kind not in (Kind.INPUT, Kind.SCAN):
+            raise ValueError(f"an upload is stored as {Kind.INPUT} or {Kind.SCAN}, not {kind!r}")
+        now = time.time()
+        writer = self.store.writer(kind, new_id(), now + self.settings.retention_seconds,
+                                   created=now)
+        return Intake(writer, limits, first_file=FIRST_FILE if kind == Kind.INPUT else 0,
+                      digest=digest, spool_dir=spool_dir, take=take)
 
     # ------------------------------------------------------------ jobs
     def create_job(self, files, options=None, *, owner, pick_series=False,
@@ -127,8 +163,9 @@ class Service:
 
         Parameters
         ----------
-        files : list of bytes
-            DICOM files or zips (member names are never kept).
+        files : list of bytes, or worker.intake.Intake
+            DICOM files or zips (member names are never kept), or an upload
+            streamed into the store by ``receive``.
         options : dict, optional
             Converter options; see ``converter.options.JOB_OPTIONS``.
         owner : str
@@ -149,11 +186,16 @@ class Service:
         files, options = self._upload(files, options)
         if from_pacs:
             options[FROM_PACS] = True
-        now = time.time() if received_at is None else min(float(received_at), time.time())
+        if isinstance(files, Intake):
+            created, deadline = files.created, files.deadline
+        else:
+            created = time.time() if received_at is None else min(float(received_at),
+                                                                   time.time())
+            deadline = created + self.settings.retention_seconds
         job_id = submit_job(self.ctx, files, options, owner_digest=owner_hash(owner),
-                            created=now, deadline=now + self.settings.retention_seconds,
+                            created=created, deadline=deadline,
                             pick=pick_series, received_sha256=received_sha256)
-        self.records.audit("upload", _actor(owner), {"job": job_id, **_sizes(files)})
+        self.records.audit("upload", _actor(owner), {"job": job_id, **sizes(files)})
         return self.get_job(job_id, owner=owner)
 
     def get_job(self, job_id, *, owner):
@@ -188,8 +230,16 @@ class Service:
             "expires_at": _iso(expires) if status not in (JobStatus.DELETED, JobStatus.FAILED)
             else None,
             "batch_id": row["batch_id"],
+            "scan_id": row["scan_id"] if "scan_id" in row else self.records.scan_of_job(row["id"]),
             "series": json.loads(row["series"]) if row["series"] else None,
         }
+
+    def list_jobs(self, *, owner, status=None, scan_id=None, batch_id=None, limit=50,
+                  after=None) -> list[dict]:
+        """The owner's jobs, newest first (see ``Records.owner_jobs``)."""
+        rows = self.records.owner_jobs(owner_hash(owner), status=status, scan_id=scan_id,
+                                       batch_id=batch_id, limit=limit, after=after)
+        return [dict(self._view(row), _cursor=(row["created"], row["id"])) for row in rows]
 
     def choose_series(self, job_id, index, *, owner) -> dict:
         """Convert series ``index`` (1-based, from the job's ``series`` list)."""
@@ -232,9 +282,22 @@ class Service:
             raise Gone()
         model = parts[0]
         if dicom:  # a PACS's series keeps its identity; any other gets a new one
-            model = (encapsulated.around(model, parts[2]) if len(parts) > 2
+            model = (encapsulated.around(model, parts[DICOM_PART]) if parts[DICOM_PART]
                      else encapsulated.encapsulate(model, encapsulated.Source.anonymous()))
         return io.BytesIO(model), len(model)
+
+    def open_preview(self, job_id, *, owner) -> bytes:
+        """The reduced mesh the job made for the 3D view; raises as ``open_result``."""
+        view = self.get_job(job_id, owner=owner)
+        if view is None:
+            raise NotFound()
+        if view["status"] in LIVE or view["status"] == JobStatus.FAILED:
+            raise NotReady()
+        part = self.store.get_part(Kind.RESULT, job_id, PREVIEW_PART) \
+            if view["status"] == JobStatus.DONE else None
+        if part is None:
+            raise Gone()
+        return part
 
     def delete_job(self, job_id, *, owner, reason=Reason.USER_REQUEST) -> bool:
         """Delete input and result now; False when not found (or not the owner's)."""
@@ -262,16 +325,20 @@ class Service:
         (each carries the batch's ``received_sha256`` to its receipts)."""
         files, options = self._upload(files, options)
         if "series" in options:
+            if isinstance(files, Intake):
+                files.abort()
             raise Invalid("invalid_option", "a batch converts every series; drop 'series'")
-        batch_id = new_id()
-        now = time.time()
-        deadline = now + self.settings.retention_seconds
-        parts = [json.dumps(options).encode()] + files
-        self.store.put(Kind.INPUT, batch_id, parts, deadline, created=now)
+        if isinstance(files, Intake):
+            batch_id, now, deadline = files.object_id, files.created, files.deadline
+        else:
+            batch_id, now = new_id(), time.time()
+            deadline = now + self.settings.retention_seconds
+        size = store_input(self.ctx, batch_id, files, options, created=now, deadline=deadline)
+        metrics.count(self.ctx, "ephemesh_received_bytes", size)
         self.records.add_batch(batch_id, owner_hash(owner), now, deadline,
                                received_sha256=received_sha256)
         enqueue(self.ctx, SPLIT, batch_id, deadline)
-        self.records.audit("batch-upload", _actor(owner), {"batch": batch_id, **_sizes(files)})
+        self.records.audit("batch-upload", _actor(owner), {"batch": batch_id, **sizes(files)})
         return self.get_batch(batch_id, owner=owner)
 
     def get_batch(self, batch_id, *, owner):
@@ -344,7 +411,9 @@ def _owned(row, owner):
     return row if row is not None and row["owner"] == owner_hash(owner) else None
 
 
-def _sizes(files) -> dict:
+def sizes(files) -> dict:
+    if isinstance(files, Intake):
+        return {"files": files.upload.files, "bytes": files.upload.size}
     return {"files": len(files), "bytes": sum(map(len, files))}
 
 

@@ -32,6 +32,15 @@ class BatchStatus(StrEnum):
     DELETED = "deleted"
 
 
+class ScanStatus(StrEnum):
+    """A scan workspace: one upload, looked at and converted as often as its owner likes."""
+
+    READING = "reading"  # a worker reads its series once
+    READY = "ready"  # its series are listed and decoded
+    FAILED = "failed"  # it could not be read (upload gone)
+    DELETED = "deleted"  # its owner said "Done", or its deadline came (upload gone)
+
+
 #: a job a worker is to run or runs: its progress moves (the job page polls)
 WAITING = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 #: a job that has not ended: the sweeper fails it (``expired``) at its deadline
@@ -40,6 +49,9 @@ LIVE = WAITING | {JobStatus.CHOOSING}
 ENDED = frozenset({JobStatus.DONE, JobStatus.FAILED, JobStatus.DELETED})
 BATCH_LIVE = frozenset({BatchStatus.SPLITTING})
 BATCH_ENDED = frozenset({BatchStatus.READY, BatchStatus.FAILED, BatchStatus.DELETED})
+#: a scan whose upload is kept (until "Done" or its deadline)
+SCAN_LIVE = frozenset({ScanStatus.READING, ScanStatus.READY})
+SCAN_ENDED = frozenset({ScanStatus.FAILED, ScanStatus.DELETED})
 #: the row of a job or of a batch (the store holds both kinds' uploads) that has ended
 OWNER_ENDED = ENDED | BATCH_ENDED
 
@@ -51,10 +63,14 @@ class Kind(StrEnum):
     RESULT = "result"  # an STL and its report (store)
     REDIS_JOB = "redis-job"  # every Redis key of one RQ job
     ACCESS_LOG = "access-log"  # access-log rows past their days (one row per sweep)
+    SCAN = "scan"  # a scan workspace's upload, kept until "Done" or its deadline (store)
+    VOLUME = "volume"  # a scan's decoded volumes and its listing, gone with the upload (store)
 
 
 #: the kinds the payload store holds
-STORED = (Kind.INPUT, Kind.RESULT)
+STORED = (Kind.INPUT, Kind.RESULT, Kind.SCAN, Kind.VOLUME)
+#: what a scan workspace keeps in the store under its id
+SCAN_STORED = (Kind.SCAN, Kind.VOLUME)
 
 
 class Reason(StrEnum):
@@ -64,3 +80,4 @@ class Reason(StrEnum):
     EXPIRED = "expired"  # its deadline came
     USER_REQUEST = "user-request"  # its owner deleted it
     FAILED = "failed"  # its conversion failed
+    SHUTDOWN = "shutdown"  # the service stopped ('ephemesh serve' without --keep-on-stop)

@@ -30,17 +30,22 @@ from rq.registry import StartedJobRegistry
 
 from converter import silence_pydicom_for_good
 
+from . import metrics
 from .context import Context
 from .records import is_late
 from .retention import delete_rq_job, delete_stored, record
 from .states import (
     ENDED,
     OWNER_ENDED,
+    SCAN_ENDED,
+    SCAN_STORED,
     BatchStatus,
     JobStatus,
     Kind,
     Reason,
+    ScanStatus,
 )
+from .store import WRITING
 from .submit import CONVERT, LOST_ATTEMPT, SPLIT, enqueue, new_id, object_of, rq_ids
 
 log = logging.getLogger("ephemesh.sweeper")
@@ -73,8 +78,10 @@ def _now(now):
 
 
 def _owner_row(ctx, object_id):
-    """The job or batch an object belongs to, with ``status``, or None."""
-    return ctx.records.job(object_id) or ctx.records.batch(object_id)
+    """The job, batch or scan an object belongs to, with ``status``, or None
+    (a ``ready`` scan counts as ended here: its reading job has)."""
+    return ctx.records.job(object_id) or ctx.records.batch(object_id) \
+        or ctx.records.scan(object_id)
 
 
 def _ended(row) -> bool:
@@ -102,7 +109,9 @@ def expire_jobs(ctx, now=None) -> int:
     due = now + ctx.settings.sweep_margin
     n = 0
     for row in ctx.records.unfinished_jobs(due):
-        n += ctx.records.fail_job(row["id"], *EXPIRED)
+        if ctx.records.fail_job(row["id"], *EXPIRED):
+            n += 1
+            metrics.job_ended(ctx, "failed", EXPIRED[0])
     for row in ctx.records.unfinished_batches(due):
         n += ctx.records.fail_batch(row["id"], *EXPIRED)
     return n
@@ -142,17 +151,29 @@ def requeue_lost(ctx, now=None) -> int:
     return n
 
 
-def _purge_store(ctx, kind, now, ended, reason=_reason) -> Swept:
+def _debris_due(entry, now, due) -> bool:
+    """A folder left by a delete goes at once; a writer's (an upload still
+    streaming in, or one whose process died) by the deadline its meta holds;
+    anything else once it is ``LEFTOVER_AGE_S`` old."""
+    if entry.object_id.startswith(".del."):
+        return True
+    if entry.object_id.startswith(WRITING) and entry.deadline > entry.created:
+        return entry.deadline <= due
+    return entry.created < now - LEFTOVER_AGE_S
+
+
+def _purge_store(ctx, kind, now, ended, reason=_reason, owner=_owner_row,
+                 swept=None) -> Swept:
     """Delete ``kind`` objects that are due, or whose job has ``ended``."""
     now = _now(now)
     due = now + ctx.settings.sweep_margin
-    swept = Swept(kind)
+    swept = swept or Swept(kind)
     for entry in ctx.store.entries(kind):
         if entry.object_id.startswith("."):  # debris of an interrupted write or delete
-            if entry.created < now - LEFTOVER_AGE_S or entry.object_id.startswith(".del."):
+            if _debris_due(entry, now, due):
                 swept.deleted += ctx.store.remove_leftover(kind, entry.object_id)
             continue
-        row = _owner_row(ctx, entry.object_id)
+        row = owner(ctx, entry.object_id)
         if entry.deadline > due and not ended(row):
             continue
         size = delete_stored(ctx, kind, entry.object_id, reason(row), entry=entry, now=now)
@@ -175,6 +196,37 @@ def purge_results(ctx, now=None) -> Swept:
 
     return _purge_store(ctx, Kind.RESULT, now, deleted,
                         lambda row: Reason.USER_REQUEST if deleted(row) else Reason.EXPIRED)
+
+
+EXPIRED_SCAN = ("expired", "the scan reached its deletion deadline")
+
+
+def expire_scans(ctx, now=None) -> int:
+    """Mark the scans whose deadline comes before the next sweep as deleted
+    (``expired``): their upload and volumes go in this sweep."""
+    due = _now(now) + ctx.settings.sweep_margin
+    n = 0
+    for row in ctx.records.live_scans(due_before=due):
+        n += ctx.records.set_scan(row["id"], only_if=(row["status"],),
+                                  status=ScanStatus.DELETED, error_code=EXPIRED_SCAN[0],
+                                  error_message=EXPIRED_SCAN[1])
+    return n
+
+
+def _scan_reason(row) -> Reason:
+    if row is None or row["status"] not in SCAN_ENDED or row["error_code"] == EXPIRED_SCAN[0]:
+        return Reason.EXPIRED
+    return Reason.FAILED if row["status"] == ScanStatus.FAILED else Reason.USER_REQUEST
+
+
+def purge_scans(ctx, now=None) -> Swept:
+    """Delete scan workspaces' uploads and decoded volumes at their deadline,
+    or at once when their scan has ended (failed, or "Done")."""
+    swept = Swept(Kind.SCAN)
+    for kind in SCAN_STORED:
+        _purge_store(ctx, kind, now, lambda row: row is not None and row["status"] in SCAN_ENDED,
+                     _scan_reason, lambda c, object_id: c.records.scan(object_id), swept)
+    return swept
 
 
 def record_lost(ctx, now=None) -> Swept:
@@ -294,7 +346,8 @@ def purge_job_rows(ctx, now=None) -> Swept:
     """Forget job and batch rows that ended longer ago than the access log is
     kept (opaque ids, codes and a report: nothing needs them after that)."""
     swept = Swept("job-rows")
-    swept.deleted = ctx.records.purge_jobs(_now(now) - ctx.settings.access_log_days * 86400)
+    older = _now(now) - ctx.settings.access_log_days * 86400
+    swept.deleted = ctx.records.purge_jobs(older) + ctx.records.purge_scans(older)
     return swept
 
 
@@ -309,6 +362,7 @@ def purge_sweep_rows(ctx, now=None) -> Swept:
 PURGES = {
     Kind.INPUT: purge_inputs,
     Kind.RESULT: purge_results,
+    Kind.SCAN: purge_scans,
     Kind.REDIS_JOB: purge_redis_jobs,
     Kind.ACCESS_LOG: purge_access_log,
     "job-rows": purge_job_rows,
@@ -328,6 +382,10 @@ def sweep(ctx=None, now=None) -> dict:
             expire_jobs(ctx, now)
         except Exception as exc:  # keep deleting whatever else can be
             log.error("sweep: marking expired jobs failed (%s)", type(exc).__name__)
+        try:
+            expire_scans(ctx, now)
+        except Exception as exc:
+            log.error("sweep: marking expired scans failed (%s)", type(exc).__name__)
         try:
             requeue_lost(ctx, now)
         except Exception as exc:  # Redis away: next time

@@ -23,6 +23,7 @@ import gc
 import json
 import logging
 import time
+from datetime import UTC, datetime
 
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
@@ -36,10 +37,13 @@ from converter import (
     silence_pydicom_for_good,
 )
 from converter.errors import is_out_of_memory
+from converter.preview import preview
 
+from . import metrics
 from .context import Context
 from .retention import delete_stored
 from .returning import ReturnFailed, send_with_retries
+from .scans import SCAN_OPTION
 from .states import WAITING, BatchStatus, JobStatus, Kind, Reason
 from .submit import FROM_PACS, derived_id, submit_job
 
@@ -99,6 +103,9 @@ def _run(kind, object_id, work) -> str:
     silence_pydicom_for_good()
     ctx = Context()
     status, failure = JobStatus.FAILED, None
+    started = time.monotonic()
+    if kind == "job":
+        _waited(ctx)
     try:
         status = work(ctx, object_id)
     except _Failed as exc:
@@ -114,7 +121,33 @@ def _run(kind, object_id, work) -> str:
             failure = INTERNAL_ERROR
     finally:
         _finish(ctx, kind, object_id, status, failure)
+        if kind == "job":
+            _count_end(ctx, status, failure, time.monotonic() - started)
     return str(status)
+
+
+def _waited(ctx) -> None:
+    """The queue wait of the RQ job being run (enqueued → now)."""
+    job = get_current_job()
+    enqueued = job.enqueued_at if job is not None else None
+    if enqueued is not None:
+        if enqueued.tzinfo is None:
+            enqueued = enqueued.replace(tzinfo=UTC)
+        waited = (datetime.now(UTC) - enqueued).total_seconds()
+        metrics.observe(ctx, "ephemesh_queue_wait_seconds", max(0.0, waited))
+
+
+def _count_end(ctx, status, failure, seconds) -> None:
+    """A job that ended here, in the metrics and the log (a duplicate run
+    ends nothing)."""
+    took = {"duration_s": round(seconds, 3)}
+    if failure:
+        metrics.job_ended(ctx, "failed", failure[0])
+        log.info("conversion failed: %s", failure[0], extra=took)
+    elif status == JobStatus.DONE:
+        metrics.job_ended(ctx, "done")
+        metrics.observe(ctx, "ephemesh_conversion_seconds", seconds)
+        log.info("conversion done", extra=took)
 
 
 def _finish(ctx, kind, object_id, status, failure) -> None:
@@ -151,12 +184,18 @@ def _convert(ctx, job_id) -> str:
         raise _Failed("input_missing", "the upload was deleted before it could be converted")
     options = json.loads(payload[0])
     files = payload[1:]
+    scan_id = options.pop(SCAN_OPTION, None)
+    if scan_id is not None:  # a scan workspace's job: it converts from the kept upload
+        files = ctx.store.get(Kind.SCAN, scan_id)
+        if files is None:
+            raise _Failed("input_missing", "the scan was deleted before this could be converted")
     progress = JobProgress(get_current_job())
     from_pacs = bool(options.pop(FROM_PACS, False))
     try:
         index = options.pop("series_index", None)
         if index is not None or (row["pick"] and options.get("series") is None):
-            listing = list_series(files)
+            listing = list_series(files, assume_geometry=bool(options.get("assume_geometry")),
+                                  spacing=options.get("spacing"))
             if index is None and len(listing.series) > 1:
                 listed = json.dumps([s.safe_dict() for s in listing.series])
                 ctx.records.set_job(job_id, only_if=(JobStatus.RUNNING,),
@@ -169,16 +208,18 @@ def _convert(ctx, job_id) -> str:
                 options["series"] = listing.series[int(index) - 1].uid
         options["workers"] = ctx.settings.threads()  # run_pool shared the cores out
         result = convert(files, ConvertOptions(**options), progress=progress)
-        parts = [result.stl, json.dumps(result.report).encode()]
-        if from_pacs:
-            # the identifiers a PACS needs to file the model go into its DICOM
-            # instance only, kept with the result (and deleted with it)
-            parts.append(encapsulated.header(len(result.stl),
-                                             encapsulated.source_of(result.stack)))
+        # a result's parts: the model, its report, its DICOM instance around
+        # it (only a PACS's series: the identifiers the PACS needs to file the
+        # model go there and nowhere else, deleted with the result), the preview
+        dicom = (encapsulated.header(len(result.stl), encapsulated.source_of(result.stack))
+                 if from_pacs else b"")
+        parts = [result.stl, json.dumps(result.report).encode(), dicom]
     except ConverterError as exc:
         raise _Failed(exc.code, exc.message) from None
     del files, payload
     deadline = time.time() + ctx.settings.retention_seconds
+    # the reduced mesh for the 3D view goes with the model (a result's fourth part)
+    parts.append(preview(result.verts, result.faces, len(result.stl)))
     ctx.store.put(Kind.RESULT, job_id, parts, deadline)
     # before "done": a done job holds no upload
     delete_stored(ctx, Kind.INPUT, job_id, Reason.CONVERTED)
@@ -213,7 +254,8 @@ def _split(ctx, batch_id) -> str:
         raise _Failed("input_missing", "the upload was deleted before it was read")
     options = json.loads(payload[0])
     try:
-        listing = list_series(payload[1:])
+        listing = list_series(payload[1:], assume_geometry=bool(options.get("assume_geometry")),
+                              spacing=options.get("spacing"))
     except ConverterError as exc:
         raise _Failed(exc.code, exc.message) from None
     volumes = [s for s in listing.series if s.slices > 1]

@@ -27,6 +27,7 @@ def test_a_job_runs_from_upload_to_delete(client, auth, workers, series_zip, set
     assert body["status"] == "queued"
     assert body["links"] == {"self": f"/api/v1/jobs/{body['id']}",
                              "result": f"/api/v1/jobs/{body['id']}/result",
+                             "preview": f"/api/v1/jobs/{body['id']}/preview",
                              "receipt": f"/api/v1/jobs/{body['id']}/receipt"}
     assert resp.headers["Location"] == body["links"]["self"]
 

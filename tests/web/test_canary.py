@@ -11,6 +11,7 @@ import secrets
 import sqlite3
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import requests
@@ -196,12 +197,47 @@ def _that_fail(run, tmp_path):
                       headers={"Authorization": f"Bearer emk_{c['patient_id']}"}))
 
 
+def _through_the_workspace(run, tmp_path):
+    """4. a scan workspace: its series picker shows the description to the
+    uploader (only in that answer, kept out of the bodies scanned), its
+    histogram, geometry, slices, estimate and a job from it, then "Done"."""
+    keep, base, auth = run.keep, run.base, run.auth
+    c = run.plant()
+    resp = requests.post(base + "/api/v1/scans", headers=auth,
+                         files=[("files", (f"{c['file_name']}.zip",
+                                           _zip(_series(tmp_path, c, 6), c["member_name"])))])
+    run.headers_seen.append(dict(resp.headers))
+    assert resp.status_code == 201
+    url = base + resp.json()["links"]["self"]
+    scan = wait_for(lambda: (v := requests.get(url, headers=auth).json())["status"] != "reading"
+                    and v, 90, "the scan to be read")
+    assert scan["status"] == "ready"
+    assert scan["series"][0]["description"] == c["series_description"]  # the uploader sees it
+    links = {k: base + v for k, v in scan["series"][0]["links"].items()}
+    for name in ("histogram", "volume"):
+        assert keep(requests.get(links[name], headers=auth)).status_code == 200
+    assert keep(requests.get(links["estimate"] + "?preset=bone", headers=auth)).ok
+    for query in ("?plane=sagittal&threshold=300", "?format=values", ""):
+        assert keep(requests.get(links["slice"] + query, headers=auth)).ok
+    assert keep(requests.get(links["thumbnail"], headers=auth)).ok
+    keep(requests.get(links["slice"] + f"?plane={c['patient_name']}", headers=auth))
+    job = keep(requests.post(url + "/jobs", headers=auth, data={"preset": "bone"})).json()
+    assert _ended(lambda: keep(requests.get(base + job["links"]["self"], headers=auth))
+                  .json())["status"] == "done"
+    run.stl_headers += keep(requests.get(base + job["links"]["result"], headers=auth)).content[:80]
+    assert keep(requests.get(base + job["links"]["preview"], headers=auth)).ok
+    keep(requests.get(url + "/jobs", headers=auth))
+    keep(requests.get(base + "/api/v1/jobs", headers=auth))
+    assert keep(requests.delete(url, headers=auth)).status_code == 204
+
+
 @pytest.fixture(scope="module")
 def canary_run(tmp_path_factory):
     """The served instance's run, then every sink's text (``sinks``)."""
     tmp_path = tmp_path_factory.mktemp("canary")
     run = Run(root=tmp_path / "svc")
-    served = Served(run.root, workers=1).start()
+    # JSON logs here (the worker side's canary covers both formats)
+    served = Served(run.root, workers=1, EPHEMESH_LOG_FORMAT="json").start()
     try:
         records = Records(Settings.from_env({"EPHEMESH_DATA_DIR": str(run.root / "data")})
                           .database_url)
@@ -211,14 +247,17 @@ def canary_run(tmp_path_factory):
         _through_the_browser(run, tmp_path)
         _through_the_api(run, tmp_path)
         _that_fail(run, tmp_path)
+        _through_the_workspace(run, tmp_path)
         # --- sinks while running: Redis (keys and values), the store's names
         redis_text = served_redis_text(run.root)
-        store = [p.name for p in run.root.rglob("*")]
+        store_dir = Path(Settings.from_env({"EPHEMESH_DATA_DIR": str(run.root / "data")}).store)
+        store = [p.name for p in [*run.root.rglob("*"), *store_dir.rglob("*")]]
     finally:
         run.exit_code = served.stop()
     # every byte left under the service's directory (store, spool, Redis's
     # dir, the database, the log): an upload left behind would show here
-    left = [path.read_bytes().decode("latin-1") for path in run.root.rglob("*")
+    left = [path.read_bytes().decode("latin-1")
+            for path in [*run.root.rglob("*"), *store_dir.rglob("*")]
             if path.is_file() and not path.is_socket()]
     # --- sinks after the run: logs, every table, the database file
     db_path = run.root / "data" / "ephemesh.db"
@@ -252,9 +291,21 @@ SINKS = ("web and worker logs", "database file", "redis", "response headers", "r
          "store and data dir names")
 
 
+def test_the_logs_were_json_with_request_and_job_ids(canary_run):
+    lines = [json.loads(line) for line in canary_run.sinks["web and worker logs"].splitlines()
+             if line.startswith("{")]
+    requests_logged = [e for e in lines if e["event"] == "request"]
+    assert len(requests_logged) > 50
+    assert all(len(e["request_id"]) == 16 and e["duration_s"] >= 0 and e["route"]
+               for e in requests_logged)
+    assert any(e["event"] == "conversion done" and e.get("job_id") for e in lines)
+    seen = {rid for h in canary_run.headers_seen if (rid := h.get("X-Request-Id"))}
+    assert seen and seen <= {e["request_id"] for e in requests_logged}
+
+
 def test_the_run_planted_every_canary_and_stopped_cleanly(canary_run):
     assert canary_run.exit_code == 0
-    assert len(canary_run.planted) == 55
+    assert len(canary_run.planted) == 66
     assert "access_log" in canary_run.tables and "audit_log" in canary_run.tables
     assert "(unmatched)" in canary_run.sinks["table access_log"]  # the canary path, as a rule
     tables = {f"table {t}" for t in canary_run.tables}

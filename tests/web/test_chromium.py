@@ -73,6 +73,8 @@ def test_upload_progress_preview_download_delete(browser, service, tmp_path, art
     page.wait_for_selector('#preview[data-drawn="yes"]', timeout=30_000)
     triangles = int(page.get_attribute("#preview", "data-triangles"))
     assert triangles > 500
+    # drawn from the job's reduced mesh, not the STL (which only the download fetches)
+    assert page.get_attribute("#preview", "data-source") == "preview"
     shot = Image.open(io.BytesIO(page.locator("#preview").screenshot())).convert("RGB")
     colours = shot.getcolors(maxcolors=1 << 20)
     assert len(colours) > 50, "the canvas looks blank"

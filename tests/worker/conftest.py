@@ -26,6 +26,7 @@ class Env:
         self.settings = settings
         self.logdir = logdir
         self.service = Service(settings)
+        _ = self.service.records  # the schema, made here: 'ephemesh worker' refuses an empty one
         self.procs: list[subprocess.Popen] = []
         self.logs: list[Path] = []
 

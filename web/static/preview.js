@@ -3,6 +3,7 @@
 import * as THREE from '/vendor/three/three.module.js';
 import { STLLoader } from '/vendor/three/STLLoader.js';
 import { OrbitControls } from '/vendor/three/OrbitControls.js';
+import { decodePreview } from './meshpreview.js';
 
 const section = document.getElementById('job');
 const canvas = document.getElementById('preview');
@@ -27,13 +28,32 @@ async function main() {
   const sun = new THREE.DirectionalLight(0xffffff, 1.8);
   scene.add(sun);
 
-  const resp = await fetch(section.dataset.resultUrl, { cache: 'no-store' });
-  if (!resp.ok) {
-    canvas.dataset.drawn = 'gone';
-    say(resp.status === 410 ? 'The model has been deleted.' : 'The model could not be loaded.');
-    return;
+  // the reduced mesh the job made for this view (the download stays the full model);
+  // the STL itself only when there is none
+  let geometry = null;
+  let resp = await fetch(section.dataset.previewUrl, { cache: 'no-store' });
+  if (resp.ok) {
+    try {
+      const { positions, indices } = decodePreview(await resp.arrayBuffer());
+      geometry = new THREE.BufferGeometry();
+      geometry.setAttribute('position', new THREE.BufferAttribute(positions, 3));
+      geometry.setIndex(new THREE.BufferAttribute(indices, 1));
+      geometry.computeVertexNormals();
+      canvas.dataset.source = 'preview';
+    } catch (err) {
+      geometry = null;
+    }
   }
-  const geometry = new STLLoader().parse(await resp.arrayBuffer());
+  if (geometry === null) {
+    resp = await fetch(section.dataset.resultUrl, { cache: 'no-store' });
+    if (!resp.ok) {
+      canvas.dataset.drawn = 'gone';
+      say(resp.status === 410 ? 'The model has been deleted.' : 'The model could not be loaded.');
+      return;
+    }
+    geometry = new STLLoader().parse(await resp.arrayBuffer());
+    canvas.dataset.source = 'stl';
+  }
   geometry.computeBoundingSphere();
   const { center, radius } = geometry.boundingSphere;
   geometry.translate(-center.x, -center.y, -center.z);
@@ -85,7 +105,7 @@ async function main() {
     in: () => zoom(0.8), out: () => zoom(1.25), reset: () => { home(); render(); } };
   document.querySelectorAll('[data-view]').forEach(b => b.addEventListener('click', () => actions[b.dataset.view]()));
 
-  const triangles = geometry.attributes.position.count / 3;
+  const triangles = geometry.index ? geometry.index.count / 3 : geometry.attributes.position.count / 3;
   canvas.dataset.drawn = 'yes';
   canvas.dataset.triangles = String(triangles);
   say(`3D preview shown: ${triangles.toLocaleString()} triangles. Drag, or use the buttons, to turn it.`);

@@ -1,0 +1,94 @@
+"""A reduced copy of a mesh for a 3D view: small enough to send before the
+model itself (at most ``MAX_RATIO`` of the binary STL's bytes).
+
+Format ``EPHMESH1`` (little endian)::
+
+    8 bytes   b"EPHMESH1"
+    uint32    vertices, faces
+    float32×3 origin (mm)     float32×3 scale (mm per step)
+    uint32    length of the vertex block, then the block
+    uint32    length of the face block, then the block
+
+The vertex block is zlib over the positions quantized to uint16 per axis
+(position = origin + q × scale), laid out axis by axis, each axis
+delta-coded (mod 2¹⁶) and split into its low then its high bytes.  The face
+block is zlib over the flattened vertex indices, delta-coded (int32),
+zig-zag mapped to uint32 and split into four byte planes, lowest first.  A
+mesh that still comes out too large is decimated (quadric, the converter's
+own) until it fits.  The view is within half a quantization step (1/65535
+of the model's size) of the mesh it was made from.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+
+MAGIC = b"EPHMESH1"
+#: the preview's bytes at most this share of the binary STL's
+MAX_RATIO = 0.2
+LEVELS = 65535
+
+
+def _planes(values: np.ndarray, width: int) -> bytes:
+    """``values`` (unsigned, ``width`` bytes each) as byte planes, lowest first."""
+    raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1, width)
+    return raw.T.tobytes()
+
+
+def encode(verts: np.ndarray, faces: np.ndarray) -> bytes:
+    """The ``EPHMESH1`` bytes of a mesh (no size limit: see ``preview``)."""
+    verts = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
+    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    lo = verts.min(axis=0) if len(verts) else np.zeros(3)
+    hi = verts.max(axis=0) if len(verts) else np.zeros(3)
+    scale = np.where(hi > lo, (hi - lo) / LEVELS, 1.0)
+    q = np.rint((verts - lo) / scale).astype(np.uint16)
+    axes = np.ascontiguousarray(q.T)  # axis by axis
+    deltas = np.diff(axes, axis=1, prepend=np.zeros((3, 1), np.uint16)).astype(np.uint16)
+    vblock = zlib.compress(_planes(deltas.ravel().astype("<u2"), 2), 6)
+    flat = faces.ravel()
+    d = np.diff(flat, prepend=0).astype(np.int64)
+    zigzag = ((d << 1) ^ (d >> 63)).astype("<u4")
+    fblock = zlib.compress(_planes(zigzag, 4), 6)
+    head = MAGIC + struct.pack("<II3f3f", len(verts), len(faces), *lo.astype(np.float32),
+                               *scale.astype(np.float32))
+    return (head + struct.pack("<I", len(vblock)) + vblock
+            + struct.pack("<I", len(fblock)) + fblock)
+
+
+def decode(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """``(verts float32, faces int64)`` of ``EPHMESH1`` bytes (as the page decodes them)."""
+    if data[:8] != MAGIC:
+        raise ValueError("not an EPHMESH1 preview")
+    nv, nf, *rest = struct.unpack_from("<II3f3f", data, 8)
+    origin, scale = np.array(rest[:3], np.float32), np.array(rest[3:], np.float32)
+    pos = 8 + struct.calcsize("<II3f3f")
+    (vlen,) = struct.unpack_from("<I", data, pos)
+    vraw = zlib.decompress(data[pos + 4:pos + 4 + vlen])
+    pos += 4 + vlen
+    (flen,) = struct.unpack_from("<I", data, pos)
+    fraw = zlib.decompress(data[pos + 4:pos + 4 + flen])
+    deltas = np.frombuffer(vraw, np.uint8).reshape(2, -1).T.copy().view("<u2").reshape(3, nv)
+    q = np.cumsum(deltas, axis=1, dtype=np.uint64) % (LEVELS + 1)
+    verts = origin + q.T.astype(np.float32) * scale
+    zig = np.frombuffer(fraw, np.uint8).reshape(4, -1).T.copy().view("<u4").ravel().astype(np.int64)
+    d = (zig >> 1) ^ -(zig & 1)
+    faces = np.cumsum(d).reshape(nf, 3)
+    return verts.astype(np.float32), faces
+
+
+def preview(verts, faces, stl_bytes: int) -> bytes:
+    """The reduced mesh: encoded, and decimated until it is at most
+    ``MAX_RATIO`` of ``stl_bytes``."""
+    from .mesh import decimate
+
+    data = encode(verts, faces)
+    budget = int(MAX_RATIO * stl_bytes)
+    while len(data) > budget and len(faces) > 8:
+        fraction = max(0.05, min(0.9, 0.9 * budget / len(data)))
+        verts, faces = decimate(verts, faces, fraction=fraction)
+        data = encode(verts, faces)
+    return data
