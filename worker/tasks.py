@@ -37,6 +37,7 @@ from converter import (
     silence_pydicom_for_good,
 )
 from converter.errors import is_out_of_memory
+from converter.formats import is_binary_stl
 from converter.preview import preview
 
 from . import metrics
@@ -210,21 +211,24 @@ def _convert(ctx, job_id) -> str:
         result = convert(files, ConvertOptions(**options), progress=progress)
         # a result's parts: the model, its report, its DICOM instance around
         # it (only a PACS's series: the identifiers the PACS needs to file the
-        # model go there and nowhere else, deleted with the result), the preview
+        # model go there and nowhere else, deleted with the result; an
+        # Encapsulated STL holds one binary STL, so other formats have none),
+        # the preview
         dicom = (encapsulated.header(len(result.stl), encapsulated.source_of(result.stack))
-                 if from_pacs else b"")
+                 if from_pacs and is_binary_stl(result.report.get("file")) else b"")
         parts = [result.stl, json.dumps(result.report).encode(), dicom]
     except ConverterError as exc:
         raise _Failed(exc.code, exc.message) from None
     del files, payload
     deadline = time.time() + ctx.settings.retention_seconds
     # the reduced mesh for the 3D view goes with the model (a result's fourth part)
-    parts.append(preview(result.verts, result.faces, len(result.stl)))
+    # (its bound is a share of the model as binary STL, whatever the format)
+    parts.append(preview(result.verts, result.faces, 84 + 50 * len(result.faces)))
     ctx.store.put(Kind.RESULT, job_id, parts, deadline)
     # before "done": a done job holds no upload
     delete_stored(ctx, Kind.INPUT, job_id, Reason.CONVERTED)
-    if from_pacs and ctx.settings.return_to is not None:
-        _return(ctx, job_id, encapsulated.around(result.stl, parts[2]), progress)
+    if from_pacs and ctx.settings.return_to is not None and dicom:
+        _return(ctx, job_id, encapsulated.around(result.stl, dicom), progress)
     if not ctx.records.finish_job(job_id, result.report):
         # deleted or expired while converting: the result must not outlive it
         delete_stored(ctx, Kind.RESULT, job_id, Reason.USER_REQUEST)
