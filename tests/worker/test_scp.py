@@ -99,7 +99,7 @@ def test_a_series_sent_by_storescu_is_converted_and_comes_back_as_encapsulated_s
     view = _job_of(env, scp)
     assert view["status"] == "done", view
     instance = wait_for(lambda: catcher.received and catcher.received[0], 30, "the model back")
-    stl, _ = env.service.open_result(view["id"], owner="peer:STORESCU")
+    stl = env.service.open_result(view["id"], owner="peer:STORESCU").file
     assert encapsulated.payload(instance) == stl.read()
     ds = pydicom.dcmread(io.BytesIO(instance))
     source = pydicom.dcmread(io.BytesIO(series_bytes[0]), stop_before_pixels=True)
