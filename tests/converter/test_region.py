@@ -331,3 +331,14 @@ def test_region_with_several_structures_applies_to_each(two_spheres):
     assert both.report["volume_mm3"] == pytest.approx(
         alone.report["volume_mm3"] + core.report["volume_mm3"], rel=1e-6)
     assert [r["parts_kept"] for r in both.report["region"]] == [1, 1]
+
+
+@pytest.mark.parametrize("mesh", [{}, {"smooth": 0}, {"decimate": 0.3}], ids=["default", "raw", "decimated"])
+@pytest.mark.parametrize("region", [
+    {"crop": (-30, -30, -30, 30, 30, 2)}, {"seed": (12, 0, 0)}, {"keep_parts": 1},
+    {"hollow": 2.5}, {"hollow": 2.5, "keep_parts": 2, "crop": (-30, -30, -30, 30, 30, 2)},
+], ids=["crop", "seed", "keep", "hollow", "all"])
+def test_closed_after_every_region_option(two_spheres, region, mesh):
+    result = _convert(two_spheres, **region, **mesh)
+    _closed(result)
+    assert result.report["volume_mm3"] > 0
