@@ -12,6 +12,7 @@ from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from worker.config import Settings
+from worker.private import private_dir
 from worker.receipts import load_key
 from worker.service import Service
 
@@ -29,7 +30,7 @@ def create_app(test_config=None):
     environment."""
     test_config = dict(test_config or {})
     settings = test_config.pop("EPHEMESH_SETTINGS", None) or Settings.from_env()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
 
     app = Flask(__package__, instance_path=str(settings.data_dir / "instance"))
     app.request_class = security.SpoolingRequest
