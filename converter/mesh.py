@@ -1,4 +1,4 @@
-"""Triangle-mesh operations: measures, topology, components, smoothing, decimation.
+"""Triangle-mesh operations: measures, checks, components, smoothing, decimation.
 
 A mesh is a pair ``(verts, faces)``: ``verts`` an (N, 3) float array in
 millimetres, ``faces`` an (M, 3) integer array of vertex indices wound so
@@ -8,8 +8,9 @@ report needs run in the Cython extension :mod:`converter._mesh` (built at
 install time; its loops release the GIL, so the report's facts are computed
 beside the STL write): one pass over the triangles for area, enclosed volume
 and centroid; edge counts from half-edges grouped by their lower vertex (a
-counting sort, then small per-vertex sorts); components by union-find.  The
-rest is vectorized with numpy/scipy.
+counting sort, then small per-vertex sorts); components by union-find.
+Constrained smoothing and its volume step run in :mod:`converter._shape`.
+The rest is vectorized with numpy/scipy.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _mesh
+from . import _mesh, _shape
 
 
 def check_mesh(verts, faces):
@@ -108,6 +109,94 @@ def topology(verts, faces) -> Topology:
         nonmanifold_edges=nonmanifold,
         components=_count_components(faces, n),
     )
+
+
+@dataclass
+class MeshCheck:
+    """What makes a mesh printable, counted (:func:`check`)."""
+
+    boundary_edges: int  # edges on one face
+    nonmanifold_edges: int  # edges on more than two faces
+    degenerate_triangles: int  # a repeated vertex, or no area to speak of
+    oriented: bool  # no directed edge twice: neighbours wound alike
+    volume: float  # enclosed; positive when the normals point outward
+
+    @property
+    def closed_manifold(self) -> bool:
+        """Closed, consistently oriented, outward, no degenerate triangle."""
+        return (self.boundary_edges == 0 and self.nonmanifold_edges == 0 and self.oriented
+                and self.degenerate_triangles == 0 and self.volume > 0)
+
+
+def check(verts, faces) -> MeshCheck:
+    """Boundary and non-manifold edges, degenerate triangles, orientation and volume.
+
+    A triangle is degenerate when two of its corners are the same vertex or
+    its height is below 1e-6 of its longest side (coincident corners, a
+    needle of no width).  Self-intersections are :func:`self_intersections`'
+    (slower: for tests).
+    """
+    verts, faces = check_mesh(verts, faces)
+    if not len(faces):
+        return MeshCheck(0, 0, 0, True, 0.0)
+    boundary, nonmanifold, oriented = _edge_counts(faces, len(verts))
+    return MeshCheck(boundary, nonmanifold, degenerate_count(verts, faces), oriented,
+                     measures(verts, faces).volume)
+
+
+def degenerate_count(verts, faces, *, ratio=1e-6) -> int:
+    """Triangles with a repeated vertex or a height below ``ratio`` × their longest side."""
+    verts, faces = check_mesh(verts, faces)
+    if not len(faces):
+        return 0
+    return int(_shape.degenerate_count(np.ascontiguousarray(verts, dtype=np.float64),
+                                       _index_array(faces), float(ratio)))
+
+
+def self_intersections(verts, faces) -> int:
+    """The number of pairs of triangles sharing no vertex that cross each other.
+
+    Exact enough for tests on small meshes (float64 orientation tests; pairs
+    found through a k-d tree of the triangles' centres): a pair counts when an
+    edge of one passes through the other's interior.  Touching and coplanar
+    pairs are not counted.
+    """
+    from scipy.spatial import cKDTree
+
+    verts, faces = check_mesh(verts, faces)
+    if len(faces) < 2:
+        return 0
+    v = np.asarray(verts, dtype=np.float64)
+    tri = v[faces]
+    centre = tri.mean(axis=1)
+    reach = np.linalg.norm(tri - centre[:, None], axis=2).max()
+    pairs = cKDTree(centre).query_pairs(2 * reach, output_type="ndarray")
+    if not len(pairs):
+        return 0
+    fa, fb = faces[pairs[:, 0]], faces[pairs[:, 1]]
+    shared = (fa[:, :, None] == fb[:, None, :]).any(axis=(1, 2))
+    pairs = pairs[~shared]
+    a, b = tri[pairs[:, 0]], tri[pairs[:, 1]]
+    overlap = np.all((a.min(axis=1) <= b.max(axis=1)) & (b.min(axis=1) <= a.max(axis=1)), axis=1)
+    a, b = a[overlap], b[overlap]
+    crossing = np.zeros(len(a), bool)
+    for one, other in ((a, b), (b, a)):
+        for i in range(3):
+            crossing |= _segment_crosses(one[:, i], one[:, (i + 1) % 3], other)
+    return int(crossing.sum())
+
+
+def _orient(a, b, c, d):
+    """Sign of the volume of (a, b, c, d), row by row."""
+    return np.sign(np.einsum("ij,ij->i", b - a, np.cross(c - a, d - a)))
+
+
+def _segment_crosses(p, q, tri):
+    """Rows where segment p–q passes through the interior of triangle ``tri``."""
+    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
+    sp, sq = _orient(a, b, c, p), _orient(a, b, c, q)
+    s1, s2, s3 = _orient(p, q, a, b), _orient(p, q, b, c), _orient(p, q, c, a)
+    return (sp * sq < 0) & (s1 == s2) & (s2 == s3) & (s1 != 0)
 
 
 def _edge_counts(faces, n_verts):
@@ -206,43 +295,122 @@ def drop_islands(verts, faces, min_volume: float):
     return compact(verts, faces[vols[labels] >= min_volume])
 
 
-def _neighbour_mean_operator(faces, n_verts):
-    from scipy import sparse
-
-    a = faces.reshape(-1)
-    b = np.roll(faces, -1, axis=1).reshape(-1)
-    rows = np.concatenate([a, b])
-    cols = np.concatenate([b, a])
-    adj = sparse.coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n_verts, n_verts)).tocsr()
-    adj.data[:] = 1.0  # duplicates summed by tocsr; an edge counts once
-    deg = np.asarray(adj.sum(axis=1)).ravel()
-    deg[deg == 0] = 1.0
-    return sparse.diags(1.0 / deg) @ adj
+#: the step of each constrained smoothing iteration (the fraction of the way to
+#: the ring's mean); with 10 iterations it flattens the terraces of 3 mm slices
+#: (tests/converter/test_smoothing.py)
+SMOOTH_STEP = 0.9
 
 
-def taubin_smooth(verts, faces, iterations: int, lam: float = 0.5, mu: float = -0.53):
-    """Taubin λ|μ smoothing: smooths without the shrinking of plain Laplacian.
+def constrained_smooth(verts, faces, iterations: int, half, *, step: float = SMOOTH_STEP,
+                       workers: int = 1):
+    """Laplacian smoothing with every vertex kept near where marching cubes put it.
+
+    Works on the vertices as marching cubes returns them, in (slice, row,
+    column) index coordinates, where a vertex lies on a grid edge: fractional
+    along the edge's axis, whole along the other two.  Each iteration moves
+    every vertex ``step`` of the way to the mean of its neighbours and then
+    back into its box: the grid interval of its edge along the edge's axis,
+    ± ``half`` across it (the other axes).  So terraces between thick slices
+    flatten out while no vertex leaves the part of the grid where the data
+    put the surface.  The uniform mean commutes with the affine index →
+    patient map, so smoothing in index space is smoothing in millimetres.
+    The shrinking that Laplacian smoothing brings is undone afterwards by
+    :func:`restore_volumes`.
 
     Parameters
     ----------
+    verts : (N, 3) float array
+        Index coordinates (marching cubes' output).
+    faces : (M, 3) int array
     iterations : int
-        Number of λ/μ pairs; 0 returns the input unchanged.
-    lam, mu : float
-        Positive and negative step factors, ``0 < lam < -mu``.
+        0 returns the input unchanged.
+    half : sequence of 3 floats
+        Half-width of the box across a vertex's edge, per axis, in voxels
+        (> 0); the pipeline uses half the finest spacing, in each axis's units.
+    step : float
+        In (0, 1].
+    workers : int
+        Threads sharing each iteration (the result does not depend on it).
+
+    Returns
+    -------
+    (N, 3) float32 vertices (index coordinates) and the faces, unchanged.
     """
     if int(iterations) != iterations or iterations < 0:
         raise ValueError(f"iterations must be an integer >= 0, got {iterations}")
-    if not (0 < lam < -mu):
-        raise ValueError(f"need 0 < lam < -mu, got lam={lam}, mu={mu}")
+    if not 0 < step <= 1:
+        raise ValueError(f"step must be in (0, 1], got {step}")
+    half = np.ascontiguousarray(half, dtype=np.float64).reshape(-1)
+    if half.shape != (3,) or not np.all(np.isfinite(half)) or np.any(half <= 0):
+        raise ValueError(f"half must be three numbers > 0, got {half}")
+    if int(workers) != workers or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1, got {workers}")
     verts, faces = check_mesh(verts, faces)
+    orig = np.ascontiguousarray(verts, dtype=np.float32)
     if iterations == 0 or not len(faces):
-        return verts, faces
-    mean = _neighbour_mean_operator(faces, len(verts))
-    v = verts.astype(np.float64)
-    for _ in range(int(iterations)):
-        v = v + lam * (mean @ v - v)
-        v = v + mu * (mean @ v - v)
-    return v.astype(verts.dtype, copy=False), faces
+        return orig, faces
+    start, ring = _shape.ring(_index_array(faces), len(orig))
+    n = len(orig)
+    parts = min(int(workers), max(1, n // 50_000))
+    cuts = [n * k // parts for k in range(parts + 1)]
+    pool = None
+    if parts > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        pool = ThreadPoolExecutor(max_workers=parts)
+    buffers = [orig.copy(), np.empty_like(orig)]
+
+    def part(k, src, dst):
+        _shape.smooth_step(src, dst, orig, start, ring, float(step), half, cuts[k], cuts[k + 1])
+
+    try:
+        for i in range(int(iterations)):
+            src, dst = buffers[i % 2], buffers[1 - i % 2]
+            if pool is None:
+                part(0, src, dst)
+            else:
+                list(pool.map(part, range(parts), [src] * parts, [dst] * parts))
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    return buffers[int(iterations) % 2], faces
+
+
+def restore_volumes(before, after, faces, *, tolerance=1e-4, max_passes=4):
+    """``after`` moved along its normals so each component encloses the volume it
+    enclosed in ``before`` (the same faces).
+
+    Each vertex moves in proportion to how far it moved from ``before``: what
+    smoothing rounded off goes back where it came from, and flat parts that
+    smoothing left alone stay.  Repeated until every component is within
+    ``tolerance`` (relative) or ``max_passes`` were made.
+
+    Returns the moved vertices (float64); ``after`` is not changed.
+    """
+    before, faces = check_mesh(before, faces)
+    before = np.ascontiguousarray(before, dtype=np.float64)
+    after = np.array(after, dtype=np.float64, order="C")
+    if after.shape != before.shape:
+        raise ValueError("before and after must have the same shape")
+    if not len(faces):
+        return after
+    index = _index_array(faces)
+    count, labels = components(index, len(after))
+    vol_before, _ = _shape.component_measures(before, index, labels, count)
+    vertex_label = np.zeros(len(after), np.int64)
+    vertex_label[index.reshape(-1)] = np.repeat(labels, 3)
+    weight = np.linalg.norm(after - before, axis=1)
+    weight += 1e-6 * (weight.max() or 1.0)  # every vertex of a part may move a little
+    for _ in range(max_passes):  # one pass is first order in the shift; big shifts take more
+        vol_after, _ = _shape.component_measures(after, index, labels, count)
+        change = (vol_before - vol_after) / 6.0
+        if np.all(np.abs(change) <= tolerance * np.abs(vol_before) / 6.0):
+            break
+        normals, areas = _shape.normals_and_areas(after, index)
+        reach = np.bincount(vertex_label, weight * areas, minlength=count)
+        scale = np.divide(change, reach, out=np.zeros(count), where=reach > 0)
+        after += (scale[vertex_label] * weight)[:, None] * normals
+    return after
 
 
 def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int | None = None):

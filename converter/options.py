@@ -145,8 +145,12 @@ class ConvertOptions:
     min_island_mm3: float | None = _option(
         minimum=0.0, flag="--min-island", metavar="MM3",
         help="drop parts enclosing less than this volume (mm³)")
-    smooth: int = _option(0, minimum=0, maximum=500, metavar="N",
-                          help="Taubin smoothing iterations (default 0: none)")
+    smooth: int = _option(
+        10, minimum=0, maximum=500, metavar="N",
+        help="constrained smoothing iterations: each moves every vertex toward its "
+             "neighbours but keeps it on its marching-cubes grid edge (± half the finest "
+             "voxel across it), and each part keeps its volume; removes the terraces of "
+             "thick slices (default 10; 0: raw marching cubes)")
     decimate: float | None = _option(above=0.0, maximum=1.0, metavar="FRACTION",
                                      help="fraction of triangles to keep, in (0, 1]")
     max_triangles: int | None = _option(minimum=4, maximum=10**9, metavar="N",

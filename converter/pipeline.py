@@ -51,6 +51,7 @@ class _Made(NamedTuple):
     timings: dict
     topology: meshops.Topology
     measures: meshops.Measures
+    degenerate: int  # triangles of no area to speak of
 
 
 @dataclass
@@ -319,6 +320,10 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
         faces = faces[:, [0, 2, 1]]
         notes.append("mesh orientation corrected")
     on_progress(0.2)
+    if opts.smooth:  # on marching cubes' own vertices, before any part is dropped
+        on_progress(0.2, "smoothing")
+        verts = _smooth(verts_idx, verts, faces, offset, vol, opts)
+    on_progress(0.4)
     if opts.min_island_mm3:
         before = meshops.components(faces, len(verts))[0]
         verts, faces = meshops.drop_islands(verts, faces, opts.min_island_mm3)
@@ -329,10 +334,6 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
             raise NoUsableSeries(
                 f"every part is smaller than {opts.min_island_mm3:g} mm³", code="no_surface"
             )
-    on_progress(0.4)
-    if opts.smooth:
-        on_progress(0.4, "smoothing")
-        verts, faces = meshops.taubin_smooth(verts, faces, opts.smooth)
     on_progress(0.6)
     if opts.decimate is not None or opts.max_triangles is not None:
         on_progress(0.6, "decimating")
@@ -342,9 +343,22 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
     return verts, faces, notes
 
 
+def _smooth(verts_idx, verts, faces, offset, vol, opts):
+    """Constrained smoothing in index space (each vertex stays by its grid edge,
+    ± half the finest voxel across it), then each part's volume as it was."""
+    gaps = np.linalg.norm(np.diff(vol.positions, axis=0), axis=1)
+    spacing = np.array([float(np.median(gaps)) if len(gaps) else 1.0, *vol.pixel_spacing])
+    spacing = np.where(spacing > 0, spacing, spacing.max())
+    half = 0.5 * opts.step * spacing.min() / spacing
+    smoothed, _ = meshops.constrained_smooth(verts_idx, faces, opts.smooth, half,
+                                             workers=opts.workers)
+    return meshops.restore_volumes(verts, vol.index_to_patient(smoothed, offset), faces)
+
+
 def _mesh_facts(verts, faces):
-    """(topology, measures) of the final mesh, for the report."""
-    return meshops.topology(verts, faces), meshops.measures(verts, faces)
+    """(topology, measures, degenerate triangles) of the final mesh, for the report."""
+    return (meshops.topology(verts, faces), meshops.measures(verts, faces),
+            meshops.degenerate_count(verts, faces))
 
 
 def _report(listing, info, vol, opts, made: _Made) -> dict:
@@ -377,6 +391,7 @@ def _report(listing, info, vol, opts, made: _Made) -> dict:
         "bbox_mm": bbox,
         "watertight": made.topology.watertight,
         "manifold": made.topology.manifold,
+        "degenerate_triangles": made.degenerate,
         "components": made.topology.components,
         "stl": {"format": "ascii" if opts.ascii else "binary", "bytes": int(made.stl_bytes),
                 "header": stl.header_text(opts.frame, ascii=opts.ascii)},

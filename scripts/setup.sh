@@ -75,7 +75,7 @@ stamp=".venv/.ephemesh-installed"
 installed_ok() {
   local python="$PWD/.venv/bin/python"
   (cd / && "$python" -c '
-import sys, converter, web, worker, converter._marching, converter._mesh
+import sys, converter, web, worker, converter._marching, converter._mesh, converter._shape
 sys.exit(any(getattr(m, "__file__", None) is None for m in (converter, web, worker)))' 2>/dev/null)
 }
 sources_changed() {

@@ -91,6 +91,25 @@ def l_shape(origin=(-16.0, -12.0, -6.0), length=(32.0, 22.0), bar=10.0, thicknes
     return Phantom("l_shape", float(vol), cen, np.array([o, o + (lx, ly, thickness)]), sd)
 
 
+def cylinder(center=(0.0, 0.0, 0.0), axis=(0.0, 0.0, 1.0), radius=10.0, length=30.0) -> Phantom:
+    """A capped cylinder; its signed distance is exact (the rims included)."""
+    c, ax = np.asarray(center, float), _unit(axis)
+    half = length / 2
+
+    def sd(p):
+        q = p - c
+        along = q @ ax
+        across = np.linalg.norm(q - along[..., None] * ax, axis=-1)
+        dr, dz = across - radius, np.abs(along) - half
+        outside = np.hypot(np.maximum(dr, 0), np.maximum(dz, 0))
+        return -(outside + np.minimum(np.maximum(dr, dz), 0))
+
+    # the box around the caps' rims: each cap is a disc of the radius across the axis
+    extent = half * np.abs(ax) + radius * np.sqrt(np.clip(1 - ax**2, 0, 1))
+    return Phantom("cylinder", np.pi * radius**2 * length, c, np.array([c - extent, c + extent]),
+                   sd)
+
+
 def two_spheres(gap=6.0) -> Phantom:
     """Two spheres, one big one small, for component/island tests."""
     big, small = sphere((-8.0, 0, 0), 9.0), sphere((12.0, 0, 0), 4.0)
@@ -185,9 +204,11 @@ def make_geometry(
     return Geometry((n, rows, cols), positions, row_dir, col_dir, (float(sr), float(sc)))
 
 
-def render(phantom: Phantom, geometry: Geometry, fg=FG_HU, bg=BG_HU) -> np.ndarray:
-    """Sample ``phantom`` on ``geometry``: int16 HU with a linear ramp 2 voxels wide."""
-    width = 2.0 * geometry.max_step
+def render(phantom: Phantom, geometry: Geometry, fg=FG_HU, bg=BG_HU, width=None) -> np.ndarray:
+    """Sample ``phantom`` on ``geometry``: int16 HU with a linear ramp ``width`` mm
+    wide (default: 2 voxels of the largest spacing).  A ramp one pixel wide
+    on thick slices leaves marching cubes' terraces between the slices."""
+    width = 2.0 * geometry.max_step if width is None else float(width)
     out = np.empty(geometry.shape, np.int16)
     for k in range(geometry.shape[0]):
         sd = phantom.signed_distance(geometry.points(k))

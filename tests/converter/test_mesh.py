@@ -98,29 +98,39 @@ def test_drop_degenerate_and_compact():
     assert M.topology(v2, f2).watertight
 
 
-def test_taubin_smoothing_does_not_shrink_a_sphere():
-    v, f = icosphere(radius=10.0, subdivisions=3)
-    rng = np.random.default_rng(0)
-    noisy = v + rng.normal(0, 0.3, v.shape)
-    sv, sf = M.taubin_smooth(noisy, f, 20)
-    r_noisy = np.linalg.norm(noisy, axis=1)
-    r_smooth = np.linalg.norm(sv, axis=1)
-    assert r_smooth.std() < r_noisy.std() / 2  # smoother
-    assert abs(M.signed_volume(sv, sf) / M.signed_volume(v, f) - 1) < 0.03  # no shrinking
-    # plain Laplacian (mu=0 equivalent) would shrink: check the contrast exists
-    lap = noisy.copy()
-    op = M._neighbour_mean_operator(f, len(v))
-    for _ in range(20):
-        lap = lap + 0.5 * (op @ lap - lap)
-    assert M.signed_volume(lap, f) < 0.97 * M.signed_volume(v, f)
+def test_constrained_smoothing_keeps_vertices_in_their_boxes_and_parts_their_volume():
+    from converter.marching import marching_cubes
+
+    z, y, x = np.mgrid[0:14, 0:30, 0:30]
+    field = 9.0 - np.sqrt(((z - 6.5) * 3) ** 2 + (y - 14.2) ** 2 + (x - 15.1) ** 2)
+    verts, faces = marching_cubes(np.where(field > 0, 1.0, -1.0), 0.0, pad=-1.0)  # terraces
+    half = np.array([1 / 6, 0.5, 0.5])
+    smooth, same = M.constrained_smooth(verts, faces, 10, half)
+    assert same is faces and smooth.dtype == np.float32
+    moved = np.abs(smooth - verts)
+    assert moved.max() > 0.1  # it does something
+    whole = verts == np.floor(verts)
+    assert np.all(moved[whole] <= np.broadcast_to(half, verts.shape)[whole] + 1e-6)
+    assert np.all(np.floor(smooth[~whole]) >= np.floor(verts[~whole]) - 1e-6)
+    assert np.all(smooth[~whole] <= np.floor(verts[~whole]) + 1 + 1e-6)
+    mm = np.array([3.0, 1.0, 1.0])  # index -> mm
+    restored = M.restore_volumes(verts * mm, smooth * mm, faces)
+    assert M.signed_volume(smooth * mm, faces) < M.signed_volume(verts * mm, faces)  # shrank
+    assert M.signed_volume(restored, faces) == pytest.approx(
+        M.signed_volume(verts * mm, faces), rel=1e-3)
+    np.testing.assert_array_equal(M.constrained_smooth(verts, faces, 0, half)[0], verts)
+    threads, _ = M.constrained_smooth(verts, faces, 10, half, workers=3)
+    np.testing.assert_array_equal(threads, smooth)  # threads change nothing
 
 
-def test_taubin_checks_arguments():
+def test_constrained_smoothing_checks_arguments():
     v, f = cube()
     with pytest.raises(ValueError, match="iterations"):
-        M.taubin_smooth(v, f, -1)
-    with pytest.raises(ValueError, match="lam"):
-        M.taubin_smooth(v, f, 1, lam=0.7, mu=-0.5)
+        M.constrained_smooth(v, f, -1, [0.5] * 3)
+    with pytest.raises(ValueError, match="half"):
+        M.constrained_smooth(v, f, 1, [0.5, 0.5])
+    with pytest.raises(ValueError, match="step"):
+        M.constrained_smooth(v, f, 1, [0.5] * 3, step=1.5)
 
 
 def test_decimate_to_fraction_and_budget():
@@ -222,3 +232,30 @@ def test_compiled_mesh_kernels_refuse_bad_indices_and_shapes():
                 call(bad)
     with pytest.raises(ValueError):
         stl._fill_records(verts.astype(np.float32), good, np.empty(3, stl.STL_DTYPE))
+
+
+def test_check_counts_what_makes_a_mesh_unprintable():
+    v, f = cube()
+    good = M.check(v, f)
+    assert good.closed_manifold and good.volume == pytest.approx(1.0)
+    assert M.check(v, f[:-1]).boundary_edges == 3
+    assert M.check(v, np.concatenate([f, f[:1]])).nonmanifold_edges == 3
+    assert not M.check(v, np.concatenate([f[:1, ::-1], f[1:]])).oriented
+    assert not M.check(v, f[:, ::-1]).closed_manifold  # inside out
+    flat = np.concatenate([v, v[:1]])  # a ninth vertex on top of the first
+    sliver = M.check(flat, np.concatenate([f, [[0, 8, 1], [8, 0, 1]]]))
+    assert sliver.degenerate_triangles == 2 and not sliver.closed_manifold
+    assert M.check(v, np.array([[0, 0, 1]])).degenerate_triangles == 1
+
+
+def test_self_intersections_are_found_and_touching_is_not():
+    v, f = icosphere(radius=5.0, subdivisions=1)
+    assert M.self_intersections(v, f) == 0
+    two = np.concatenate([v, v + (4.0, 0, 0)]), np.concatenate([f, f + len(v)])
+    assert M.self_intersections(*two) > 0  # overlapping spheres cross
+    apart = np.concatenate([v, v + (11.0, 0, 0)]), np.concatenate([f, f + len(v)])
+    assert M.self_intersections(*apart) == 0
+    c, cf = cube()
+    dent = c.copy()
+    dent[7] = (-0.5, 0.5, 0.5)  # a corner pushed out through the opposite face
+    assert M.self_intersections(dent, cf) > 0
