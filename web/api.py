@@ -103,18 +103,6 @@ def _own_batch(batch_id) -> dict:
     return view
 
 
-def _upload(digest):
-    if request.mimetype != "multipart/form-data":
-        raise Refused("unsupported_media_type",
-                      "Send multipart/form-data with one or more 'files' parts.", 415)
-    limits = intake.Limits.from_config(current_app.config)
-    files = request.files
-    extra = [name for name in files if name != "files"]
-    if extra:
-        raise Refused("unknown_field", "Files go in parts named 'files'.")
-    return intake.read_upload(files.getlist("files"), limits, digest)
-
-
 def _accepted(body, salt):
     """202 with the salt of the upload's receipts (``worker.receipts``), given only here."""
     return jsonify(dict(body, receipt_salt=salt)), 202, {"Location": body["links"]["self"]}
@@ -130,9 +118,9 @@ def _deleted(done: bool, what: str):
 def create_job_view():
     salt = new_salt()
     digest = UploadDigest(salt)
-    upload = _upload(digest)
-    view = service().create_job(upload.files, options.from_form(request.form), owner=g.owner,
-                                received_sha256=digest.hexdigest())
+    with intake.receive(digest) as received:
+        view = service().create_job(received.intake, options.from_form(received.form),
+                                    owner=g.owner, received_sha256=digest.hexdigest())
     return _accepted(_job_json(view), salt)
 
 
@@ -182,10 +170,10 @@ def delete_job(job_id):
 def create_batch_view():
     salt = new_salt()
     digest = UploadDigest(salt)
-    upload = _upload(digest)
-    opts = options.from_form(request.form, allowed=options.WITHOUT_SERIES)
-    view = service().create_batch(upload.files, opts, owner=g.owner,
-                                  received_sha256=digest.hexdigest())
+    with intake.receive(digest) as received:
+        opts = options.from_form(received.form, allowed=options.WITHOUT_SERIES)
+        view = service().create_batch(received.intake, opts, owner=g.owner,
+                                      received_sha256=digest.hexdigest())
     return _accepted(_batch_json(view), salt)
 
 

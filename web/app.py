@@ -18,6 +18,7 @@ from worker.service import Service
 
 from . import admin, api, browser, ops, problems, scans, security
 from . import config as web_config
+from .inflight import InFlight
 from .jobs import stage_label
 from .limits import apply_limits, make_limiter
 
@@ -49,6 +50,10 @@ def create_app(test_config=None):
     app.extensions["ephemesh.receipt_key"] = load_key(app.config["EPHEMESH_RECEIPT_KEY_FILE"])
 
     CSRFProtect(app)
+    # the upload's token is checked by web/intake.py before the body is read,
+    # as the global check would parse the whole form into memory first
+    app.extensions["csrf"].exempt("web.browser.create_job_view")
+    app.extensions["ephemesh.inflight"] = InFlight.from_config(app.config)
     problems.register(app)
 
     app.register_blueprint(browser.bp)

@@ -61,20 +61,19 @@ def _own_job(job_id: str) -> dict:
 def index():
     settings = current_app.extensions["ephemesh.settings"]
     return render_template("upload.html", presets=presets(), smooth=options.bounds("smooth"),
-                           limits=intake.Limits.from_config(current_app.config),
+                           limits=intake.limits(),
                            max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
                            retention_minutes=settings.retention_seconds / 60)
 
 
 @bp.post("/jobs", endpoint="create_job")
 def create_job_view():
-    limits = intake.Limits.from_config(current_app.config)
     salt = new_salt()
     digest = UploadDigest(salt)
-    upload = intake.read_upload(request.files.getlist("files"), limits, digest)
-    opts = options.from_form(request.form, browser=True, allowed=options.WITHOUT_SERIES)
-    view = service().create_job(upload.files, opts, owner=session_owner(create=True),
-                                pick_series=True, received_sha256=digest.hexdigest())
+    with intake.receive(digest, csrf=True, strict=False) as received:
+        opts = options.from_form(received.form, browser=True, allowed=options.WITHOUT_SERIES)
+        view = service().create_job(received.intake, opts, owner=session_owner(create=True),
+                                    pick_series=True, received_sha256=digest.hexdigest())
     url = url_for(".job", job_id=view["id"])
     if wants_problem_json():
         return jsonify({"id": view["id"], "url": url, "receipt_salt": salt}), 201

@@ -38,9 +38,10 @@ def _errors(*statuses):
     text = {400: "Bad input (see `code`)", 401: "Missing or bad API key",
             404: "No such job, batch, scan or series for this key", 405: "Method not allowed",
             409: "Not ready", 410: "Deleted", 413: "Upload too large or too many parts",
-            415: "Not multipart/form-data", 429: "Rate limited or blocked (see Retry-After)",
-            503: "The queue is unreachable, or there is no room for the upload, for a "
-                 "moment (see Retry-After)"}
+            415: "Not multipart/form-data",
+            429: "Rate limited, blocked, or too many uploads at once (see Retry-After)",
+            503: "The queue is unreachable, there is no room for the upload, or the server "
+                 "is taking in all it may, for a moment (see Retry-After)"}
     return {str(s): _problem(text[s], retry=s in (429, 503)) for s in statuses}
 
 
@@ -116,7 +117,8 @@ SCHEMAS = {
         "`unsupported_archive`, `bad_archive`, `nested_archive`, `zip_symlink`, `zip_encrypted`, "
         "`zip_unsupported`, `zip_too_many_entries`, `zip_too_large`, `zip_ratio`, `too_large`, "
         "`too_many_parts`, `too_many_files`, `bad_request`, `headers_too_large`, "
-        "`not_implemented`, `unavailable` and `no_space` (503), `internal_error`; the scan "
+        "`not_implemented`, `too_many_uploads` (429: too many uploads from the address at once), "
+        "`unavailable`, `no_space` and `busy` (503), `internal_error`; the scan "
         "workspace's: " + ", ".join(f"`{c}`" for c in WORKSPACE) + ".",
         "type": "object", "required": ["type", "title", "status", "code", "detail"],
         "properties": {"type": {"type": "string"}, "title": {"type": "string"},

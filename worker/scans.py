@@ -40,8 +40,9 @@ from converter.errors import is_out_of_memory
 from converter.volume import Volume
 
 from .context import Context
+from .intake import Intake
 from .retention import delete_all
-from .service import Gone, Invalid, NotFound, NotReady, _actor
+from .service import Gone, Invalid, NotFound, NotReady, _actor, sizes
 from .states import SCAN_LIVE, SCAN_STORED, Kind, Reason, ScanStatus
 from .submit import enqueue, new_id, owner_hash, submit_job
 
@@ -57,9 +58,13 @@ SCAN_OPTION = "scan"
 
 # --------------------------------------------------------------------- writing
 def create_scan(ctx, files, *, owner_digest, created, deadline, received_sha256=None) -> str:
-    """Store a workspace's upload, record the scan, enqueue its reading."""
-    scan_id = new_id()
-    size = ctx.store.put(Kind.SCAN, scan_id, files, deadline, created=created)
+    """Store a workspace's upload (bytes, or an ``Intake`` streamed into the
+    store already, committed now), record the scan, enqueue its reading."""
+    if isinstance(files, Intake):
+        scan_id, size = files.object_id, files.commit()
+    else:
+        scan_id = new_id()
+        size = ctx.store.put(Kind.SCAN, scan_id, files, deadline, created=created)
     ctx.records.add_scan(scan_id, owner_digest, created, deadline, input_bytes=size,
                          received_sha256=received_sha256)
     enqueue(ctx, READ, scan_id, deadline)
@@ -212,16 +217,20 @@ class Scans:
 
     # ------------------------------------------------------------ life cycle
     def create(self, files, *, owner, received_sha256=None) -> dict:
-        files = [bytes(f) for f in files]
-        if not files or not any(files):
-            raise Invalid("empty_upload", "no files were uploaded")
-        now = time.time()
-        scan_id = create_scan(self.ctx, files, owner_digest=owner_hash(owner), created=now,
-                              deadline=now + self.ctx.settings.retention_seconds,
-                              received_sha256=received_sha256)
-        self.ctx.records.audit("scan-upload", _actor(owner),
-                               {"scan": scan_id, "files": len(files),
-                                "bytes": sum(map(len, files))})
+        """A workspace of ``files`` (bytes, or an ``Intake`` from
+        ``Service.receive(kind=Kind.SCAN)``)."""
+        if isinstance(files, Intake):
+            created, deadline = files.created, files.deadline
+        else:
+            files = [bytes(f) for f in files]
+            if not files or not any(files):
+                raise Invalid("empty_upload", "no files were uploaded")
+            created = time.time()
+            deadline = created + self.ctx.settings.retention_seconds
+        counts = sizes(files)
+        scan_id = create_scan(self.ctx, files, owner_digest=owner_hash(owner), created=created,
+                              deadline=deadline, received_sha256=received_sha256)
+        self.ctx.records.audit("scan-upload", _actor(owner), {"scan": scan_id, **counts})
         return self.get(scan_id, owner=owner)
 
     def row(self, scan_id, owner):

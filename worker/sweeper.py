@@ -45,6 +45,7 @@ from .states import (
     Reason,
     ScanStatus,
 )
+from .store import WRITING
 from .submit import CONVERT, LOST_ATTEMPT, SPLIT, enqueue, new_id, object_of, rq_ids
 
 log = logging.getLogger("ephemesh.sweeper")
@@ -150,6 +151,17 @@ def requeue_lost(ctx, now=None) -> int:
     return n
 
 
+def _debris_due(entry, now, due) -> bool:
+    """A folder left by a delete goes at once; a writer's (an upload still
+    streaming in, or one whose process died) by the deadline its meta holds;
+    anything else once it is ``LEFTOVER_AGE_S`` old."""
+    if entry.object_id.startswith(".del."):
+        return True
+    if entry.object_id.startswith(WRITING) and entry.deadline > entry.created:
+        return entry.deadline <= due
+    return entry.created < now - LEFTOVER_AGE_S
+
+
 def _purge_store(ctx, kind, now, ended, reason=_reason, owner=_owner_row,
                  swept=None) -> Swept:
     """Delete ``kind`` objects that are due, or whose job has ``ended``."""
@@ -158,7 +170,7 @@ def _purge_store(ctx, kind, now, ended, reason=_reason, owner=_owner_row,
     swept = swept or Swept(kind)
     for entry in ctx.store.entries(kind):
         if entry.object_id.startswith("."):  # debris of an interrupted write or delete
-            if entry.created < now - LEFTOVER_AGE_S or entry.object_id.startswith(".del."):
+            if _debris_due(entry, now, due):
                 swept.deleted += ctx.store.remove_leftover(kind, entry.object_id)
             continue
         row = owner(ctx, entry.object_id)
