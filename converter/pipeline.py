@@ -84,12 +84,14 @@ class _Progress:
         return report
 
 
-def list_series(inputs, *, progress=None):
-    """Scan ``inputs`` and return the listing (``.series``, ``.skipped``, ``.warnings``)."""
+def list_series(inputs, *, progress=None, assume_geometry=False, spacing=None):
+    """Scan ``inputs`` and return the listing (``.series``, ``.skipped``, ``.warnings``);
+    with ``assume_geometry``, series without positions too (see ``series.scan``)."""
     from .series import scan
 
     with quiet_pydicom():
-        return scan(_as_list(inputs), progress=progress)
+        return scan(_as_list(inputs), progress=progress, assume_geometry=assume_geometry,
+                    spacing=spacing)
 
 
 def _as_list(inputs):
@@ -135,7 +137,8 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     try:
         with quiet_pydicom():
             on_read = bar.stage("reading")
-            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool)
+            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool,
+                           assume_geometry=opts.assume_geometry, spacing=opts.spacing)
             info = select(listing, opts.series)
             vol = load_volume(listing, info, progress=lambda f: on_read(0.1 + 0.9 * f),
                               workers=opts.workers, pool=pool)
@@ -176,10 +179,10 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
             import io
 
             buf = io.BytesIO()
-            size = writer(verts, faces, buf, opts.frame)
+            size = writer(verts, faces, buf, opts.frame, assumed=info.assumed)
             data = buf.getvalue()
         else:
-            size = writer(verts, faces, output, opts.frame)
+            size = writer(verts, faces, output, opts.frame, assumed=info.assumed)
         on_write(1.0)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
@@ -394,7 +397,7 @@ def _report(listing, info, vol, opts, made: _Made) -> dict:
         "degenerate_triangles": made.degenerate,
         "components": made.topology.components,
         "stl": {"format": "ascii" if opts.ascii else "binary", "bytes": int(made.stl_bytes),
-                "header": stl.header_text(opts.frame, ascii=opts.ascii)},
+                "header": stl.header_text(opts.frame, ascii=opts.ascii, assumed=info.assumed)},
         "timings_s": {k: round(v, 4) for k, v in made.timings.items()},
     }
 

@@ -15,10 +15,13 @@
 ``EPHEMESH_SWEEP_SECONDS``     how often the sweeper runs; default 60 (tests
                                compress the clock with a few seconds)
 ``EPHEMESH_JOB_MEMORY_MB``     memory one conversion may take beyond its
-                               worker's own; a job that needs more fails
-                               with ``out_of_memory`` instead of waking the
-                               kernel's OOM killer.  Default 0: 80 % of the
-                               machine's memory shared by the pool's workers
+                               worker's own, its reading processes
+                               included (they share it); a job that needs
+                               more fails with ``out_of_memory`` instead of
+                               waking the kernel's OOM killer.  Default 0:
+                               half the machine's memory shared by the
+                               pool's workers, at most 4096 MB each (and
+                               at least 256 MB)
 ``EPHEMESH_JOB_THREADS``       threads one conversion uses.  Default 0: the
                                cores shared by the pool's workers (one each
                                when there is a worker per core)
@@ -43,6 +46,21 @@ MAINTENANCE_QUEUE = "ephemesh-maintenance"
 MIB = 1024 * 1024
 MIN_JOB_MEMORY_MB = 64
 MAX_JOB_MEMORY_MB = 1024 * 1024
+#: by default a conversion takes at most this much (a 512×512×1000 CT's volume
+#: is 0.5 GB; its mesh and the reading a few times that) …
+DEFAULT_JOB_CAP_MB = 4096
+#: … and the pool's conversions together at most this share of the machine
+JOB_RAM_SHARE = 0.5
+#: and never less than this each (a small machine: fewer workers do better)
+MIN_DEFAULT_JOB_MB = 256
+
+
+def physical_memory() -> int:
+    """Bytes of RAM (8 GiB where the system cannot say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return 8 * 1024 * MIB
 
 
 class ConfigError(ValueError):
@@ -225,15 +243,16 @@ class Settings:
         return min(self.sweep_seconds * 1.5 + 5, self.retention_seconds / 4)
 
     def job_memory(self, workers: int = 1) -> int:
-        """Bytes one conversion may take beyond its worker's own: the setting,
-        or 80 % of physical memory shared by ``workers`` (at least 512 MiB)."""
+        """Bytes one conversion may take beyond its worker's own (its horse's
+        address space, shared with the horse's reading processes): the
+        setting, or ``JOB_RAM_SHARE`` of physical memory shared by
+        ``workers``, capped at ``DEFAULT_JOB_CAP_MB`` (at least
+        ``MIN_DEFAULT_JOB_MB``).  The rest of the machine stays for the
+        store and Redis (memory too), the web and the operating system."""
         if self.job_memory_mb:
             return self.job_memory_mb * MIB
-        try:
-            physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (AttributeError, ValueError, OSError):  # not a POSIX system
-            physical = 8 * 1024 * MIB
-        return max(MIN_JOB_MEMORY_MB * 8 * MIB, int(physical * 0.8) // max(1, workers))
+        share = int(physical_memory() * JOB_RAM_SHARE) // max(1, int(workers))
+        return max(MIN_DEFAULT_JOB_MB * MIB, min(DEFAULT_JOB_CAP_MB * MIB, share))
 
     def threads(self, workers: int = 1) -> int:
         """Threads one conversion uses: the setting, or the cores shared by ``workers``."""

@@ -190,7 +190,8 @@ def _convert(ctx, job_id) -> str:
     try:
         index = options.pop("series_index", None)
         if index is not None or (row["pick"] and options.get("series") is None):
-            listing = list_series(files)
+            listing = list_series(files, assume_geometry=bool(options.get("assume_geometry")),
+                                  spacing=options.get("spacing"))
             if index is None and len(listing.series) > 1:
                 listed = json.dumps([s.safe_dict() for s in listing.series])
                 ctx.records.set_job(job_id, only_if=(JobStatus.RUNNING,),
@@ -248,7 +249,8 @@ def _split(ctx, batch_id) -> str:
         raise _Failed("input_missing", "the upload was deleted before it was read")
     options = json.loads(payload[0])
     try:
-        listing = list_series(payload[1:])
+        listing = list_series(payload[1:], assume_geometry=bool(options.get("assume_geometry")),
+                              spacing=options.get("spacing"))
     except ConverterError as exc:
         raise _Failed(exc.code, exc.message) from None
     volumes = [s for s in listing.series if s.slices > 1]

@@ -8,6 +8,11 @@ analytic volume.
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -231,3 +236,34 @@ def test_region_options_together(two_spheres):
     assert result.report["components"] == 2
     assert result.report["bbox_mm"][1][2] <= 3.0 + 1.0
     assert set(result.report["region"]) >= {"crop_mm", "seed_mm", "parts_found", "hollow_wall_mm"}
+
+
+# ------------------------------------------------------------------ the command line
+
+def _ephemesh(*args):
+    return subprocess.run([sys.executable, "-m", "web.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_command_line(two_spheres, tmp_path):
+    out, report = tmp_path / "o.stl", tmp_path / "r.json"
+    base = ["convert", two_spheres, "-o", out, "--threshold", G.MID_HU]
+    done = _ephemesh(*base, "--seed", "-8,0,0", "--hollow", "2", "--report", report)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(report.read_text())
+    assert data["options"]["seed"] == [-8, 0, 0] and data["options"]["hollow"] == 2
+    assert data["region"]["parts_kept"] == 1 and data["components"] == 2
+    for extra, pattern in [(["--crop", "100,100,100,200,200,200"], "crop box .* holds no voxel"),
+                           (["--seed", "0,15,0"], "seed .* lies in the background"),
+                           (["--hollow", "12"], "thicker than the part"),
+                           (["--crop", "1,2,3"], "crop must be 6 numbers"),
+                           (["--largest", "--keep-parts", "2"], "not allowed with")]:
+        proc = _ephemesh(*base, *extra)
+        assert proc.returncode == 2, (extra, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ephemesh: error: "), proc.stderr
+        assert re.search(pattern, lines[0]), lines[0]
+    helptext = _ephemesh("convert", "--help").stdout
+    for flag in ("--crop X0,Y0,Z0,X1,Y1,Z1", "--seed X,Y,Z", "--keep-parts N", "--remove-table",
+                 "--hollow MM", "--assume-geometry", "--spacing DX,DY,DZ"):
+        assert flag in helptext
