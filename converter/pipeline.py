@@ -266,6 +266,8 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
         pad_value = _pad_value(level.lowest, work_level, sub.dtype)
     offset = np.array([lo for lo, _ in box], dtype=np.float64)
     if region is not None:  # the region's voxels only (voxels are dropped in place)
+        if not sub.flags.writeable:  # a volume shared read-only (the workspace's, mapped)
+            sub = sub.copy()
         sub = region.apply(sub, work_level, pad_value, offset, workers=opts.workers)
         vol.warnings.extend(region.warnings)
         vol.region = region.report()

@@ -21,8 +21,10 @@ from flask import (
 )
 
 from converter.deidentify import PROFILE_PATH
+from converter.options import OPTIONS, WEB_OPTIONS
 from worker import receipts
 from worker.receipts import UploadDigest, new_salt
+from worker.states import LIVE, JobStatus
 
 from . import intake, options, vendor
 from .jobs import (
@@ -57,11 +59,22 @@ def _own_job(job_id: str) -> dict:
     return view
 
 
+def _this_session() -> dict:
+    """This browser session's scans and jobs still here (so a closed tab can
+    get back to them): ``{"scans", "jobs"}``, newest first."""
+    owner = session_owner()
+    if owner is None:
+        return {"scans": [], "jobs": []}
+    jobs = service().list_jobs(owner=owner, status=LIVE | {JobStatus.DONE}, limit=20)
+    return {"scans": service().scans.owned(owner)[:20],
+            "jobs": [j for j in jobs if j["status"] != JobStatus.DELETED]}
+
+
 @bp.get("/")
 def index():
     settings = current_app.extensions["ephemesh.settings"]
     return render_template("upload.html", presets=presets(), smooth=options.bounds("smooth"),
-                           limits=intake.limits(),
+                           mine=_this_session(), limits=intake.limits(),
                            max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
                            retention_minutes=settings.retention_seconds / 60)
 
@@ -111,6 +124,23 @@ def preview(job_id):
     """The reduced mesh the job made for the 3D view (the download is the full model)."""
     _own_job(job_id)
     return send_preview(service().open_preview(job_id, owner=session_owner()))
+
+
+@bp.get("/scans/<scan_id>")
+def scan(scan_id):
+    """The scan workspace of this browser session's scan: its series, slices
+    and histogram, the region, the estimate, the models made from it."""
+    owner = session_owner()
+    view = service().scans.get(scan_id, owner=owner) if owner else None
+    if view is None:
+        raise Refused("not_found", "There is no such scan in this browser session "
+                      "(it may have been deleted, or made in another browser).", 404)
+    settings = current_app.extensions["ephemesh.settings"]
+    parts = options.bounds("keep_parts") if "keep_parts" in OPTIONS else {}
+    return render_template("scan.html", scan=view, offered=list(WEB_OPTIONS),
+                           smooth=options.bounds("smooth"), parts=parts,
+                           vocabulary=dict(job_page_vocabulary(), live=sorted(LIVE)),
+                           retention_minutes=settings.retention_seconds / 60)
 
 
 @bp.get("/jobs/<job_id>/receipt")

@@ -8,8 +8,12 @@
 ``EPHEMESH_REDIS_URL``         Redis to use; unset: a private redis-server on
                                a unix socket under the data directory
 ``EPHEMESH_DATABASE_URL``      SQLAlchemy URL; default SQLite in the data dir
-``EPHEMESH_STORE``             a directory path (tmpfs such as /dev/shm is
-                               advised) or ``redis``; default ``DATA_DIR/store``
+``EPHEMESH_STORE``             a directory path or ``redis``; default a
+                               directory in memory, ``/dev/shm/ephemesh-``
+                               and a digest of the data directory, where
+                               /dev/shm is a tmpfs with 1 GiB free; else
+                               ``DATA_DIR/store`` (on disk: only by choice
+                               or for want of memory; see default_store)
 ``EPHEMESH_RETENTION_SECONDS`` at most 3600 (the promise); default 3600
 ``EPHEMESH_ACCESS_LOG_DAYS``   at most 30; default 30
 ``EPHEMESH_SWEEP_SECONDS``     how often the sweeper runs; default 60 (tests
@@ -25,6 +29,8 @@
 ``EPHEMESH_JOB_THREADS``       threads one conversion uses.  Default 0: the
                                cores shared by the pool's workers (one each
                                when there is a worker per core)
+``EPHEMESH_LOG_FORMAT``        ``text`` (default) or ``json``: one JSON
+                               object a line (``worker/logs.py``)
 =============================  ==============================================
 
 Deadlines: an upload is due for deletion at ``created + retention``, a result
@@ -172,6 +178,37 @@ def _job_memory_setting(env) -> int:
     return value
 
 
+#: where the default store goes when it is a tmpfs with room enough
+SHM = Path("/dev/shm")
+MIN_SHM_FREE = 1 << 30
+
+
+def default_store(data_dir: Path, shm: Path = SHM) -> str:
+    """The store unless ``EPHEMESH_STORE`` says otherwise: memory-backed
+    (``/dev/shm/ephemesh-<12 hex of the data directory's SHA-256>``, so two
+    installations never share one) where ``shm`` is a tmpfs with at least
+    ``MIN_SHM_FREE`` bytes free, else ``DATA_DIR/store`` on disk."""
+    import hashlib
+
+    from .store import medium
+
+    try:
+        usage = os.statvfs(shm)
+        room = usage.f_bavail * usage.f_frsize
+    except OSError:
+        room = 0
+    if room >= MIN_SHM_FREE and medium(shm) == "memory":
+        digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+        return str(shm / f"ephemesh-{digest}")
+    return str(data_dir / "store")
+
+
+def _log_format_setting(env) -> str:
+    from .logs import log_format
+
+    return log_format(env)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -190,6 +227,7 @@ class Settings:
     scp_peers: tuple = ()  # Peer
     scp_idle_seconds: int = 30
     return_to: Destination | None = None
+    log_format: str = "text"  # or "json" (worker/logs.py)
 
     @classmethod
     def from_env(cls, environ=None) -> Settings:
@@ -199,7 +237,7 @@ class Settings:
             state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
             data_dir = str(Path(state) / "ephemesh")
         data_dir = Path(data_dir).absolute()
-        store = env.get("EPHEMESH_STORE") or str(data_dir / "store")
+        store = env.get("EPHEMESH_STORE") or default_store(data_dir)
         if store != "redis":
             store = str(Path(store).absolute())
         return cls(
@@ -219,6 +257,7 @@ class Settings:
             scp_peers=parse_peers(env.get("EPHEMESH_SCP_PEERS") or ""),
             scp_idle_seconds=_int_setting(env, "EPHEMESH_SCP_IDLE_SECONDS", 30, 1, 3600),
             return_to=parse_destination(env.get("EPHEMESH_RETURN_TO") or ""),
+            log_format=_log_format_setting(env),
         )
 
     @property
@@ -277,4 +316,5 @@ class Settings:
             "EPHEMESH_SCP_PEERS": ",".join(map(str, self.scp_peers)),
             "EPHEMESH_SCP_IDLE_SECONDS": str(self.scp_idle_seconds),
             "EPHEMESH_RETURN_TO": self.return_to.setting if self.return_to else "",
+            "EPHEMESH_LOG_FORMAT": self.log_format,
         }

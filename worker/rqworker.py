@@ -28,7 +28,7 @@ from rq.worker_pool import WorkerPool
 from converter import silence_pydicom_for_good
 from converter.sandbox import limit_growth
 
-from . import metrics
+from . import logs, metrics
 from .config import Settings
 from .context import Context
 from .retention import delete_stored
@@ -155,6 +155,7 @@ def run_pool(settings, workers: int, *, burst: bool = False) -> None:
     """Run ``workers`` worker processes on the conversion and maintenance
     queues until SIGINT/SIGTERM (or, with ``burst``, until the queues are empty)."""
     silence_pydicom_for_good()
+    logs.configure(settings.log_format)
     logging.getLogger("rq").setLevel(logging.INFO)
     # each worker's horse may take this much memory and this many threads (read at start)
     os.environ["EPHEMESH_JOB_MEMORY_MB"] = str(max(1, settings.job_memory(workers) >> 20))

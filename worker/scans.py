@@ -256,6 +256,12 @@ class Scans:
             "expires_at": _iso(row["deadline"]) if status in SCAN_LIVE else None,
         }
 
+    def owned(self, owner) -> list[dict]:
+        """The owner's scans whose upload is kept, newest first (as ``get``)."""
+        views = (self.get(row["id"], owner=owner)
+                 for row in self.ctx.records.live_scans(owner=owner_hash(owner)))
+        return [v for v in views if v is not None and v["status"] in SCAN_LIVE]
+
     def delete(self, scan_id, *, owner, reason=Reason.USER_REQUEST) -> bool:
         """"Done": the upload, the decoded volumes and every result made from
         the scan go now (ledger rows); False when there is no such scan."""

@@ -138,12 +138,16 @@ def _waited(ctx) -> None:
 
 
 def _count_end(ctx, status, failure, seconds) -> None:
-    """A job that ended here, in the metrics (a duplicate run ends nothing)."""
+    """A job that ended here, in the metrics and the log (a duplicate run
+    ends nothing)."""
+    took = {"duration_s": round(seconds, 3)}
     if failure:
         metrics.job_ended(ctx, "failed", failure[0])
+        log.info("conversion failed: %s", failure[0], extra=took)
     elif status == JobStatus.DONE:
         metrics.job_ended(ctx, "done")
         metrics.observe(ctx, "ephemesh_conversion_seconds", seconds)
+        log.info("conversion done", extra=took)
 
 
 def _finish(ctx, kind, object_id, status, failure) -> None:

@@ -267,3 +267,22 @@ def test_command_line(two_spheres, tmp_path):
     for flag in ("--crop X0,Y0,Z0,X1,Y1,Z1", "--seed X,Y,Z", "--keep-parts N", "--remove-table",
                  "--hollow MM", "--assume-geometry", "--spacing DX,DY,DZ"):
         assert flag in helptext
+
+
+def test_the_estimate_takes_the_region_on_a_volume_shared_read_only(tmp_path):
+    """The workspace's volume is mapped read-only: a crop, a seed or a parts
+    count there must not write into it (they once raised, a 500 on the page)."""
+    from converter import list_series
+    from converter.estimate import estimate
+    from converter.loading import load_volume
+
+    G.make_series_dir(tmp_path, "two_spheres", size=(28, 36, 48))
+    listing = list_series([tmp_path])
+    vol = load_volume(listing, listing.series[0])
+    vol.data.setflags(write=False)
+    before = vol.data.copy()
+    whole = estimate(vol, ConvertOptions(threshold=300))["triangles"]
+    for region in ({"crop": "-24,-18,-14,0.5,18,14"}, {"seed": "-8,0,0"}, {"keep_parts": 1}):
+        part = estimate(vol, ConvertOptions(threshold=300, **region))["triangles"]
+        assert 0 < part < whole, region
+    assert np.array_equal(vol.data, before)
