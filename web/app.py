@@ -16,6 +16,7 @@ from worker import logs
 from worker.config import Settings
 from worker.private import private_dir
 from worker.receipts import load_key
+from worker.records import access_method
 from worker.service import Service
 
 from . import admin, api, browser, ops, problems, scans, security
@@ -99,7 +100,7 @@ def _log_request(response):
         response.headers["X-Request-Id"] = rid
     if logs.is_json() and request.endpoint not in security.STATIC_ENDPOINTS:
         log.info("request", extra={
-            "request_id": rid, "method": request.method,
+            "request_id": rid, "method": access_method(request.method),
             "route": request.url_rule.rule if request.url_rule else "(unmatched)",
             "status": response.status_code,
             "duration_s": round(time.monotonic() - g.get("request_started", time.monotonic()), 4)})
