@@ -22,9 +22,7 @@ import numpy as np
 
 from . import _mesh
 from .mesh import _index_array, check_mesh
-
-#: the output frames (``ConvertOptions.frame``); files name them in capitals
-FRAMES = ("lps", "ras")
+from .options import FRAMES  # the output frames; files name them in capitals
 
 STL_DTYPE = np.dtype(
     [("normal", "<f4", (3,)), ("vertices", "<f4", (3, 3)), ("attr", "<u2")]
@@ -37,7 +35,7 @@ BLOCK = 1 << 18
 
 
 def _frame_name(frame) -> str:
-    """``frame`` ("lps" or "ras", any case) as files name it: "LPS" or "RAS"."""
+    """``frame`` (one of ``FRAMES``, any case) as files name it: LPS, RAS or PRINT."""
     if not isinstance(frame, str) or frame.lower() not in FRAMES:
         raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
     return frame.upper()

@@ -152,7 +152,7 @@ def job_preview(job_id):
 def job_result(job_id):
     _own_job(job_id)
     fmt = result_format()
-    return send_model(service().open_result(job_id, owner=g.owner, dicom=fmt == "dicom"), fmt)
+    return send_model(service().open_result(job_id, owner=g.owner, dicom=fmt == "dicom"))
 
 
 @bp.get("/jobs/<job_id>/receipt")
@@ -216,12 +216,13 @@ def batch_result(batch_id):
             if job["status"] != JobStatus.DONE:
                 continue
             try:
-                fh, _size = svc.open_result(job["id"], owner=owner)
+                opened = svc.open_result(job["id"], owner=owner)
             except LookupError:  # deleted or expired since the listing
                 entry["status"] = JobStatus.DELETED
                 continue
-            entry["file"] = f"series-{entry['n']:03d}-{job['id']}.stl"
-            yield entry["file"], fh
+            extension = opened.name.rpartition(".")[2]
+            entry["file"] = f"series-{entry['n']:03d}-{job['id']}.{extension}"
+            yield entry["file"], opened.file
 
     resp = Response(stream_zip(results(), manifest), mimetype="application/zip")
     resp.headers["Content-Disposition"] = "attachment; filename=batch.zip"

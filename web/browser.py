@@ -29,6 +29,7 @@ from worker.states import LIVE, JobStatus
 from . import intake, options, vendor
 from .jobs import (
     job_page_vocabulary,
+    model_file,
     presets,
     receipt_download,
     send_model,
@@ -74,6 +75,7 @@ def _this_session() -> dict:
 def index():
     settings = current_app.extensions["ephemesh.settings"]
     return render_template("upload.html", presets=presets(), smooth=options.bounds("smooth"),
+                           formats=options.choices("format"), frames=options.choices("frame"),
                            mine=_this_session(), limits=intake.limits(),
                            max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
                            retention_minutes=settings.retention_seconds / 60)
@@ -97,7 +99,8 @@ def create_job_view():
 def job(job_id):
     view = _own_job(job_id)
     return render_template("job.html", job=view, left=time_left(view),
-                           preview=vendor.installed("three"), vocabulary=job_page_vocabulary())
+                           preview=vendor.installed("three"), vocabulary=job_page_vocabulary(),
+                           model=model_file(view))
 
 
 @bp.get("/jobs/<job_id>/status")

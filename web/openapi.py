@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import functools
 
+from converter.formats import FORMATS, ZIP_TYPE
 from converter.options import EXCLUSIVE, OPTIONS
 from worker.receipts import FIELDS as RECEIPT_FIELDS
 from worker.receipts import FORMAT as RECEIPT_FORMAT
 from worker.states import STORED, BatchStatus, JobStatus, Reason, ScanStatus
 
+from .jobs import RESULT_FORMATS
 from .options import WEB_OPTIONS, WITHOUT_SERIES
 from .problems import WORKSPACE
 
@@ -61,14 +63,19 @@ def _deleted():
     return {"204": {"description": "Deleted"}, **_errors(401, 404, 429, 503)}
 
 
-def _download(description, media_type):
+def _download(description, *media_types):
     """What a result answers: the file, or not yet, or not any more."""
-    binary = {media_type: {"schema": {"type": "string", "format": "binary"}}}
+    binary = {m: {"schema": {"type": "string", "format": "binary"}} for m in media_types}
     return {"200": {"description": description, "content": binary},
             **_errors(401, 404, 409, 410, 429, 503)}
 
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+RESULT_FORMAT = {"name": "format", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": list(RESULT_FORMATS), "default": "model"}}
+#: what a result may be: each output format's media type, a zip, a DICOM instance
+RESULT_TYPES = tuple(dict.fromkeys([f.media_type for f in FORMATS.values()]
+                                   + [ZIP_TYPE, "application/dicom"]))
 BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string",
@@ -407,9 +414,13 @@ def document() -> dict:
                            "summary": "Delete the upload and the result now",
                            "responses": _deleted()}},
             "/jobs/{job_id}/result": {
-                "parameters": [JOB_ID],
-                "get": {"operationId": "getJobResult", "summary": "The STL",
-                        "responses": _download("Binary STL (attachment)", "model/stl")}},
+                "parameters": [JOB_ID, RESULT_FORMAT],
+                "get": {"operationId": "getJobResult", "summary": "The model file",
+                        "responses": _download(
+                            "The model in the job's format (attachment named model.stl, "
+                            "model.3mf, model.ply, or model.zip for OBJ and for several "
+                            "STL parts); with format=dicom its Encapsulated STL instance",
+                            *RESULT_TYPES)}},
             "/jobs/{job_id}/receipt": {
                 "parameters": [JOB_ID],
                 "get": {"operationId": "getJobReceipt",

@@ -31,9 +31,9 @@ from converter.sandbox import limit_growth
 from . import logs, metrics
 from .config import Settings
 from .context import Context
-from .retention import delete_stored
-from .states import BATCH_LIVE, WAITING, Kind, Reason
-from .submit import SPLIT, object_of
+from .retention import delete_all, delete_stored
+from .states import BATCH_LIVE, SCAN_STORED, WAITING, Kind, Reason
+from .submit import READ, SPLIT, object_of
 
 #: how often a busy worker checks on its work horse and renews its heartbeat
 JOB_MONITORING_INTERVAL = 10
@@ -47,7 +47,8 @@ def preload() -> None:
     """Import the converter and its compiled kernels in the worker, once:
     every work horse is a fork of it and starts with them loaded (the imports
     of pydicom, numpy and the converter: ~0.3 s a job)."""
-    for name in ("converter.loading", "converter.marching", "converter.series"):
+    for name in ("converter.loading", "converter.marching", "converter.series",
+                 "converter.views", "skimage.filters"):  # a scan's reading computes Otsu
         importlib.import_module(name)
 
 
@@ -137,6 +138,11 @@ def record_crash(job, signum: int | None = None) -> None:
     batch = job.func_name == SPLIT
     ctx = Context()
     try:
+        if job.func_name == READ:  # a scan's reading: it failed, nothing of it stays
+            if ctx.records.fail_scan(object_id, *CRASHED):
+                delete_all(ctx, object_id, Reason.FAILED, deadline=None, kinds=SCAN_STORED,
+                           rq=False)
+            return
         row, live, fail = ((ctx.records.batch(object_id), BATCH_LIVE, ctx.records.fail_batch)
                            if batch else (ctx.records.job(object_id), WAITING,
                                           ctx.records.fail_job))

@@ -44,12 +44,10 @@ from .intake import Intake
 from .retention import delete_all
 from .service import Gone, Invalid, NotFound, NotReady, _actor, sizes
 from .states import SCAN_LIVE, SCAN_STORED, Kind, Reason, ScanStatus
-from .submit import enqueue, new_id, owner_hash, submit_job
+from .submit import READ, enqueue, new_id, owner_hash, submit_job
 
 log = logging.getLogger("ephemesh.worker")
 
-#: the RQ job that reads a scan's series once
-READ = "worker.scans.read_scan"
 #: how many decoded volumes one web process keeps mapped or in memory
 CACHE_VOLUMES = 4
 #: what a scan job's options carry besides the converter's: the scan it converts from
@@ -328,15 +326,23 @@ class Scans:
             data = np.frombuffer(raw, dtype=dtype).reshape(shape)
         return Volume(data, facts["positions"], facts["row_dir"], facts["col_dir"],
                       tuple(facts["pixel_spacing"]), modality=facts["modality"],
-                      background=facts["background"])
+                      background=facts["background"],
+                      slice_range=np.array([entry["histogram"]["range"]]))  # no pass for it
 
     # ------------------------------------------------------------ jobs
     def create_job(self, scan_id, n, options, *, owner) -> dict:
         """Convert series ``n`` of the scan with ``options`` (checked here),
         from the kept upload: no new upload."""
+        from converter import ConvertOptions
+        from converter.estimate import check
+
         decoded = self.series(scan_id, n, owner=owner)
         options = self.service.check_options(options)
         options.pop("series", None)
+        try:  # what the conversion would refuse on this volume, refused now
+            check(decoded.volume, ConvertOptions(**options))
+        except ConverterError as exc:
+            raise Invalid(exc.code, exc.message) from None
         row = self.row(scan_id, owner)
         payload = dict(options, series=decoded.entry["uid"], **{SCAN_OPTION: scan_id})
         job_id = submit_job(self.ctx, [], payload, owner_digest=row["owner"],

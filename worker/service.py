@@ -19,10 +19,12 @@ import functools
 import io
 import json
 import time
+from typing import BinaryIO, NamedTuple
 
 from rq.job import Job
 
 from converter import ConverterError, ConvertOptions, encapsulated
+from converter.formats import download
 from converter.options import JOB_OPTIONS
 
 from . import metrics
@@ -71,6 +73,15 @@ class _Unanswered(LookupError):
 
 class NotFound(_Unanswered):
     code, message = "not_found", "there is no such job"
+
+
+class OpenedResult(NamedTuple):
+    """A result to send: the file, its size, its download name and media type."""
+
+    file: BinaryIO
+    size: int
+    name: str
+    media_type: str
 
 
 class NotReady(_Unanswered):
@@ -268,9 +279,10 @@ class Service:
         enqueue(self.ctx, CONVERT, job_id, meta["deadline"], attempt=CHOSEN_ATTEMPT)
         return self.get_job(job_id, owner=owner)
 
-    def open_result(self, job_id, *, owner, dicom=False):
-        """``(binary file, size)`` of the STL, or with ``dicom`` of its
-        Encapsulated STL instance; raises NotFound, NotReady or Gone."""
+    def open_result(self, job_id, *, owner, dicom=False) -> OpenedResult:
+        """The job's model file (its format's name and media type from the
+        report), or with ``dicom`` its Encapsulated STL instance (binary STL
+        results only); raises NotFound, NotReady or Gone."""
         view = self.get_job(job_id, owner=owner)
         if view is None:
             raise NotFound()
@@ -281,10 +293,12 @@ class Service:
             raise Gone()
         model = parts[0]
         if dicom:
-            if len(parts) < 3:
-                raise NotReady("this job's model has no DICOM instance")
+            if len(parts) < 3 or not parts[2]:
+                raise NotReady("this job's model has no DICOM instance (binary STL only)")
             model = encapsulated.around(model, parts[2])
-        return io.BytesIO(model), len(model)
+            return OpenedResult(io.BytesIO(model), len(model), "model.dcm", "application/dicom")
+        name, media_type = download(json.loads(parts[1]).get("file"))
+        return OpenedResult(io.BytesIO(model), len(model), name, media_type)
 
     def open_preview(self, job_id, *, owner) -> bytes:
         """The reduced mesh the job made for the 3D view; raises as ``open_result``."""

@@ -30,6 +30,7 @@ LOST_ATTEMPT = 3
 #: the RQ jobs (``worker/tasks.py``), named as RQ imports them in the work horse
 CONVERT = "worker.tasks.convert_job"
 SPLIT = "worker.tasks.split_batch"
+READ = "worker.scans.read_scan"  # a scan workspace's series, read once
 
 
 #: kept with an upload's options (in the store only): send the model back to

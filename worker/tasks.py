@@ -209,20 +209,23 @@ def _convert(ctx, job_id) -> str:
         options["workers"] = ctx.settings.threads()  # run_pool shared the cores out
         result = convert(files, ConvertOptions(**options), progress=progress)
         # the identifiers a PACS needs to file the model go into its DICOM
-        # instance only, kept with the result (and deleted with it)
-        dicom = encapsulated.header(len(result.stl), encapsulated.source_of(result.stack))
+        # instance only, kept with the result (and deleted with it); an
+        # Encapsulated STL holds one binary STL, so other formats have none
+        dicom = (encapsulated.header(len(result.stl), encapsulated.source_of(result.stack))
+                 if _is_binary_stl(result.report) else b"")
     except ConverterError as exc:
         raise _Failed(exc.code, exc.message) from None
     del files, payload
     deadline = time.time() + ctx.settings.retention_seconds
     # the reduced mesh for the 3D view goes with the model (a result's fourth part)
-    view = preview(result.verts, result.faces, len(result.stl))
+    # (its bound is a share of the model as binary STL, whatever the format)
+    view = preview(result.verts, result.faces, 84 + 50 * len(result.faces))
     ctx.store.put(Kind.RESULT, job_id,
                   [result.stl, json.dumps(result.report).encode(), dicom, view],
                   deadline)
     # before "done": a done job holds no upload
     delete_stored(ctx, Kind.INPUT, job_id, Reason.CONVERTED)
-    if send_back and ctx.settings.return_to is not None:
+    if send_back and ctx.settings.return_to is not None and dicom:
         _return(ctx, job_id, encapsulated.around(result.stl, dicom), progress)
     if not ctx.records.finish_job(job_id, result.report):
         # deleted or expired while converting: the result must not outlive it
@@ -230,6 +233,12 @@ def _convert(ctx, job_id) -> str:
         return (ctx.records.job(job_id) or {}).get("status", JobStatus.DELETED)
     progress(JobStatus.DONE, 100.0)
     return JobStatus.DONE
+
+
+def _is_binary_stl(report) -> bool:
+    """Whether the converted file is one binary STL (what Encapsulated STL holds)."""
+    entry = report.get("file") or {}
+    return entry.get("format", "stl") == "stl" and not entry.get("zip")
 
 
 def _return(ctx, job_id, instance, progress) -> None:

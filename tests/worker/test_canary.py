@@ -197,8 +197,7 @@ def test_no_canary_in_any_lasting_record(env_factory, store_kind, database_url, 
         for view in [env.service.get_job(i, owner=OWNER) for i in ids]:
             found += [f"view {view['id']}: {h}" for h in hits(repr(view))]
             if view["status"] == "done":
-                stl, _ = env.service.open_result(view["id"], owner=OWNER)
-                data = stl.read()
+                data = env.service.open_result(view["id"], owner=OWNER).file.read()
                 assert data[:80].rstrip() == b"ephemesh SPACE=LPS UNITS=mm"
                 found += [f"stl: {h}" for h in hits(data)]
         for entry in env.ctx.store.entries("result"):
