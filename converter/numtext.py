@@ -38,26 +38,19 @@ def fill_decimal(out: np.ndarray, values: np.ndarray, digits: int, decimals: int
     Raises ValueError when a value needs more than ``digits`` integer digits.
     """
     values = np.asarray(values, dtype=np.float64)
-    scaled = np.rint(np.abs(values) * 10.0 ** decimals).astype(np.int64)
-    if len(scaled) and scaled.max() >= 10 ** (digits + decimals):
-        raise ValueError(f"a value needs more than {digits} integer digits")
     width = decimal_width(digits, decimals)
     if out.shape != (len(values), width):
         raise ValueError(f"out must have shape ({len(values)}, {width})")
-    col = width - 1
-    rest = scaled
-    for _ in range(decimals):
-        out[:, col] = _ZERO + rest % 10
-        rest = rest // 10
-        col -= 1
+    scaled = np.rint(np.abs(values) * 10.0 ** decimals).astype(np.int64)
+    if len(scaled) and scaled.max() >= 10 ** (digits + decimals):
+        raise ValueError(f"a value needs more than {digits} integer digits")
+    whole, fraction = np.divmod(scaled, 10 ** decimals)
+    _digits(out[:, 1:1 + digits], whole, digits)
     if decimals:
-        out[:, col] = _POINT
-        col -= 1
-    for _ in range(digits):
-        out[:, col] = _ZERO + rest % 10
-        rest = rest // 10
-        col -= 1
-    out[:, 0] = np.where((values < 0) & (scaled > 0), _MINUS, _ZERO)
+        out[:, 1 + digits] = _POINT
+        _digits(out[:, 2 + digits:], fraction, decimals)
+    out[:, 0] = _ZERO
+    out[(values < 0) & (scaled > 0), 0] = _MINUS
 
 
 def fill_integer(out: np.ndarray, values: np.ndarray, digits: int) -> None:
@@ -67,10 +60,25 @@ def fill_integer(out: np.ndarray, values: np.ndarray, digits: int) -> None:
         raise ValueError(f"out must have shape ({len(values)}, {digits})")
     if len(values) and (values.min() < 0 or values.max() >= 10 ** digits):
         raise ValueError(f"integers must be in [0, 10**{digits})")
-    rest = values
-    for col in range(digits - 1, -1, -1):
-        out[:, col] = _ZERO + rest % 10
-        rest = rest // 10
+    _digits(out, values, digits)
+
+
+#: "0000" … "9999", four ASCII digits in one uint32 each: four digits a gather
+_GROUPS = np.array([list(f"{i:04d}".encode()) for i in range(10_000)],
+                   np.uint8).view(np.uint32).ravel()
+
+
+def _digits(out, values, digits) -> None:
+    """``values`` (non-negative, below ``10**digits``) as ``digits`` ASCII
+    digits into the columns of ``out``, four at a time from the right."""
+    rest = values.astype(np.int32) if digits <= 9 else values  # 32-bit division is faster
+    right = digits
+    while right > 0:
+        take = min(4, right)
+        rest, group = np.divmod(rest, 10_000) if right > 4 else (None, rest)
+        chars = _GROUPS.take(group).view(np.uint8).reshape(-1, 4)
+        out[:, right - take:right] = chars[:, 4 - take:]
+        right -= take
 
 
 class LineTemplate:

@@ -137,6 +137,27 @@ def test_look_first_convert_twice_compare_download_and_done(browser, served, tmp
                         for i in range(2))
         assert pieces == [1, 2], pieces
 
+    # "keep the part under this point": a click on the small sphere (x = +12 mm, on the
+    # image's right, L) is a seed there in patient mm, and the estimate drops to that part
+    if "seed" in WEB_OPTIONS:
+        page.wait_for_function("() => document.getElementById('estimate').dataset.ok === 'yes'")
+        whole = int(page.get_attribute("#estimate", "data-triangles"))
+        page.click("#tool-seed")
+        box = page.locator('figure[data-plane="axial"] canvas.overlay').bounding_box()
+        page.mouse.click(box["x"] + box["width"] * 0.75, box["y"] + box["height"] * 0.5)
+        seed = [float(v) for v in page.get_attribute("#workspace", "data-seed").split(",")]
+        assert abs(seed[0] - 12) <= 1.5 and abs(seed[1]) <= 1.5, seed
+        page.wait_for_function(
+            "n => Number(document.getElementById('estimate').dataset.triangles) < n / 2",
+            arg=whole, timeout=30_000)
+        page.click("#clear-seed")
+    # on a phone the workspace fits the screen
+    page.set_viewport_size({"width": 390, "height": 844})
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - "
+                             "document.documentElement.clientWidth")
+    assert overflow <= 0, overflow
+    page.set_viewport_size({"width": 1280, "height": 1100})
+
     # compare side by side
     for i in range(2):
         cards.nth(i).locator("input.compare").check()
