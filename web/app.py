@@ -19,7 +19,7 @@ from worker.receipts import load_key
 from worker.records import access_method
 from worker.service import Service
 
-from . import admin, api, browser, ops, problems, scans, security
+from . import admin, api, browser, dicomweb, ops, problems, scans, security
 from . import config as web_config
 from .inflight import InFlight
 from .jobs import stage_label
@@ -61,10 +61,12 @@ def create_app(test_config=None):
 
     app.register_blueprint(browser.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(dicomweb.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(scans.bp)
     ops.init_app(app, service)
     app.extensions["csrf"].exempt(api.bp)  # bearer keys, never cookies
+    app.extensions["csrf"].exempt(dicomweb.bp)
     app.extensions["csrf"].exempt(scans.bp)  # keys; a session's POST is checked in the view
 
     # registered before the limiter's hook, so it runs after it (Flask runs
