@@ -120,9 +120,7 @@ def _run(kind, object_id, work) -> str:
             log.error("%s %s: failed unexpectedly", kind, object_id)
             failure = INTERNAL_ERROR
     finally:
-        _finish(ctx, kind, object_id, status, failure)
-        if kind == "job":
-            _count_end(ctx, status, failure, time.monotonic() - started)
+        _finish(ctx, kind, object_id, status, failure, started)
     return str(status)
 
 
@@ -137,20 +135,21 @@ def _waited(ctx) -> None:
         metrics.observe(ctx, "ephemesh_queue_wait_seconds", max(0.0, waited))
 
 
-def _count_end(ctx, status, failure, seconds) -> None:
-    """A job that ended here, in the metrics and the log (a duplicate run
-    ends nothing)."""
+def _count_end(ctx, failure, started) -> None:
+    """This run ended the job (a duplicate run ends nothing): the metrics and
+    the log say so once."""
+    seconds = time.monotonic() - started
     took = {"duration_s": round(seconds, 3)}
     if failure:
         metrics.job_ended(ctx, "failed", failure[0])
         log.info("conversion failed: %s", failure[0], extra=took)
-    elif status == JobStatus.DONE:
+    else:
         metrics.job_ended(ctx, "done")
         metrics.observe(ctx, "ephemesh_conversion_seconds", seconds)
         log.info("conversion done", extra=took)
 
 
-def _finish(ctx, kind, object_id, status, failure) -> None:
+def _finish(ctx, kind, object_id, status, failure, started=None) -> None:
     """The upload goes first (unless the job waits for its owner's choice),
     then the failure is recorded: a job that says it has ended holds no
     upload, and its ledger row is there."""
@@ -162,7 +161,8 @@ def _finish(ctx, kind, object_id, status, failure) -> None:
             delete_stored(ctx, Kind.INPUT, object_id,
                           Reason.CONVERTED if ended_well else Reason.FAILED)
         if failure and kind == "job":
-            ctx.records.fail_job(object_id, *failure)
+            if ctx.records.fail_job(object_id, *failure) and started is not None:
+                _count_end(ctx, failure, started)
         elif failure:
             ctx.records.fail_batch(object_id, *failure)
     except Exception:  # the records are unreachable: tell RQ, with no text
@@ -172,6 +172,7 @@ def _finish(ctx, kind, object_id, status, failure) -> None:
 
 
 def _convert(ctx, job_id) -> str:
+    started = time.monotonic()
     row = ctx.records.job(job_id)
     if row is None or row["status"] not in WAITING:
         return row["status"] if row else "missing"  # ended, or waiting for a choice
@@ -180,6 +181,7 @@ def _convert(ctx, job_id) -> str:
     if payload is None:
         stored = ctx.store.get(Kind.RESULT, job_id)
         if stored is not None and ctx.records.finish_job(job_id, json.loads(stored[1])):
+            _count_end(ctx, None, started)
             return JobStatus.DONE  # an earlier run was killed after storing its result
         raise _Failed("input_missing", "the upload was deleted before it could be converted")
     options = json.loads(payload[0])
@@ -231,6 +233,7 @@ def _convert(ctx, job_id) -> str:
         # deleted or expired while converting: the result must not outlive it
         delete_stored(ctx, Kind.RESULT, job_id, Reason.USER_REQUEST)
         return (ctx.records.job(job_id) or {}).get("status", JobStatus.DELETED)
+    _count_end(ctx, None, started)
     progress(JobStatus.DONE, 100.0)
     return JobStatus.DONE
 
