@@ -21,7 +21,7 @@ def decimal_column(const double[:] values, unsigned char[:, :] out, int digits, 
     returns False (writing nothing more) when a value does not fit."""
     cdef Py_ssize_t n = values.shape[0], i
     cdef int k, col, width = 1 + digits + (1 + decimals if decimals else 0)
-    cdef double scale = 1.0, v
+    cdef double scale = 1.0, v, rounded
     cdef long long q, limit = 1
     cdef bint fits = True
     if out.shape[0] != n or out.shape[1] != width:
@@ -33,10 +33,11 @@ def decimal_column(const double[:] values, unsigned char[:, :] out, int digits, 
     with nogil:
         for i in range(n):
             v = values[i]
-            q = <long long> nearbyint(fabs(v) * scale)
-            if not (q < limit):  # also NaN
+            rounded = nearbyint(fabs(v) * scale)
+            if not (rounded < <double> limit):  # NaN and infinity too
                 fits = False
                 break
+            q = <long long> rounded
             out[i, 0] = 45 if (v < 0 and q > 0) else 48
             col = width - 1
             for k in range(decimals):
