@@ -26,11 +26,14 @@ OUT_OF_MEMORY = "out of memory: the series needs more memory than is free here"
 def register(subparsers) -> None:
     """Add ``convert``, ``series``, ``sample`` and ``deidentify`` to an argparse subparsers object."""
     p = subparsers.add_parser(
-        "convert", help="convert a DICOM series to STL",
-        description="Convert a DICOM series (folders, files or zips) to an STL surface.",
+        "convert", help="convert a DICOM series to STL (or 3MF, OBJ, PLY)",
+        description="Convert a DICOM series (folders, files or zips) to a surface model: "
+        "STL, 3MF, OBJ or PLY, chosen by --format or the output's extension.",
         epilog=exit_codes_text())
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="folder, file or zip")
-    p.add_argument("-o", "--output", required=True, metavar="OUT.stl", help="STL file to write")
+    p.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="the file to write: .stl, .3mf, .obj (and its .mtl beside it), .ply, "
+                        "or .zip (one STL per structure; with --format obj: .obj and .mtl)")
     _add_options(p)
     # "--seed -12,5,3": numbers separated by commas are values, not options
     p._negative_number_matcher = re.compile(r"^-\d*\.?\d+([eE][-+]?\d+)?(,[-+.\deE]*)*$")
@@ -82,14 +85,18 @@ def _add_options(parser) -> None:
         kwargs = {"dest": option.name, "help": option.help, "default": None}
         if option.type is bool:
             kwargs["action"] = "store_true"
-        else:  # a tuple stays text here: the option checks it ("1,2,3")
-            kwargs.update(type=str if option.type is tuple else option.type,
+        else:  # a tuple, or a value with its own syntax, stays text: the option checks it
+            kwargs.update(type=str if option.type is tuple or option.parse else option.type,
                           metavar=option.metavar, choices=option.choices)
+            if option.repeat:
+                kwargs["action"] = "append"
         target.add_argument(option.cli_flag, **kwargs)
 
 
 def _options(args) -> ConvertOptions:
     given = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    given.update({name: ",".join(value) for name, value in given.items()
+                  if isinstance(value, list)})  # a repeated flag
     given.setdefault("workers", os.cpu_count() or 1)
     return ConvertOptions(**given)
 

@@ -13,14 +13,22 @@ Adding an option is a field here and its use in the pipeline.
 from __future__ import annotations
 
 import math
+import re
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
+from typing import NamedTuple
 
 from .errors import UsageError
+from .formats import FORMATS
 from .presets import PRESETS
 
-#: output frames: RAS is LPS turned 180° about the z axis (never mirrored)
-FRAMES = ("lps", "ras")
+#: output frames: RAS is LPS turned 180° about the z axis; PRINT is LPS moved
+#: to rest on z = 0, centred on x and y (superior up); never mirrored
+FRAMES = ("lps", "ras", "print")
+#: how the upload page names the frames
+FRAME_LABELS = {"lps": "DICOM patient frame (LPS)", "ras": "RAS (LPS turned 180° about z)",
+                "print": "Ready to print: centred, resting on z = 0"}
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,8 @@ class Option:
     metavar: str | None = None
     job: bool = True  # a job may carry it (False: the machine that runs it decides)
     web: bool = True  # the web form and the API offer it
+    parse: Callable | None = None  # text → value (raises UsageError), before the checks
+    repeat: bool = False  # the command line's flag may be given again (values joined by ",")
     length: int | None = None  # a tuple's number of values
 
     @property
@@ -50,6 +60,8 @@ class Option:
         what is allowed (code ``invalid_<name>``)."""
         if value is None:
             return self.default
+        if self.parse is not None and isinstance(value, str):
+            value = self.parse(value)
         if self.type is bool:
             return bool(value)
         if self.type is str:
@@ -98,6 +110,82 @@ class Option:
         if self.minimum is not None and number < self.minimum:
             raise self._refuse(f"a number >= {self.minimum:g}")
         return number
+
+
+class Structure(NamedTuple):
+    """One part of the model: the voxels from ``low`` up to (not including) ``high``."""
+
+    name: str
+    low: float
+    high: float | None  # None: no upper bound
+
+    def text(self) -> str:
+        return f"{self.name}={self.low:g}" + ("" if self.high is None else f":{self.high:g}")
+
+
+#: what a structure's name may be (it names a part in the file)
+STRUCTURE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,31}")
+#: at most this many structures in one job
+MAX_STRUCTURES = 8
+
+
+def _refuse_structure(message):
+    return UsageError(f"structure {message}; give NAME=LOW[:HIGH], e.g. bone=300 or "
+                      "soft=-100:300 (names: a letter, then letters, digits, _ or -; up to "
+                      f"{MAX_STRUCTURES} structures, ranges not overlapping)",
+                      code="invalid_structure")
+
+
+def parse_structures(text: str) -> list[Structure]:
+    """``"bone=300,soft=-100:300"`` → the structures, checked: names unique and
+    well formed, each range LOW < HIGH, no two ranges overlapping."""
+    found = []
+    for item in (t.strip() for t in str(text).split(",")):
+        name, sep, band = item.partition("=")
+        name = name.strip()
+        if not sep or not STRUCTURE_NAME.fullmatch(name):
+            raise _refuse_structure(f"{item[:40]!r} is not NAME=LOW[:HIGH]" if not sep
+                                    else f"name {name[:40]!r} is not allowed")
+        low_text, colon, high_text = band.partition(":")
+        try:
+            low = float(low_text)
+            high = float(high_text) if colon else None
+        except ValueError:
+            raise _refuse_structure(f"{name}: {band[:40]!r} is not LOW or LOW:HIGH") from None
+        if not math.isfinite(low) or (high is not None and not math.isfinite(high)):
+            raise _refuse_structure(f"{name}: the range must be finite numbers")
+        if high is not None and not low < high:
+            raise _refuse_structure(f"{name}: the range {low:g}:{high:g} is empty")
+        found.append(Structure(name, low, high))
+    if len(found) > MAX_STRUCTURES:
+        raise _refuse_structure(f"list holds {len(found)} structures")
+    names = [s.name.lower() for s in found]
+    if len(set(names)) != len(names):
+        raise _refuse_structure("names repeat")
+    ordered = sorted(found, key=lambda s: s.low)
+    for a, b in zip(ordered, ordered[1:], strict=False):
+        if a.high is None or a.high > b.low:
+            raise _refuse_structure(f"ranges of {a.name} and {b.name} overlap")
+    return found
+
+
+def _structures_text(text: str) -> str:
+    return ",".join(s.text() for s in parse_structures(text))
+
+
+#: byte-size suffixes of --max-bytes (powers of 1000: k, M, G; or 1024: Ki, Mi, Gi)
+_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([kKMG]i?)?B?\s*")
+_FACTORS = {None: 1, "k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9,
+            "ki": 2**10, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """``"500k"``, ``"2M"``, ``"1.5Mi"``, ``"120000"`` → bytes."""
+    match = _SIZE.fullmatch(str(text))
+    if not match:
+        raise UsageError("max_bytes must be a number of bytes, with an optional suffix k, M "
+                         "or G (or Ki, Mi, Gi), e.g. 5M", code="invalid_max_bytes")
+    return int(float(match.group(1)) * _FACTORS[match.group(2)])
 
 
 def _option(default=None, **declared):
@@ -155,10 +243,26 @@ class ConvertOptions:
                                      help="fraction of triangles to keep, in (0, 1]")
     max_triangles: int | None = _option(minimum=4, maximum=10**9, metavar="N",
                                         help="triangle budget")
+    structure: str | None = _option(
+        parse=_structures_text, repeat=True, metavar="NAME=LOW[:HIGH]",
+        help="a part of the model: the voxels from LOW up to HIGH (modality units), e.g. "
+             "bone=300 or soft=-100:300; give it again for more parts (one object each in "
+             "3MF, OBJ and PLY; one STL each in a zip); not with threshold or preset")
     frame: str = _option("lps", choices=FRAMES,
-                         help="output frame, lps (the default) or ras: LPS turned 180° about "
-                              "z, never mirrored")
-    ascii: bool = _option(False, web=False, help="write ASCII STL")
+                         help="output frame: lps (the default), ras (LPS turned 180° about "
+                              "z) or print (LPS centred on x and y, resting on z = 0); never "
+                              "mirrored")
+    format: str | None = _option(
+        choices=tuple(FORMATS),
+        help="file format: " + ", ".join(f"{f.name} ({f.label})" for f in FORMATS.values())
+        + "; default: from the output's extension (.stl, .3mf, .obj, .ply; .zip: one STL per "
+          "part), else stl")
+    max_bytes: int | None = _option(
+        minimum=1, maximum=10**12, parse=parse_size, metavar="N",
+        help="largest file size in bytes (suffixes k, M, G): the mesh is decimated until the "
+             "file fits")
+    ascii: bool = _option(False, web=False, help="write ASCII STL (the same as --format "
+                                                 "stl-ascii)")
     step: int = _option(1, minimum=1, maximum=16, metavar="N", web=False,
                         help="sample every N voxels, for a coarse preview (default 1)")
     workers: int = _option(1, minimum=1, maximum=64, metavar="N", job=False, web=False,
@@ -185,11 +289,20 @@ class ConvertOptions:
             if any(a == b for a, b in zip(lo, hi, strict=True)):
                 raise UsageError("crop is an empty box: two opposite corners X0,Y0,Z0,X1,Y1,Z1 "
                                  "that differ on every axis", code="invalid_crop")
+        if self.ascii:  # the older flag: an alias of format stl-ascii
+            if self.format not in (None, "stl-ascii"):
+                raise UsageError(f"ascii writes STL; it cannot be given with format "
+                                 f"{self.format}", code="invalid_format")
+            self.format, self.ascii = "stl-ascii", False
         return self
+
+    def structures(self) -> list[Structure]:
+        """The parts asked for (``structure``); empty for one part by threshold or preset."""
+        return parse_structures(self.structure) if self.structure else []
 
 
 #: groups of options of which only one may be given
-EXCLUSIVE = (("threshold", "preset"), ("decimate", "max_triangles"),
+EXCLUSIVE = (("threshold", "preset", "structure"), ("decimate", "max_triangles"),
              ("largest", "keep_parts", "seed"))
 
 

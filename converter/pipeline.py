@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from . import mesh as meshops
-from . import stl
+from . import writing
 from .errors import NoUsableSeries
 from .options import ConvertOptions
 from .presets import PRESETS, get_preset, otsu_level
@@ -36,8 +36,9 @@ class _Level(NamedTuple):
 
     value: float
     inverted: bool  # the region below the level is meshed (airway)
-    source: str  # "threshold", "preset bone", "preset auto (Otsu)", ...
+    source: str  # "threshold", "preset bone", "preset auto (Otsu)", "structure NAME"
     lowest: float  # the data's lowest value (the pad lies at or below it)
+    high: float | None = None  # a band: the region is from value up to (not including) high
 
 
 class _Made(NamedTuple):
@@ -57,7 +58,7 @@ class _Made(NamedTuple):
 @dataclass
 class ConversionResult:
     report: dict
-    stl: bytes | None = None
+    stl: bytes | None = None  # the file's bytes, whatever the format (report["file"])
     verts: np.ndarray | None = field(default=None, repr=False)
     faces: np.ndarray | None = field(default=None, repr=False)
     #: the converted series (``volume.Stack``), for ``encapsulated.source_of``
@@ -84,12 +85,14 @@ class _Progress:
         return report
 
 
-def list_series(inputs, *, progress=None):
-    """Scan ``inputs`` and return the listing (``.series``, ``.skipped``, ``.warnings``)."""
+def list_series(inputs, *, progress=None, assume_geometry=False, spacing=None):
+    """Scan ``inputs`` and return the listing (``.series``, ``.skipped``, ``.warnings``);
+    with ``assume_geometry``, series without positions too (see ``series.scan``)."""
     from .series import scan
 
     with quiet_pydicom():
-        return scan(_as_list(inputs), progress=progress)
+        return scan(_as_list(inputs), progress=progress, assume_geometry=assume_geometry,
+                    spacing=spacing)
 
 
 def _as_list(inputs):
@@ -99,7 +102,7 @@ def _as_list(inputs):
 
 
 def convert(inputs, options: ConvertOptions | None = None, *, output=None, progress=None):
-    """Convert a DICOM series to an STL surface.
+    """Convert a DICOM series to a surface model (STL, 3MF, OBJ or PLY).
 
     Parameters
     ----------
@@ -107,8 +110,9 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         Folders (searched recursively), files, zip archives, raw bytes.
     options : ConvertOptions, optional
     output : path or binary file, optional
-        Where to write the STL.  When omitted the STL bytes are returned in
-        ``result.stl``.
+        Where to write the model (the format: ``options.format``, else the
+        path's extension, else binary STL).  When omitted the file's bytes are
+        returned in ``result.stl``.
     progress : callable(stage: str, percent: float), optional
         Called as work advances; ``percent`` is overall, 0–100.
 
@@ -124,6 +128,7 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         converted, ``UnreadableInput`` when the data cannot be read.
     """
     opts = (options or ConvertOptions()).validate()
+    fmt = writing.choose_format(opts, _path_of(output))  # a bad extension fails before reading
     from .loading import load_volume, reading_pool
     from .series import scan, select
 
@@ -135,7 +140,8 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     try:
         with quiet_pydicom():
             on_read = bar.stage("reading")
-            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool)
+            listing = scan(_as_list(inputs), progress=lambda f: on_read(0.1 * f), pool=pool,
+                           assume_geometry=opts.assume_geometry, spacing=opts.spacing)
             info = select(listing, opts.series)
             vol = load_volume(listing, info, progress=lambda f: on_read(0.1 + 0.9 * f),
                               workers=opts.workers, pool=pool)
@@ -144,22 +150,35 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
             pool.terminate()
     timings["read"] = time.perf_counter() - t
 
-    level = _choose_level(opts, vol)
+    structures = opts.structures()
+    levels = ([_structure_level(s, vol) for s in structures] if structures
+              else [(None, _choose_level(opts, vol))])
+    on_surface, on_mesh = bar.stage("surface"), bar.stage("mesh")
+    parts, mesh_warnings = [], []
+    timings["surface"] = timings["mesh"] = 0.0
+    share = 1.0 / len(levels)
+    for k, (name, level) in enumerate(levels):
+        t = time.perf_counter()
+        verts, faces, offset = _extract_surface(
+            vol, level, opts, lambda f, *step, k=k: on_surface((k + f) * share, *step))
+        timings["surface"] += time.perf_counter() - t
+        t = time.perf_counter()
+        verts, faces, notes = _shape_mesh(verts, faces, offset, vol, opts,
+                                          lambda f, *step, k=k: on_mesh((k + f) * share, *step))
+        timings["mesh"] += time.perf_counter() - t
+        mesh_warnings += [f"{name}: {n}" for n in notes] if name else notes
+        parts.append(writing.Part(name or "model", verts, faces, writing.color(k)))
+    vol.data = None  # from here on only the geometry is needed: free the voxels
+    level = levels[0][1]
 
-    t = time.perf_counter()
-    verts, faces, offset = _extract_surface(vol, level, opts, bar.stage("surface"))
-    vol.data = None  # from here on only the geometry is needed: free the voxels early
-    timings["surface"] = time.perf_counter() - t
+    parts, placed = writing.place(parts, opts.frame)
+    budget_note = None
+    if opts.max_bytes is not None:
+        parts, budget_note = writing.meet_budget(parts, fmt, opts.frame, opts.max_bytes,
+                                                path=_path_of(output), assumed=info.assumed)
+    verts, faces = writing.joined(parts)
 
-    t = time.perf_counter()
-    on_mesh = bar.stage("mesh")
-    verts, faces, mesh_warnings = _shape_mesh(verts, faces, offset, vol, opts, on_mesh)
-    timings["mesh"] = time.perf_counter() - t
-
-    if opts.frame == "ras":  # 180° about z: (x, y, z) -> (-x, -y, z); a rotation, not a mirror
-        verts = verts * np.array([-1.0, -1.0, 1.0])
-
-    # the report's topology and measures run beside the STL write (compiled
+    # the report's topology and measures run beside the write (compiled
     # kernels release the GIL) when more than one worker is allowed
     facts_pool = facts_job = None
     if opts.workers > 1:
@@ -170,16 +189,15 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     try:
         t = time.perf_counter()
         on_write = bar.stage("writing")
-        writer = stl.write_ascii if opts.ascii else stl.write_binary
         data = None
         if output is None:
             import io
 
             buf = io.BytesIO()
-            size = writer(verts, faces, buf, opts.frame)
+            size = writing.write_model(parts, fmt, buf, opts.frame, assumed=info.assumed)
             data = buf.getvalue()
         else:
-            size = writer(verts, faces, output, opts.frame)
+            size = writing.write_model(parts, fmt, output, opts.frame, assumed=info.assumed)
         on_write(1.0)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
@@ -188,10 +206,20 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         if facts_pool is not None:
             facts_pool.shutdown()
 
-    report = _report(listing, info, vol, opts,
-                     _Made(level, verts, faces, mesh_warnings, size, timings, *facts))
+    made = _Made(level, verts, faces, mesh_warnings, size, timings, *facts)
+    report = _report(listing, info, vol, opts, made)
+    report.update(writing.report_entries(parts, levels, fmt, opts.frame, size, placed,
+                                        budget_note, path=_path_of(output),
+                                        assumed=info.assumed))
     return ConversionResult(report=report, stl=data, verts=verts, faces=faces,
                             stack=listing.stacks.get(info.index))
+
+
+def _path_of(output):
+    """The output's path, or None for a file object (or no output)."""
+    import os
+
+    return output if isinstance(output, (str, os.PathLike)) else None
 
 
 def _choose_level(opts: ConvertOptions, vol) -> _Level:
@@ -220,6 +248,19 @@ def _choose_level(opts: ConvertOptions, vol) -> _Level:
             code="no_surface",
         )
     return _Level(float(level), inverted, source, lo)
+
+
+def _structure_level(structure, vol):
+    """``(name, level)`` of a ``--structure``: the band from its low value up to
+    its high one, refused (naming the structure) when no voxel is in it."""
+    lo, hi = vol.value_range()
+    unit = " HU" if vol.modality == "CT" else ""
+    if not lo <= structure.low < hi or (structure.high is not None and structure.high <= lo):
+        raise NoUsableSeries(
+            f"structure {structure.name} ({structure.text().partition('=')[2]}{unit}) yields "
+            f"no surface: the data range from {lo:g} to {hi:g}{unit}", code="no_surface")
+    return structure.name, _Level(float(structure.low), False, f"structure {structure.name}",
+                                  lo, structure.high)
 
 
 def _safe_modality(vol) -> str:
@@ -258,11 +299,19 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
         pad_value = _pad_value(-vol.value_range()[1], work_level, sub.dtype)
         sub[removed[crop]] = pad_value  # air connected to the outside is not airway
         del removed
+    elif level.high is not None:
+        # a band: inside where low < v < high, i.e. min(v - low, high - v) > 0
+        wide = sub.astype(np.float32)
+        sub = np.minimum(wide - np.float32(level.value), np.float32(level.high) - wide, out=wide)
+        work_level = 0
+        pad_value = _pad_value(min(level.lowest - level.value, -1), work_level, sub.dtype)
     else:
         work_level = level.value
         pad_value = _pad_value(level.lowest, work_level, sub.dtype)
     offset = np.array([lo for lo, _ in box], dtype=np.float64)
     if region is not None:  # the region's voxels only (voxels are dropped in place)
+        if not sub.flags.writeable:  # a volume shared read-only (the workspace's, mapped)
+            sub = sub.copy()
         sub = region.apply(sub, work_level, pad_value, offset, workers=opts.workers)
         vol.warnings.extend(region.warnings)
         vol.region = region.report()
@@ -393,8 +442,6 @@ def _report(listing, info, vol, opts, made: _Made) -> dict:
         "manifold": made.topology.manifold,
         "degenerate_triangles": made.degenerate,
         "components": made.topology.components,
-        "stl": {"format": "ascii" if opts.ascii else "binary", "bytes": int(made.stl_bytes),
-                "header": stl.header_text(opts.frame, ascii=opts.ascii)},
         "timings_s": {k: round(v, 4) for k, v in made.timings.items()},
     }
 

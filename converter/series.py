@@ -227,7 +227,81 @@ def _examined(inputs, pool):
     return zip(items, results, strict=True)
 
 
-def scan(inputs, *, progress=None, pool=None) -> Listing:
+def _unplaced(item):
+    """An image that carries no position, read by pydicom for an assumed geometry:
+    ``(facts, slice, instance number, slice gap)`` (the slice without a position;
+    orientation and pixel spacing None when missing), or None."""
+    import pydicom
+
+    try:
+        ds, where = _read_header(item, pydicom)
+        if _kind_of(ds) or int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            return None
+        facts = _header_facts(ds)
+        codestream.check_frame_table(ds, item, where)
+        gap = next((float(v) for v in (ds.get("SpacingBetweenSlices"), ds.get("SliceThickness"))
+                    if _floats([v] if v is not None else [], 1) is not None and float(v) > 0),
+                   None)
+        sp = _floats(ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing") or [], 2)
+        return facts, Slice(
+            item, None, None, _floats(ds.get("ImageOrientationPatient") or [], 6),
+            None if sp is None else (float(sp[0]), float(sp[1])),
+            float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0),
+            _native_pixels(ds, facts, where)), _int_or_none(ds.get("InstanceNumber")), gap
+    except Exception:  # a damaged element: it stays skipped
+        return None
+
+
+#: how to convert a series whose images carry no position (the refusal says so)
+ASSUME_HINT = ("to convert it anyway, give --assume-geometry (assume_geometry): slices in "
+               "instance order, spacing from the headers or --spacing DX,DY,DZ")
+
+
+def _assumed_stacks(unplaced, spacing):
+    """Stacks of images without positions, in instance order on an assumed grid.
+
+    ``spacing`` (DX, DY, DZ) mm, or None for the headers' PixelSpacing and
+    SpacingBetweenSlices (else SliceThickness).  The orientation is the
+    images' own, or axial.  Raises ``NoUsableSeries`` (``no_spacing``) when
+    neither says the spacing.
+    """
+    groups: dict = {}
+    for order, (facts, sl, instance, gap) in enumerate(unplaced):
+        key = (facts["uid"], facts["rows"], facts["columns"])
+        groups.setdefault(key, (facts, []))[1].append(
+            (instance if instance is not None else 1 << 62, order, sl, gap))
+    stacks = []
+    for (uid, _, _), (facts, members) in groups.items():
+        members.sort(key=lambda m: m[:2])
+        slices = [m[2] for m in members]
+        gaps = [m[3] for m in members if m[3] is not None]
+        pixel = next((sl.spacing for sl in slices if sl.spacing is not None), None)
+        if spacing is not None:
+            dx, dy, dz = spacing
+            pixel, gap, source = (dy, dx), dz, "given"
+        elif pixel is None or not gaps:
+            raise NoUsableSeries(
+                "the images carry no position and their headers do not say the "
+                f"{'pixel' if pixel is None else 'slice'} spacing; give --spacing DX,DY,DZ "
+                "(mm) with --assume-geometry", code="no_spacing")
+        else:
+            gap, source = float(np.median(gaps)), "from the headers"
+        ori = next((sl.orientation for sl in slices if sl.orientation is not None),
+                   np.array([1.0, 0, 0, 0, 1.0, 0]))
+        normal = np.cross(ori[:3], ori[3:])
+        normal /= np.linalg.norm(normal) or 1.0
+        for k, sl in enumerate(slices):
+            sl.position, sl.orientation, sl.spacing = k * gap * normal, ori, pixel
+        stack = _sorted_stack(uid, facts, slices)
+        stack.info.assumed = True
+        stack.warnings.insert(0, (
+            f"geometry assumed: the images carry no position; {len(slices)} slices in "
+            f"instance order, {pixel[1]:g} × {pixel[0]:g} × {gap:g} mm ({source})"))
+        stacks.append(stack)
+    return stacks
+
+
+def scan(inputs, *, progress=None, pool=None, assume_geometry=False, spacing=None) -> Listing:
     """Read every header in ``inputs`` and list the series found.
 
     Parameters
@@ -237,6 +311,12 @@ def scan(inputs, *, progress=None, pool=None) -> Listing:
     pool : converter.loading.ReadingPool, optional
         Reads with pydicom the headers of many files side by side (see
         :func:`converter.loading.reading_pool`); the listing is the same.
+    assume_geometry : bool, optional
+        List the images that carry no position too, as series on an assumed
+        grid (``_assumed_stacks``); without it they are skipped, and a scan
+        with nothing else is refused saying how to convert them.
+    spacing : (DX, DY, DZ), optional
+        The assumed grid's spacing, in place of the headers'.
 
     Returns
     -------
@@ -253,10 +333,14 @@ def scan(inputs, *, progress=None, pool=None) -> Listing:
     groups: dict = {}
     files = 0
     dicom_files = 0
-    for _, (kind, facts, slices) in _examined(inputs, pool):
+    unplaced = []
+    for item, (kind, facts, slices) in _examined(inputs, pool):
         files += 1
         if kind not in _NOT_COUNTED:
             dicom_files += 1
+        if kind == "no geometry" and assume_geometry and (found := _unplaced(item)):
+            unplaced.append(found)
+            continue
         if kind:
             skipped[kind] += 1
             continue
@@ -280,19 +364,19 @@ def scan(inputs, *, progress=None, pool=None) -> Listing:
         raise UnreadableInput(
             f"{skipped[CORRUPT_PIXELS]} of {files} files hold pixel data that cannot hold the "
             "frames their header declares; nothing could be read", code="corrupt_pixel_data")
-    if not groups and skipped.get("no geometry"):
+    if not groups and not unplaced and skipped.get("no geometry"):
         raise NoUsableSeries(
             f"{skipped['no geometry']} images carry no patient position and orientation, so "
-            "they cannot be placed in millimetres; nothing to convert",
+            f"they cannot be placed in millimetres; {ASSUME_HINT}",
             code="no_geometry",
         )
-    if not groups:
+    if not groups and not unplaced:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(skipped.items()))
         raise NoUsableSeries(
             f"only non-image DICOM objects found ({kinds}); there is no image series to convert",
             code="only_non_image",
         )
-    stacks = _build_stacks(groups, skipped)
+    stacks = _build_stacks(groups, skipped, _assumed_stacks(unplaced, spacing))
     if progress:
         progress(1.0)
     warnings = []
@@ -314,7 +398,7 @@ def _orientation_label(normal) -> str:
     return ("sagittal", "coronal", "axial")[axis]
 
 
-def _build_stacks(groups, skipped) -> list:
+def _build_stacks(groups, skipped, assumed=()) -> list:
     parts_per_uid = Counter(key[0] for key in groups)
     biggest_per_uid: dict = {}
     for key, (_, sl) in groups.items():
@@ -330,6 +414,7 @@ def _build_stacks(groups, skipped) -> list:
         part_no[uid] += 1
         stack_uid = uid if parts_per_uid[uid] == 1 else f"{uid}#{part_no[uid]}"
         stacks.append(_sorted_stack(stack_uid, facts, slices))
+    stacks.extend(assumed)
     stacks.sort(key=lambda s: (s.info.modality, s.info.number if s.info.number is not None else 1 << 30,
                                -s.info.slices))
     for i, stack in enumerate(stacks, start=1):

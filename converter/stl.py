@@ -6,8 +6,8 @@ the whole file never sits in memory twice.
 
 The 80-byte binary header names the coordinate frame and nothing else
 (``ephemesh SPACE=LPS UNITS=mm``), as does an ASCII file's first line
-(``solid ephemesh_LPS``); :func:`header_text` makes both, for the files and
-the report.  They never hold patient data, UIDs or file names because nothing
+(``solid ephemesh_LPS``), plus ``GEOMETRY=ASSUMED`` for a series placed on an
+assumed grid; :func:`header_text` makes both, for the files and the report.  They never hold patient data, UIDs or file names because nothing
 but the frame name is ever put into them.
 """
 
@@ -22,9 +22,7 @@ import numpy as np
 
 from . import _mesh
 from .mesh import _index_array, check_mesh
-
-#: the output frames (``ConvertOptions.frame``); files name them in capitals
-FRAMES = ("lps", "ras")
+from .options import FRAMES  # the output frames; files name them in capitals
 
 STL_DTYPE = np.dtype(
     [("normal", "<f4", (3,)), ("vertices", "<f4", (3, 3)), ("attr", "<u2")]
@@ -37,23 +35,26 @@ BLOCK = 1 << 18
 
 
 def _frame_name(frame) -> str:
-    """``frame`` ("lps" or "ras", any case) as files name it: "LPS" or "RAS"."""
+    """``frame`` (one of ``FRAMES``, any case) as files name it: LPS, RAS or PRINT."""
     if not isinstance(frame, str) or frame.lower() not in FRAMES:
         raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
     return frame.upper()
 
 
-def header_text(frame: str, *, ascii: bool = False) -> str:
+def header_text(frame: str, *, ascii: bool = False, assumed: bool = False) -> str:
     """What a file for ``frame`` starts with: the binary header's text
     (``ephemesh SPACE=LPS UNITS=mm``) or, with ``ascii``, the first line
-    (``solid ephemesh_LPS``)."""
+    (``solid ephemesh_LPS``); with ``assumed`` (a series without positions,
+    placed on an assumed grid) ``GEOMETRY=ASSUMED`` (``_ASSUMED``) follows."""
     name = _frame_name(frame)
-    return f"solid ephemesh_{name}" if ascii else f"ephemesh SPACE={name} UNITS=mm"
+    if ascii:
+        return f"solid ephemesh_{name}" + ("_ASSUMED" if assumed else "")
+    return f"ephemesh SPACE={name} UNITS=mm" + (" GEOMETRY=ASSUMED" if assumed else "")
 
 
-def header_for(frame: str) -> bytes:
+def header_for(frame: str, *, assumed: bool = False) -> bytes:
     """The fixed 80-byte header for ``frame``."""
-    return header_text(frame).encode("ascii").ljust(80, b" ")
+    return header_text(frame, assumed=assumed).encode("ascii").ljust(80, b" ")
 
 
 def face_normals(tri: np.ndarray) -> np.ndarray:
@@ -103,9 +104,9 @@ def _write(out, write_fn):
     write_fn(out)
 
 
-def write_binary(verts, faces, out, frame: str = "lps") -> int:
+def write_binary(verts, faces, out, frame: str = "lps", *, assumed: bool = False) -> int:
     """Write a binary STL to ``out`` (path or binary file); return bytes written."""
-    header = header_for(frame)
+    header = header_for(frame, assumed=assumed)
     verts, faces = check_mesh(verts, faces)
     faces = _index_array(faces)
     count = len(faces)
@@ -124,9 +125,9 @@ def write_binary(verts, faces, out, frame: str = "lps") -> int:
     return 84 + count * STL_DTYPE.itemsize
 
 
-def write_ascii(verts, faces, out, frame: str = "lps") -> int:
+def write_ascii(verts, faces, out, frame: str = "lps", *, assumed: bool = False) -> int:
     """Write an ASCII STL (``solid ephemesh_LPS``); return bytes written."""
-    first = header_text(frame, ascii=True)
+    first = header_text(frame, ascii=True, assumed=assumed)
     tri = np.asarray(verts, dtype=np.float64)[np.asarray(faces)]
     normals = face_normals(tri)
     rows = np.concatenate([normals, tri.reshape(-1, 9)], axis=1)

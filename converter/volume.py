@@ -41,6 +41,7 @@ class SeriesInfo:
     orientation: str  # "axial" | "sagittal" | "coronal" | "oblique"
     multiframe: bool = False
     localizer: bool = False
+    assumed: bool = False  # no positions: slices in instance order on an assumed grid
 
     @property
     def voxels(self) -> int:
@@ -57,6 +58,7 @@ class SeriesInfo:
             "spacing_mm": [round(float(s), 4) for s in self.spacing],
             "orientation": self.orientation,
             "multiframe": self.multiframe,
+            "geometry": "assumed" if self.assumed else "from the headers",
         }
 
 

@@ -55,6 +55,8 @@ if [ $want_test -eq 1 ]; then
     apt_install nginx-light || log "no nginx: tests/web/test_nginx.py will be skipped"
     if [ $no_start -eq 1 ]; then $sudo_cmd rm -f /usr/sbin/policy-rc.d; fi
   fi
+  # the slicer that must load the STL and 3MF models (tests/converter/test_slicer.py)
+  command -v prusa-slicer >/dev/null || apt_install prusa-slicer
 fi
 
 # --- Python ----------------------------------------------------------------

@@ -103,18 +103,6 @@ def _own_batch(batch_id) -> dict:
     return view
 
 
-def _upload(digest):
-    if request.mimetype != "multipart/form-data":
-        raise Refused("unsupported_media_type",
-                      "Send multipart/form-data with one or more 'files' parts.", 415)
-    limits = intake.Limits.from_config(current_app.config)
-    files = request.files
-    extra = [name for name in files if name != "files"]
-    if extra:
-        raise Refused("unknown_field", "Files go in parts named 'files'.")
-    return intake.read_upload(files.getlist("files"), limits, digest)
-
-
 def _accepted(body, salt):
     """202 with the salt of the upload's receipts (``worker.receipts``), given only here."""
     return jsonify(dict(body, receipt_salt=salt)), 202, {"Location": body["links"]["self"]}
@@ -130,9 +118,9 @@ def _deleted(done: bool, what: str):
 def create_job_view():
     salt = new_salt()
     digest = UploadDigest(salt)
-    upload = _upload(digest)
-    view = service().create_job(upload.files, options.from_form(request.form), owner=g.owner,
-                                received_sha256=digest.hexdigest())
+    with intake.receive(digest) as received:
+        view = service().create_job(received.intake, options.from_form(received.form),
+                                    owner=g.owner, received_sha256=digest.hexdigest())
     return _accepted(_job_json(view), salt)
 
 
@@ -164,7 +152,7 @@ def job_preview(job_id):
 def job_result(job_id):
     _own_job(job_id)
     fmt = result_format()
-    return send_model(service().open_result(job_id, owner=g.owner, dicom=fmt == "dicom"), fmt)
+    return send_model(service().open_result(job_id, owner=g.owner, dicom=fmt == "dicom"))
 
 
 @bp.get("/jobs/<job_id>/receipt")
@@ -182,10 +170,10 @@ def delete_job(job_id):
 def create_batch_view():
     salt = new_salt()
     digest = UploadDigest(salt)
-    upload = _upload(digest)
-    opts = options.from_form(request.form, allowed=options.WITHOUT_SERIES)
-    view = service().create_batch(upload.files, opts, owner=g.owner,
-                                  received_sha256=digest.hexdigest())
+    with intake.receive(digest) as received:
+        opts = options.from_form(received.form, allowed=options.WITHOUT_SERIES)
+        view = service().create_batch(received.intake, opts, owner=g.owner,
+                                      received_sha256=digest.hexdigest())
     return _accepted(_batch_json(view), salt)
 
 
@@ -228,12 +216,13 @@ def batch_result(batch_id):
             if job["status"] != JobStatus.DONE:
                 continue
             try:
-                fh, _size = svc.open_result(job["id"], owner=owner)
+                opened = svc.open_result(job["id"], owner=owner)
             except LookupError:  # deleted or expired since the listing
                 entry["status"] = JobStatus.DELETED
                 continue
-            entry["file"] = f"series-{entry['n']:03d}-{job['id']}.stl"
-            yield entry["file"], fh
+            extension = opened.name.rpartition(".")[2]
+            entry["file"] = f"series-{entry['n']:03d}-{job['id']}.{extension}"
+            yield entry["file"], opened.file
 
     resp = Response(stream_zip(results(), manifest), mimetype="application/zip")
     resp.headers["Content-Disposition"] = "attachment; filename=batch.zip"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -11,12 +12,14 @@ from flask import Flask, current_app, g, request
 from flask_wtf.csrf import CSRFProtect
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from worker import logs
 from worker.config import Settings
 from worker.receipts import load_key
 from worker.service import Service
 
 from . import admin, api, browser, ops, problems, scans, security
 from . import config as web_config
+from .inflight import InFlight
 from .jobs import stage_label
 from .limits import apply_limits, make_limiter
 
@@ -48,6 +51,10 @@ def create_app(test_config=None):
     app.extensions["ephemesh.receipt_key"] = load_key(app.config["EPHEMESH_RECEIPT_KEY_FILE"])
 
     CSRFProtect(app)
+    # the upload's token is checked by web/intake.py before the body is read,
+    # as the global check would parse the whole form into memory first
+    app.extensions["csrf"].exempt("web.browser.create_job_view")
+    app.extensions["ephemesh.inflight"] = InFlight.from_config(app.config)
     problems.register(app)
 
     app.register_blueprint(browser.bp)
@@ -70,7 +77,32 @@ def create_app(test_config=None):
     app.jinja_env.filters["sentence"] = problems.sentence
     app.after_request(security.add_headers)
     app.after_request(_record_access)
+    # first of all before_request hooks, so a request the limiter refuses has its id too
+    app.before_request_funcs.setdefault(None, []).insert(0, _start_request)
+    app.after_request(_log_request)
     return app
+
+
+def _start_request():
+    """A random id for this request (logs, ``X-Request-Id``), and its start."""
+    g.request_id = secrets.token_hex(8)
+    g.request_started = time.monotonic()
+    logs.request_id.set(g.request_id)
+
+
+def _log_request(response):
+    """In JSON logs, one line per request: method, the route's rule (never the
+    path or query), status, duration — and no address."""
+    rid = g.get("request_id")
+    if rid:
+        response.headers["X-Request-Id"] = rid
+    if logs.is_json() and request.endpoint not in security.STATIC_ENDPOINTS:
+        log.info("request", extra={
+            "request_id": rid, "method": request.method,
+            "route": request.url_rule.rule if request.url_rule else "(unmatched)",
+            "status": response.status_code,
+            "duration_s": round(time.monotonic() - g.get("request_started", time.monotonic()), 4)})
+    return response
 
 
 def _utc(ts) -> str:

@@ -21,12 +21,15 @@ from flask import (
 )
 
 from converter.deidentify import PROFILE_PATH
+from converter.options import OPTIONS, WEB_OPTIONS
 from worker import receipts
 from worker.receipts import UploadDigest, new_salt
+from worker.states import LIVE, JobStatus
 
 from . import intake, options, vendor
 from .jobs import (
     job_page_vocabulary,
+    model_file,
     presets,
     receipt_download,
     send_model,
@@ -57,24 +60,35 @@ def _own_job(job_id: str) -> dict:
     return view
 
 
+def _this_session() -> dict:
+    """This browser session's scans and jobs still here (so a closed tab can
+    get back to them): ``{"scans", "jobs"}``, newest first."""
+    owner = session_owner()
+    if owner is None:
+        return {"scans": [], "jobs": []}
+    jobs = service().list_jobs(owner=owner, status=LIVE | {JobStatus.DONE}, limit=20)
+    return {"scans": service().scans.owned(owner)[:20],
+            "jobs": [j for j in jobs if j["status"] != JobStatus.DELETED]}
+
+
 @bp.get("/")
 def index():
     settings = current_app.extensions["ephemesh.settings"]
     return render_template("upload.html", presets=presets(), smooth=options.bounds("smooth"),
-                           limits=intake.Limits.from_config(current_app.config),
+                           formats=options.choices("format"), frames=options.choices("frame"),
+                           mine=_this_session(), limits=intake.limits(),
                            max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),
                            retention_minutes=settings.retention_seconds / 60)
 
 
 @bp.post("/jobs", endpoint="create_job")
 def create_job_view():
-    limits = intake.Limits.from_config(current_app.config)
     salt = new_salt()
     digest = UploadDigest(salt)
-    upload = intake.read_upload(request.files.getlist("files"), limits, digest)
-    opts = options.from_form(request.form, browser=True, allowed=options.WITHOUT_SERIES)
-    view = service().create_job(upload.files, opts, owner=session_owner(create=True),
-                                pick_series=True, received_sha256=digest.hexdigest())
+    with intake.receive(digest, csrf=True, strict=False) as received:
+        opts = options.from_form(received.form, browser=True, allowed=options.WITHOUT_SERIES)
+        view = service().create_job(received.intake, opts, owner=session_owner(create=True),
+                                    pick_series=True, received_sha256=digest.hexdigest())
     url = url_for(".job", job_id=view["id"])
     if wants_problem_json():
         return jsonify({"id": view["id"], "url": url, "receipt_salt": salt}), 201
@@ -85,7 +99,8 @@ def create_job_view():
 def job(job_id):
     view = _own_job(job_id)
     return render_template("job.html", job=view, left=time_left(view),
-                           preview=vendor.installed("three"), vocabulary=job_page_vocabulary())
+                           preview=vendor.installed("three"), vocabulary=job_page_vocabulary(),
+                           model=model_file(view))
 
 
 @bp.get("/jobs/<job_id>/status")
@@ -112,6 +127,23 @@ def preview(job_id):
     """The reduced mesh the job made for the 3D view (the download is the full model)."""
     _own_job(job_id)
     return send_preview(service().open_preview(job_id, owner=session_owner()))
+
+
+@bp.get("/scans/<scan_id>")
+def scan(scan_id):
+    """The scan workspace of this browser session's scan: its series, slices
+    and histogram, the region, the estimate, the models made from it."""
+    owner = session_owner()
+    view = service().scans.get(scan_id, owner=owner) if owner else None
+    if view is None:
+        raise Refused("not_found", "There is no such scan in this browser session "
+                      "(it may have been deleted, or made in another browser).", 404)
+    settings = current_app.extensions["ephemesh.settings"]
+    parts = options.bounds("keep_parts") if "keep_parts" in OPTIONS else {}
+    return render_template("scan.html", scan=view, offered=list(WEB_OPTIONS),
+                           smooth=options.bounds("smooth"), parts=parts,
+                           vocabulary=dict(job_page_vocabulary(), live=sorted(LIVE)),
+                           retention_minutes=settings.retention_seconds / 60)
 
 
 @bp.get("/jobs/<job_id>/receipt")

@@ -33,6 +33,10 @@ def register(subparsers) -> None:
     s.add_argument("--threads", type=int, default=8, help="web server threads (default 8)")
     s.add_argument("--no-workers", action="store_true",
                    help="web only: workers and cron run elsewhere (many hosts)")
+    s.add_argument("--keep-on-stop", action="store_true",
+                   help="leave uploads and results in the store when stopping (another host's "
+                        "sweeper deletes them on time); by default every one is deleted, and "
+                        "recorded with reason 'shutdown'")
     s.set_defaults(handler=run_serve)
 
     a = subparsers.add_parser("admin", help="administrator accounts for the /admin pages")
@@ -164,13 +168,18 @@ def _check_redis(url: str) -> None:
 
 
 def run_serve(args) -> None:
+    from worker import logs
+    from worker.config import ConfigError
     from worker.runtime import Runtime, RuntimeFailure
 
     from . import config as web_config
     from . import create_app
     from . import server as web_server
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    try:
+        logs.configure()
+    except ConfigError as exc:
+        raise CommandFailed(str(exc), Exit.USAGE) from None
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)
     if not 0 < args.port < 65536:
         raise CommandFailed("--port must be from 1 to 65535", Exit.USAGE)
@@ -180,7 +189,7 @@ def run_serve(args) -> None:
         raise CommandFailed("--threads must be 1 or more", Exit.USAGE)
     previous = {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     _stopping.clear()
-    runtime = server = None
+    runtime = server = settings_used = None
     sockets, failures = [], []
     try:
         # everything that can be refused is checked before anything starts
@@ -202,7 +211,7 @@ def run_serve(args) -> None:
         if not args.no_workers:
             runtime.start(workers=args.workers)
             _watch(runtime, failures)
-        settings = runtime.settings
+        settings = settings_used = runtime.settings
         os.environ.update(settings.as_env())
         app = create_app({"EPHEMESH_SETTINGS": settings})
         server = web_server.make_server(app, sockets, threads=args.threads)
@@ -235,9 +244,33 @@ def run_serve(args) -> None:
             for sock in sockets:
                 sock.close()
         if runtime is not None:
+            runtime.stop_children()
+        if settings_used is not None and not args.keep_on_stop:
+            _delete_on_stop(settings_used)
+        if runtime is not None:
             runtime.stop()
     if failures:
         raise CommandFailed(f"{failures[0]}; everything was stopped (start ephemesh serve again)")
+
+
+def _delete_on_stop(settings) -> None:
+    """Every upload and result this service holds goes now, each recorded
+    (``shutdown``): a stopped service leaves no scan behind, on any medium."""
+    from worker.context import Context
+    from worker.retention import delete_everything
+
+    ctx = Context(settings)
+    try:
+        gone = delete_everything(ctx)
+    except Exception as exc:  # the records or the store away: the deadlines still hold
+        print(f"ephemesh: warning: could not delete what the store holds on stop "
+              f"({type(exc).__name__}); the sweeper deletes it by its deadline",
+              file=sys.stderr, flush=True)
+        return
+    finally:
+        ctx.close()
+    print("ephemesh: deleted on stop (ledger reason 'shutdown'): "
+          + ", ".join(f"{n} {kind}" for kind, n in gone.items()), file=sys.stderr, flush=True)
 
 
 def _read_password(args) -> str | None:

@@ -24,6 +24,15 @@ these say how much one request may carry and how often it may come.
 ``EPHEMESH_MAX_UNPACKED_MB``       bytes unpacked from zips per upload
                                    (default 4096)
 ``EPHEMESH_MAX_ZIP_RATIO``         unpacked bytes per archive byte (default 100)
+``EPHEMESH_MAX_IN_FLIGHT_MB``      upload bytes this server takes in at once,
+                                   across all its requests: each upload's
+                                   length, then what it unpacks, until it is
+                                   queued (default 4096, at least
+                                   ``EPHEMESH_MAX_UPLOAD_MB``); when full,
+                                   503 ``busy`` with ``Retry-After``
+``EPHEMESH_MAX_UPLOADS_PER_ADDRESS`` uploads one address may have running at
+                                   once (default 4); more: 429
+                                   ``too_many_uploads`` with ``Retry-After``
 ``EPHEMESH_RATE_LIMIT``            per address, every route (default 600/minute)
 ``EPHEMESH_KEY_RATE_LIMIT``        per API key on /api (default 120/minute)
 ``EPHEMESH_UPLOAD_RATE_LIMIT``     uploads per address or key (default 30/minute)
@@ -119,8 +128,13 @@ def receipt_key_file(env, data_dir: Path) -> Path:
 def _numbers(env) -> dict:
     """The numeric settings, checked (ValueError names the bad one)."""
     max_files = _int(env, "EPHEMESH_MAX_FILES", 5000)
+    max_upload = _int(env, "EPHEMESH_MAX_UPLOAD_MB", 1024)
+    in_flight = _int(env, "EPHEMESH_MAX_IN_FLIGHT_MB", max(4096, max_upload))
+    if in_flight < max_upload:
+        raise ValueError(f"EPHEMESH_MAX_IN_FLIGHT_MB must be at least EPHEMESH_MAX_UPLOAD_MB "
+                         f"({max_upload}), got {in_flight}")
     return {
-        "MAX_CONTENT_LENGTH": _int(env, "EPHEMESH_MAX_UPLOAD_MB", 1024) * MB,
+        "MAX_CONTENT_LENGTH": max_upload * MB,
         # every file is one part; a few more for the option fields
         "MAX_FORM_PARTS": max_files + 32,
         # Werkzeug applies this to its parser's buffer on *every* part, file
@@ -132,6 +146,8 @@ def _numbers(env) -> dict:
         "EPHEMESH_MAX_ZIP_ENTRIES": _int(env, "EPHEMESH_MAX_ZIP_ENTRIES", 10000),
         "EPHEMESH_MAX_UNPACKED": _int(env, "EPHEMESH_MAX_UNPACKED_MB", 4096) * MB,
         "EPHEMESH_MAX_ZIP_RATIO": _int(env, "EPHEMESH_MAX_ZIP_RATIO", 100),
+        "EPHEMESH_MAX_IN_FLIGHT": in_flight * MB,
+        "EPHEMESH_MAX_UPLOADS_PER_ADDRESS": _int(env, "EPHEMESH_MAX_UPLOADS_PER_ADDRESS", 4),
         "EPHEMESH_LOGIN_MAX_FAILURES": _int(env, "EPHEMESH_LOGIN_MAX_FAILURES", 5),
         "EPHEMESH_LOCKOUT_SECONDS": _int(env, "EPHEMESH_LOCKOUT_SECONDS", 900),
         "EPHEMESH_API_MAX_AUTH_FAILURES": _int(env, "EPHEMESH_API_MAX_AUTH_FAILURES", 20),

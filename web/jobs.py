@@ -11,6 +11,7 @@ import time
 from flask import Response, current_app, request, send_file
 
 from converter import PRESETS
+from converter.formats import FORMATS, download
 from worker import metrics, receipts
 from worker.states import ENDED, WAITING, JobStatus
 
@@ -25,30 +26,41 @@ def service():
 STAGE_LABELS = {"queued": "Waiting in the queue", "running": "Starting",
                 "reading": "Reading the scan", "surface": "Extracting the surface",
                 "mesh": "Shaping the mesh", "smoothing": "Smoothing the mesh",
-                "decimating": "Reducing the triangles", "writing": "Writing the STL",
+                "decimating": "Reducing the triangles", "writing": "Writing the model file",
                 "returning": "Sending the model back", "done": "Done"}
 
 
-#: what ``?format=`` may ask of a job's result: (media type, file name)
-RESULT_FORMATS = {"stl": ("model/stl", "model.stl"),
-                  "dicom": ("application/dicom", "model.dcm")}
+#: what ``?format=`` may ask of a job's result: the model file as converted
+#: (``model``; ``stl`` is its older name) or its DICOM instance (binary STL only)
+RESULT_FORMATS = ("model", "stl", "dicom")
 
 
 def result_format() -> str:
-    """The ``format`` query parameter of a result download (default ``stl``)."""
-    asked = request.args.get("format", "stl")
+    """The ``format`` query parameter of a result download (default ``model``)."""
+    asked = request.args.get("format", "model")
     if asked not in RESULT_FORMATS:
         raise Refused("invalid_format", "format must be one of " + ", ".join(RESULT_FORMATS))
     return asked
 
 
-def send_model(opened, fmt="stl"):
-    """A job's model, from ``Service.open_result``, as a download (never cached)."""
-    fh, size = opened
-    metrics.count(service().ctx, "ephemesh_sent_bytes", size)
-    mimetype, name = RESULT_FORMATS[fmt]
-    return send_file(fh, mimetype=mimetype, as_attachment=True, download_name=name,
-                     max_age=0, conditional=False, etag=False, last_modified=None)
+def model_file(view) -> dict:
+    """What the job page says of a done job's file: ``name`` (``model.3mf``),
+    ``label`` (``3MF``, ``STLs (zip)``) and ``bytes``."""
+    entry = (view.get("report") or {}).get("file")
+    name, _ = download(entry)
+    fmt = (entry or {}).get("format", "stl")
+    zipped = bool((entry or {}).get("zip"))
+    label = FORMATS[fmt].short + ("s (zip)" if zipped and fmt != "obj" else "")
+    return {"name": name, "label": label, "bytes": (entry or {}).get("bytes")}
+
+
+def send_model(opened):
+    """A job's model, from ``Service.open_result``, as a download (never cached),
+    named and typed for its format (``model.3mf``, ``model/3mf``, …)."""
+    metrics.count(service().ctx, "ephemesh_sent_bytes", opened.size)
+    return send_file(opened.file, mimetype=opened.media_type, as_attachment=True,
+                     download_name=opened.name, max_age=0, conditional=False, etag=False,
+                     last_modified=None)
 
 
 def send_preview(data: bytes):

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import functools
 
+from converter.formats import FORMATS, ZIP_TYPE
 from converter.options import EXCLUSIVE, OPTIONS
 from worker.receipts import FIELDS as RECEIPT_FIELDS
 from worker.receipts import FORMAT as RECEIPT_FORMAT
 from worker.states import STORED, BatchStatus, JobStatus, Reason, ScanStatus
 
+from .jobs import RESULT_FORMATS
 from .options import WEB_OPTIONS, WITHOUT_SERIES
 from .problems import WORKSPACE
 
@@ -38,9 +40,10 @@ def _errors(*statuses):
     text = {400: "Bad input (see `code`)", 401: "Missing or bad API key",
             404: "No such job, batch, scan or series for this key", 405: "Method not allowed",
             409: "Not ready", 410: "Deleted", 413: "Upload too large or too many parts",
-            415: "Not multipart/form-data", 429: "Rate limited or blocked (see Retry-After)",
-            503: "The queue is unreachable, or there is no room for the upload, for a "
-                 "moment (see Retry-After)"}
+            415: "Not multipart/form-data",
+            429: "Rate limited, blocked, or too many uploads at once (see Retry-After)",
+            503: "The queue is unreachable, there is no room for the upload, or the server "
+                 "is taking in all it may, for a moment (see Retry-After)"}
     return {str(s): _problem(text[s], retry=s in (429, 503)) for s in statuses}
 
 
@@ -60,14 +63,19 @@ def _deleted():
     return {"204": {"description": "Deleted"}, **_errors(401, 404, 429, 503)}
 
 
-def _download(description, media_type):
+def _download(description, *media_types):
     """What a result answers: the file, or not yet, or not any more."""
-    binary = {media_type: {"schema": {"type": "string", "format": "binary"}}}
+    binary = {m: {"schema": {"type": "string", "format": "binary"}} for m in media_types}
     return {"200": {"description": description, "content": binary},
             **_errors(401, 404, 409, 410, 429, 503)}
 
 
 JOB_ID = {"name": "job_id", "in": "path", "required": True, "schema": {"type": "string"}}
+RESULT_FORMAT = {"name": "format", "in": "query", "required": False,
+                 "schema": {"type": "string", "enum": list(RESULT_FORMATS), "default": "model"}}
+#: what a result may be: each output format's media type, a zip, a DICOM instance
+RESULT_TYPES = tuple(dict.fromkeys([f.media_type for f in FORMATS.values()]
+                                   + [ZIP_TYPE, "application/dicom"]))
 BATCH_ID = {"name": "batch_id", "in": "path", "required": True, "schema": {"type": "string"}}
 
 JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string",
@@ -116,7 +124,8 @@ SCHEMAS = {
         "`unsupported_archive`, `bad_archive`, `nested_archive`, `zip_symlink`, `zip_encrypted`, "
         "`zip_unsupported`, `zip_too_many_entries`, `zip_too_large`, `zip_ratio`, `too_large`, "
         "`too_many_parts`, `too_many_files`, `bad_request`, `headers_too_large`, "
-        "`not_implemented`, `unavailable` and `no_space` (503), `internal_error`; the scan "
+        "`not_implemented`, `too_many_uploads` (429: too many uploads from the address at once), "
+        "`unavailable`, `no_space` and `busy` (503), `internal_error`; the scan "
         "workspace's: " + ", ".join(f"`{c}`" for c in WORKSPACE) + ".",
         "type": "object", "required": ["type", "title", "status", "code", "detail"],
         "properties": {"type": {"type": "string"}, "title": {"type": "string"},
@@ -405,9 +414,13 @@ def document() -> dict:
                            "summary": "Delete the upload and the result now",
                            "responses": _deleted()}},
             "/jobs/{job_id}/result": {
-                "parameters": [JOB_ID],
-                "get": {"operationId": "getJobResult", "summary": "The STL",
-                        "responses": _download("Binary STL (attachment)", "model/stl")}},
+                "parameters": [JOB_ID, RESULT_FORMAT],
+                "get": {"operationId": "getJobResult", "summary": "The model file",
+                        "responses": _download(
+                            "The model in the job's format (attachment named model.stl, "
+                            "model.3mf, model.ply, or model.zip for OBJ and for several "
+                            "STL parts); with format=dicom its Encapsulated STL instance",
+                            *RESULT_TYPES)}},
             "/jobs/{job_id}/receipt": {
                 "parameters": [JOB_ID],
                 "get": {"operationId": "getJobReceipt",

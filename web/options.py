@@ -9,7 +9,8 @@ own rules and refuses bad ones with a stable code (``invalid_threshold``,
 
 from __future__ import annotations
 
-from converter.options import OPTIONS, WEB_OPTIONS
+from converter.formats import FORMATS
+from converter.options import FRAME_LABELS, OPTIONS, WEB_OPTIONS
 
 from .problems import Refused
 
@@ -71,3 +72,14 @@ def bounds(name) -> dict:
     out = {"min": option.minimum if option.above is None else None, "max": option.maximum,
            "step": 1 if option.type is int else "any", "value": option.default}
     return {k: v for k, v in out.items() if v is not None}
+
+
+#: the labels of options with choices, for the upload page's <select>s
+CHOICE_LABELS = {"format": {name: f.label for name, f in FORMATS.items()},
+                 "frame": FRAME_LABELS}
+
+
+def choices(name) -> list[tuple[str, str]]:
+    """An option's choices as ``(value, label)``, from the converter's declaration."""
+    labels = CHOICE_LABELS.get(name, {})
+    return [(value, labels.get(value, value)) for value in OPTIONS[name].choices]

@@ -50,11 +50,6 @@ WORKSPACE = {
     "invalid_window": (400, "window and level must be finite numbers, given together, with "
                        "window above 0."),
     "invalid_format": (400, "format must be png or values."),
-    "invalid_crop": (400, "crop must be six millimetre values x0,y0,z0,x1,y1,z1 (LPS) of a "
-                     "box that is not empty and overlaps the scan."),
-    "invalid_seed": (400, "seed must be three millimetre values x,y,z (LPS) inside the scan."),
-    "seed_in_background": (400, "The seed is not in the region the threshold keeps; click on "
-                           "the part you want."),
     "invalid_wait": (400, "wait must be a number of seconds from 0 to {most}."),
     "invalid_filter": (400, "{name}: not a filter of this list, or not a value it takes; the "
                        "filters are status (job states, comma-separated), scan, batch, limit "

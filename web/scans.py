@@ -22,8 +22,9 @@ from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 from converter import ConverterError, ConvertOptions
 from converter import views as V
 from worker.receipts import UploadDigest, new_salt
+from worker.states import Kind
 
-from . import options, slices
+from . import intake, options, slices
 from .jobs import service
 from .problems import Refused, workspace
 
@@ -46,7 +47,10 @@ def authenticate():
         session_owner() is not None or "X-CSRFToken" in request.headers)
     if not browser:
         return by_key()
-    if request.method not in ("GET", "HEAD", "OPTIONS"):
+    g.browser = True
+    # an upload's token is checked by web/intake.py, before its body is read
+    # (protect() would parse the whole form first)
+    if request.method not in ("GET", "HEAD", "OPTIONS") and request.endpoint != "scans.create_scan":
         current_app.extensions["csrf"].protect()
     g.owner = session_owner(create=request.endpoint == "scans.create_scan")
     return None
@@ -86,16 +90,15 @@ def _series(scan_id, n):
 
 @bp.post("/scans", endpoint="create_scan")
 def create_scan():
-    from .api import _upload
-
     salt = new_salt()
     digest = UploadDigest(salt)
-    upload = _upload(digest)
-    if request.form:
-        raise Refused("unknown_field", "A scan takes only 'files'; choose the options when "
-                      "you convert it (POST /api/v1/scans/{id}/jobs).")
-    view = service().scans.create(upload.files, owner=g.owner,
-                                  received_sha256=digest.hexdigest())
+    # a browser's token is checked by the intake, before the body is read
+    with intake.receive(digest, kind=Kind.SCAN, csrf=g.get("browser", False)) as received:
+        if [name for name in received.form if name != intake.CSRF_FIELD]:
+            raise Refused("unknown_field", "A scan takes only 'files'; choose the options when "
+                          "you convert it (POST /api/v1/scans/{id}/jobs).")
+        view = service().scans.create(received.intake, owner=g.owner,
+                                      received_sha256=digest.hexdigest())
     body = dict(_scan_json(view), receipt_salt=salt)
     return jsonify(body), 201, {"Location": body["links"]["self"]}
 

@@ -136,10 +136,11 @@ def _health_server(settings, port):
 
 
 def run_cron(args) -> None:
-    from . import cron
+    from . import cron, logs
 
     settings = _settings()
     _check_schema(settings)
+    logs.configure(settings.log_format)
     cron.run(settings)
 
 

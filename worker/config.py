@@ -8,20 +8,29 @@
 ``EPHEMESH_REDIS_URL``         Redis to use; unset: a private redis-server on
                                a unix socket under the data directory
 ``EPHEMESH_DATABASE_URL``      SQLAlchemy URL; default SQLite in the data dir
-``EPHEMESH_STORE``             a directory path (tmpfs such as /dev/shm is
-                               advised) or ``redis``; default ``DATA_DIR/store``
+``EPHEMESH_STORE``             a directory path or ``redis``; default a
+                               directory in memory, ``/dev/shm/ephemesh-``
+                               and a digest of the data directory, where
+                               /dev/shm is a tmpfs with 1 GiB free; else
+                               ``DATA_DIR/store`` (on disk: only by choice
+                               or for want of memory; see default_store)
 ``EPHEMESH_RETENTION_SECONDS`` at most 3600 (the promise); default 3600
 ``EPHEMESH_ACCESS_LOG_DAYS``   at most 30; default 30
 ``EPHEMESH_SWEEP_SECONDS``     how often the sweeper runs; default 60 (tests
                                compress the clock with a few seconds)
 ``EPHEMESH_JOB_MEMORY_MB``     memory one conversion may take beyond its
-                               worker's own; a job that needs more fails
-                               with ``out_of_memory`` instead of waking the
-                               kernel's OOM killer.  Default 0: 80 % of the
-                               machine's memory shared by the pool's workers
+                               worker's own, its reading processes
+                               included (they share it); a job that needs
+                               more fails with ``out_of_memory`` instead of
+                               waking the kernel's OOM killer.  Default 0:
+                               half the machine's memory shared by the
+                               pool's workers, at most 4096 MB each (and
+                               at least 256 MB)
 ``EPHEMESH_JOB_THREADS``       threads one conversion uses.  Default 0: the
                                cores shared by the pool's workers (one each
                                when there is a worker per core)
+``EPHEMESH_LOG_FORMAT``        ``text`` (default) or ``json``: one JSON
+                               object a line (``worker/logs.py``)
 =============================  ==============================================
 
 Deadlines: an upload is due for deletion at ``created + retention``, a result
@@ -43,6 +52,21 @@ MAINTENANCE_QUEUE = "ephemesh-maintenance"
 MIB = 1024 * 1024
 MIN_JOB_MEMORY_MB = 64
 MAX_JOB_MEMORY_MB = 1024 * 1024
+#: by default a conversion takes at most this much (a 512×512×1000 CT's volume
+#: is 0.5 GB; its mesh and the reading a few times that) …
+DEFAULT_JOB_CAP_MB = 4096
+#: … and the pool's conversions together at most this share of the machine
+JOB_RAM_SHARE = 0.5
+#: and never less than this each (a small machine: fewer workers do better)
+MIN_DEFAULT_JOB_MB = 256
+
+
+def physical_memory() -> int:
+    """Bytes of RAM (8 GiB where the system cannot say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not a POSIX system
+        return 8 * 1024 * MIB
 
 
 class ConfigError(ValueError):
@@ -154,6 +178,37 @@ def _job_memory_setting(env) -> int:
     return value
 
 
+#: where the default store goes when it is a tmpfs with room enough
+SHM = Path("/dev/shm")
+MIN_SHM_FREE = 1 << 30
+
+
+def default_store(data_dir: Path, shm: Path = SHM) -> str:
+    """The store unless ``EPHEMESH_STORE`` says otherwise: memory-backed
+    (``/dev/shm/ephemesh-<12 hex of the data directory's SHA-256>``, so two
+    installations never share one) where ``shm`` is a tmpfs with at least
+    ``MIN_SHM_FREE`` bytes free, else ``DATA_DIR/store`` on disk."""
+    import hashlib
+
+    from .store import medium
+
+    try:
+        usage = os.statvfs(shm)
+        room = usage.f_bavail * usage.f_frsize
+    except OSError:
+        room = 0
+    if room >= MIN_SHM_FREE and medium(shm) == "memory":
+        digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:12]
+        return str(shm / f"ephemesh-{digest}")
+    return str(data_dir / "store")
+
+
+def _log_format_setting(env) -> str:
+    from .logs import log_format
+
+    return log_format(env)
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path
@@ -172,6 +227,7 @@ class Settings:
     scp_peers: tuple = ()  # Peer
     scp_idle_seconds: int = 30
     return_to: Destination | None = None
+    log_format: str = "text"  # or "json" (worker/logs.py)
 
     @classmethod
     def from_env(cls, environ=None) -> Settings:
@@ -181,7 +237,7 @@ class Settings:
             state = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
             data_dir = str(Path(state) / "ephemesh")
         data_dir = Path(data_dir).absolute()
-        store = env.get("EPHEMESH_STORE") or str(data_dir / "store")
+        store = env.get("EPHEMESH_STORE") or default_store(data_dir)
         if store != "redis":
             store = str(Path(store).absolute())
         return cls(
@@ -201,6 +257,7 @@ class Settings:
             scp_peers=parse_peers(env.get("EPHEMESH_SCP_PEERS") or ""),
             scp_idle_seconds=_int_setting(env, "EPHEMESH_SCP_IDLE_SECONDS", 30, 1, 3600),
             return_to=parse_destination(env.get("EPHEMESH_RETURN_TO") or ""),
+            log_format=_log_format_setting(env),
         )
 
     @property
@@ -225,15 +282,16 @@ class Settings:
         return min(self.sweep_seconds * 1.5 + 5, self.retention_seconds / 4)
 
     def job_memory(self, workers: int = 1) -> int:
-        """Bytes one conversion may take beyond its worker's own: the setting,
-        or 80 % of physical memory shared by ``workers`` (at least 512 MiB)."""
+        """Bytes one conversion may take beyond its worker's own (its horse's
+        address space, shared with the horse's reading processes): the
+        setting, or ``JOB_RAM_SHARE`` of physical memory shared by
+        ``workers``, capped at ``DEFAULT_JOB_CAP_MB`` (at least
+        ``MIN_DEFAULT_JOB_MB``).  The rest of the machine stays for the
+        store and Redis (memory too), the web and the operating system."""
         if self.job_memory_mb:
             return self.job_memory_mb * MIB
-        try:
-            physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-        except (AttributeError, ValueError, OSError):  # not a POSIX system
-            physical = 8 * 1024 * MIB
-        return max(MIN_JOB_MEMORY_MB * 8 * MIB, int(physical * 0.8) // max(1, workers))
+        share = int(physical_memory() * JOB_RAM_SHARE) // max(1, int(workers))
+        return max(MIN_DEFAULT_JOB_MB * MIB, min(DEFAULT_JOB_CAP_MB * MIB, share))
 
     def threads(self, workers: int = 1) -> int:
         """Threads one conversion uses: the setting, or the cores shared by ``workers``."""
@@ -258,4 +316,5 @@ class Settings:
             "EPHEMESH_SCP_PEERS": ",".join(map(str, self.scp_peers)),
             "EPHEMESH_SCP_IDLE_SECONDS": str(self.scp_idle_seconds),
             "EPHEMESH_RETURN_TO": self.return_to.setting if self.return_to else "",
+            "EPHEMESH_LOG_FORMAT": self.log_format,
         }

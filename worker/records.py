@@ -381,11 +381,14 @@ class Records:
         return self.set_scan(scan_id, only_if=SCAN_LIVE, status=ScanStatus.FAILED,
                              error_code=code, error_message=message[:300])
 
-    def live_scans(self, due_before=None):
-        """Scans whose upload is kept; with ``due_before``, only those due by then."""
+    def live_scans(self, due_before=None, *, owner=None):
+        """Scans whose upload is kept; with ``due_before``, only those due by
+        then; with ``owner`` (a hash), only that owner's, newest first."""
         q = select(scans).where(scans.c.status.in_(SCAN_LIVE))
         if due_before is not None:
             q = q.where(scans.c.deadline < due_before)
+        if owner is not None:
+            q = q.where(scans.c.owner == owner).order_by(scans.c.created.desc())
         with self.engine.connect() as c:
             return _rows(c.execute(q))
 

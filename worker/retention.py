@@ -19,8 +19,9 @@ from rq.job import Job
 from rq.job import JobStatus as RQStatus
 from rq.results import Result
 
+from . import metrics
 from .records import Records
-from .states import STORED, Kind
+from .states import SCAN_LIVE, STORED, Kind, Reason, ScanStatus
 from .submit import rq_ids
 
 #: what else a thing's ledger row changes, written in the row's own transaction
@@ -136,3 +137,30 @@ def delete_rq_job(redis, rq_job_id, job) -> int:
             pass
     redis.delete(*keys)
     return size
+
+
+#: what a job or scan that a stop cut short says
+SHUT_DOWN = ("shutdown", "the service stopped before this ended; what was sent was deleted")
+#: later than any deadline (every live thing is due at a stop)
+_ALWAYS = 1e18
+
+
+def delete_everything(ctx, reason=Reason.SHUTDOWN) -> dict:
+    """When the service stops: every job, batch and scan that has not ended
+    fails (``shutdown``), then every object of the store goes, each with its
+    ledger row (``reason``).  Returns ``{kind: count}`` of what was deleted."""
+    for row in ctx.records.unfinished_jobs(_ALWAYS):
+        if ctx.records.fail_job(row["id"], *SHUT_DOWN):
+            metrics.job_ended(ctx, "failed", SHUT_DOWN[0])
+    for row in ctx.records.unfinished_batches(_ALWAYS):
+        ctx.records.fail_batch(row["id"], *SHUT_DOWN)
+    for row in ctx.records.live_scans():
+        ctx.records.set_scan(row["id"], only_if=SCAN_LIVE, status=ScanStatus.DELETED,
+                             error_code=SHUT_DOWN[0], error_message=SHUT_DOWN[1])
+    gone = {}
+    for kind in STORED:
+        n = 0
+        for entry in ctx.store.entries(kind):
+            n += delete_stored(ctx, kind, entry.object_id, reason, entry=entry) is not None
+        gone[str(kind)] = n
+    return gone

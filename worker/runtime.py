@@ -138,6 +138,14 @@ class Runtime:
     def stop(self, grace: float = 30.0) -> None:
         """SIGTERM every child (workers finish or give up their job), then
         SIGKILL what is left after ``grace`` seconds; then Redis."""
+        self.stop_children(grace)
+        if self.redis:
+            self.redis.stop()
+            self.redis = None
+
+    def stop_children(self, grace: float = 30.0) -> None:
+        """SIGTERM the workers and cron, SIGKILL what is left after ``grace``
+        seconds (Redis stays up: ``serve`` deletes what the store holds)."""
         for proc in reversed(self.children):
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -149,9 +157,6 @@ class Runtime:
                 proc.kill()
                 proc.wait(5)
         self.children.clear()
-        if self.redis:
-            self.redis.stop()
-            self.redis = None
 
     def __enter__(self):
         return self

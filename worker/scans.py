@@ -40,15 +40,14 @@ from converter.errors import is_out_of_memory
 from converter.volume import Volume
 
 from .context import Context
+from .intake import Intake
 from .retention import delete_all
-from .service import Gone, Invalid, NotFound, NotReady, _actor
+from .service import Gone, Invalid, NotFound, NotReady, _actor, sizes
 from .states import SCAN_LIVE, SCAN_STORED, Kind, Reason, ScanStatus
-from .submit import enqueue, new_id, owner_hash, submit_job
+from .submit import READ, enqueue, new_id, owner_hash, submit_job
 
 log = logging.getLogger("ephemesh.worker")
 
-#: the RQ job that reads a scan's series once
-READ = "worker.scans.read_scan"
 #: how many decoded volumes one web process keeps mapped or in memory
 CACHE_VOLUMES = 4
 #: what a scan job's options carry besides the converter's: the scan it converts from
@@ -57,9 +56,13 @@ SCAN_OPTION = "scan"
 
 # --------------------------------------------------------------------- writing
 def create_scan(ctx, files, *, owner_digest, created, deadline, received_sha256=None) -> str:
-    """Store a workspace's upload, record the scan, enqueue its reading."""
-    scan_id = new_id()
-    size = ctx.store.put(Kind.SCAN, scan_id, files, deadline, created=created)
+    """Store a workspace's upload (bytes, or an ``Intake`` streamed into the
+    store already, committed now), record the scan, enqueue its reading."""
+    if isinstance(files, Intake):
+        scan_id, size = files.object_id, files.commit()
+    else:
+        scan_id = new_id()
+        size = ctx.store.put(Kind.SCAN, scan_id, files, deadline, created=created)
     ctx.records.add_scan(scan_id, owner_digest, created, deadline, input_bytes=size,
                          received_sha256=received_sha256)
     enqueue(ctx, READ, scan_id, deadline)
@@ -212,16 +215,20 @@ class Scans:
 
     # ------------------------------------------------------------ life cycle
     def create(self, files, *, owner, received_sha256=None) -> dict:
-        files = [bytes(f) for f in files]
-        if not files or not any(files):
-            raise Invalid("empty_upload", "no files were uploaded")
-        now = time.time()
-        scan_id = create_scan(self.ctx, files, owner_digest=owner_hash(owner), created=now,
-                              deadline=now + self.ctx.settings.retention_seconds,
-                              received_sha256=received_sha256)
-        self.ctx.records.audit("scan-upload", _actor(owner),
-                               {"scan": scan_id, "files": len(files),
-                                "bytes": sum(map(len, files))})
+        """A workspace of ``files`` (bytes, or an ``Intake`` from
+        ``Service.receive(kind=Kind.SCAN)``)."""
+        if isinstance(files, Intake):
+            created, deadline = files.created, files.deadline
+        else:
+            files = [bytes(f) for f in files]
+            if not files or not any(files):
+                raise Invalid("empty_upload", "no files were uploaded")
+            created = time.time()
+            deadline = created + self.ctx.settings.retention_seconds
+        counts = sizes(files)
+        scan_id = create_scan(self.ctx, files, owner_digest=owner_hash(owner), created=created,
+                              deadline=deadline, received_sha256=received_sha256)
+        self.ctx.records.audit("scan-upload", _actor(owner), {"scan": scan_id, **counts})
         return self.get(scan_id, owner=owner)
 
     def row(self, scan_id, owner):
@@ -246,6 +253,12 @@ class Scans:
             "created_at": _iso(row["created"]),
             "expires_at": _iso(row["deadline"]) if status in SCAN_LIVE else None,
         }
+
+    def owned(self, owner) -> list[dict]:
+        """The owner's scans whose upload is kept, newest first (as ``get``)."""
+        views = (self.get(row["id"], owner=owner)
+                 for row in self.ctx.records.live_scans(owner=owner_hash(owner)))
+        return [v for v in views if v is not None and v["status"] in SCAN_LIVE]
 
     def delete(self, scan_id, *, owner, reason=Reason.USER_REQUEST) -> bool:
         """"Done": the upload, the decoded volumes and every result made from
@@ -313,15 +326,23 @@ class Scans:
             data = np.frombuffer(raw, dtype=dtype).reshape(shape)
         return Volume(data, facts["positions"], facts["row_dir"], facts["col_dir"],
                       tuple(facts["pixel_spacing"]), modality=facts["modality"],
-                      background=facts["background"])
+                      background=facts["background"],
+                      slice_range=np.array([entry["histogram"]["range"]]))  # no pass for it
 
     # ------------------------------------------------------------ jobs
     def create_job(self, scan_id, n, options, *, owner) -> dict:
         """Convert series ``n`` of the scan with ``options`` (checked here),
         from the kept upload: no new upload."""
+        from converter import ConvertOptions
+        from converter.estimate import check
+
         decoded = self.series(scan_id, n, owner=owner)
         options = self.service.check_options(options)
         options.pop("series", None)
+        try:  # what the conversion would refuse on this volume, refused now
+            check(decoded.volume, ConvertOptions(**options))
+        except ConverterError as exc:
+            raise Invalid(exc.code, exc.message) from None
         row = self.row(scan_id, owner)
         payload = dict(options, series=decoded.entry["uid"], **{SCAN_OPTION: scan_id})
         job_id = submit_job(self.ctx, [], payload, owner_digest=row["owner"],

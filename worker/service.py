@@ -19,14 +19,17 @@ import functools
 import io
 import json
 import time
+from typing import BinaryIO, NamedTuple
 
 from rq.job import Job
 
 from converter import ConverterError, ConvertOptions, encapsulated
+from converter.formats import download
 from converter.options import JOB_OPTIONS
 
 from . import metrics
 from .context import Context
+from .intake import FIRST_FILE, Intake, Limits
 from .receipts import body as receipt_body
 from .retention import delete_all
 from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
@@ -39,6 +42,7 @@ from .submit import (
     new_id,
     owner_hash,
     rq_ids,
+    store_input,
     submit_job,
 )
 
@@ -69,6 +73,15 @@ class _Unanswered(LookupError):
 
 class NotFound(_Unanswered):
     code, message = "not_found", "there is no such job"
+
+
+class OpenedResult(NamedTuple):
+    """A result to send: the file, its size, its download name and media type."""
+
+    file: BinaryIO
+    size: int
+    name: str
+    media_type: str
 
 
 class NotReady(_Unanswered):
@@ -123,13 +136,36 @@ class Service:
             raise Invalid(exc.code, exc.message) from None
         return {k: getattr(checked, k) for k in options}
 
-    def _upload(self, files, options) -> tuple[list[bytes], dict]:
-        """The upload's files as bytes and its options checked; raise ``Invalid``."""
-        options = self.check_options(options)
+    def _upload(self, files, options) -> tuple[list[bytes] | Intake, dict]:
+        """The upload's files (bytes, or an ``Intake`` holding them in the store)
+        and its options checked; raise ``Invalid`` (an intake is aborted then)."""
+        try:
+            options = self.check_options(options)
+        except Invalid:
+            if isinstance(files, Intake):
+                files.abort()
+            raise
+        if isinstance(files, Intake):
+            return files, options
         files = [bytes(f) for f in files]
         if not files or not any(files):
             raise Invalid("empty_upload", "no files were uploaded")
         return files, options
+
+    def receive(self, limits: Limits, *, kind=Kind.INPUT, digest=None, spool_dir=None,
+                take=None) -> Intake:
+        """A new upload, streamed into the store as it is fed
+        (``worker.intake.Intake``): give it to ``create_job`` or
+        ``create_batch`` (``kind`` input: the options go before the files),
+        or to ``scans.create`` (``kind`` scan: files only), once ``finish``
+        has counted it; or ``abort`` it.  Its deadline runs from now."""
+        if kind not in (Kind.INPUT, Kind.SCAN):
+            raise ValueError(f"an upload is stored as {Kind.INPUT} or {Kind.SCAN}, not {kind!r}")
+        now = time.time()
+        writer = self.store.writer(kind, new_id(), now + self.settings.retention_seconds,
+                                   created=now)
+        return Intake(writer, limits, first_file=FIRST_FILE if kind == Kind.INPUT else 0,
+                      digest=digest, spool_dir=spool_dir, take=take)
 
     # ------------------------------------------------------------ jobs
     def create_job(self, files, options=None, *, owner, pick_series=False,
@@ -138,8 +174,9 @@ class Service:
 
         Parameters
         ----------
-        files : list of bytes
-            DICOM files or zips (member names are never kept).
+        files : list of bytes, or worker.intake.Intake
+            DICOM files or zips (member names are never kept), or an upload
+            streamed into the store by ``receive``.
         options : dict, optional
             Converter options; see ``converter.options.JOB_OPTIONS``.
         owner : str
@@ -159,11 +196,16 @@ class Service:
         files, options = self._upload(files, options)
         if send_back:
             options[RETURN_OPTION] = True
-        now = time.time() if received_at is None else min(float(received_at), time.time())
+        if isinstance(files, Intake):
+            created, deadline = files.created, files.deadline
+        else:
+            created = time.time() if received_at is None else min(float(received_at),
+                                                                   time.time())
+            deadline = created + self.settings.retention_seconds
         job_id = submit_job(self.ctx, files, options, owner_digest=owner_hash(owner),
-                            created=now, deadline=now + self.settings.retention_seconds,
+                            created=created, deadline=deadline,
                             pick=pick_series, received_sha256=received_sha256)
-        self.records.audit("upload", _actor(owner), {"job": job_id, **_sizes(files)})
+        self.records.audit("upload", _actor(owner), {"job": job_id, **sizes(files)})
         return self.get_job(job_id, owner=owner)
 
     def get_job(self, job_id, *, owner):
@@ -237,9 +279,10 @@ class Service:
         enqueue(self.ctx, CONVERT, job_id, meta["deadline"], attempt=CHOSEN_ATTEMPT)
         return self.get_job(job_id, owner=owner)
 
-    def open_result(self, job_id, *, owner, dicom=False):
-        """``(binary file, size)`` of the STL, or with ``dicom`` of its
-        Encapsulated STL instance; raises NotFound, NotReady or Gone."""
+    def open_result(self, job_id, *, owner, dicom=False) -> OpenedResult:
+        """The job's model file (its format's name and media type from the
+        report), or with ``dicom`` its Encapsulated STL instance (binary STL
+        results only); raises NotFound, NotReady or Gone."""
         view = self.get_job(job_id, owner=owner)
         if view is None:
             raise NotFound()
@@ -250,10 +293,12 @@ class Service:
             raise Gone()
         model = parts[0]
         if dicom:
-            if len(parts) < 3:
-                raise NotReady("this job's model has no DICOM instance")
+            if len(parts) < 3 or not parts[2]:
+                raise NotReady("this job's model has no DICOM instance (binary STL only)")
             model = encapsulated.around(model, parts[2])
-        return io.BytesIO(model), len(model)
+            return OpenedResult(io.BytesIO(model), len(model), "model.dcm", "application/dicom")
+        name, media_type = download(json.loads(parts[1]).get("file"))
+        return OpenedResult(io.BytesIO(model), len(model), name, media_type)
 
     def open_preview(self, job_id, *, owner) -> bytes:
         """The reduced mesh the job made for the 3D view; raises as ``open_result``."""
@@ -294,17 +339,20 @@ class Service:
         (each carries the batch's ``received_sha256`` to its receipts)."""
         files, options = self._upload(files, options)
         if "series" in options:
+            if isinstance(files, Intake):
+                files.abort()
             raise Invalid("invalid_option", "a batch converts every series; drop 'series'")
-        batch_id = new_id()
-        now = time.time()
-        deadline = now + self.settings.retention_seconds
-        parts = [json.dumps(options).encode()] + files
-        size = self.store.put(Kind.INPUT, batch_id, parts, deadline, created=now)
+        if isinstance(files, Intake):
+            batch_id, now, deadline = files.object_id, files.created, files.deadline
+        else:
+            batch_id, now = new_id(), time.time()
+            deadline = now + self.settings.retention_seconds
+        size = store_input(self.ctx, batch_id, files, options, created=now, deadline=deadline)
         metrics.count(self.ctx, "ephemesh_received_bytes", size)
         self.records.add_batch(batch_id, owner_hash(owner), now, deadline,
                                received_sha256=received_sha256)
         enqueue(self.ctx, SPLIT, batch_id, deadline)
-        self.records.audit("batch-upload", _actor(owner), {"batch": batch_id, **_sizes(files)})
+        self.records.audit("batch-upload", _actor(owner), {"batch": batch_id, **sizes(files)})
         return self.get_batch(batch_id, owner=owner)
 
     def get_batch(self, batch_id, *, owner):
@@ -377,7 +425,9 @@ def _owned(row, owner):
     return row if row is not None and row["owner"] == owner_hash(owner) else None
 
 
-def _sizes(files) -> dict:
+def sizes(files) -> dict:
+    if isinstance(files, Intake):
+        return {"files": files.upload.files, "bytes": files.upload.size}
     return {"files": len(files), "bytes": sum(map(len, files))}
 
 

@@ -80,3 +80,4 @@ class Reason(StrEnum):
     EXPIRED = "expired"  # its deadline came
     USER_REQUEST = "user-request"  # its owner deleted it
     FAILED = "failed"  # its conversion failed
+    SHUTDOWN = "shutdown"  # the service stopped ('ephemesh serve' without --keep-on-stop)

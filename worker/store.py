@@ -6,6 +6,14 @@ options; ``result``, the STL, its report and its preview mesh; ``scan``, a
 scan workspace's upload; ``volume``, its decoded volumes and listing).  Writes are atomic (temporary file then
 rename; Redis MULTI), so a retried job never leaves a half object.
 
+``put`` writes parts held in memory; ``writer`` returns a ``Writer`` that
+takes an object's parts chunk by chunk (an upload streamed in by
+``worker.intake``, never held whole) and makes it visible at ``commit``, all
+at once, or removes every byte of it at ``abort``.  Until then a directory
+writer's parts are in a ``.w.`` folder (with a meta file holding the deadline:
+the sweeper removes a crashed writer's folder by then) and a Redis writer's
+in staging keys with a TTL at the deadline.
+
 * ``DirectoryStore``: ``ROOT/kind/object_id/`` holding ``meta.json`` and
   ``part-N`` files.  Put ROOT on a tmpfs (``/dev/shm``) so payloads never
   reach a disk.
@@ -84,25 +92,11 @@ class DirectoryStore:
         return medium(self.root)
 
     def put(self, kind, object_id, parts, deadline, created=None) -> int:
-        target = self._dir(kind, object_id)
-        tmp = target.with_name(f".{object_id}.{os.getpid()}.{time.monotonic_ns()}")
-        tmp.mkdir()
-        size = count = 0
-        try:
-            for count, part in enumerate(parts, 1):  # an iterable: one part in memory at a time
-                with open(tmp / f"part-{count - 1}", "wb") as fh:
-                    fh.write(part)
-                size += memoryview(part).nbytes
-            meta = {"created": created or time.time(), "deadline": float(deadline),
-                    "parts": count, "size": size}
-            (tmp / "meta.json").write_text(json.dumps(meta))
-            if target.exists():
-                shutil.rmtree(target, ignore_errors=True)
-            os.replace(tmp, target)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-        return size
+        return _put(self.writer(kind, object_id, deadline, created), parts)
+
+    def writer(self, kind, object_id, deadline, created=None) -> DirectoryWriter:
+        """A ``Writer`` for the object (it replaces any object of that id at commit)."""
+        return DirectoryWriter(self._dir(kind, object_id), deadline, created)
 
     def meta(self, kind, object_id):
         try:
@@ -187,30 +181,12 @@ class RedisStore:
         return f"{self.PREFIX}:{kind}:{object_id}:{suffix}"
 
     def put(self, kind, object_id, parts, deadline, created=None) -> int:
-        ttl_ms = max(1, int((deadline - time.time()) * 1000))
-        parts = [bytes(p) if not isinstance(p, bytes) else p for p in parts]
-        size = sum(len(p) for p in parts)
-        pipe = self.redis.pipeline(transaction=True)
-        old = self.redis.hget(self._key(kind, object_id, "meta"), "parts")
-        for i in range(int(old or 0)):
-            pipe.delete(self._key(kind, object_id, f"part:{i}"))
-        for i, part in enumerate(parts):
-            key = self._key(kind, object_id, f"part:{i}")
-            pipe.delete(key)
-            for start in range(0, max(len(part), 1), CHUNK):
-                pipe.rpush(key, part[start:start + CHUNK])
-            pipe.pexpire(key, ttl_ms)
-        meta = self._key(kind, object_id, "meta")
-        pipe.delete(meta)
-        pipe.hset(meta, mapping={"created": created or time.time(), "deadline": float(deadline),
-                                 "parts": len(parts), "size": size})
-        pipe.pexpire(meta, ttl_ms)
-        index = f"{self.PREFIX}:index:{kind}"
-        pipe.sadd(index, object_id)
-        pipe.pexpire(index, ttl_ms, gt=True)  # the index lives as long as its newest object
-        pipe.pexpire(index, ttl_ms, nx=True)
-        pipe.execute()
-        return size
+        return _put(self.writer(kind, object_id, deadline, created), parts)
+
+    def writer(self, kind, object_id, deadline, created=None) -> RedisWriter:
+        """A ``Writer`` for the object (it replaces any object of that id at commit)."""
+        _check(kind, object_id)
+        return RedisWriter(self, kind, object_id, deadline, created)
 
     def meta(self, kind, object_id):
         raw = self.redis.hgetall(self._key(kind, object_id, "meta"))
@@ -262,6 +238,223 @@ class RedisStore:
 
     def remove_leftover(self, kind, name) -> int:
         return 0
+
+
+class Writer:
+    """An object's parts written chunk by chunk, visible only once committed.
+
+    ``open_part(i)`` starts part ``i`` (each of 0..n-1 once, in any order),
+    ``write`` appends to it, ``commit`` makes the object visible at once
+    (replacing one of the same id) and returns its size, ``abort`` removes
+    everything written (it is safe to call twice, or after ``commit``: then
+    it does nothing).  As a context manager it aborts unless committed.
+    """
+
+    def __init__(self, object_id, deadline, created=None):
+        self.object_id = object_id
+        self.deadline = float(deadline)
+        self.created = created or time.time()
+        self.size = 0  # bytes written so far
+        self.parts: set[int] = set()
+        self.current: int | None = None
+        self.done = False  # committed or aborted
+
+    def open_part(self, index: int) -> None:
+        if self.done:
+            raise ValueError("the object is already committed or aborted")
+        if not isinstance(index, int) or index < 0 or index in self.parts:
+            raise ValueError(f"part {index!r} is not a new part number")
+        self._close_part()
+        self.parts.add(index)
+        self.current = index
+        self._open(index)
+
+    def write(self, data) -> None:
+        """Append ``data`` (bytes or any contiguous buffer) to the open part."""
+        if self.current is None:
+            raise ValueError("open a part before writing")
+        view = memoryview(data).cast("B")
+        if view.nbytes:
+            self._write(view)
+            self.size += view.nbytes
+
+    def commit(self) -> int:
+        if self.done:
+            raise ValueError("the object is already committed or aborted")
+        if self.parts != set(range(len(self.parts))):
+            raise ValueError("parts must be numbered 0 to n-1")
+        self._close_part()
+        self._commit()
+        self.done = True
+        return self.size
+
+    def abort(self) -> None:
+        if self.done:
+            return
+        self.done = True
+        self._abort()
+
+    def _close_part(self):
+        if self.current is not None:
+            self._close(self.current)
+            self.current = None
+
+    def _meta(self, **extra) -> dict:
+        return {"created": self.created, "deadline": self.deadline, "parts": len(self.parts),
+                "size": self.size, **extra}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.abort()
+        return False
+
+
+def _put(writer: Writer, parts) -> int:
+    with writer:
+        for i, part in enumerate(parts):
+            writer.open_part(i)
+            writer.write(part)
+        return writer.commit()
+
+
+#: the prefix of a directory writer's folder (``.w.ID.PID.NS``): debris to the sweeper
+WRITING = ".w."
+
+
+class DirectoryWriter(Writer):
+    def __init__(self, target: Path, deadline, created=None):
+        super().__init__(target.name, deadline, created)
+        self.target = target
+        self.tmp = target.with_name(f"{WRITING}{target.name}.{os.getpid()}.{time.monotonic_ns()}")
+        self.tmp.mkdir()
+        self._fh = None
+        try:  # until commit: the deadline, for the sweeper, should this process die
+            (self.tmp / "meta.json").write_text(json.dumps(self._meta(writing=True)))
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+
+    def _open(self, index):
+        self._fh = open(self.tmp / f"part-{index}", "xb")
+
+    def _write(self, data):
+        try:
+            self._fh.write(data)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _close(self, index):
+        fh, self._fh = self._fh, None
+        fh.close()
+
+    def _commit(self):
+        try:
+            (self.tmp / "meta.json").write_text(json.dumps(self._meta()))
+            if self.target.exists():
+                shutil.rmtree(self.target, ignore_errors=True)
+            os.replace(self.tmp, self.target)
+        except BaseException:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise
+
+    def _abort(self):
+        if self._fh is not None:
+            try:
+                self._fh.close()
+            except OSError:
+                pass
+            self._fh = None
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class RedisWriter(Writer):
+    """Parts go to staging keys (``…:stage:TOKEN:part:N``, TTL at the deadline)
+    in chunks of at most ``CHUNK``; ``commit`` renames them in one MULTI."""
+
+    def __init__(self, store: RedisStore, kind, object_id, deadline, created=None):
+        super().__init__(object_id, deadline, created)
+        self.store, self.kind = store, kind
+        self.redis = store.redis
+        self.stage = f"stage:{os.getpid()}.{time.monotonic_ns()}"
+        self._buffer = bytearray()
+
+    def _staged(self, index) -> str:
+        return self.store._key(self.kind, self.object_id, f"{self.stage}:part:{index}")
+
+    def _ttl_ms(self) -> int:
+        return max(1, int((self.deadline - time.time()) * 1000))
+
+    def _open(self, index):
+        self._buffer.clear()
+        self._empty = True
+        # an empty part is still a part: one empty chunk (replaced by the first one written)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(self._staged(index), b"")
+        pipe.pexpire(self._staged(index), self._ttl_ms())
+        self._run(pipe)
+
+    def _write(self, data):
+        self._buffer += data
+        while len(self._buffer) >= CHUNK:
+            self._flush(bytes(self._buffer[:CHUNK]))
+            del self._buffer[:CHUNK]
+
+    def _flush(self, chunk):
+        key = self._staged(self.current)
+        pipe = self.redis.pipeline(transaction=False)
+        if self._empty:  # the placeholder goes once the part has bytes
+            pipe.lset(key, 0, chunk)
+            self._empty = False
+        else:
+            pipe.rpush(key, chunk)
+        self._run(pipe)
+
+    def _close(self, index):
+        if self._buffer:
+            self._flush(bytes(self._buffer))
+            self._buffer.clear()
+
+    def _run(self, pipe):
+        try:
+            pipe.execute()
+        except BaseException:
+            self.abort()
+            raise
+
+    def _commit(self):
+        key = self.store._key
+        ttl_ms = self._ttl_ms()
+        old = self.redis.hget(key(self.kind, self.object_id, "meta"), "parts")
+        pipe = self.redis.pipeline(transaction=True)
+        for i in range(int(float(old or 0))):
+            pipe.delete(key(self.kind, self.object_id, f"part:{i}"))
+        for i in sorted(self.parts):
+            final = key(self.kind, self.object_id, f"part:{i}")
+            pipe.rename(self._staged(i), final)
+            pipe.pexpire(final, ttl_ms)
+        meta = key(self.kind, self.object_id, "meta")
+        pipe.delete(meta)
+        pipe.hset(meta, mapping=self._meta())
+        pipe.pexpire(meta, ttl_ms)
+        index = f"{self.store.PREFIX}:index:{self.kind}"
+        pipe.sadd(index, self.object_id)
+        pipe.pexpire(index, ttl_ms, gt=True)  # the index lives as long as its newest object
+        pipe.pexpire(index, ttl_ms, nx=True)
+        try:
+            pipe.execute()
+        except BaseException:
+            self._abort()
+            raise
+
+    def _abort(self):
+        self._buffer.clear()
+        try:
+            self.redis.delete(*(self._staged(i) for i in self.parts or {0}))
+        except Exception:  # unreachable: the staging keys expire at the deadline
+            pass
 
 
 def open_store(settings, redis_connection=None):

@@ -17,6 +17,7 @@ import time
 from rq import Queue, Retry
 
 from . import metrics
+from .intake import Intake
 
 #: how often a killed conversion is tried again
 RETRIES = 2
@@ -29,6 +30,7 @@ LOST_ATTEMPT = 3
 #: the RQ jobs (``worker/tasks.py``), named as RQ imports them in the work horse
 CONVERT = "worker.tasks.convert_job"
 SPLIT = "worker.tasks.split_batch"
+READ = "worker.scans.read_scan"  # a scan workspace's series, read once
 
 
 #: kept with an upload's options (in the store only): send the model back to
@@ -63,7 +65,9 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
     Parameters
     ----------
     ctx : worker.context.Context
-    files : list of bytes
+    files : list of bytes, or worker.intake.Intake
+        The files, or an upload already streamed into the store (its id is
+        the job's, its created time and deadline are the ones given).
     options : dict
         Converter options (already checked); may carry ``series`` (UID or
         number) — it lives in the store with the payload, never elsewhere.
@@ -83,12 +87,13 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
         The new job id.  With ``job_id`` given (a batch being split again
         after a crash) an existing job of that id is left as it is.
     """
-    if job_id is None:
+    if isinstance(files, Intake):
+        job_id = files.object_id
+    elif job_id is None:
         job_id = new_id()
     elif ctx.records.job(job_id) is not None:
         return job_id
-    parts = [json.dumps(options).encode()] + [bytes(f) for f in files]
-    size = ctx.store.put("input", job_id, parts, deadline, created=created)
+    size = store_input(ctx, job_id, files, options, created=created, deadline=deadline)
     if batch_id is None:  # a batch's jobs were received as the batch
         metrics.count(ctx, "ephemesh_received_bytes", size)
     ctx.records.add_job(job_id, owner_digest, created, deadline, batch_id=batch_id, seq=seq,
@@ -97,6 +102,17 @@ def submit_job(ctx, files, options, *, owner_digest, created, deadline, batch_id
         ctx.records.add_scan_job(job_id, scan_id)
     enqueue(ctx, CONVERT, job_id, deadline)
     return job_id
+
+
+def store_input(ctx, object_id, files, options, *, created, deadline) -> int:
+    """The input object: the options as JSON, then the files (a list of bytes,
+    or an ``Intake`` that holds them in the store already and commits now).
+    Returns its size."""
+    first = json.dumps(options).encode()
+    if isinstance(files, Intake):
+        return files.commit(first)
+    parts = [first] + [bytes(f) for f in files]
+    return ctx.store.put("input", object_id, parts, deadline, created=created)
 
 
 def rq_id(object_id: str, attempt: int = 1) -> str:

@@ -45,7 +45,8 @@ from .states import (
     Reason,
     ScanStatus,
 )
-from .submit import CONVERT, LOST_ATTEMPT, SPLIT, enqueue, new_id, object_of, rq_ids
+from .store import WRITING
+from .submit import CONVERT, LOST_ATTEMPT, READ, SPLIT, enqueue, new_id, object_of, rq_ids
 
 log = logging.getLogger("ephemesh.sweeper")
 
@@ -122,8 +123,8 @@ LOST_INPUT = ("input_missing", "the upload was lost (its store restarted) before
 
 
 def requeue_lost(ctx, now=None) -> int:
-    """Put back on the queue the jobs and batches Redis lost (a restart keeps
-    nothing), so a lost queue costs a delay, not a conversion.  A job whose
+    """Put back on the queue the jobs, batches and scan readings Redis lost (a
+    restart keeps nothing), so a lost queue costs a delay, not a conversion.  A job whose
     upload was lost too (a Redis-backed store) fails with a code instead.
     Returns how many were put back."""
     now = _now(now)
@@ -132,15 +133,17 @@ def requeue_lost(ctx, now=None) -> int:
     n = 0
     waiting = [(row, CONVERT) for row in ctx.records.waiting_jobs(now - REQUEUE_GRACE_S, due)]
     waiting += [(row, SPLIT) for row in ctx.records.waiting_batches(now - REQUEUE_GRACE_S, due)]
+    waiting += [(row, READ) for row in ctx.records.live_scans()
+                if row["status"] == ScanStatus.READING and row["created"] < now - REQUEUE_GRACE_S
+                and row["deadline"] > due]
     for row, func in waiting:
         object_id = row["id"]
         if redis.exists(*(Job.key_for(i) for i in rq_ids(object_id))):
             continue
-        if ctx.store.meta(Kind.INPUT, object_id) is None:
-            if func == CONVERT:
-                ctx.records.fail_job(object_id, *LOST_INPUT)
-            else:
-                ctx.records.fail_batch(object_id, *LOST_INPUT)
+        if ctx.store.meta(Kind.SCAN if func == READ else Kind.INPUT, object_id) is None:
+            fail = {CONVERT: ctx.records.fail_job, SPLIT: ctx.records.fail_batch,
+                    READ: ctx.records.fail_scan}[func]
+            fail(object_id, *LOST_INPUT)
             continue
         if func == CONVERT:
             ctx.records.set_job(object_id, only_if=(JobStatus.RUNNING,), status=JobStatus.QUEUED)
@@ -148,6 +151,17 @@ def requeue_lost(ctx, now=None) -> int:
         log.warning("sweep: %s was lost from the queue and is queued again", object_id)
         n += 1
     return n
+
+
+def _debris_due(entry, now, due) -> bool:
+    """A folder left by a delete goes at once; a writer's (an upload still
+    streaming in, or one whose process died) by the deadline its meta holds;
+    anything else once it is ``LEFTOVER_AGE_S`` old."""
+    if entry.object_id.startswith(".del."):
+        return True
+    if entry.object_id.startswith(WRITING) and entry.deadline > entry.created:
+        return entry.deadline <= due
+    return entry.created < now - LEFTOVER_AGE_S
 
 
 def _purge_store(ctx, kind, now, ended, reason=_reason, owner=_owner_row,
@@ -158,7 +172,7 @@ def _purge_store(ctx, kind, now, ended, reason=_reason, owner=_owner_row,
     swept = swept or Swept(kind)
     for entry in ctx.store.entries(kind):
         if entry.object_id.startswith("."):  # debris of an interrupted write or delete
-            if entry.created < now - LEFTOVER_AGE_S or entry.object_id.startswith(".del."):
+            if _debris_due(entry, now, due):
                 swept.deleted += ctx.store.remove_leftover(kind, entry.object_id)
             continue
         row = owner(ctx, entry.object_id)

@@ -8,8 +8,16 @@ analytic volume.
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
+
 import numpy as np
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
 from converter import ConvertOptions, convert
 from converter import mesh as M
@@ -179,6 +187,38 @@ def test_remove_table_keeps_the_body_and_drops_couch_and_head_rest(body_on_table
     assert kept.report["volume_mm3"] == pytest.approx(airway.report["volume_mm3"], rel=1e-9)
 
 
+def _slab_of(name, directory, slices=8, gap=2.0):
+    """A pydicom(-data) CT slice repeated along its normal: a short scan of it."""
+    source = pydicom.dcmread(get_testdata_file(name))
+    ori = np.array([float(v) for v in source.ImageOrientationPatient])
+    normal = np.cross(ori[:3], ori[3:])
+    start = np.array([float(v) for v in source.ImagePositionPatient])
+    series = generate_uid()
+    for k in range(slices):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in start + k * gap * normal]
+        ds.save_as(directory / f"{k:03d}.dcm")
+    return directory
+
+
+@pytest.mark.parametrize("name, preset, check", [
+    # a head in a U-shaped head rest (pydicom-data): the skull alone is left
+    ("693_UNCR.dcm", "bone", lambda plain, kept: kept["components"] == 1 < plain["components"]
+     and np.ptp(kept["bbox_mm"], axis=0)[0] < np.ptp(plain["bbox_mm"], axis=0)[0] - 50),
+    # an abdomen on the couch (pydicom): the body's back is where the couch was (+y)
+    ("explicit_VR-UN.dcm", "skin", lambda plain, kept: kept["bbox_mm"][1][1]
+     < plain["bbox_mm"][1][1] - 50 and kept["volume_mm3"] > 0.9 * plain["volume_mm3"]),
+], ids=["head-rest", "couch"])
+def test_remove_table_on_real_ct(tmp_path, name, preset, check):
+    path = _slab_of(name, tmp_path)
+    plain = convert([path], ConvertOptions(preset=preset, workers=2)).report
+    kept = convert([path], ConvertOptions(preset=preset, remove_table=True, workers=2))
+    _closed(kept)
+    assert kept.report["region"]["table_removed_mm3"] > 1000
+    assert check(plain, kept.report), (plain["bbox_mm"], kept.report["bbox_mm"])
+
+
 def test_remove_table_on_mr_is_a_warning(tmp_path):
     G.write_phantom_series(tmp_path, G.sphere(), G.make_geometry(size=SIZE), modality="MR",
                            rescale=(1.0, 0.0))
@@ -231,3 +271,53 @@ def test_region_options_together(two_spheres):
     assert result.report["components"] == 2
     assert result.report["bbox_mm"][1][2] <= 3.0 + 1.0
     assert set(result.report["region"]) >= {"crop_mm", "seed_mm", "parts_found", "hollow_wall_mm"}
+
+
+# ------------------------------------------------------------------ the command line
+
+def _ephemesh(*args):
+    return subprocess.run([sys.executable, "-m", "web.cli", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_command_line(two_spheres, tmp_path):
+    out, report = tmp_path / "o.stl", tmp_path / "r.json"
+    base = ["convert", two_spheres, "-o", out, "--threshold", G.MID_HU]
+    done = _ephemesh(*base, "--seed", "-8,0,0", "--hollow", "2", "--report", report)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(report.read_text())
+    assert data["options"]["seed"] == [-8, 0, 0] and data["options"]["hollow"] == 2
+    assert data["region"]["parts_kept"] == 1 and data["components"] == 2
+    for extra, pattern in [(["--crop", "100,100,100,200,200,200"], "crop box .* holds no voxel"),
+                           (["--seed", "0,15,0"], "seed .* lies in the background"),
+                           (["--hollow", "12"], "thicker than the part"),
+                           (["--crop", "1,2,3"], "crop must be 6 numbers"),
+                           (["--largest", "--keep-parts", "2"], "not allowed with")]:
+        proc = _ephemesh(*base, *extra)
+        assert proc.returncode == 2, (extra, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("ephemesh: error: "), proc.stderr
+        assert re.search(pattern, lines[0]), lines[0]
+    helptext = _ephemesh("convert", "--help").stdout
+    for flag in ("--crop X0,Y0,Z0,X1,Y1,Z1", "--seed X,Y,Z", "--keep-parts N", "--remove-table",
+                 "--hollow MM", "--assume-geometry", "--spacing DX,DY,DZ"):
+        assert flag in helptext
+
+
+def test_the_estimate_takes_the_region_on_a_volume_shared_read_only(tmp_path):
+    """The workspace's volume is mapped read-only: a crop, a seed or a parts
+    count there must not write into it (they once raised, a 500 on the page)."""
+    from converter import list_series
+    from converter.estimate import estimate
+    from converter.loading import load_volume
+
+    G.make_series_dir(tmp_path, "two_spheres", size=(28, 36, 48))
+    listing = list_series([tmp_path])
+    vol = load_volume(listing, listing.series[0])
+    vol.data.setflags(write=False)
+    before = vol.data.copy()
+    whole = estimate(vol, ConvertOptions(threshold=300))["triangles"]
+    for region in ({"crop": "-24,-18,-14,0.5,18,14"}, {"seed": "-8,0,0"}, {"keep_parts": 1}):
+        part = estimate(vol, ConvertOptions(threshold=300, **region))["triangles"]
+        assert 0 < part < whole, region
+    assert np.array_equal(vol.data, before)

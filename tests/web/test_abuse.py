@@ -101,8 +101,11 @@ def test_oversized_body_is_413(small_app, auth, settings, redis_url):
 def test_too_many_parts_and_too_many_files_are_413(small_app, auth, series_files, settings,
                                                    redis_url):
     client = small_app.test_client()
-    resp = _api_post(client, auth, [b"x"] * 30)
+    # parts are counted as they come: fields past MAX_FORM_PARTS, files past the files cap
+    resp = _api_post(client, auth, [b"x"], threshold=["300"] * 30)
     assert resp.status_code == 413 and resp.json["code"] == "too_many_parts"
+    resp = _api_post(client, auth, [b"x"] * 30)
+    assert resp.status_code == 413 and resp.json["code"] == "too_many_files"
     resp = _api_post(client, auth, [zip_bytes({f"{i}.dcm": series_files[0] for i in range(12)})])
     assert resp.status_code == 413 and resp.json["code"] == "too_many_files"
     _nothing_left(settings, redis_url)

@@ -170,3 +170,28 @@ def test_choosing_after_the_upload_went_is_410_not_500(client, workers, two_seri
     token = csrf_token(client, job_url)
     resp = client.post(f"{job_url}/series", data={"csrf_token": token, "series": "1"})
     assert resp.status_code == 410 and "Upload it again" in resp.get_data(as_text=True)
+
+
+def test_the_upload_page_lists_this_sessions_scans_and_jobs(app, series_files):
+    """A closed tab can get back: the upload page links this browser's live
+    jobs and scans (and nobody else's)."""
+    mine, theirs = app.test_client(), app.test_client()
+    job_url = _upload(mine, series_files).headers["Location"]
+    token = csrf_token(mine)
+    scan = mine.post("/api/v1/scans", headers={"X-CSRFToken": token},
+                     data={"files": [(io.BytesIO(f), "x.dcm") for f in series_files]},
+                     content_type="multipart/form-data")
+    assert scan.status_code == 201, scan.json
+    html = mine.get("/").get_data(as_text=True)
+    section = html.split('id="this-session"')[1].split("</section>")[0]
+    assert f'href="{job_url}"' in section
+    assert f'href="/scans/{scan.json["id"]}"' in section
+    assert "this-session" not in theirs.get("/").get_data(as_text=True)
+    # the workspace page is this session's only
+    page = mine.get(f"/scans/{scan.json['id']}")
+    assert page.status_code == 200 and 'id="workspace"' in page.get_data(as_text=True)
+    assert theirs.get(f"/scans/{scan.json['id']}").status_code == 404
+    # once deleted they are no longer offered
+    mine.post(f"{job_url}/delete", data={"csrf_token": token})
+    mine.delete(f"/api/v1/scans/{scan.json['id']}", headers={"X-CSRFToken": token})
+    assert "this-session" not in mine.get("/").get_data(as_text=True)

@@ -11,6 +11,7 @@ import secrets
 import sqlite3
 import zipfile
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import redis
@@ -248,7 +249,8 @@ def canary_run(tmp_path_factory):
     """The served instance's run, then every sink's text (``sinks``)."""
     tmp_path = tmp_path_factory.mktemp("canary")
     run = Run(root=tmp_path / "svc")
-    served = Served(run.root, workers=1).start()
+    # JSON logs here (the worker side's canary covers both formats)
+    served = Served(run.root, workers=1, EPHEMESH_LOG_FORMAT="json").start()
     try:
         records = Records(Settings.from_env({"EPHEMESH_DATA_DIR": str(run.root / "data")})
                           .database_url)
@@ -261,12 +263,14 @@ def canary_run(tmp_path_factory):
         _through_the_workspace(run, tmp_path)
         # --- sinks while running: Redis (keys and values), the store's names
         redis_text = _redis_text(run.root)
-        store = [p.name for p in run.root.rglob("*")]
+        store_dir = Path(Settings.from_env({"EPHEMESH_DATA_DIR": str(run.root / "data")}).store)
+        store = [p.name for p in [*run.root.rglob("*"), *store_dir.rglob("*")]]
     finally:
         run.exit_code = served.stop()
     # every byte left under the service's directory (store, spool, Redis's
     # dir, the database, the log): an upload left behind would show here
-    left = [path.read_bytes().decode("latin-1") for path in run.root.rglob("*")
+    left = [path.read_bytes().decode("latin-1")
+            for path in [*run.root.rglob("*"), *store_dir.rglob("*")]
             if path.is_file() and not path.is_socket()]
     # --- sinks after the run: logs, every table, the database file
     db_path = run.root / "data" / "ephemesh.db"
@@ -298,6 +302,18 @@ def _hits(run, text):
 SINKS = ("web and worker logs", "database file", "redis", "response headers", "response bodies",
          "stl headers", "batch zip names and manifest", "files left in the service's directory",
          "store and data dir names")
+
+
+def test_the_logs_were_json_with_request_and_job_ids(canary_run):
+    lines = [json.loads(line) for line in canary_run.sinks["web and worker logs"].splitlines()
+             if line.startswith("{")]
+    requests_logged = [e for e in lines if e["event"] == "request"]
+    assert len(requests_logged) > 50
+    assert all(len(e["request_id"]) == 16 and e["duration_s"] >= 0 and e["route"]
+               for e in requests_logged)
+    assert any(e["event"] == "conversion done" and e.get("job_id") for e in lines)
+    seen = {rid for h in canary_run.headers_seen if (rid := h.get("X-Request-Id"))}
+    assert seen and seen <= {e["request_id"] for e in requests_logged}
 
 
 def test_the_run_planted_every_canary_and_stopped_cleanly(canary_run):

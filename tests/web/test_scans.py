@@ -6,6 +6,7 @@ import struct
 import zlib
 
 import numpy as np
+import pytest
 
 from tests.helpers import store_objects, wait_for
 
@@ -121,7 +122,7 @@ def test_a_job_has_a_preview_of_at_most_a_fifth_of_the_model(client, auth, worke
 
 def test_a_workspace_left_alone_is_gone_by_its_deadline_volume_too(tmp_path, redis_url,
                                                                    series_zip):
-    """Compressed clock (12 s retention, a sweep each second), real Redis,
+    """Compressed clock (20 s retention, a sweep each second), real Redis,
     a real worker and the sweeper's clock: the upload and the decoded volume
     go by the deadline, a result made from it stays its own hour, and the
     ledger says so."""
@@ -131,7 +132,7 @@ def test_a_workspace_left_alone_is_gone_by_its_deadline_volume_too(tmp_path, red
     from web import create_app
     from worker.runtime import Runtime
 
-    settings = make_settings(tmp_path, redis_url, retention=12, sweep=1)
+    settings = make_settings(tmp_path, redis_url, retention=20, sweep=1)
     app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings, "SECRET_KEY": "k"})
     records = app.extensions["ephemesh.service"].records
     with open(tmp_path / "runtime.log", "ab") as log:
@@ -147,7 +148,7 @@ def test_a_workspace_left_alone_is_gone_by_its_deadline_volume_too(tmp_path, red
         wait_for(lambda: client.get(job["links"]["self"], headers=auth).json["status"] == "done",
                  60, "the scan's job")
         deadline = records.scan(scan["id"])["deadline"]
-        wait_for(lambda: not {"scan", "volume"} & kinds(), 40, "the scan to go")
+        wait_for(lambda: not {"scan", "volume"} & kinds(), 60, "the scan to go")
         assert time.time() <= deadline + 1.5, "the scan outlived its deadline"
         view = client.get(scan["links"]["self"], headers=auth).json
         assert view["status"] == "deleted" and view["expires_at"] is None
@@ -250,3 +251,83 @@ def test_a_scan_being_read_answers_409_and_its_wait_returns(client, auth, series
     listed = client.get("/api/v1/jobs?status=queued&limit=1", headers=auth).json
     assert [j["id"] for j in listed["jobs"]] == [job["id"]] and listed["next"] is None
     assert client.delete(scan["links"]["self"], headers=auth).status_code == 204
+
+
+@pytest.fixture(scope="module")
+def two_parts_zip(tmp_path_factory):
+    """Two spheres (big at x = -8 mm, r 9; small at x = +12 mm, r 4) in one series."""
+    from tests import dicomgen as G
+    from tests.helpers import zip_bytes
+
+    folder = G.make_series_dir(tmp_path_factory.mktemp("two-parts"), "two_spheres",
+                               size=(24, 36, 48))
+    return zip_bytes({p.name: p.read_bytes() for p in sorted(folder.iterdir())})
+
+
+def test_region_options_reach_the_converter_and_bad_ones_are_refused_at_once(
+        client, auth, records, workers, two_parts_zip):
+    scan = ready_scan(client, auth, [two_parts_zip])
+    est = scan["series"][0]["links"]["estimate"]
+    whole = client.get(est + "?threshold=0", headers=auth).json
+    small = client.get(est + "?threshold=0&seed=12,0,0", headers=auth).json
+    assert 0 < small["triangles"] < whole["triangles"] / 3
+    jobs = scan["links"]["jobs"]
+    refusals = [({"threshold": "0", "crop": "100,100,100,120,120,120"}, "crop_outside"),
+                ({"threshold": "0", "seed": "0,0,500"}, "seed_outside"),
+                ({"threshold": "0", "seed": "2,15,0"}, "seed_in_background"),
+                ({"threshold": "0", "seed": "12,0"}, "invalid_seed"),
+                ({"threshold": "5000"}, "no_surface")]
+    for fields, code in refusals:
+        _refused(client.post(jobs, data=fields, headers=auth), 400, code)
+        _refused(client.get(est, query_string=fields, headers=auth), 400, code)
+    assert client.get(jobs, headers=auth).json["jobs"] == []
+    made = {}
+    for name, fields in {"seed": {"seed": "12,0,0"}, "crop": {"crop": "-20,-12,-12,0,12,12"},
+                         "parts": {"keep_parts": "2"}}.items():
+        resp = client.post(jobs, data={"threshold": "0", **fields}, headers=auth)
+        assert resp.status_code == 202, resp.json
+        made[name] = resp.json["links"]["self"]
+    reports = {}
+    for name, url in made.items():
+        view = wait_for(lambda u=url: (lambda v: v if v["status"] in ("done", "failed")
+                                       else None)(client.get(u + "?wait=10", headers=auth).json),
+                        120, f"the {name} job")
+        assert view["status"] == "done", view
+        reports[name] = view["report"]
+    assert reports["seed"]["components"] == 1 and reports["parts"]["components"] == 2
+    lo, hi = reports["seed"]["bbox_mm"]
+    assert 6 < lo[0] and hi[0] < 18  # the small sphere only
+    lo, hi = reports["crop"]["bbox_mm"]
+    assert hi[0] <= 0.5 and lo[0] >= -17.5
+    assert client.delete(scan["links"]["self"], headers=auth).status_code == 204
+
+
+def test_a_browser_session_owns_its_scans_and_its_posts_need_the_token(make_app, series_zip):
+    """The workspace page calls the same endpoints with its session cookie:
+    POST and DELETE need the page's CSRF token (X-CSRFToken); another
+    browser gets 404; the views are not counted by the per-key limit."""
+    from tests.helpers import csrf_token
+
+    app = make_app(EPHEMESH_KEY_RATE_LIMIT="4/minute", WTF_CSRF_ENABLED=True)
+    page, other = app.test_client(), app.test_client()
+    token = csrf_token(page)
+    files = {"files": [(io.BytesIO(series_zip), "a.zip")]}
+    refused = page.post("/api/v1/scans", data=dict(files), content_type="multipart/form-data",
+                        headers={"X-CSRFToken": "forged"})
+    assert refused.status_code == 400 and refused.json["code"] == "csrf_failed"
+    made = page.post("/api/v1/scans", data={"files": [(io.BytesIO(series_zip), "a.zip")]},
+                     content_type="multipart/form-data", headers={"X-CSRFToken": token})
+    assert made.status_code == 201, made.json
+    url = made.json["links"]["self"]
+    assert page.get(url).json["status"] == "reading"
+    other_token = csrf_token(other)
+    assert other.get(url, headers={"X-CSRFToken": other_token}).status_code == 404
+    thumb = made.json["links"]["self"] + "/series/1/thumbnail"
+    for _ in range(8):  # views: past the per-key limit of 4, still answered (409: reading)
+        assert page.get(thumb).status_code == 409
+    assert page.delete(url).json["code"] == "csrf_failed"
+    assert page.delete(url, headers={"X-CSRFToken": token}).status_code == 204
+    assert page.get(url).json["status"] == "deleted"
+    # the rest of the workspace is counted by the per-key (here: per-address) limit
+    statuses = [page.get(url).status_code for _ in range(4)]
+    assert 429 in statuses, statuses

@@ -9,6 +9,7 @@ stops to let its owner choose a series run too.
 from __future__ import annotations
 
 import io
+import json
 import logging
 import pickle
 import zipfile
@@ -146,8 +147,9 @@ def test_no_canary_in_any_lasting_record(env_factory, store_kind, database_url, 
     logging.getLogger().addHandler(handler)
     old_level = logging.getLogger().level
     logging.getLogger().setLevel(logging.DEBUG)
+    fmt = "json" if store_kind == "redis" else "text"  # both log formats over the four runs
     try:
-        env.start_workers(1)
+        env.start_workers(1, EPHEMESH_LOG_FORMAT=fmt)
         good = canary_series(tmp_path / "good", number=1)
         other = canary_series(tmp_path / "other", kind="box", size=(12, 24, 24), number=2)
         broken = canary_series(tmp_path / "broken", size=(6, 16, 16), number=3)
@@ -195,14 +197,20 @@ def test_no_canary_in_any_lasting_record(env_factory, store_kind, database_url, 
         for view in [env.service.get_job(i, owner=OWNER) for i in ids]:
             found += [f"view {view['id']}: {h}" for h in hits(repr(view))]
             if view["status"] == "done":
-                stl, _ = env.service.open_result(view["id"], owner=OWNER)
-                data = stl.read()
+                data = env.service.open_result(view["id"], owner=OWNER).file.read()
                 assert data[:80].rstrip() == b"ephemesh SPACE=LPS UNITS=mm"
                 found += [f"stl: {h}" for h in hits(data)]
         for entry in env.ctx.store.entries("result"):
             for part in env.ctx.store.get("result", entry.object_id):
                 found += [f"result {entry.object_id}: {h}" for h in hits(part)]
         assert env.ctx.store.entries("input") == []  # every upload went with its conversion
+        if fmt == "json":  # one object a line, with the job's id where one runs
+            lines = [json.loads(line) for line in env.log_text().splitlines()
+                     if line.startswith("{")]
+            assert lines and all({"time", "level", "event"} <= set(e) for e in lines)
+            ended = [e for e in lines if e["event"].startswith("conversion ")]
+            assert len(ended) >= len(ids) and all("job_id" in e and "duration_s" in e
+                                                  for e in ended)
         assert found == []
     finally:
         logging.getLogger().removeHandler(handler)

@@ -104,11 +104,15 @@ def test_settings_are_checked_at_the_door(env):
         "or from 64 to 1048576, got 10"))
 
 
-def test_a_jobs_memory_is_the_setting_or_a_share_of_the_machines():
+def test_a_jobs_memory_is_the_setting_or_a_capped_share_of_the_machines():
     physical = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     auto = Settings.from_env({"EPHEMESH_DATA_DIR": "/nonexistent"})
-    assert auto.job_memory(workers=1) == int(physical * 0.8)
-    assert auto.job_memory(workers=4) == max(512 << 20, int(physical * 0.8) // 4)
+    for workers in (1, 2, 4, 64):
+        share = auto.job_memory(workers=workers)
+        assert share == max(256 << 20, min(4096 << 20, int(physical * 0.5) // workers))
+        # the pool's conversions together stay within half the machine (or 256 MB each)
+        assert share * workers <= max(physical // 2, workers * (256 << 20))
+    assert auto.job_memory(workers=1) <= 4096 << 20  # never 80 % of a large machine
     fixed = Settings.from_env({"EPHEMESH_DATA_DIR": "/nonexistent",
                                "EPHEMESH_JOB_MEMORY_MB": "300"})
     assert fixed.job_memory(workers=4) == 300 << 20

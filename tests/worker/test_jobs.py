@@ -36,9 +36,10 @@ def test_job_converts_and_deletes_its_input(env_factory, store_kind, database_ur
     report = done["report"]
     assert report["watertight"] and report["volume_mm3"] > 0
     # the STL reads back and matches the report
-    fh, size = env.service.open_result(view["id"], owner=OWNER)
-    data = fh.read()
-    assert size == len(data) and data[:80].rstrip() == b"ephemesh SPACE=LPS UNITS=mm"
+    opened = env.service.open_result(view["id"], owner=OWNER)
+    data = opened.file.read()
+    assert opened.size == len(data) and data[:80].rstrip() == b"ephemesh SPACE=LPS UNITS=mm"
+    assert (opened.name, opened.media_type) == ("model.stl", "model/stl")
     m = stlmesh.Mesh.from_file("x.stl", fh=io.BytesIO(data))
     assert len(m.vectors) == report["triangles"]
     assert m.get_mass_properties()[0] == pytest.approx(report["volume_mm3"], rel=1e-3)

@@ -117,6 +117,7 @@ function fail(message) {
   statusEl.textContent = '';
   sending.hidden = true;
   submit.disabled = false;
+  document.getElementById('look-first').disabled = false;
 }
 
 // what the server would refuse, said before a byte is sent
@@ -138,14 +139,21 @@ function tooMuch(files) {
   return null;
 }
 
+// "Look first": the upload becomes a scan workspace (POST /api/v1/scans with
+// this session), where the options are chosen while looking at the slices
+const lookFirst = document.getElementById('look-first');
+lookFirst.hidden = false;
+document.getElementById('look-help').hidden = false;
+
 form.addEventListener('submit', async e => {
   e.preventDefault();
   errorEl.hidden = true;
+  const look = e.submitter === lookFirst;
   const files = currentFiles();
   if (!files.length) { fail('Choose a folder, a zip or DICOM files first.'); return; }
   const refusal = tooMuch(files);
   if (refusal) { fail(refusal); return; }
-  if (preset.value === 'threshold' && !threshold.value.trim()) {
+  if (!look && preset.value === 'threshold' && !threshold.value.trim()) {
     fail('Enter a threshold for a custom level.');
     threshold.focus();
     return;
@@ -165,12 +173,14 @@ form.addEventListener('submit', async e => {
   const tooBig = tooMuch(ready.files);
   if (tooBig) { fail(tooBig); return; }
   const data = new FormData();
-  for (const [name, value] of new FormData(form)) {
-    if (name !== 'files') data.append(name, value);
+  if (!look) {  // a scan takes only the files: its options are chosen on its page
+    for (const [name, value] of new FormData(form)) {
+      if (name !== 'files') data.append(name, value);
+    }
   }
   ready.files.forEach((f, i) => data.append('files', f, `file-${i + 1}`));
   const xhr = new XMLHttpRequest();
-  xhr.open('POST', form.action);
+  xhr.open('POST', look ? form.dataset.scanUrl : form.action);
   xhr.setRequestHeader('Accept', 'application/json');
   xhr.setRequestHeader('X-CSRFToken', document.querySelector('meta[name=csrf-token]').content);
   xhr.upload.addEventListener('progress', ev => {
@@ -188,7 +198,10 @@ form.addEventListener('submit', async e => {
   xhr.addEventListener('load', () => {
     let body = null;
     try { body = JSON.parse(xhr.responseText); } catch (err) { body = null; }
-    if (xhr.status === 201 && body && body.url) {
+    if (look && xhr.status === 201 && body && body.id) {
+      statusEl.textContent = 'Uploaded. Opening your scan…';
+      window.location.assign(form.dataset.scanPage + encodeURIComponent(body.id));
+    } else if (xhr.status === 201 && body && body.url) {
       statusEl.textContent = 'Uploaded. Opening the job page…';
       window.location.assign(body.url);
     } else if (body && body.detail) {
@@ -199,6 +212,7 @@ form.addEventListener('submit', async e => {
   });
   xhr.addEventListener('error', () => fail('The upload did not reach the server (network error, or the upload is too large).'));
   submit.disabled = true;
+  lookFirst.disabled = true;
   sending.hidden = false;
   statusEl.textContent = 'Uploading…';
   xhr.send(data);

@@ -1,0 +1,112 @@
+"""How fast the workspace's overlay follows the threshold slider, in a real
+headless Chromium (Debian's), on the benchmark's 512×512×N CT.
+
+    python bench/overlay.py [N] [--seconds S]
+
+Starts ``ephemesh serve`` (one worker), opens the upload page (a browser
+session), sends the series as a zip to ``POST /api/v1/scans`` with that
+session, opens the workspace page and, once the three views are drawn:
+
+* drags the threshold slider with the mouse for S seconds (Playwright's
+  mouse, so the browser's own input events) and counts the overlay redraws
+  of the three 512-pixel views: **updates per second** (target ≥ 20);
+* times one redraw of the three overlays in the page (the ceiling).
+
+It also gives the time from the scan's creation to the first view drawn.
+The figures go to stdout; bench/results.md keeps them.
+"""
+
+from __future__ import annotations
+
+import io
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from converter.sample import write_sample_series  # noqa: E402
+from tests.web.served import Served  # noqa: E402
+from tests.web.test_chromium import ARGS, CHROMIUM  # noqa: E402
+
+
+def _zip(folder: Path) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(folder.iterdir()):
+            zf.write(path, path.name)
+    return buf.getvalue()
+
+
+def main(argv):
+    slices = int(argv[0]) if argv and argv[0].isdigit() else 300
+    seconds = float(argv[argv.index("--seconds") + 1]) if "--seconds" in argv else 3.0
+    import requests
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        write_sample_series(tmp / "ct", slices=slices, size=512)
+        payload = _zip(tmp / "ct")
+        served = Served(tmp / "svc", workers=1).start()
+        try:
+            with sync_playwright() as p:
+                browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+                page = browser.new_page(viewport={"width": 1600, "height": 1000})
+                page.goto(served.url + "/")
+                token = page.get_attribute("meta[name=csrf-token]", "content")
+                # the page's session (its cookie and CSRF token), sent from here: a
+                # browser's own upload would de-identify 300 files in the page first
+                cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+                t0 = time.perf_counter()
+                resp = requests.post(served.url + "/api/v1/scans", cookies=cookies,
+                                     headers={"X-CSRFToken": token, "Accept": "application/json"},
+                                     files={"files": ("ct.zip", payload, "application/zip")},
+                                     timeout=300)
+                assert resp.status_code == 201, resp.text
+                uploaded = time.perf_counter()
+                page.goto(f"{served.url}/scans/{resp.json()['id']}")
+                page.wait_for_selector('#workspace[data-views="shown"]', timeout=300_000)
+                shown = time.perf_counter()
+
+                slider = page.locator("#threshold").bounding_box()
+                y = slider["y"] + slider["height"] / 2
+                page.mouse.move(slider["x"] + 2, y)
+                page.mouse.down()
+                before = page.evaluate("() => window.ephemeshWorkspace.draws")
+                start = time.perf_counter()
+                moves, k = 0, 0
+                while time.perf_counter() - start < seconds:
+                    k = (k + 7) % 200
+                    page.mouse.move(slider["x"] + 2 + slider["width"] * (0.2 + 0.6 * k / 200), y)
+                    moves += 1
+                page.wait_for_timeout(50)
+                elapsed = time.perf_counter() - start
+                draws = page.evaluate("() => window.ephemeshWorkspace.draws") - before
+                page.mouse.up()
+                # one redraw of the three overlays, timed in the page (the ceiling)
+                ceiling_ms = page.evaluate("""() => {
+                  const s = window.ephemeshWorkspace, views = [...document.querySelectorAll('figure.view')];
+                  const t = performance.now(); let n = 0;
+                  while (performance.now() - t < 1000) { s.threshold = -500 + (n % 100) * 10; window.ephemeshRedraw(); n++; }
+                  return (performance.now() - t) / n;
+                }""")
+                browser.close()
+        finally:
+            served.stop()
+    # three views redrawn per update
+    updates = draws / 3 / elapsed
+    print(f"series: 512×512×{slices}, zip {len(payload) / 1e6:.1f} MB")
+    print(f"scan created (upload + answer): {uploaded - t0:.2f} s; "
+          f"first views drawn {shown - uploaded:.2f} s after")
+    print(f"slider dragged {elapsed:.1f} s, {moves} mouse moves: {updates:.1f} overlay updates/s "
+          f"(three views each; target >= 20)")
+    print(f"one update of the three overlays in the page: {ceiling_ms:.1f} ms "
+          f"(ceiling {1000 / ceiling_ms:.0f} updates/s)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
