@@ -462,11 +462,14 @@ def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-
     for _ in range(max_passes):  # one pass is first order in the shift; big shifts take more
         vol_after, _ = _shape.component_measures(after, index, labels, count)
         change = (vol_before - vol_after) / 6.0
-        if np.all(np.abs(change) <= tolerance * np.abs(vol_before) / 6.0):
+        # each part on its own: one that is done is left alone (so a part's result
+        # does not depend on the others)
+        open_ = np.abs(change) > tolerance * np.abs(vol_before) / 6.0
+        if not open_.any():
             break
         normals, areas = _shape.normals_and_areas(after, index)
         reach = np.bincount(vertex_label, weight * areas, minlength=count)
-        scale = np.divide(change, reach, out=np.zeros(count), where=reach > 0)
+        scale = np.divide(change, reach, out=np.zeros(count), where=(reach > 0) & open_)
         step = scale[vertex_label] * weight
         room = np.maximum(limit - moved, 0.0)
         step = np.clip(step, -room, room)
