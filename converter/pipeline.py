@@ -310,11 +310,13 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
         pad_value = _pad_value(level.lowest, work_level, sub.dtype)
     offset = np.array([lo for lo, _ in box], dtype=np.float64)
     if region is not None:  # the region's voxels only (voxels are dropped in place)
-        if not sub.flags.writeable:  # a volume shared read-only (the workspace's, mapped)
-            sub = sub.copy()
+        if not sub.flags.writeable or (sub.base is not None and len(opts.structures()) > 1):
+            sub = sub.copy()  # a volume shared read-only (the workspace's), or read again
         sub = region.apply(sub, work_level, pad_value, offset, workers=opts.workers)
-        vol.warnings.extend(region.warnings)
-        vol.region = region.report()
+        vol.warnings.extend(w for w in region.warnings if w not in vol.warnings)
+        facts = region.report()  # with several structures, one entry each
+        vol.region = facts if vol.region is None else (
+            [*vol.region, facts] if isinstance(vol.region, list) else [vol.region, facts])
     # the pad layer is virtual: surfaces touching the crop's faces close without a padded copy
     verts, faces = marching_cubes(sub, work_level, step=opts.step, workers=opts.workers,
                                   progress=on_progress, pad=pad_value)
