@@ -321,3 +321,24 @@ def test_the_estimate_takes_the_region_on_a_volume_shared_read_only(tmp_path):
         part = estimate(vol, ConvertOptions(threshold=300, **region))["triangles"]
         assert 0 < part < whole, region
     assert np.array_equal(vol.data, before)
+
+
+def test_region_with_several_structures_applies_to_each(two_spheres):
+    both = convert([two_spheres], ConvertOptions(structure="core=0,rim=-900:0", keep_parts=1))
+    alone = convert([two_spheres], ConvertOptions(structure="rim=-900:0", keep_parts=1))
+    core = convert([two_spheres], ConvertOptions(threshold=0, keep_parts=1))
+    # each structure gets the region on its own: its parts are as when it is alone
+    assert both.report["volume_mm3"] == pytest.approx(
+        alone.report["volume_mm3"] + core.report["volume_mm3"], rel=1e-6)
+    assert [r["parts_kept"] for r in both.report["region"]] == [1, 1]
+
+
+@pytest.mark.parametrize("mesh", [{}, {"smooth": 0}, {"decimate": 0.3}], ids=["default", "raw", "decimated"])
+@pytest.mark.parametrize("region", [
+    {"crop": (-30, -30, -30, 30, 30, 2)}, {"seed": (12, 0, 0)}, {"keep_parts": 1},
+    {"hollow": 2.5}, {"hollow": 2.5, "keep_parts": 2, "crop": (-30, -30, -30, 30, 30, 2)},
+], ids=["crop", "seed", "keep", "hollow", "all"])
+def test_closed_after_every_region_option(two_spheres, region, mesh):
+    result = _convert(two_spheres, **region, **mesh)
+    _closed(result)
+    assert result.report["volume_mm3"] > 0
