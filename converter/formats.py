@@ -128,6 +128,13 @@ def download(file_entry: dict | None) -> tuple[str, str]:
     return "model" + file_entry["extension"], file_entry["media_type"]
 
 
+def is_binary_stl(file_entry: dict | None) -> bool:
+    """Whether a result (its report's ``file`` entry) is one binary STL, what a
+    DICOM Encapsulated STL instance can hold."""
+    entry = file_entry or {}
+    return entry.get("format", "stl") == "stl" and not entry.get("zip")
+
+
 def header_text(fmt: str, frame: str, *, assumed: bool = False) -> str:
     """The text the file's header carries: ``ephemesh SPACE=LPS UNITS=mm``
     (an ASCII STL's first line: ``solid ephemesh_LPS``; ``GEOMETRY=ASSUMED``

@@ -1,11 +1,11 @@
-"""Numbers as fixed-width decimal text, made by numpy (no per-number Python).
+"""Numbers as fixed-width decimal text (no per-number Python).
 
 The text formats (3MF's XML, OBJ) spend their time turning floats into
-digits; ``str.format`` or ``np.savetxt`` manage a few MB/s.  Here each
-column of a block of numbers becomes a column of ASCII digits by integer
-arithmetic on whole arrays, and a row of text is a fixed template with those
-columns filled in, so a block of lines is one ``uint8`` array written with
-one call.  Fixed width means leading zeros (``00012.5000``, ``-0003.2500``,
+digits; ``str.format`` or ``np.savetxt`` manage a few MB/s.  Here a row of
+text is a fixed template (``LineTemplate``) whose fields, one column of
+numbers each, the compiled kernel ``_text.pyx`` fills with ASCII digits
+(this module checks the arguments first), so a block of lines is one
+``uint8`` array written with one call.  Fixed width means leading zeros (``00012.5000``, ``-0003.2500``,
 ``000417``), which 3MF's ``ST_Number`` and ``ST_ResourceIndex`` allow and
 every float and integer parser of OBJ readers takes.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_ZERO, _MINUS, _POINT = ord("0"), ord("-"), ord(".")
+from . import _text
 
 
 def int_digits(largest: float) -> int:
@@ -33,44 +33,31 @@ def decimal_width(digits: int, decimals: int) -> int:
 def fill_decimal(out: np.ndarray, values: np.ndarray, digits: int, decimals: int) -> None:
     """Write ``values`` (n,) into ``out`` (n, decimal_width) as ASCII: a sign
     column (``-``, or ``0`` for a positive value), ``digits`` integer digits
-    with leading zeros, then ``.`` and ``decimals`` digits (rounded).
+    with leading zeros, then ``.`` and ``decimals`` digits (rounded half to even).
 
-    Raises ValueError when a value needs more than ``digits`` integer digits.
+    Raises ValueError when a value needs more than ``digits`` integer digits
+    (or is not finite).
     """
     values = np.asarray(values, dtype=np.float64)
-    scaled = np.rint(np.abs(values) * 10.0 ** decimals).astype(np.int64)
-    if len(scaled) and scaled.max() >= 10 ** (digits + decimals):
-        raise ValueError(f"a value needs more than {digits} integer digits")
     width = decimal_width(digits, decimals)
-    if out.shape != (len(values), width):
-        raise ValueError(f"out must have shape ({len(values)}, {width})")
-    col = width - 1
-    rest = scaled
-    for _ in range(decimals):
-        out[:, col] = _ZERO + rest % 10
-        rest = rest // 10
-        col -= 1
-    if decimals:
-        out[:, col] = _POINT
-        col -= 1
-    for _ in range(digits):
-        out[:, col] = _ZERO + rest % 10
-        rest = rest // 10
-        col -= 1
-    out[:, 0] = np.where((values < 0) & (scaled > 0), _MINUS, _ZERO)
+    if values.ndim != 1 or out.shape != (len(values), width) or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 of shape ({len(values)}, {width})")
+    if not _text.decimal_column(values, out, int(digits), int(decimals)):
+        raise ValueError(f"a value needs more than {digits} integer digits")
 
 
-def fill_integer(out: np.ndarray, values: np.ndarray, digits: int) -> None:
-    """Write non-negative integers ``values`` (n,) into ``out`` (n, digits), leading zeros."""
-    values = np.asarray(values, dtype=np.int64)
-    if out.shape != (len(values), digits):
-        raise ValueError(f"out must have shape ({len(values)}, {digits})")
-    if len(values) and (values.min() < 0 or values.max() >= 10 ** digits):
+def fill_integer(out: np.ndarray, values: np.ndarray, digits: int, offset: int = 0) -> None:
+    """Write the integers ``values + offset`` (n,), each in ``[0, 10**digits)``,
+    into ``out`` (n, digits) with leading zeros."""
+    values = np.asarray(values)
+    if values.dtype not in (np.int32, np.int64):
+        values = values.astype(np.int64)
+    if values.ndim != 1 or out.shape != (len(values), digits) or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 of shape ({len(values)}, {digits})")
+    if len(values) and (int(values.min()) + offset < 0
+                        or int(values.max()) + offset >= 10 ** digits):
         raise ValueError(f"integers must be in [0, 10**{digits})")
-    rest = values
-    for col in range(digits - 1, -1, -1):
-        out[:, col] = _ZERO + rest % 10
-        rest = rest // 10
+    _text.integer_column(values, out, int(digits), int(offset))
 
 
 class LineTemplate:

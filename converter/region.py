@@ -36,7 +36,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import _shape
 from .errors import NoUsableSeries, UsageError
+from .mesh import _index_array
 
 #: the lowest value of the body in HU: above air and lung, below fat and skin
 BODY_HU = -500.0
@@ -44,6 +46,10 @@ BODY_HU = -500.0
 TABLE_MM = 5.0
 #: how far beyond the eroded body's regrown surface the body still reaches
 MARGIN_MM = 2.0
+#: the body is found on a grid about this fine (every k-th voxel where they are finer)
+BODY_GRID_MM = 1.5
+#: hollow: cavities of fewer voxels are filled back (too small to matter or to mesh well)
+MIN_CAVITY_VOXELS = 64
 #: hollow: values around the cavity's boundary change by this much per mm of depth
 _PER_MM = 10.0
 
@@ -208,9 +214,13 @@ class Region:
             return
         spacing = self._grid_mm()
         axial = self._axial_axis()
-        # the body: the whole scan's voxels above BODY_HU (the body is bigger than the box),
-        # each axial plane's holes (lungs, airways, bowel) filled
-        core = _fill_holes_in_planes(self.vol.data > BODY_HU, axial).view(np.uint8)
+        # the body: the whole scan's voxels above BODY_HU (the body is bigger than the box)
+        # on a grid of about BODY_GRID_MM, each axial plane's holes (lungs, airways,
+        # bowel) filled
+        step = [max(1, int(BODY_GRID_MM // s)) for s in spacing]
+        spacing = [s * k for s, k in zip(spacing, step, strict=True)]
+        coarse = self.vol.data[::step[0], ::step[1], ::step[2]] > BODY_HU
+        core = _fill_holes_in_planes(coarse, axial).view(np.uint8)
         for axis, s in enumerate(spacing):  # a box erosion; the scan's faces are not its edge
             core = ndimage.minimum_filter1d(core, 2 * _voxels(TABLE_MM, s) + 1, axis=axis,
                                             mode="nearest")
@@ -219,7 +229,9 @@ class Region:
                                  f"{2 * TABLE_MM:g} mm; nothing was removed")
             return
         core = (cc3d.largest_k(core, k=1, connectivity=6, binary_image=True) > 0).view(np.uint8)
-        crop = tuple(slice(a, b) for a, b in box)
+        # the box's voxels on the coarse grid
+        crop = np.ix_(*[np.minimum(np.arange(a, b) // k, n - 1)
+                        for (a, b), k, n in zip(box, step, core.shape, strict=True)])
         margin = core
         for axis, s in enumerate(spacing):  # grown back, and a margin beyond
             margin = ndimage.maximum_filter1d(margin, 2 * _voxels(TABLE_MM + MARGIN_MM, s) + 1,
@@ -238,7 +250,7 @@ class Region:
         del labels, near, core, margin
         removed = int(np.count_nonzero(drop))
         sub[drop] = pad_value
-        self.facts["table_removed_mm3"] = round(removed * float(np.prod(spacing)), 1)
+        self.facts["table_removed_mm3"] = round(removed * float(np.prod(self._grid_mm())), 1)
 
     def _keep_parts(self, sub, level, pad_value, offset):
         import cc3d
@@ -284,6 +296,7 @@ class Region:
         return best
 
     def _hollow(self, sub, level, pad_value, offset, workers):
+        import cc3d
         import edt
         from scipy.spatial import cKDTree
 
@@ -303,7 +316,7 @@ class Region:
         # the outer surface: marching cubes' vertices and normals, in patient mm
         verts, faces = marching_cubes(sub, level, pad=pad_value, workers=workers)
         verts = self.vol.index_to_patient(verts, offset)
-        normals = _vertex_normals(verts, faces)
+        normals = _shape.normals_and_areas(verts, _index_array(faces))[0]
         del faces
         band = inside & (depth >= wall - smax) & (depth <= wall + 2 * smax)
         deep = inside & (depth > wall + 2 * smax)
@@ -327,6 +340,21 @@ class Region:
         near = true_depth > wall - smax
         where = tuple(w[near] for w in where)
         out[where] = np.minimum(out[where], level + _PER_MM * (wall - true_depth[near]))
+        del where, deep
+        cavities = (out <= level) & (sub > level)
+        labels, count = cc3d.connected_components(cavities, connectivity=6, return_N=True)
+        del cavities
+        small = np.bincount(labels.ravel(), minlength=count + 1) < MIN_CAVITY_VOXELS
+        small[0] = False
+        refill = small[labels]
+        del labels
+        out[refill] = sub[refill]
+        if small[1:].all():
+            raise UsageError(
+                f"a wall of {wall:g} mm leaves no cavity of {MIN_CAVITY_VOXELS} voxels or "
+                "more: the part is too thin to hollow (give a thinner wall)",
+                code="hollow_too_thick")
+        self.facts["cavities"] = int(count - small[1:].sum())
         self.facts["hollow_wall_mm"] = wall
         return out
 
@@ -338,18 +366,6 @@ class Region:
 def _voxels(mm, spacing):
     """How many voxels of ``spacing`` make ``mm`` (at least one)."""
     return max(1, int(round(mm / spacing)))
-
-
-def _vertex_normals(verts, faces):
-    """Unit area-weighted vertex normals."""
-    tri = verts[faces]
-    n = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    corners = faces.ravel()
-    out = np.stack([np.bincount(corners, weights=np.repeat(n[:, a], 3), minlength=len(verts))
-                    for a in range(3)], axis=1)
-    length = np.linalg.norm(out, axis=1, keepdims=True)
-    length[length == 0] = 1.0
-    return out / length
 
 
 def _fill_holes_in_planes(mask, axis):

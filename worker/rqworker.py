@@ -139,7 +139,7 @@ def record_crash(job, signum: int | None = None) -> None:
     ctx = Context()
     try:
         if job.func_name == READ:  # a scan's reading: it failed, nothing of it stays
-            if ctx.records.fail_scan(object_id, *CRASHED):
+            if ctx.records.fail_scan(object_id, CRASHED[0], crash_message(signum)):
                 delete_all(ctx, object_id, Reason.FAILED, deadline=None, kinds=SCAN_STORED,
                            rq=False)
             return

@@ -37,6 +37,7 @@ from converter import (
     silence_pydicom_for_good,
 )
 from converter.errors import is_out_of_memory
+from converter.formats import is_binary_stl
 from converter.preview import preview
 
 from . import metrics
@@ -45,7 +46,7 @@ from .retention import delete_stored
 from .returning import ReturnFailed, send_with_retries
 from .scans import SCAN_OPTION
 from .states import WAITING, BatchStatus, JobStatus, Kind, Reason
-from .submit import RETURN_OPTION, derived_id, submit_job
+from .submit import FROM_PACS, derived_id, submit_job
 
 log = logging.getLogger("ephemesh.worker")
 INTERNAL_ERROR = ("internal_error", "conversion failed unexpectedly")
@@ -120,9 +121,7 @@ def _run(kind, object_id, work) -> str:
             log.error("%s %s: failed unexpectedly", kind, object_id)
             failure = INTERNAL_ERROR
     finally:
-        _finish(ctx, kind, object_id, status, failure)
-        if kind == "job":
-            _count_end(ctx, status, failure, time.monotonic() - started)
+        _finish(ctx, kind, object_id, status, failure, started)
     return str(status)
 
 
@@ -137,20 +136,21 @@ def _waited(ctx) -> None:
         metrics.observe(ctx, "ephemesh_queue_wait_seconds", max(0.0, waited))
 
 
-def _count_end(ctx, status, failure, seconds) -> None:
-    """A job that ended here, in the metrics and the log (a duplicate run
-    ends nothing)."""
+def _count_end(ctx, failure, started) -> None:
+    """This run ended the job (a duplicate run ends nothing): the metrics and
+    the log say so once."""
+    seconds = time.monotonic() - started
     took = {"duration_s": round(seconds, 3)}
     if failure:
         metrics.job_ended(ctx, "failed", failure[0])
         log.info("conversion failed: %s", failure[0], extra=took)
-    elif status == JobStatus.DONE:
+    else:
         metrics.job_ended(ctx, "done")
         metrics.observe(ctx, "ephemesh_conversion_seconds", seconds)
         log.info("conversion done", extra=took)
 
 
-def _finish(ctx, kind, object_id, status, failure) -> None:
+def _finish(ctx, kind, object_id, status, failure, started=None) -> None:
     """The upload goes first (unless the job waits for its owner's choice),
     then the failure is recorded: a job that says it has ended holds no
     upload, and its ledger row is there."""
@@ -162,7 +162,8 @@ def _finish(ctx, kind, object_id, status, failure) -> None:
             delete_stored(ctx, Kind.INPUT, object_id,
                           Reason.CONVERTED if ended_well else Reason.FAILED)
         if failure and kind == "job":
-            ctx.records.fail_job(object_id, *failure)
+            if ctx.records.fail_job(object_id, *failure) and started is not None:
+                _count_end(ctx, failure, started)
         elif failure:
             ctx.records.fail_batch(object_id, *failure)
     except Exception:  # the records are unreachable: tell RQ, with no text
@@ -172,6 +173,7 @@ def _finish(ctx, kind, object_id, status, failure) -> None:
 
 
 def _convert(ctx, job_id) -> str:
+    started = time.monotonic()
     row = ctx.records.job(job_id)
     if row is None or row["status"] not in WAITING:
         return row["status"] if row else "missing"  # ended, or waiting for a choice
@@ -180,6 +182,7 @@ def _convert(ctx, job_id) -> str:
     if payload is None:
         stored = ctx.store.get(Kind.RESULT, job_id)
         if stored is not None and ctx.records.finish_job(job_id, json.loads(stored[1])):
+            _count_end(ctx, None, started)
             return JobStatus.DONE  # an earlier run was killed after storing its result
         raise _Failed("input_missing", "the upload was deleted before it could be converted")
     options = json.loads(payload[0])
@@ -190,7 +193,7 @@ def _convert(ctx, job_id) -> str:
         if files is None:
             raise _Failed("input_missing", "the scan was deleted before this could be converted")
     progress = JobProgress(get_current_job())
-    send_back = bool(options.pop(RETURN_OPTION, False))
+    from_pacs = bool(options.pop(FROM_PACS, False))
     try:
         index = options.pop("series_index", None)
         if index is not None or (row["pick"] and options.get("series") is None):
@@ -208,37 +211,33 @@ def _convert(ctx, job_id) -> str:
                 options["series"] = listing.series[int(index) - 1].uid
         options["workers"] = ctx.settings.threads()  # run_pool shared the cores out
         result = convert(files, ConvertOptions(**options), progress=progress)
-        # the identifiers a PACS needs to file the model go into its DICOM
-        # instance only, kept with the result (and deleted with it); an
-        # Encapsulated STL holds one binary STL, so other formats have none
+        # a result's parts: the model, its report, its DICOM instance around
+        # it (only a PACS's series: the identifiers the PACS needs to file the
+        # model go there and nowhere else, deleted with the result; an
+        # Encapsulated STL holds one binary STL, so other formats have none),
+        # the preview
         dicom = (encapsulated.header(len(result.stl), encapsulated.source_of(result.stack))
-                 if _is_binary_stl(result.report) else b"")
+                 if from_pacs and is_binary_stl(result.report.get("file")) else b"")
+        parts = [result.stl, json.dumps(result.report).encode(), dicom]
     except ConverterError as exc:
         raise _Failed(exc.code, exc.message) from None
     del files, payload
     deadline = time.time() + ctx.settings.retention_seconds
     # the reduced mesh for the 3D view goes with the model (a result's fourth part)
     # (its bound is a share of the model as binary STL, whatever the format)
-    view = preview(result.verts, result.faces, 84 + 50 * len(result.faces))
-    ctx.store.put(Kind.RESULT, job_id,
-                  [result.stl, json.dumps(result.report).encode(), dicom, view],
-                  deadline)
+    parts.append(preview(result.verts, result.faces, 84 + 50 * len(result.faces)))
+    ctx.store.put(Kind.RESULT, job_id, parts, deadline)
     # before "done": a done job holds no upload
     delete_stored(ctx, Kind.INPUT, job_id, Reason.CONVERTED)
-    if send_back and ctx.settings.return_to is not None and dicom:
+    if from_pacs and ctx.settings.return_to is not None and dicom:
         _return(ctx, job_id, encapsulated.around(result.stl, dicom), progress)
     if not ctx.records.finish_job(job_id, result.report):
         # deleted or expired while converting: the result must not outlive it
         delete_stored(ctx, Kind.RESULT, job_id, Reason.USER_REQUEST)
         return (ctx.records.job(job_id) or {}).get("status", JobStatus.DELETED)
+    _count_end(ctx, None, started)
     progress(JobStatus.DONE, 100.0)
     return JobStatus.DONE
-
-
-def _is_binary_stl(report) -> bool:
-    """Whether the converted file is one binary STL (what Encapsulated STL holds)."""
-    entry = report.get("file") or {}
-    return entry.get("format", "stl") == "stl" and not entry.get("zip")
 
 
 def _return(ctx, job_id, instance, progress) -> None:

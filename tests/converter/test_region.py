@@ -14,7 +14,10 @@ import subprocess
 import sys
 
 import numpy as np
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
 from converter import ConvertOptions, convert
 from converter import mesh as M
@@ -184,6 +187,38 @@ def test_remove_table_keeps_the_body_and_drops_couch_and_head_rest(body_on_table
     assert kept.report["volume_mm3"] == pytest.approx(airway.report["volume_mm3"], rel=1e-9)
 
 
+def _slab_of(name, directory, slices=8, gap=2.0):
+    """A pydicom(-data) CT slice repeated along its normal: a short scan of it."""
+    source = pydicom.dcmread(get_testdata_file(name))
+    ori = np.array([float(v) for v in source.ImageOrientationPatient])
+    normal = np.cross(ori[:3], ori[3:])
+    start = np.array([float(v) for v in source.ImagePositionPatient])
+    series = generate_uid()
+    for k in range(slices):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in start + k * gap * normal]
+        ds.save_as(directory / f"{k:03d}.dcm")
+    return directory
+
+
+@pytest.mark.parametrize("name, preset, check", [
+    # a head in a U-shaped head rest (pydicom-data): the skull alone is left
+    ("693_UNCR.dcm", "bone", lambda plain, kept: kept["components"] == 1 < plain["components"]
+     and np.ptp(kept["bbox_mm"], axis=0)[0] < np.ptp(plain["bbox_mm"], axis=0)[0] - 50),
+    # an abdomen on the couch (pydicom): the body's back is where the couch was (+y)
+    ("explicit_VR-UN.dcm", "skin", lambda plain, kept: kept["bbox_mm"][1][1]
+     < plain["bbox_mm"][1][1] - 50 and kept["volume_mm3"] > 0.9 * plain["volume_mm3"]),
+], ids=["head-rest", "couch"])
+def test_remove_table_on_real_ct(tmp_path, name, preset, check):
+    path = _slab_of(name, tmp_path)
+    plain = convert([path], ConvertOptions(preset=preset, workers=2)).report
+    kept = convert([path], ConvertOptions(preset=preset, remove_table=True, workers=2))
+    _closed(kept)
+    assert kept.report["region"]["table_removed_mm3"] > 1000
+    assert check(plain, kept.report), (plain["bbox_mm"], kept.report["bbox_mm"])
+
+
 def test_remove_table_on_mr_is_a_warning(tmp_path):
     G.write_phantom_series(tmp_path, G.sphere(), G.make_geometry(size=SIZE), modality="MR",
                            rescale=(1.0, 0.0))
@@ -286,3 +321,24 @@ def test_the_estimate_takes_the_region_on_a_volume_shared_read_only(tmp_path):
         part = estimate(vol, ConvertOptions(threshold=300, **region))["triangles"]
         assert 0 < part < whole, region
     assert np.array_equal(vol.data, before)
+
+
+def test_region_with_several_structures_applies_to_each(two_spheres):
+    both = convert([two_spheres], ConvertOptions(structure="core=0,rim=-900:0", keep_parts=1))
+    alone = convert([two_spheres], ConvertOptions(structure="rim=-900:0", keep_parts=1))
+    core = convert([two_spheres], ConvertOptions(threshold=0, keep_parts=1))
+    # each structure gets the region on its own: its parts are as when it is alone
+    assert both.report["volume_mm3"] == pytest.approx(
+        alone.report["volume_mm3"] + core.report["volume_mm3"], rel=1e-6)
+    assert [r["parts_kept"] for r in both.report["region"]] == [1, 1]
+
+
+@pytest.mark.parametrize("mesh", [{}, {"smooth": 0}, {"decimate": 0.3}], ids=["default", "raw", "decimated"])
+@pytest.mark.parametrize("region", [
+    {"crop": (-30, -30, -30, 30, 30, 2)}, {"seed": (12, 0, 0)}, {"keep_parts": 1},
+    {"hollow": 2.5}, {"hollow": 2.5, "keep_parts": 2, "crop": (-30, -30, -30, 30, 30, 2)},
+], ids=["crop", "seed", "keep", "hollow", "all"])
+def test_closed_after_every_region_option(two_spheres, region, mesh):
+    result = _convert(two_spheres, **region, **mesh)
+    _closed(result)
+    assert result.report["volume_mm3"] > 0

@@ -88,6 +88,13 @@ def test_a_marker_on_the_patients_left_appears_on_the_side_labelled_L(
             if edges["bottom"][0] == letter:
                 assert y > 0.5, (plane, edges)
         assert any(letter in "".join(edges.values()) for letter in "LAS")
+        # the page's pixel → mm map puts the marker's centre where it is
+        m = geometry["to_patient"][plane]
+        values = _values(client, auth, links, plane, best)
+        rows, cols = np.nonzero(values > 0)
+        mm = (np.array(m["origin"]) + cols.mean() * np.array(m["column"])
+              + rows.mean() * np.array(m["row"]) + best * np.array(m["index"]))
+        assert np.linalg.norm(mm - [6.0, -6.0, 6.0]) < 1.6, (plane, mm)
     axial = geometry["planes"]["axial"]["edges"]
     assert axial["right"] == "L" and axial["left"] == "R"
     if oblique:

@@ -300,3 +300,34 @@ def test_region_options_reach_the_converter_and_bad_ones_are_refused_at_once(
     lo, hi = reports["crop"]["bbox_mm"]
     assert hi[0] <= 0.5 and lo[0] >= -17.5
     assert client.delete(scan["links"]["self"], headers=auth).status_code == 204
+
+
+def test_a_browser_session_owns_its_scans_and_its_posts_need_the_token(make_app, series_zip):
+    """The workspace page calls the same endpoints with its session cookie:
+    POST and DELETE need the page's CSRF token (X-CSRFToken); another
+    browser gets 404; the views are not counted by the per-key limit."""
+    from tests.helpers import csrf_token
+
+    app = make_app(EPHEMESH_KEY_RATE_LIMIT="4/minute", WTF_CSRF_ENABLED=True)
+    page, other = app.test_client(), app.test_client()
+    token = csrf_token(page)
+    files = {"files": [(io.BytesIO(series_zip), "a.zip")]}
+    refused = page.post("/api/v1/scans", data=dict(files), content_type="multipart/form-data",
+                        headers={"X-CSRFToken": "forged"})
+    assert refused.status_code == 400 and refused.json["code"] == "csrf_failed"
+    made = page.post("/api/v1/scans", data={"files": [(io.BytesIO(series_zip), "a.zip")]},
+                     content_type="multipart/form-data", headers={"X-CSRFToken": token})
+    assert made.status_code == 201, made.json
+    url = made.json["links"]["self"]
+    assert page.get(url).json["status"] == "reading"
+    other_token = csrf_token(other)
+    assert other.get(url, headers={"X-CSRFToken": other_token}).status_code == 404
+    thumb = made.json["links"]["self"] + "/series/1/thumbnail"
+    for _ in range(8):  # views: past the per-key limit of 4, still answered (409: reading)
+        assert page.get(thumb).status_code == 409
+    assert page.delete(url).json["code"] == "csrf_failed"
+    assert page.delete(url, headers={"X-CSRFToken": token}).status_code == 204
+    assert page.get(url).json["status"] == "deleted"
+    # the rest of the workspace is counted by the per-key (here: per-address) limit
+    statuses = [page.get(url).status_code for _ in range(4)]
+    assert 429 in statuses, statuses

@@ -191,3 +191,23 @@ def test_limits_are_checked_at_the_door():
     with pytest.raises(TypeError, match="Limits"):
         Intake(None, {"max_files": 3})
 
+
+
+def test_an_upload_still_streaming_in_is_kept_by_the_sweeper_until_its_deadline(
+        env_factory, series_bytes):
+    """A writer's folder is debris to the sweeper only once its upload's
+    deadline is due (an upload may take longer than the debris age), so a
+    web process that died mid-upload leaves nothing past that deadline."""
+    from worker.sweeper import LEFTOVER_AGE_S, purge_inputs
+
+    env = env_factory(retention=600)
+    store = env.ctx.store
+    now = time.time()
+    intake = Intake(store.writer("input", OID, now + 600, created=now), DEFAULT)
+    intake.begin()
+    intake.feed(series_bytes[0])
+    assert [p.name[:3] for p in (store.root / "input").iterdir()] == [".w."]
+    purge_inputs(env.ctx, now=now + LEFTOVER_AGE_S * 5)
+    assert len(_left(store)) == 1, "an upload in progress was swept"
+    purge_inputs(env.ctx, now=now + 600)
+    assert _left(store) == []
