@@ -5,7 +5,7 @@ A 3MF file is a zip (Open Packaging Conventions) holding
 XML with ``unit="millimeter"``, one ``<object>`` per part (named; with
 several parts each gets a colour from a ``<basematerials>`` group) and a
 ``<build>`` item for each.  The model's vertices and triangles are made in
-blocks of fixed-width lines by numpy (``numtext.py``) and written into the
+blocks of fixed-width lines (``numtext.py``) and written into the
 zip as they are made, so the text of the whole mesh never sits in memory.
 
 The model's metadata is ``Application`` (``ephemesh``) and ``Description``

@@ -14,7 +14,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from worker import logs
 from worker.config import Settings
+from worker.private import private_dir
 from worker.receipts import load_key
+from worker.records import access_method
 from worker.service import Service
 
 from . import admin, api, browser, dicomweb, ops, problems, scans, security
@@ -32,7 +34,7 @@ def create_app(test_config=None):
     environment."""
     test_config = dict(test_config or {})
     settings = test_config.pop("EPHEMESH_SETTINGS", None) or Settings.from_env()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
 
     app = Flask(__package__, instance_path=str(settings.data_dir / "instance"))
     app.request_class = security.SpoolingRequest
@@ -100,7 +102,7 @@ def _log_request(response):
         response.headers["X-Request-Id"] = rid
     if logs.is_json() and request.endpoint not in security.STATIC_ENDPOINTS:
         log.info("request", extra={
-            "request_id": rid, "method": request.method,
+            "request_id": rid, "method": access_method(request.method),
             "route": request.url_rule.rule if request.url_rule else "(unmatched)",
             "status": response.status_code,
             "duration_s": round(time.monotonic() - g.get("request_started", time.monotonic()), 4)})

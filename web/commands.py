@@ -120,8 +120,10 @@ def _check_settings():
 
 
 def _prepare_data_dir(settings) -> None:
+    from worker.private import private_dir
+
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
     except OSError as exc:
         raise CommandFailed(f"cannot create {exc.filename or settings.data_dir}: "
                             f"{exc.strerror or exc}") from None

@@ -25,16 +25,18 @@ that sent them and nowhere else.
 from __future__ import annotations
 
 import io
-import time
 from dataclasses import dataclass, field
 
 from flask import Blueprint, Response, current_app, g, json, request, url_for
 
+from worker.intake import Refusal
 from worker.scp import STORAGE_CLASSES
+from worker.service import Invalid
 
-from . import api, options, related
+from . import api, intake, options, related
 from .jobs import service
 from .problems import Refused
+from .security import client_address
 
 bp = Blueprint("dicomweb", __name__, url_prefix="/dicomweb")
 
@@ -62,7 +64,9 @@ class _Instance:
 
 @dataclass
 class _Series:
-    files: list = field(default_factory=list)
+    """One series of the request, streamed into the store as its parts come."""
+
+    intake: object  # worker.intake.Intake
     instances: list = field(default_factory=list)
     size: int = 0
 
@@ -106,16 +110,14 @@ def _header(head: bytes) -> _Instance | None:
     return found if all((found.sop_class, found.sop_instance, found.series)) else None
 
 
-def _read_part(part, limit: int) -> tuple[bytes | None, bool]:
-    """The part's bytes (at most ``limit``); ``(None, True)`` when larger."""
-    chunks, size = [], 0
+def _head(part) -> tuple[bytes, bool]:
+    """The first ``HEAD`` bytes of ``part`` (fewer when it is shorter); whether more follow."""
+    head = bytearray()
     for chunk in part:
-        size += len(chunk)
-        if size > limit:
-            part.drain()
-            return None, True
-        chunks.append(chunk)
-    return b"".join(chunks), False
+        head += chunk
+        if len(head) >= HEAD:
+            return bytes(head), True
+    return bytes(head), False
 
 
 def _item(instance: _Instance, reason: int | None = None) -> dict:
@@ -135,55 +137,71 @@ def store(study=None):
     from converter.decoders import decodable_syntaxes
 
     syntaxes = set(decodable_syntaxes())
-    cfg = current_app.config
-    max_files, max_bytes = cfg["EPHEMESH_MAX_FILES"], cfg["EPHEMESH_MAX_UNPACKED"]
-    received_at = time.time()
+    app = current_app
+    limits = intake.limits()
     series: dict[str, _Series] = {}
     failed, other = [], []
-    try:
-        for part in related.parts(request.stream.read, boundary, max_parts=max_files * 2):
-            if part.content_type not in ("", "application/dicom"):
-                part.drain()
-                other.append(CANNOT_UNDERSTAND)
-                continue
-            data, too_big = _read_part(part, max_bytes)
-            found = _header(data[:HEAD]) if data else None
-            if found is None and data is not None and len(data) > HEAD:
-                found = _header(data)
-            if found is None:
-                other.append(OUT_OF_RESOURCES if too_big else CANNOT_UNDERSTAND)
-                continue
-            reason = None
-            if too_big:
-                reason = OUT_OF_RESOURCES
-            elif found.sop_class not in STORAGE_CLASSES:
-                reason = SOP_CLASS_NOT_SUPPORTED
-            elif found.syntax not in syntaxes:
-                reason = SYNTAX_NOT_SUPPORTED
-            elif study is not None and found.study != study:
-                reason = DOES_NOT_MATCH
-            target = series.setdefault(found.series, _Series())
-            if reason is None and (len(target.files) >= max_files
-                                   or target.size + len(data) > max_bytes):
-                reason = OUT_OF_RESOURCES
-            if reason is not None:
-                failed.append(_item(found, reason))
-                continue
-            target.files.append(data)
-            target.instances.append(found)
-            target.size += len(data)
-    except related.Malformed as exc:
-        raise Refused("bad_multipart", str(exc) + ".") from None
+    with app.extensions["ephemesh.inflight"].admit(client_address(),
+                                                   request.content_length) as ticket:
+        try:
+            for part in related.parts(request.stream.read, boundary,
+                                      max_parts=limits.max_files * 2):
+                if part.content_type not in ("", "application/dicom"):
+                    other.append(CANNOT_UNDERSTAND)
+                    continue
+                head, more = _head(part)
+                found = _header(head)
+                if found is None:
+                    other.append(CANNOT_UNDERSTAND)
+                    continue
+                reason = None
+                if found.sop_class not in STORAGE_CLASSES:
+                    reason = SOP_CLASS_NOT_SUPPORTED
+                elif found.syntax not in syntaxes:
+                    reason = SYNTAX_NOT_SUPPORTED
+                elif study is not None and found.study != study:
+                    reason = DOES_NOT_MATCH
+                target = series.get(found.series)
+                if reason is None and target is not None and (
+                        len(target.instances) >= limits.max_files
+                        or target.size + len(head) > limits.max_unpacked):
+                    reason = OUT_OF_RESOURCES
+                if reason is not None:
+                    failed.append(_item(found, reason))
+                    continue
+                if target is None:  # its deadline counts from its first byte
+                    target = series[found.series] = _Series(service().receive(
+                        limits, spool_dir=app.config["EPHEMESH_SPOOL_DIR"], take=ticket.take))
+                target.intake.begin()
+                target.intake.feed(head)
+                target.size += len(head)
+                for chunk in part if more else ():
+                    target.size += len(chunk)
+                    if target.size > limits.max_unpacked:
+                        raise Refused("too_large", "A series is larger than this service "
+                                      "accepts.", 413)
+                    target.intake.feed(chunk)
+                target.intake.end()
+                target.instances.append(found)
+            return _jobs(series, opts, failed, other)
+        except related.Malformed as exc:
+            raise Refused("bad_multipart", str(exc) + ".") from None
+        except Refusal as exc:
+            raise Refused(exc.code, exc.message, exc.status) from None
+        finally:
+            for received in series.values():
+                received.intake.abort()  # nothing once a job holds it
+
+
+def _jobs(series, opts, failed, other) -> Response:
+    """One job per series received; the PS3.18 answer."""
     stored, jobs = [], []
     for received in series.values():
-        if not received.files:
-            continue
         try:
-            view = service().create_job(received.files, opts, owner=g.owner,
-                                        received_at=received_at, from_pacs=True)
-        except Exception as exc:  # a refused series: each of its instances failed
-            if not getattr(exc, "code", None):
-                raise
+            received.intake.finish()
+            view = service().create_job(received.intake, opts, owner=g.owner, from_pacs=True)
+        except (Refusal, Invalid):  # a refused series: each of its instances failed
+            received.intake.abort()
             failed.extend(_item(i, PROCESSING_FAILURE) for i in received.instances)
             continue
         jobs.append(url_for("api.get_job", job_id=view["id"]))

@@ -161,7 +161,10 @@ def run_cron(args) -> None:
 def _open_engine(settings):
     from sqlalchemy import create_engine
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from .private import private_database, private_dir
+
+    private_dir(settings.data_dir)
+    private_database(settings.database_url)
     return create_engine(settings.database_url)
 
 
@@ -276,9 +279,10 @@ def run_scp(args) -> None:
 
 
 def _records(settings):
+    from .private import private_dir
     from .records import Records
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     return Records(settings.database_url)
 
 

@@ -7,13 +7,13 @@ becomes a conversion job, and the model goes back (``EPHEMESH_RETURN_TO``).
   and MR images (classic and enhanced) are offered, each with every transfer
   syntax the converter can decode: a syntax nobody here can decode is
   refused at association, per presentation context.
-* Each instance received is added to its series (one per association and
-  Series Instance UID).  When the association is released, or a series has
+* Each instance received is streamed into the store as its series' upload
+  (one per association and Series Instance UID; ``worker.intake``).  When the association is released, or a series has
   been idle for ``EPHEMESH_SCP_IDLE_SECONDS``, each series becomes a job
   whose deadline counts from its first instance.  An aborted association
-  drops what it sent.  Nothing of a series is written anywhere but the job's
-  input in the store; UIDs are keys of a dictionary in this process only,
-  never logged.
+  drops what it sent (and so does stopping the receiver).  Nothing of a
+  series is written anywhere but its upload in the store; UIDs are keys of a
+  dictionary in this process only, never logged.
 * Refusals are C-STORE statuses: 0xA700 (out of resources: a series over
   the instance or byte limit), 0xC000 (cannot understand: not a DICOM
   dataset, no Series Instance UID).
@@ -25,10 +25,11 @@ import io
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from converter.decoders import decodable_syntaxes
 
+from .intake import Limits, Refusal
 from .returning import quiet_pynetdicom
 
 log = logging.getLogger("ephemesh.scp")
@@ -51,9 +52,9 @@ OWNER_KIND = "peer"
 
 @dataclass
 class _Series:
-    first: float  # when its first byte came
+    intake: object  # worker.intake.Intake: the instances go to the store as they come
     last: float  # when its last instance came
-    files: list = field(default_factory=list)
+    count: int = 0
     size: int = 0
 
 
@@ -63,15 +64,15 @@ class Receiver:
     Parameters
     ----------
     service : worker.service.Service
-    max_files, max_bytes : int
-        What one series may hold (today's upload limits).
+    limits : worker.intake.Limits
+        What one series may hold (the upload limits).
     idle_seconds : float
         A series idle this long becomes a job even while its association is open.
     """
 
-    def __init__(self, service, *, max_files: int, max_bytes: int, idle_seconds: float):
+    def __init__(self, service, *, limits: Limits, idle_seconds: float):
         self.service = service
-        self.max_files, self.max_bytes = int(max_files), int(max_bytes)
+        self.limits = limits
         self.idle_seconds = float(idle_seconds)
         self._lock = threading.Lock()
         self._series: dict[tuple, _Series] = {}
@@ -84,17 +85,24 @@ class Receiver:
 
     def stored(self, assoc_key: int, series_uid: str, data: bytes) -> int:
         """Add one instance; return the C-STORE status."""
-        now = time.time()
         with self._lock:
             key = (assoc_key, series_uid)
             series = self._series.get(key)
-            if series is None:
-                series = self._series[key] = _Series(first=now, last=now)
-            if len(series.files) >= self.max_files or series.size + len(data) > self.max_bytes:
+            if series is None:  # its deadline counts from its first byte
+                series = self._series[key] = _Series(self.service.receive(self.limits),
+                                                     time.time())
+            if (series.count >= self.limits.max_files
+                    or series.size + len(data) > self.limits.max_unpacked):
                 return OUT_OF_RESOURCES
-            series.files.append(data)
+            try:
+                series.intake.add(io.BytesIO(data))
+            except Refusal:
+                return CANNOT_UNDERSTAND
+            except OSError:  # the store is full
+                return OUT_OF_RESOURCES
+            series.count += 1
             series.size += len(data)
-            series.last = now
+            series.last = time.time()
         return SUCCESS
 
     def released(self, assoc_key: int) -> list[str]:
@@ -104,10 +112,11 @@ class Receiver:
     def aborted(self, assoc_key: int) -> int:
         """The association was aborted: drop what it sent; return the instances dropped."""
         with self._lock:
-            keys = [k for k in self._series if k[0] == assoc_key]
-            dropped = sum(len(self._series.pop(k).files) for k in keys)
+            dropped = [self._series.pop(k) for k in list(self._series) if k[0] == assoc_key]
             self._peer.pop(assoc_key, None)
-        return dropped
+        for series in dropped:
+            series.intake.abort()
+        return sum(s.count for s in dropped)
 
     def idle(self, now: float | None = None) -> list[str]:
         """Series idle for ``idle_seconds`` become jobs."""
@@ -117,6 +126,13 @@ class Receiver:
     def pending(self) -> int:
         with self._lock:
             return len(self._series)
+
+    def close(self) -> None:
+        """Drop every series still being received (the receiver stops)."""
+        with self._lock:
+            dropped, self._series = list(self._series.values()), {}
+        for series in dropped:
+            series.intake.abort()
 
     def _submit(self, chosen, forget=None) -> list[str]:
         with self._lock:
@@ -128,14 +144,16 @@ class Receiver:
         made = []
         for key, series in taken:
             try:
-                view = self.service.create_job(series.files, {}, owner=owners[key],
-                                               received_at=series.first, from_pacs=True)
-            except Exception as exc:  # a refused series is logged by code only
+                series.intake.finish()
+                view = self.service.create_job(series.intake, {}, owner=owners[key],
+                                               from_pacs=True)
+            except Exception as exc:  # a refused series is logged by its code only
+                series.intake.abort()
                 log.warning("a received series of %d instances was not converted (%s)",
-                            len(series.files), getattr(exc, "code", type(exc).__name__))
+                            series.count, getattr(exc, "code", type(exc).__name__))
                 continue
             made.append(view["id"])
-            log.info("job %s: a series of %d instances received", view["id"], len(series.files))
+            log.info("job %s: a series of %d instances received", view["id"], series.count)
         with self._lock:
             self.jobs.extend(made)
         return made
@@ -160,14 +178,14 @@ class SCP:
     idle checker."""
 
     def __init__(self, service, settings, *, port: int, ae_title: str, peers, host="0.0.0.0",
-                 max_files=5000, max_bytes=4 << 30):
+                 limits: Limits | None = None):
         from pynetdicom import AE, evt
 
         quiet_pynetdicom()
         self.settings = settings
         self.peers = tuple(peers)
         self.host, self.port = host, int(port)
-        self.receiver = Receiver(service, max_files=max_files, max_bytes=max_bytes,
+        self.receiver = Receiver(service, limits=limits or Limits(),
                                  idle_seconds=settings.scp_idle_seconds)
         self.ae = AE(ae_title=ae_title)
         self.ae.maximum_associations = 16
@@ -199,6 +217,7 @@ class SCP:
             self.server.shutdown()
         if self._ticker is not None:
             self._ticker.join(timeout=5)
+        self.receiver.close()
 
     def request_stop(self):
         """Make ``wait`` return (from a signal handler)."""

@@ -198,8 +198,13 @@ def test_fixed_width_numbers_equal_python_formatting():
     out = np.empty((len(ints), 6), np.uint8)
     numtext.fill_integer(out, ints, 6)
     assert [int(bytes(r)) for r in out] == ints.tolist()
-    with pytest.raises(ValueError, match="integer digits"):
-        numtext.fill_decimal(np.empty((1, 7), np.uint8), np.array([1234.5]), 3, 2)
+    for bad in (1234.5, np.nan, np.inf):
+        with pytest.raises(ValueError, match="integer digits"):
+            numtext.fill_decimal(np.empty((1, 7), np.uint8), np.array([bad]), 3, 2)
+    with pytest.raises(ValueError, match=r"integers must be in \[0"):
+        numtext.fill_integer(np.empty((1, 2), np.uint8), np.array([5]), 2, offset=-6)
+    with pytest.raises(ValueError, match="shape"):
+        numtext.fill_integer(np.empty((2, 2), np.uint8), np.array([5]), 2)
 
 
 def test_extensions_and_bad_extensions():

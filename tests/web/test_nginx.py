@@ -157,8 +157,10 @@ def _cut(sock) -> bool:
         return True
 
 
-def test_the_nginx_example_passes_uploads_and_cuts_tricklers(tmp_path, series_files):
-    served = Served(tmp_path / "svc", EPHEMESH_TRUSTED_PROXIES=1).start()
+def test_the_nginx_example_passes_uploads_and_cuts_tricklers(tmp_path, series_files, redis_url):
+    served = Served(tmp_path / "svc", EPHEMESH_TRUSTED_PROXIES=1, EPHEMESH_REDIS_URL=redis_url)
+    served.args.append("--no-workers")  # the upload is queued; nothing here converts it
+    served.start()
     nginx = None
     try:
         made = subprocess.run([ephemesh_script(), "keys", "create", "nginx-test"],
