@@ -194,10 +194,12 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
             import io
 
             buf = io.BytesIO()
-            size = writing.write_model(parts, fmt, buf, opts.frame, assumed=info.assumed)
+            size = writing.write_model(parts, fmt, buf, opts.frame, assumed=info.assumed,
+                                       workers=opts.workers)
             data = buf.getvalue()
         else:
-            size = writing.write_model(parts, fmt, output, opts.frame, assumed=info.assumed)
+            size = writing.write_model(parts, fmt, output, opts.frame, assumed=info.assumed,
+                                       workers=opts.workers)
         on_write(1.0)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
