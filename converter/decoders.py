@@ -62,3 +62,21 @@ def is_decoder_failure(exc: BaseException) -> bool:
         if cls.__module__.split(".")[0] in _RUNNER_MODULES:
             return False
     return True
+
+
+def decodable_syntaxes() -> tuple[str, ...]:
+    """Every transfer syntax this installation can read pixel data of: the
+    native ones, and each encapsulated one with a decoder installed (what a
+    DICOM receiver may accept)."""
+    from pydicom.pixels import get_decoder
+
+    from .codestream import NATIVE
+
+    found = set(NATIVE)
+    for uid in _JPEG | _JPEG_LS | _J2K | {_RLE}:
+        try:
+            if get_decoder(uid).is_available:
+                found.add(uid)
+        except (NotImplementedError, ValueError, KeyError):
+            continue
+    return tuple(sorted(found))

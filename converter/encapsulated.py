@@ -58,6 +58,12 @@ class Source:
     references: list = field(default_factory=list)  # (SOP class UID, SOP instance UID)
     series_uid: str = ""  # the source series (Common Instance Reference)
 
+    @classmethod
+    def anonymous(cls) -> Source:
+        """No source: a new study and frame of reference, no patient, no
+        references (for a model whose source's identity was not kept)."""
+        return cls(Dataset())
+
 
 def source_of(stack) -> Source:
     """The identity and references of a converted series.

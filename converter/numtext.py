@@ -1,11 +1,11 @@
-"""Numbers as fixed-width decimal text, made by numpy (no per-number Python).
+"""Numbers as fixed-width decimal text (no per-number Python).
 
 The text formats (3MF's XML, OBJ) spend their time turning floats into
-digits; ``str.format`` or ``np.savetxt`` manage a few MB/s.  Here each
-column of a block of numbers becomes a column of ASCII digits by integer
-arithmetic on whole arrays, and a row of text is a fixed template with those
-columns filled in, so a block of lines is one ``uint8`` array written with
-one call.  Fixed width means leading zeros (``00012.5000``, ``-0003.2500``,
+digits; ``str.format`` or ``np.savetxt`` manage a few MB/s.  Here a row of
+text is a fixed template (``LineTemplate``) whose fields, one column of
+numbers each, the compiled kernel ``_text.pyx`` fills with ASCII digits
+(this module checks the arguments first), so a block of lines is one
+``uint8`` array written with one call.  Fixed width means leading zeros (``00012.5000``, ``-0003.2500``,
 ``000417``), which 3MF's ``ST_Number`` and ``ST_ResourceIndex`` allow and
 every float and integer parser of OBJ readers takes.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_ZERO, _MINUS, _POINT = ord("0"), ord("-"), ord(".")
+from . import _text
 
 
 def int_digits(largest: float) -> int:
@@ -33,52 +33,52 @@ def decimal_width(digits: int, decimals: int) -> int:
 def fill_decimal(out: np.ndarray, values: np.ndarray, digits: int, decimals: int) -> None:
     """Write ``values`` (n,) into ``out`` (n, decimal_width) as ASCII: a sign
     column (``-``, or ``0`` for a positive value), ``digits`` integer digits
-    with leading zeros, then ``.`` and ``decimals`` digits (rounded).
+    with leading zeros, then ``.`` and ``decimals`` digits (rounded half to even).
 
-    Raises ValueError when a value needs more than ``digits`` integer digits.
+    Raises ValueError when a value needs more than ``digits`` integer digits
+    (or is not finite).
     """
     values = np.asarray(values, dtype=np.float64)
     width = decimal_width(digits, decimals)
-    if out.shape != (len(values), width):
-        raise ValueError(f"out must have shape ({len(values)}, {width})")
-    scaled = np.rint(np.abs(values) * 10.0 ** decimals).astype(np.int64)
-    if len(scaled) and scaled.max() >= 10 ** (digits + decimals):
+    if values.ndim != 1 or out.shape != (len(values), width) or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 of shape ({len(values)}, {width})")
+    if not _text.decimal_column(values, out, int(digits), int(decimals)):
         raise ValueError(f"a value needs more than {digits} integer digits")
-    whole, fraction = np.divmod(scaled, 10 ** decimals)
-    _digits(out[:, 1:1 + digits], whole, digits)
-    if decimals:
-        out[:, 1 + digits] = _POINT
-        _digits(out[:, 2 + digits:], fraction, decimals)
-    out[:, 0] = _ZERO
-    out[(values < 0) & (scaled > 0), 0] = _MINUS
 
 
-def fill_integer(out: np.ndarray, values: np.ndarray, digits: int) -> None:
-    """Write non-negative integers ``values`` (n,) into ``out`` (n, digits), leading zeros."""
-    values = np.asarray(values, dtype=np.int64)
-    if out.shape != (len(values), digits):
-        raise ValueError(f"out must have shape ({len(values)}, {digits})")
-    if len(values) and (values.min() < 0 or values.max() >= 10 ** digits):
+def fill_integer(out: np.ndarray, values: np.ndarray, digits: int, offset: int = 0) -> None:
+    """Write the integers ``values + offset`` (n,), each in ``[0, 10**digits)``,
+    into ``out`` (n, digits) with leading zeros."""
+    values = np.asarray(values)
+    if values.dtype not in (np.int32, np.int64):
+        values = values.astype(np.int64)
+    if values.ndim != 1 or out.shape != (len(values), digits) or out.dtype != np.uint8:
+        raise ValueError(f"out must be uint8 of shape ({len(values)}, {digits})")
+    if len(values) and (int(values.min()) + offset < 0
+                        or int(values.max()) + offset >= 10 ** digits):
         raise ValueError(f"integers must be in [0, 10**{digits})")
-    _digits(out, values, digits)
+    _text.integer_column(values, out, int(digits), int(offset))
 
 
-#: "0000" … "9999", four ASCII digits in one uint32 each: four digits a gather
-_GROUPS = np.array([list(f"{i:04d}".encode()) for i in range(10_000)],
-                   np.uint8).view(np.uint32).ravel()
+def made_ahead(starts, make, workers: int = 1):
+    """``make(start)`` for each of ``starts``, in order.  With ``workers`` > 1
+    the next block is made on a thread while the caller writes this one (the
+    kernel and file writes release the GIL); with 1, all in the calling thread."""
+    if workers <= 1:
+        for start in starts:
+            yield make(start)
+        return
+    from concurrent.futures import ThreadPoolExecutor
 
-
-def _digits(out, values, digits) -> None:
-    """``values`` (non-negative, below ``10**digits``) as ``digits`` ASCII
-    digits into the columns of ``out``, four at a time from the right."""
-    rest = values.astype(np.int32) if digits <= 9 else values  # 32-bit division is faster
-    right = digits
-    while right > 0:
-        take = min(4, right)
-        rest, group = np.divmod(rest, 10_000) if right > 4 else (None, rest)
-        chars = _GROUPS.take(group).view(np.uint8).reshape(-1, 4)
-        out[:, right - take:right] = chars[:, 4 - take:]
-        right -= take
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for start in starts:
+            ahead = pool.submit(make, start)
+            if pending is not None:
+                yield pending.result()
+            pending = ahead
+        if pending is not None:
+            yield pending.result()
 
 
 class LineTemplate:

@@ -2,7 +2,7 @@
 
 ``write_obj`` streams the OBJ text (``mtllib``, then per part ``o NAME``,
 ``usemtl NAME``, its ``v`` lines and its ``f`` lines, indices from 1 across
-the file) in blocks of fixed-width lines made by numpy (``numtext.py``);
+the file) in blocks of fixed-width lines (``numtext.py``);
 ``mtl_text`` is the materials (``Kd`` the part's colour).  Delivered as one
 file, OBJ is a zip holding ``model.obj`` and ``model.mtl`` (``formats.py``);
 ``write_pair`` writes ``X.obj`` and ``X.mtl`` side by side for the command
@@ -49,10 +49,10 @@ def write_obj(parts, out, header: str, mtl_name: str) -> None:
                 numtext.fill_decimal(col, chunk[:, axis], digits, DECIMALS)
             out.write(rows.data)
         for start in range(0, len(faces), BLOCK):
-            chunk = np.asarray(faces[start:start + BLOCK], dtype=np.int64) + base
+            chunk = np.asarray(faces[start:start + BLOCK])
             rows = fline.block(len(chunk))
             for corner, col in enumerate(fline.fields(rows)):
-                numtext.fill_integer(col, chunk[:, corner], index_digits)
+                numtext.fill_integer(col, chunk[:, corner], index_digits, offset=base)
             out.write(rows.data)
         base += len(verts)
 

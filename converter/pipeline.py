@@ -176,6 +176,10 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     if opts.max_bytes is not None:
         parts, budget_note = writing.meet_budget(parts, fmt, opts.frame, opts.max_bytes,
                                                 path=_path_of(output), assumed=info.assumed)
+        if opts.frame == "print" and budget_note.get("triangles_after") is not None:
+            # decimation moves vertices: rest the decimated model on z = 0 again
+            parts, again = writing.place(parts, "print")
+            placed = [round(a + b, 3) for a, b in zip(placed, again, strict=True)]
     verts, faces = writing.joined(parts)
 
     # the report's topology and measures run beside the write (compiled
@@ -194,10 +198,12 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
             import io
 
             buf = io.BytesIO()
-            size = writing.write_model(parts, fmt, buf, opts.frame, assumed=info.assumed)
+            size = writing.write_model(parts, fmt, buf, opts.frame, assumed=info.assumed,
+                                       workers=opts.workers)
             data = buf.getvalue()
         else:
-            size = writing.write_model(parts, fmt, output, opts.frame, assumed=info.assumed)
+            size = writing.write_model(parts, fmt, output, opts.frame, assumed=info.assumed,
+                                       workers=opts.workers)
         on_write(1.0)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
@@ -310,11 +316,13 @@ def _extract_surface(vol, level: _Level, opts, on_progress):
         pad_value = _pad_value(level.lowest, work_level, sub.dtype)
     offset = np.array([lo for lo, _ in box], dtype=np.float64)
     if region is not None:  # the region's voxels only (voxels are dropped in place)
-        if not sub.flags.writeable:  # a volume shared read-only (the workspace's, mapped)
-            sub = sub.copy()
+        if not sub.flags.writeable or (sub.base is not None and len(opts.structures()) > 1):
+            sub = sub.copy()  # a volume shared read-only (the workspace's), or read again
         sub = region.apply(sub, work_level, pad_value, offset, workers=opts.workers)
-        vol.warnings.extend(region.warnings)
-        vol.region = region.report()
+        vol.warnings.extend(w for w in region.warnings if w not in vol.warnings)
+        facts = region.report()  # with several structures, one entry each
+        vol.region = facts if vol.region is None else (
+            [*vol.region, facts] if isinstance(vol.region, list) else [vol.region, facts])
     # the pad layer is virtual: surfaces touching the crop's faces close without a padded copy
     verts, faces = marching_cubes(sub, work_level, step=opts.step, workers=opts.workers,
                                   progress=on_progress, pad=pad_value)
@@ -371,7 +379,7 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
     on_progress(0.2)
     if opts.smooth:  # on marching cubes' own vertices, before any part is dropped
         on_progress(0.2, "smoothing")
-        verts = _smooth(verts_idx, verts, faces, offset, vol, opts)
+        verts = _smooth(verts_idx, faces, offset, vol, opts)
     on_progress(0.4)
     if opts.min_island_mm3:
         before = meshops.components(faces, len(verts))[0]
@@ -392,16 +400,16 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
     return verts, faces, notes
 
 
-def _smooth(verts_idx, verts, faces, offset, vol, opts):
+def _smooth(verts_idx, faces, offset, vol, opts):
     """Constrained smoothing in index space (each vertex stays by its grid edge,
-    ± half the finest voxel across it), then each part's volume as it was."""
+    ± half the finest voxel across it, each part keeps its volume), in mm."""
     gaps = np.linalg.norm(np.diff(vol.positions, axis=0), axis=1)
     spacing = np.array([float(np.median(gaps)) if len(gaps) else 1.0, *vol.pixel_spacing])
     spacing = np.where(spacing > 0, spacing, spacing.max())
     half = 0.5 * opts.step * spacing.min() / spacing
     smoothed, _ = meshops.constrained_smooth(verts_idx, faces, opts.smooth, half,
                                              workers=opts.workers)
-    return meshops.restore_volumes(verts, vol.index_to_patient(smoothed, offset), faces)
+    return vol.index_to_patient(smoothed, offset)
 
 
 def _mesh_facts(verts, faces):

@@ -127,3 +127,55 @@ def zip_bytes(files: dict[str, bytes]) -> bytes:
         for name, data in files.items():
             zf.writestr(name, data)
     return buf.getvalue()
+
+
+def dciodvfy_errors(tmp_path: Path, instance: bytes) -> list[str]:
+    """The error lines of dicom3tools' ``dciodvfy`` on ``instance``; fails
+    when it does not recognise the IOD at all."""
+    import shutil
+
+    dciodvfy = shutil.which("dciodvfy")
+    assert dciodvfy, "dciodvfy (Debian's dicom3tools) is missing: run scripts/setup.sh --test"
+    path = tmp_path / f"checked-{time.monotonic_ns()}.dcm"
+    path.write_bytes(instance)
+    out = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
+    report = out.stdout + out.stderr
+    assert "EncapsulatedSTL" in report, report
+    return [line for line in report.splitlines() if line.startswith("Error")]
+
+
+def served_redis_text(root: Path) -> str:
+    """Every key and value of a served instance's private Redis (under
+    ``root/data``), as text for a canary search."""
+    import redis
+
+    conn = redis.Redis(unix_socket_path=str(root / "data" / "redis.sock"))
+    text = []
+    for k in conn.scan_iter(count=1000):
+        text.append(k.decode(errors="replace"))
+        dumped = conn.dump(k)
+        if dumped:
+            text.append(dumped.decode("latin-1"))
+    conn.close()
+    return "\n".join(text)
+
+
+def raw_request(port: int, data: bytes) -> tuple[int, dict, bytes]:
+    """Send ``data`` as it is to ``127.0.0.1:port``; the answer's status,
+    headers (lower-case names) and body, read until the server closes."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    sock.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    return int(lines[0].split()[1]), headers, body

@@ -43,8 +43,8 @@ def authenticate():
     header = request.headers.get("Authorization", "")
     if not header:
         raise Refused("missing_key", "Send an API key: Authorization: Bearer KEY.", 401, challenge)
-    scheme, _, token = header.partition(" ")
-    key = service().records.verify_key(token.strip()) if scheme.lower() == "bearer" else None
+    token = _key_in(header)
+    key = service().records.verify_key(token) if token else None
     if key is None:
         # the block is consulted only for keys that do not verify: bad keys
         # sent from an address never block the valid keys used there
@@ -59,6 +59,25 @@ def authenticate():
                       challenge)
     g.api_key = key
     g.owner = f"key:{key['id']}"
+    return None
+
+
+def _key_in(header: str) -> str | None:
+    """The key of ``Bearer KEY``, or of ``Basic`` with the key as the password
+    (what PACS DICOMweb clients can send); None for anything else."""
+    scheme, _, token = header.partition(" ")
+    scheme, token = scheme.lower(), token.strip()
+    if scheme == "bearer":
+        return token
+    if scheme == "basic":
+        import base64
+        import binascii
+
+        try:
+            decoded = base64.b64decode(token, validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[2] or None
     return None
 
 

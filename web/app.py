@@ -14,10 +14,12 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from worker import logs
 from worker.config import Settings
+from worker.private import private_dir
 from worker.receipts import load_key
+from worker.records import access_method
 from worker.service import Service
 
-from . import admin, api, browser, ops, problems, scans, security
+from . import admin, api, browser, dicomweb, ops, problems, scans, security
 from . import config as web_config
 from .inflight import InFlight
 from .jobs import stage_label
@@ -32,7 +34,7 @@ def create_app(test_config=None):
     environment."""
     test_config = dict(test_config or {})
     settings = test_config.pop("EPHEMESH_SETTINGS", None) or Settings.from_env()
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
 
     app = Flask(__package__, instance_path=str(settings.data_dir / "instance"))
     app.request_class = security.SpoolingRequest
@@ -59,10 +61,12 @@ def create_app(test_config=None):
 
     app.register_blueprint(browser.bp)
     app.register_blueprint(api.bp)
+    app.register_blueprint(dicomweb.bp)
     app.register_blueprint(admin.bp)
     app.register_blueprint(scans.bp)
     ops.init_app(app, service)
     app.extensions["csrf"].exempt(api.bp)  # bearer keys, never cookies
+    app.extensions["csrf"].exempt(dicomweb.bp)
     app.extensions["csrf"].exempt(scans.bp)  # keys; a session's POST is checked in the view
 
     # registered before the limiter's hook, so it runs after it (Flask runs
@@ -98,7 +102,7 @@ def _log_request(response):
         response.headers["X-Request-Id"] = rid
     if logs.is_json() and request.endpoint not in security.STATIC_ENDPOINTS:
         log.info("request", extra={
-            "request_id": rid, "method": request.method,
+            "request_id": rid, "method": access_method(request.method),
             "route": request.url_rule.rule if request.url_rule else "(unmatched)",
             "status": response.status_code,
             "duration_s": round(time.monotonic() - g.get("request_started", time.monotonic()), 4)})

@@ -120,8 +120,10 @@ def _check_settings():
 
 
 def _prepare_data_dir(settings) -> None:
+    from worker.private import private_dir
+
     try:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.data_dir)
     except OSError as exc:
         raise CommandFailed(f"cannot create {exc.filename or settings.data_dir}: "
                             f"{exc.strerror or exc}") from None
@@ -189,7 +191,7 @@ def run_serve(args) -> None:
         raise CommandFailed("--threads must be 1 or more", Exit.USAGE)
     previous = {sig: signal.signal(sig, _on_stop_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     _stopping.clear()
-    runtime = server = settings_used = None
+    runtime = server = settings_used = scp = None
     sockets, failures = [], []
     try:
         # everything that can be refused is checked before anything starts
@@ -215,6 +217,10 @@ def run_serve(args) -> None:
         os.environ.update(settings.as_env())
         app = create_app({"EPHEMESH_SETTINGS": settings})
         server = web_server.make_server(app, sockets, threads=args.threads)
+        if settings.scp_port:  # the C-STORE receiver beside the web server
+            from worker.commands import start_scp
+
+            scp = start_scp(settings, host=args.host)
         port = sockets[0].getsockname()[1]
         host = f"[{args.host}]" if ":" in args.host else args.host
         # once everything is checked and started (a refusal stays one line)
@@ -243,6 +249,8 @@ def run_serve(args) -> None:
         else:
             for sock in sockets:
                 sock.close()
+        if scp is not None:
+            scp.stop()
         if runtime is not None:
             runtime.stop_children()
         if settings_used is not None and not args.keep_on_stop:

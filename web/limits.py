@@ -63,14 +63,15 @@ def make_limiter(app, redis_url: str) -> Limiter:
 def apply_limits(app, limiter: Limiter) -> None:
     """Per-key limits on the API, per-uploader limits on the upload routes."""
     cfg = app.config
-    limiter.limit(cfg["EPHEMESH_KEY_RATE_LIMIT"], key_func=key_identity)(app.blueprints["api"])
+    for keyed in ("api", "dicomweb"):
+        limiter.limit(cfg["EPHEMESH_KEY_RATE_LIMIT"], key_func=key_identity)(app.blueprints[keyed])
     # the workspace's views (scrolling through slices) count per address only
     limiter.limit(cfg["EPHEMESH_KEY_RATE_LIMIT"], key_func=key_identity,
                   exempt_when=lambda: request.endpoint in VIEW_ENDPOINTS)(app.blueprints["scans"])
     upload = limiter.shared_limit(cfg["EPHEMESH_UPLOAD_RATE_LIMIT"], scope="upload",
                                   key_func=key_identity)
     for endpoint in ("browser.create_job", "api.create_job", "api.create_batch",
-                     "scans.create_scan"):
+                     "scans.create_scan", "dicomweb.store", "dicomweb.store_study"):
         app.view_functions[endpoint] = upload(app.view_functions[endpoint])
     login = limiter.limit(cfg["EPHEMESH_LOGIN_RATE_LIMIT"], methods=["POST"])
     app.view_functions["admin.login"] = login(app.view_functions["admin.login"])

@@ -11,6 +11,7 @@ from __future__ import annotations
 from limits import parse_many
 
 from worker import receipts
+from worker.records import ACCESS_METHODS
 from worker.store import medium
 
 from . import security, sessions
@@ -67,7 +68,7 @@ def retention(settings, config) -> list[dict]:
          "kept": f"at most {kept}"},
         {"id": "job", "what": "The job record (random id, times, status, error code)",
          "where": "database", "kept": f"{days} after the upload"},
-        {"id": "log", "what": "Access log (IP address, time, kind of page, status, size)",
+        {"id": "log", "what": "Access log (IP address, time, method, kind of page, status, size)",
          "where": "database", "kept": days},
         {"id": "limits", "what": "Rate-limit counters (per address pseudonym)", "where": "Redis",
          "kept": _window(config["EPHEMESH_RATE_LIMIT"])},
@@ -111,6 +112,7 @@ def facts(app) -> dict:
         "processors": config["EPHEMESH_PROCESSORS"],
         "min_age": config["EPHEMESH_MIN_AGE"],
         "cookies": cookies(config),
+        "methods": [*ACCESS_METHODS, "OTHER"],
         "retention": retention(settings, config),
         "storage": storage(service, config),
         "receipt_key": receipts.fingerprint(receipts.public_raw(key)),

@@ -79,7 +79,7 @@ class Refused(Exception):
 
 def wants_problem_json() -> bool:
     """API routes answer problem+json; so does a script on our pages that asks for JSON."""
-    if request.path.startswith("/api/"):
+    if request.path.startswith(("/api/", "/dicomweb/")):
         return True
     best = request.accept_mimetypes.best_match(["text/html", "application/json"])
     return best == "application/json" and request.accept_mimetypes["application/json"] > \

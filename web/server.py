@@ -40,6 +40,7 @@ import resource
 import socket
 import tempfile
 import time
+from urllib.parse import urlsplit
 
 from waitress.channel import HTTPChannel
 from waitress.server import BaseWSGIServer, create_server
@@ -51,6 +52,8 @@ from . import problems, security
 log = logging.getLogger("ephemesh.web")
 
 MB = 1024 * 1024
+#: bytes of a request line kept to word waitress's refusals (its path)
+HEAD_KEPT = 2048
 
 #: waitress's own refusals → (code, detail); 413 is worded from the app's cap
 WAITRESS_CODES = {
@@ -78,6 +81,16 @@ def refusal(app, status: int, path: str, accept: str) -> tuple[str, list, bytes]
     return f"{status} {HTTP_STATUS_CODES.get(status, 'Error')}", out, body
 
 
+def requested_path(head: bytes) -> str | None:
+    """The path of a request line (``head``: its first bytes, maybe cut
+    short), or None when there is none to read."""
+    parts = head.split(b"\n", 1)[0].split()
+    if len(parts) < 2:
+        return None
+    path = urlsplit(parts[1].decode("latin-1")).path
+    return path[:2048] if path.startswith("/") else None
+
+
 class AppErrorTask(ErrorTask):
     """waitress's error answer, made by the app (see ``refusal``)."""
 
@@ -85,8 +98,11 @@ class AppErrorTask(ErrorTask):
         app = self.channel.server.flask_app  # .application is waitress's wrapper
         status = getattr(self.request.error, "code", 500)
         try:
-            path = self.request.path if isinstance(getattr(self.request, "path", None), str) \
-                else "/"
+            # the path as sent: waitress parses an oversized or malformed
+            # request as "GET /", and its refusal on /api would be a page
+            path = requested_path(getattr(self.channel, "first_line", b"")) or (
+                self.request.path if isinstance(getattr(self.request, "path", None), str)
+                else "/")
             accept = self.request.headers.get("ACCEPT", "")
             line, headers, body = refusal(app, status, path, accept)
         except Exception:  # fall back to waitress's plain text
@@ -110,6 +126,7 @@ class AppChannel(HTTPChannel):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.request_started = self.creation_time
+        self.first_line = b""  # the request line as sent (its first bytes), for refusals
         self.served_any = False
         self.period_start = None  # body or response: start of the current period
         self.period_bytes = 0
@@ -118,6 +135,9 @@ class AppChannel(HTTPChannel):
     def received(self, data):
         if self.request is None:
             self.request_started = time.time()  # a new request's first byte
+            self.first_line = b""
+        if len(self.first_line) < HEAD_KEPT and b"\n" not in self.first_line:
+            self.first_line += data[:HEAD_KEPT - len(self.first_line)]
         elif self.request.headers_finished:
             self.period_bytes += len(data)
         done = super().received(data)

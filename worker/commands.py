@@ -1,5 +1,5 @@
-"""The worker side's commands: ``worker``, ``cron``, ``sweep``, ``keys``, ``report``,
-``receipt``, ``audit``, ``db``.
+"""The worker side's commands: ``worker``, ``cron``, ``sweep``, ``scp``, ``keys``,
+``report``, ``receipt``, ``audit``, ``db``.
 
 ``register(subparsers)`` adds them to the ``ephemesh`` dispatcher
 (``web/cli.py``), which also runs them as ``Runtime``'s child processes.  A
@@ -46,6 +46,20 @@ def register(subparsers) -> None:
     s = subparsers.add_parser("sweep", help="delete everything past its deadline, now",
                               description="Run the sweeper once and print what it deleted.")
     s.set_defaults(handler=run_sweep)
+
+    p = subparsers.add_parser(
+        "scp", help="receive series from a PACS by DICOM C-STORE",
+        description="Run a DICOM C-STORE receiver (and C-ECHO): each series a peer of "
+        "EPHEMESH_SCP_PEERS sends becomes a job when its association ends (or after "
+        "EPHEMESH_SCP_IDLE_SECONDS idle), and the model goes back to EPHEMESH_RETURN_TO as an "
+        "Encapsulated STL instance. Runs until Ctrl-C or SIGTERM; 'ephemesh serve' runs it "
+        "too when EPHEMESH_SCP_PORT is set.")
+    p.add_argument("--port", type=int, default=0, metavar="PORT",
+                   help="port to listen on (default: EPHEMESH_SCP_PORT, else 11112)")
+    p.add_argument("--ae", default="", metavar="AE_TITLE",
+                   help="this receiver's AE title (default: EPHEMESH_SCP_AE, else EPHEMESH)")
+    p.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    p.set_defaults(handler=run_scp)
 
     k = subparsers.add_parser("keys", help="create, list or revoke API keys",
                               description="Manage API keys (only a hash of each is stored).")
@@ -147,7 +161,10 @@ def run_cron(args) -> None:
 def _open_engine(settings):
     from sqlalchemy import create_engine
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    from .private import private_database, private_dir
+
+    private_dir(settings.data_dir)
+    private_database(settings.database_url)
     return create_engine(settings.database_url)
 
 
@@ -218,10 +235,54 @@ def run_sweep(args) -> None:
         raise CommandFailed(f"the sweep of {', '.join(failed)} failed; see the log")
 
 
+def start_scp(settings, *, port=0, ae="", host="0.0.0.0"):
+    """Start the C-STORE receiver for ``settings`` in threads; return it (``.stop()``)."""
+    from .config import _ae_title
+    from .scp import SCP
+    from .service import Service
+
+    if not settings.scp_peers:
+        raise CommandFailed("EPHEMESH_SCP_PEERS names no peer: set it to AE@address entries "
+                            "(AE@* for any address) of the PACS that may send", Exit.USAGE)
+    port = port or settings.scp_port or 11112
+    if not 0 < port < 65536:
+        raise CommandFailed("--port must be from 1 to 65535", Exit.USAGE)
+    try:
+        ae = _ae_title(ae, "--ae") if ae else settings.scp_ae
+    except ValueError as exc:
+        raise CommandFailed(str(exc), Exit.USAGE) from None
+    try:
+        return SCP(Service(settings), settings, port=port, ae_title=ae, peers=settings.scp_peers,
+                   host=host).start()
+    except OSError as exc:
+        raise CommandFailed(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def run_scp(args) -> None:
+    import logging
+    import signal
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings = _settings()
+    scp = start_scp(settings, port=args.port, ae=args.ae, host=args.host)
+    print(f"ephemesh: C-STORE receiver {scp.ae.ae_title} on port {scp.port} (Ctrl-C to stop)",
+          file=sys.stderr, flush=True)
+    stop = signal.signal(signal.SIGTERM, lambda *_: scp.request_stop())
+    try:
+        while not scp.wait(1.0):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, stop)
+        scp.stop()
+
+
 def _records(settings):
+    from .private import private_dir
     from .records import Records
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.data_dir)
     return Records(settings.database_url)
 
 

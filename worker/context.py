@@ -7,6 +7,7 @@ import functools
 import redis
 
 from .config import Settings
+from .private import private_dir
 from .records import Records
 from .store import open_store
 
@@ -14,7 +15,7 @@ from .store import open_store
 class Context:
     def __init__(self, settings: Settings | None = None):
         self.settings = settings or Settings.from_env()
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.settings.data_dir)
 
     @functools.cached_property
     def redis(self):

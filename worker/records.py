@@ -15,7 +15,6 @@ import hmac
 import json
 import secrets
 import time
-from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -38,10 +37,10 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 
 from . import audit
+from .private import private_database
 from .states import (
     BATCH_ENDED,
     BATCH_LIVE,
@@ -190,6 +189,15 @@ admins = Table(
     Column("created", Float, nullable=False),
 )
 
+#: the methods the access log names; any other token a client sends is ``OTHER``
+ACCESS_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH")
+
+
+def access_method(method) -> str:
+    """``method`` as the access log keeps it: one of ``ACCESS_METHODS`` or ``OTHER``."""
+    return method if method in ACCESS_METHODS else "OTHER"
+
+
 KEY_PREFIX = "emk_"
 #: the PostgreSQL advisory lock that serializes audit appends ("ephe")
 AUDIT_LOCK = 0x65706865
@@ -237,9 +245,7 @@ class Records:
         kwargs = {"future": True, "pool_pre_ping": True}
         if url.startswith("sqlite"):
             kwargs["connect_args"] = {"timeout": 30}
-            path = make_url(url).database
-            if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_database(url)  # 0600 from the start, and narrowed if it was not
         self.engine = create_engine(url, **kwargs)
         try:
             schema.check(self.engine, create_empty=create_empty)
@@ -527,9 +533,10 @@ class Records:
 
     # ---------------------------------------------------------------- access and audit
     def log_access(self, ip, method, route, status, nbytes, at=None):
+        """One access-log row; the method is one of ``ACCESS_METHODS`` (else ``OTHER``)."""
         with self.engine.begin() as c:
             c.execute(insert(access_log).values(at=time.time() if at is None else at, ip=ip[:64],
-                                                method=method[:8], route=route[:120],
+                                                method=access_method(method), route=route[:120],
                                                 status=int(status), bytes=int(nbytes)))
 
     def oldest_access(self):

@@ -26,6 +26,7 @@ from pathlib import Path
 import redis
 
 from .config import Settings
+from .private import private_dir
 from .records import Records
 
 #: how the runtime starts its children: the ``ephemesh`` command line (``web/cli.py``)
@@ -111,7 +112,7 @@ class Runtime:
         """Start Redis (if private), ``workers`` worker processes (0: one per
         core) and the cron process.  Returns self; ``settings`` then names
         the Redis in use."""
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.settings.data_dir)
         try:
             if not self.settings.redis_url:
                 self.redis = PrivateRedis(self.settings.redis_socket)

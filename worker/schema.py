@@ -33,6 +33,8 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: the PostgreSQL advisory lock that serializes upgrades ("emdb")
 UPGRADE_LOCK = 0x656D6462
 HINT = "run 'ephemesh db upgrade'"
+#: how long an opener waits for a racing one to finish making an empty database
+RACE_WAIT_S = 5.0
 
 
 class SchemaOutdated(CommandFailed):
@@ -102,6 +104,13 @@ def check(engine, *, create_empty: bool = True) -> None:
     """Refuse (``SchemaOutdated``) a database not at the newest revision;
     an empty one is upgraded when ``create_empty``."""
     found, rev = state(engine)
+    if found == "unversioned" and create_empty:
+        # another opener may be making the empty database right now (SQLite's
+        # DDL is not in the transaction: its tables show before their revision)
+        end = time.monotonic() + RACE_WAIT_S
+        while found == "unversioned" and time.monotonic() < end:
+            time.sleep(0.05)
+            found, rev = state(engine)
     if found == "current":
         return
     if found == "empty" and create_empty:

@@ -24,7 +24,7 @@ from typing import BinaryIO, NamedTuple
 from rq.job import Job
 
 from converter import ConverterError, ConvertOptions, encapsulated
-from converter.formats import download
+from converter.formats import download, is_binary_stl
 from converter.options import JOB_OPTIONS
 
 from . import metrics
@@ -36,7 +36,7 @@ from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
 from .submit import (
     CHOSEN_ATTEMPT,
     CONVERT,
-    RETURN_OPTION,
+    FROM_PACS,
     SPLIT,
     enqueue,
     new_id,
@@ -47,7 +47,7 @@ from .submit import (
 )
 
 #: a result's parts: the model, its report, its DICOM header, the reduced mesh for the 3D view
-PREVIEW_PART = 3
+DICOM_PART, PREVIEW_PART = 2, 3
 #: a sweeper run older than this is a fault on the admin page
 SWEEP_FAULT_AGE_S = 120
 
@@ -169,7 +169,7 @@ class Service:
 
     # ------------------------------------------------------------ jobs
     def create_job(self, files, options=None, *, owner, pick_series=False,
-                   received_sha256=None, received_at=None, send_back=False) -> dict:
+                   received_sha256=None, received_at=None, from_pacs=False) -> dict:
         """Store the payload, record the job, enqueue ``convert_job(job_id)``.
 
         Parameters
@@ -189,13 +189,14 @@ class Service:
         received_at : float, optional
             When the upload's first byte came (a PACS's series arrives over
             time); the deadline counts from it.  Default: now.
-        send_back : bool
-            Send the model to ``EPHEMESH_RETURN_TO`` when done (a series a
-            PACS sent).
+        from_pacs : bool
+            A series a PACS sent (STOW-RS, C-STORE): its model is kept as a
+            DICOM instance with the source's patient and study too, and
+            goes to ``EPHEMESH_RETURN_TO`` when done.
         """
         files, options = self._upload(files, options)
-        if send_back:
-            options[RETURN_OPTION] = True
+        if from_pacs:
+            options[FROM_PACS] = True
         if isinstance(files, Intake):
             created, deadline = files.created, files.deadline
         else:
@@ -292,10 +293,14 @@ class Service:
         if parts is None:
             raise Gone()
         model = parts[0]
-        if dicom:
-            if len(parts) < 3 or not parts[2]:
+        if dicom:  # a PACS's series keeps its identity; any other gets a new one
+            report = json.loads(parts[1])
+            if parts[DICOM_PART]:
+                model = encapsulated.around(model, parts[DICOM_PART])
+            elif is_binary_stl(report.get("file")):
+                model = encapsulated.encapsulate(model, encapsulated.Source.anonymous())
+            else:
                 raise NotReady("this job's model has no DICOM instance (binary STL only)")
-            model = encapsulated.around(model, parts[2])
             return OpenedResult(io.BytesIO(model), len(model), "model.dcm", "application/dicom")
         name, media_type = download(json.loads(parts[1]).get("file"))
         return OpenedResult(io.BytesIO(model), len(model), name, media_type)

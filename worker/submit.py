@@ -33,9 +33,11 @@ SPLIT = "worker.tasks.split_batch"
 READ = "worker.scans.read_scan"  # a scan workspace's series, read once
 
 
-#: kept with an upload's options (in the store only): send the model back to
-#: ``EPHEMESH_RETURN_TO`` when done (a series a PACS sent)
-RETURN_OPTION = "return_to_sender"
+#: kept with an upload's options (in the store only): the series came from a
+#: PACS (STOW-RS or C-STORE), so its model is kept as a DICOM instance that
+#: carries the source's patient and study, and goes back to
+#: ``EPHEMESH_RETURN_TO`` when done
+FROM_PACS = "from_pacs"
 
 
 def new_id() -> str:

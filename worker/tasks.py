@@ -37,15 +37,16 @@ from converter import (
     silence_pydicom_for_good,
 )
 from converter.errors import is_out_of_memory
+from converter.formats import is_binary_stl
 from converter.preview import preview
 
 from . import metrics
 from .context import Context
 from .retention import delete_stored
 from .returning import ReturnFailed, send_with_retries
-from .scans import SCAN_OPTION
+from .scans import SCAN_OPTION, scan_files
 from .states import WAITING, BatchStatus, JobStatus, Kind, Reason
-from .submit import RETURN_OPTION, derived_id, submit_job
+from .submit import FROM_PACS, derived_id, submit_job
 
 log = logging.getLogger("ephemesh.worker")
 INTERNAL_ERROR = ("internal_error", "conversion failed unexpectedly")
@@ -188,11 +189,11 @@ def _convert(ctx, job_id) -> str:
     files = payload[1:]
     scan_id = options.pop(SCAN_OPTION, None)
     if scan_id is not None:  # a scan workspace's job: it converts from the kept upload
-        files = ctx.store.get(Kind.SCAN, scan_id)
+        files = scan_files(ctx, scan_id)
         if files is None:
             raise _Failed("input_missing", "the scan was deleted before this could be converted")
     progress = JobProgress(get_current_job())
-    send_back = bool(options.pop(RETURN_OPTION, False))
+    from_pacs = bool(options.pop(FROM_PACS, False))
     try:
         index = options.pop("series_index", None)
         if index is not None or (row["pick"] and options.get("series") is None):
@@ -210,24 +211,25 @@ def _convert(ctx, job_id) -> str:
                 options["series"] = listing.series[int(index) - 1].uid
         options["workers"] = ctx.settings.threads()  # run_pool shared the cores out
         result = convert(files, ConvertOptions(**options), progress=progress)
-        # the identifiers a PACS needs to file the model go into its DICOM
-        # instance only, kept with the result (and deleted with it); an
-        # Encapsulated STL holds one binary STL, so other formats have none
+        # a result's parts: the model, its report, its DICOM instance around
+        # it (only a PACS's series: the identifiers the PACS needs to file the
+        # model go there and nowhere else, deleted with the result; an
+        # Encapsulated STL holds one binary STL, so other formats have none),
+        # the preview
         dicom = (encapsulated.header(len(result.stl), encapsulated.source_of(result.stack))
-                 if _is_binary_stl(result.report) else b"")
+                 if from_pacs and is_binary_stl(result.report.get("file")) else b"")
+        parts = [result.stl, json.dumps(result.report).encode(), dicom]
     except ConverterError as exc:
         raise _Failed(exc.code, exc.message) from None
     del files, payload
     deadline = time.time() + ctx.settings.retention_seconds
     # the reduced mesh for the 3D view goes with the model (a result's fourth part)
     # (its bound is a share of the model as binary STL, whatever the format)
-    view = preview(result.verts, result.faces, 84 + 50 * len(result.faces))
-    ctx.store.put(Kind.RESULT, job_id,
-                  [result.stl, json.dumps(result.report).encode(), dicom, view],
-                  deadline)
+    parts.append(preview(result.verts, result.faces, 84 + 50 * len(result.faces)))
+    ctx.store.put(Kind.RESULT, job_id, parts, deadline)
     # before "done": a done job holds no upload
     delete_stored(ctx, Kind.INPUT, job_id, Reason.CONVERTED)
-    if send_back and ctx.settings.return_to is not None and dicom:
+    if from_pacs and ctx.settings.return_to is not None and dicom:
         _return(ctx, job_id, encapsulated.around(result.stl, dicom), progress)
     if not ctx.records.finish_job(job_id, result.report):
         # deleted or expired while converting: the result must not outlive it
@@ -236,12 +238,6 @@ def _convert(ctx, job_id) -> str:
     _count_end(ctx, None, started)
     progress(JobStatus.DONE, 100.0)
     return JobStatus.DONE
-
-
-def _is_binary_stl(report) -> bool:
-    """Whether the converted file is one binary STL (what Encapsulated STL holds)."""
-    entry = report.get("file") or {}
-    return entry.get("format", "stl") == "stl" and not entry.get("zip")
 
 
 def _return(ctx, job_id, instance, progress) -> None:

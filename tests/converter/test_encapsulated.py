@@ -7,14 +7,13 @@ the same as the whole."""
 from __future__ import annotations
 
 import io
-import shutil
-import subprocess
 
 import pydicom
 import pytest
 
 from converter import ConvertOptions, convert, encapsulated
 from tests import dicomgen as G
+from tests.helpers import dciodvfy_errors
 
 
 @pytest.fixture(scope="module")
@@ -27,22 +26,11 @@ def converted(tmp_path_factory):
     return result, sources
 
 
-def _validate(tmp_path, instance: bytes) -> str:
-    dciodvfy = shutil.which("dciodvfy")
-    assert dciodvfy, "dciodvfy (Debian's dicom3tools) is missing: run scripts/setup.sh --test"
-    path = tmp_path / "model.dcm"
-    path.write_bytes(instance)
-    out = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
-    return out.stdout + out.stderr
-
-
-def test_the_instance_is_valid_encapsulated_stl_by_dciodvfy(converted, tmp_path):
+@pytest.mark.parametrize("known", [True, False], ids=["from-source", "anonymous"])
+def test_the_instance_is_valid_encapsulated_stl_by_dciodvfy(converted, tmp_path, known):
     result, _ = converted
-    instance = encapsulated.encapsulate(result.stl, encapsulated.source_of(result.stack))
-    report = _validate(tmp_path, instance)
-    assert "EncapsulatedSTL" in report, report
-    errors = [line for line in report.splitlines() if line.startswith("Error")]
-    assert errors == [], report
+    source = encapsulated.source_of(result.stack) if known else encapsulated.Source.anonymous()
+    assert dciodvfy_errors(tmp_path, encapsulated.encapsulate(result.stl, source)) == []
 
 
 def test_the_instance_carries_the_model_and_the_source_identity(converted):

@@ -198,8 +198,13 @@ def test_fixed_width_numbers_equal_python_formatting():
     out = np.empty((len(ints), 6), np.uint8)
     numtext.fill_integer(out, ints, 6)
     assert [int(bytes(r)) for r in out] == ints.tolist()
-    with pytest.raises(ValueError, match="integer digits"):
-        numtext.fill_decimal(np.empty((1, 7), np.uint8), np.array([1234.5]), 3, 2)
+    for bad in (1234.5, np.nan, np.inf):
+        with pytest.raises(ValueError, match="integer digits"):
+            numtext.fill_decimal(np.empty((1, 7), np.uint8), np.array([bad]), 3, 2)
+    with pytest.raises(ValueError, match=r"integers must be in \[0"):
+        numtext.fill_integer(np.empty((1, 2), np.uint8), np.array([5]), 2, offset=-6)
+    with pytest.raises(ValueError, match="shape"):
+        numtext.fill_integer(np.empty((2, 2), np.uint8), np.array([5]), 2)
 
 
 def test_extensions_and_bad_extensions():
@@ -208,3 +213,14 @@ def test_extensions_and_bad_extensions():
     assert formats.format_for_path("noext") is None
     with pytest.raises(ValueError, match=r"extension \.step.*\.stl"):
         formats.format_for_path("x.step")
+
+
+def test_3mf_made_a_block_ahead_on_a_thread_is_the_same_file(monkeypatch):
+    from converter import threemf
+
+    monkeypatch.setattr(threemf, "BLOCK", 97)  # many blocks
+    parts = two_parts()
+    one, two = io.BytesIO(), io.BytesIO()
+    formats.write_model(parts, "3mf", one, workers=1)
+    formats.write_model(parts, "3mf", two, workers=2)
+    assert one.getvalue() == two.getvalue()

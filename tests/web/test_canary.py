@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-import redis
 import requests
 
 from tests import dicomgen as G
-from tests.helpers import wait_for
+from tests.helpers import served_redis_text, wait_for
 from tests.web.served import Served
 from worker.config import Settings
 from worker.records import Records
@@ -232,18 +231,6 @@ def _through_the_workspace(run, tmp_path):
     assert keep(requests.delete(url, headers=auth)).status_code == 204
 
 
-def _redis_text(root) -> str:
-    conn = redis.Redis(unix_socket_path=str(root / "data" / "redis.sock"))
-    text = []
-    for k in conn.scan_iter(count=1000):
-        text.append(k.decode(errors="replace"))
-        dumped = conn.dump(k)
-        if dumped:
-            text.append(dumped.decode("latin-1"))
-    conn.close()
-    return "\n".join(text)
-
-
 @pytest.fixture(scope="module")
 def canary_run(tmp_path_factory):
     """The served instance's run, then every sink's text (``sinks``)."""
@@ -262,7 +249,7 @@ def canary_run(tmp_path_factory):
         _that_fail(run, tmp_path)
         _through_the_workspace(run, tmp_path)
         # --- sinks while running: Redis (keys and values), the store's names
-        redis_text = _redis_text(run.root)
+        redis_text = served_redis_text(run.root)
         store_dir = Path(Settings.from_env({"EPHEMESH_DATA_DIR": str(run.root / "data")}).store)
         store = [p.name for p in [*run.root.rglob("*"), *store_dir.rglob("*")]]
     finally:

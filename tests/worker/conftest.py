@@ -49,6 +49,7 @@ class Env:
         return proc
 
     def start_workers(self, n=1, *, slow_by=None, **extra) -> subprocess.Popen:
+        self.service.records  # the database made (workers refuse an empty one)  # noqa: B018
         proc = self.start("worker", "-n", str(n), slow_by=slow_by, **extra)
         wait_for(lambda: len(worker_pids(proc)) >= n, 20, "worker processes to start")
         return proc

@@ -174,7 +174,7 @@ def test_choosing_a_series_when_there_are_several(env_factory, two_series_bytes)
     done = env.wait_job(view["id"], OWNER)
     assert done["status"] == "done", done["error"]
     assert done["report"]["series"]["chosen"]["slices"] == 20
-    assert done["report"]["series"]["why"] == "chosen by the caller"
+    assert done["report"]["series"]["why"] == "the series asked for"
     assert env.ctx.store.meta("input", view["id"]) is None
 
 
