@@ -1756,7 +1756,7 @@ struct __pyx_MemviewEnum_obj;
 struct __pyx_memoryview_obj;
 struct __pyx_memoryviewslice_obj;
 
-/* "converter/_text.pyx":56
+/* "converter/_text.pyx":57
  * 
  * 
  * def integer_column(const idx_t[:] values, unsigned char[:, :] out, int digits, int64_t offset):             # <<<<<<<<<<<<<<
@@ -3632,7 +3632,7 @@ namespace {
     PyObject *__pyx_slice[1];
     PyObject *__pyx_tuple[2];
     PyObject *__pyx_codeobj_tab[4];
-    PyObject *__pyx_string_tab[130];
+    PyObject *__pyx_string_tab[131];
     PyObject *__pyx_number_tab[3];
 /* #### Code section: module_state_contents ### */
 /* PyFrozenDict.module_state_decls */
@@ -3804,24 +3804,25 @@ static __pyx_mstatetype * const __pyx_mstate_global = &__pyx_mstate_global_stati
 #define __pyx_n_u_pop __pyx_string_tab[109]
 #define __pyx_n_u_q __pyx_string_tab[110]
 #define __pyx_n_u_register __pyx_string_tab[111]
-#define __pyx_n_u_scale __pyx_string_tab[112]
-#define __pyx_n_u_setdefault __pyx_string_tab[113]
-#define __pyx_n_u_shape __pyx_string_tab[114]
-#define __pyx_n_u_signatures __pyx_string_tab[115]
-#define __pyx_n_u_size __pyx_string_tab[116]
-#define __pyx_n_u_start __pyx_string_tab[117]
-#define __pyx_n_u_step __pyx_string_tab[118]
-#define __pyx_n_u_stop __pyx_string_tab[119]
-#define __pyx_n_u_struct __pyx_string_tab[120]
-#define __pyx_n_u_unpack __pyx_string_tab[121]
-#define __pyx_n_u_update __pyx_string_tab[122]
-#define __pyx_n_u_v __pyx_string_tab[123]
-#define __pyx_n_u_values __pyx_string_tab[124]
-#define __pyx_n_u_width __pyx_string_tab[125]
-#define __pyx_n_u_x __pyx_string_tab[126]
-#define __pyx_n_b_O __pyx_string_tab[127]
-#define __pyx_kp_b_iso88591_fAQ_Rr_2R_a_Q_s_Cr_CvQc_A_j_U_1 __pyx_string_tab[128]
-#define __pyx_kp_b_iso88591_fAQ_s_Cr_CvQc_A_j_E_aq_as_A_1_U __pyx_string_tab[129]
+#define __pyx_n_u_rounded __pyx_string_tab[112]
+#define __pyx_n_u_scale __pyx_string_tab[113]
+#define __pyx_n_u_setdefault __pyx_string_tab[114]
+#define __pyx_n_u_shape __pyx_string_tab[115]
+#define __pyx_n_u_signatures __pyx_string_tab[116]
+#define __pyx_n_u_size __pyx_string_tab[117]
+#define __pyx_n_u_start __pyx_string_tab[118]
+#define __pyx_n_u_step __pyx_string_tab[119]
+#define __pyx_n_u_stop __pyx_string_tab[120]
+#define __pyx_n_u_struct __pyx_string_tab[121]
+#define __pyx_n_u_unpack __pyx_string_tab[122]
+#define __pyx_n_u_update __pyx_string_tab[123]
+#define __pyx_n_u_v __pyx_string_tab[124]
+#define __pyx_n_u_values __pyx_string_tab[125]
+#define __pyx_n_u_width __pyx_string_tab[126]
+#define __pyx_n_u_x __pyx_string_tab[127]
+#define __pyx_n_b_O __pyx_string_tab[128]
+#define __pyx_kp_b_iso88591_fAQ_Rr_2R_a_Q_s_Cr_CvQc_A_j_U_1 __pyx_string_tab[129]
+#define __pyx_kp_b_iso88591_fAQ_s_Cr_CvQc_A_j_E_aq_as_A_1_U __pyx_string_tab[130]
 #define __pyx_int_0 __pyx_number_tab[0]
 #define __pyx_int_neg_1 __pyx_number_tab[1]
 #define __pyx_int_136983863 __pyx_number_tab[2]
@@ -3856,7 +3857,7 @@ static CYTHON_SMALL_CODE int __pyx_m_clear(PyObject *m) {
   for (int i=0; i<1; ++i) { Py_CLEAR(clear_module_state->__pyx_slice[i]); }
   for (int i=0; i<2; ++i) { Py_CLEAR(clear_module_state->__pyx_tuple[i]); }
   for (int i=0; i<4; ++i) { Py_CLEAR(clear_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<130; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<131; ++i) { Py_CLEAR(clear_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<3; ++i) { Py_CLEAR(clear_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_clear_contents ### */
 /* CommonTypesMetaclass.module_state_clear */
@@ -3900,7 +3901,7 @@ static CYTHON_SMALL_CODE int __pyx_m_traverse(PyObject *m, visitproc visit, void
   for (int i=0; i<1; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_slice[i]); }
   for (int i=0; i<2; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_tuple[i]); }
   for (int i=0; i<4; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_codeobj_tab[i]); }
-  for (int i=0; i<130; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
+  for (int i=0; i<131; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_string_tab[i]); }
   for (int i=0; i<3; ++i) { __Pyx_VISIT_CONST(traverse_module_state->__pyx_number_tab[i]); }
 /* #### Code section: module_state_traverse_contents ### */
 /* CommonTypesMetaclass.module_state_traverse */
@@ -19262,6 +19263,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
   int __pyx_v_width;
   double __pyx_v_scale;
   double __pyx_v_v;
+  double __pyx_v_rounded;
   PY_LONG_LONG __pyx_v_q;
   PY_LONG_LONG __pyx_v_limit;
   int __pyx_v_fits;
@@ -19292,7 +19294,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
  *     returns False (writing nothing more) when a value does not fit."""
  *     cdef Py_ssize_t n = values.shape[0], i             # <<<<<<<<<<<<<<
  *     cdef int k, col, width = 1 + digits + (1 + decimals if decimals else 0)
- *     cdef double scale = 1.0, v
+ *     cdef double scale = 1.0, v, rounded
 */
   __pyx_v_n = (__pyx_v_values.shape[0]);
 
@@ -19300,7 +19302,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
  *     returns False (writing nothing more) when a value does not fit."""
  *     cdef Py_ssize_t n = values.shape[0], i
  *     cdef int k, col, width = 1 + digits + (1 + decimals if decimals else 0)             # <<<<<<<<<<<<<<
- *     cdef double scale = 1.0, v
+ *     cdef double scale = 1.0, v, rounded
  *     cdef long long q, limit = 1
 */
   __pyx_t_2 = (__pyx_v_decimals != 0);
@@ -19319,7 +19321,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
   /* "converter/_text.pyx":24
  *     cdef Py_ssize_t n = values.shape[0], i
  *     cdef int k, col, width = 1 + digits + (1 + decimals if decimals else 0)
- *     cdef double scale = 1.0, v             # <<<<<<<<<<<<<<
+ *     cdef double scale = 1.0, v, rounded             # <<<<<<<<<<<<<<
  *     cdef long long q, limit = 1
  *     cdef bint fits = True
 */
@@ -19327,7 +19329,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
 
   /* "converter/_text.pyx":25
  *     cdef int k, col, width = 1 + digits + (1 + decimals if decimals else 0)
- *     cdef double scale = 1.0, v
+ *     cdef double scale = 1.0, v, rounded
  *     cdef long long q, limit = 1             # <<<<<<<<<<<<<<
  *     cdef bint fits = True
  *     if out.shape[0] != n or out.shape[1] != width:
@@ -19335,7 +19337,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
   __pyx_v_limit = 1;
 
   /* "converter/_text.pyx":26
- *     cdef double scale = 1.0, v
+ *     cdef double scale = 1.0, v, rounded
  *     cdef long long q, limit = 1
  *     cdef bint fits = True             # <<<<<<<<<<<<<<
  *     if out.shape[0] != n or out.shape[1] != width:
@@ -19466,7 +19468,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
  *     with nogil:
  *         for i in range(n):             # <<<<<<<<<<<<<<
  *             v = values[i]
- *             q = <long long> nearbyint(fabs(v) * scale)
+ *             rounded = nearbyint(fabs(v) * scale)
 */
 
         __pyx_t_10 = __pyx_v_n;
@@ -19479,8 +19481,8 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
  *     with nogil:
  *         for i in range(n):
  *             v = values[i]             # <<<<<<<<<<<<<<
- *             q = <long long> nearbyint(fabs(v) * scale)
- *             if not (q < limit):  # also NaN
+ *             rounded = nearbyint(fabs(v) * scale)
+ *             if not (rounded < <double> limit):  # NaN and infinity too
 */
           __pyx_t_13 = __pyx_v_i;
           __pyx_v_v = (*((double const  *) ( /* dim=0 */ (__pyx_v_values.data + __pyx_t_13 * __pyx_v_values.strides[0]) )));
@@ -19488,46 +19490,46 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
           /* "converter/_text.pyx":36
  *         for i in range(n):
  *             v = values[i]
- *             q = <long long> nearbyint(fabs(v) * scale)             # <<<<<<<<<<<<<<
- *             if not (q < limit):  # also NaN
+ *             rounded = nearbyint(fabs(v) * scale)             # <<<<<<<<<<<<<<
+ *             if not (rounded < <double> limit):  # NaN and infinity too
  *                 fits = False
 */
-          __pyx_v_q = ((PY_LONG_LONG)nearbyint((fabs(__pyx_v_v) * __pyx_v_scale)));
+          __pyx_v_rounded = nearbyint((fabs(__pyx_v_v) * __pyx_v_scale));
 
           /* "converter/_text.pyx":37
  *             v = values[i]
- *             q = <long long> nearbyint(fabs(v) * scale)
- *             if not (q < limit):  # also NaN             # <<<<<<<<<<<<<<
+ *             rounded = nearbyint(fabs(v) * scale)
+ *             if not (rounded < <double> limit):  # NaN and infinity too             # <<<<<<<<<<<<<<
  *                 fits = False
  *                 break
 */
-          __pyx_t_2 = (!(__pyx_v_q < __pyx_v_limit));
+          __pyx_t_2 = (!(__pyx_v_rounded < ((double)__pyx_v_limit)));
 
           if (__pyx_t_2) {
 
 
             /* "converter/_text.pyx":38
- *             q = <long long> nearbyint(fabs(v) * scale)
- *             if not (q < limit):  # also NaN
+ *             rounded = nearbyint(fabs(v) * scale)
+ *             if not (rounded < <double> limit):  # NaN and infinity too
  *                 fits = False             # <<<<<<<<<<<<<<
  *                 break
- *             out[i, 0] = 45 if (v < 0 and q > 0) else 48
+ *             q = <long long> rounded
 */
             __pyx_v_fits = 0;
 
             /* "converter/_text.pyx":39
- *             if not (q < limit):  # also NaN
+ *             if not (rounded < <double> limit):  # NaN and infinity too
  *                 fits = False
  *                 break             # <<<<<<<<<<<<<<
+ *             q = <long long> rounded
  *             out[i, 0] = 45 if (v < 0 and q > 0) else 48
- *             col = width - 1
 */
             goto __pyx_L14_break;
 
             /* "converter/_text.pyx":37
  *             v = values[i]
- *             q = <long long> nearbyint(fabs(v) * scale)
- *             if not (q < limit):  # also NaN             # <<<<<<<<<<<<<<
+ *             rounded = nearbyint(fabs(v) * scale)
+ *             if not (rounded < <double> limit):  # NaN and infinity too             # <<<<<<<<<<<<<<
  *                 fits = False
  *                 break
 */
@@ -19536,6 +19538,15 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
           /* "converter/_text.pyx":40
  *                 fits = False
  *                 break
+ *             q = <long long> rounded             # <<<<<<<<<<<<<<
+ *             out[i, 0] = 45 if (v < 0 and q > 0) else 48
+ *             col = width - 1
+*/
+          __pyx_v_q = ((PY_LONG_LONG)__pyx_v_rounded);
+
+          /* "converter/_text.pyx":41
+ *                 break
+ *             q = <long long> rounded
  *             out[i, 0] = 45 if (v < 0 and q > 0) else 48             # <<<<<<<<<<<<<<
  *             col = width - 1
  *             for k in range(decimals):
@@ -19569,8 +19580,8 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
           *((unsigned char *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_13 * __pyx_v_out.strides[0]) ) + __pyx_t_15 * __pyx_v_out.strides[1]) )) = __pyx_t_14;
 
 
-          /* "converter/_text.pyx":41
- *                 break
+          /* "converter/_text.pyx":42
+ *             q = <long long> rounded
  *             out[i, 0] = 45 if (v < 0 and q > 0) else 48
  *             col = width - 1             # <<<<<<<<<<<<<<
  *             for k in range(decimals):
@@ -19578,7 +19589,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
 */
           __pyx_v_col = (__pyx_v_width - 1);
 
-          /* "converter/_text.pyx":42
+          /* "converter/_text.pyx":43
  *             out[i, 0] = 45 if (v < 0 and q > 0) else 48
  *             col = width - 1
  *             for k in range(decimals):             # <<<<<<<<<<<<<<
@@ -19592,7 +19603,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
           for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
             __pyx_v_k = __pyx_t_9;
 
-            /* "converter/_text.pyx":43
+            /* "converter/_text.pyx":44
  *             col = width - 1
  *             for k in range(decimals):
  *                 out[i, col] = 48 + q % 10             # <<<<<<<<<<<<<<
@@ -19603,7 +19614,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
             __pyx_t_13 = __pyx_v_col;
             *((unsigned char *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_15 * __pyx_v_out.strides[0]) ) + __pyx_t_13 * __pyx_v_out.strides[1]) )) = (48 + (__pyx_v_q % 10));
 
-            /* "converter/_text.pyx":44
+            /* "converter/_text.pyx":45
  *             for k in range(decimals):
  *                 out[i, col] = 48 + q % 10
  *                 q = q // 10             # <<<<<<<<<<<<<<
@@ -19612,7 +19623,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
 */
             __pyx_v_q = (__pyx_v_q / 10);
 
-            /* "converter/_text.pyx":45
+            /* "converter/_text.pyx":46
  *                 out[i, col] = 48 + q % 10
  *                 q = q // 10
  *                 col -= 1             # <<<<<<<<<<<<<<
@@ -19623,7 +19634,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
           }
 
 
-          /* "converter/_text.pyx":46
+          /* "converter/_text.pyx":47
  *                 q = q // 10
  *                 col -= 1
  *             if decimals:             # <<<<<<<<<<<<<<
@@ -19635,7 +19646,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
           if (__pyx_t_2) {
 
 
-            /* "converter/_text.pyx":47
+            /* "converter/_text.pyx":48
  *                 col -= 1
  *             if decimals:
  *                 out[i, col] = 46             # <<<<<<<<<<<<<<
@@ -19646,7 +19657,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
             __pyx_t_15 = __pyx_v_col;
             *((unsigned char *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_13 * __pyx_v_out.strides[0]) ) + __pyx_t_15 * __pyx_v_out.strides[1]) )) = 46;
 
-            /* "converter/_text.pyx":48
+            /* "converter/_text.pyx":49
  *             if decimals:
  *                 out[i, col] = 46
  *                 col -= 1             # <<<<<<<<<<<<<<
@@ -19655,7 +19666,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
 */
             __pyx_v_col = (__pyx_v_col - 1);
 
-            /* "converter/_text.pyx":46
+            /* "converter/_text.pyx":47
  *                 q = q // 10
  *                 col -= 1
  *             if decimals:             # <<<<<<<<<<<<<<
@@ -19664,7 +19675,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
 */
           }
 
-          /* "converter/_text.pyx":49
+          /* "converter/_text.pyx":50
  *                 out[i, col] = 46
  *                 col -= 1
  *             for k in range(digits):             # <<<<<<<<<<<<<<
@@ -19678,7 +19689,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
           for (__pyx_t_9 = 0; __pyx_t_9 < __pyx_t_8; __pyx_t_9+=1) {
             __pyx_v_k = __pyx_t_9;
 
-            /* "converter/_text.pyx":50
+            /* "converter/_text.pyx":51
  *                 col -= 1
  *             for k in range(digits):
  *                 out[i, col] = 48 + q % 10             # <<<<<<<<<<<<<<
@@ -19689,7 +19700,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
             __pyx_t_13 = __pyx_v_col;
             *((unsigned char *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_15 * __pyx_v_out.strides[0]) ) + __pyx_t_13 * __pyx_v_out.strides[1]) )) = (48 + (__pyx_v_q % 10));
 
-            /* "converter/_text.pyx":51
+            /* "converter/_text.pyx":52
  *             for k in range(digits):
  *                 out[i, col] = 48 + q % 10
  *                 q = q // 10             # <<<<<<<<<<<<<<
@@ -19698,7 +19709,7 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
 */
             __pyx_v_q = (__pyx_v_q / 10);
 
-            /* "converter/_text.pyx":52
+            /* "converter/_text.pyx":53
  *                 out[i, col] = 48 + q % 10
  *                 q = q // 10
  *                 col -= 1             # <<<<<<<<<<<<<<
@@ -19730,14 +19741,14 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
       }
   }
 
-  /* "converter/_text.pyx":53
+  /* "converter/_text.pyx":54
  *                 q = q // 10
  *                 col -= 1
  *     return fits             # <<<<<<<<<<<<<<
  * 
  * 
 */
-  __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_v_fits); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 53, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyBool_FromLong(__pyx_v_fits); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 54, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
   {
     PyObject *__pyx_temp;
@@ -19775,12 +19786,13 @@ static PyObject *__pyx_pf_9converter_5_text_decimal_column(CYTHON_UNUSED PyObjec
 
 
 
+
   __Pyx_XGIVEREF(__pyx_r);
   __Pyx_RefNannyFinishContext();
   return __pyx_r;
 }
 
-/* "converter/_text.pyx":56
+/* "converter/_text.pyx":57
  * 
  * 
  * def integer_column(const idx_t[:] values, unsigned char[:, :] out, int digits, int64_t offset):             # <<<<<<<<<<<<<<
@@ -19817,53 +19829,53 @@ static PyObject *__pyx_pw_9converter_5_text_3integer_column(PyObject *__pyx_self
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_signatures,&__pyx_mstate_global->__pyx_n_u_args,&__pyx_mstate_global->__pyx_n_u_kwargs,&__pyx_mstate_global->__pyx_n_u_defaults,&__pyx_mstate_global->__pyx_n_u_fused_sigindex,0};
     struct __pyx_defaults *__pyx_dynamic_args = __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_self);
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 56, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 57, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "__pyx_fused_cpdef", 0) < (0)) __PYX_ERR(0, 57, __pyx_L3_error)
       if (!values[4]) values[4] = __Pyx_NewRef(__pyx_dynamic_args->arg0);
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(0, 56, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, i); __PYX_ERR(0, 57, __pyx_L3_error) }
       }
     } else {
       switch (__pyx_nargs) {
         case  5:
         values[4] = __Pyx_ArgRef_VARARGS(__pyx_args, 4);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[4])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 57, __pyx_L3_error)
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 57, __pyx_L3_error)
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 57, __pyx_L3_error)
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 57, __pyx_L3_error)
         break;
         default: goto __pyx_L5_argtuple_error;
       }
@@ -19877,7 +19889,7 @@ static PyObject *__pyx_pw_9converter_5_text_3integer_column(PyObject *__pyx_self
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(0, 56, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("__pyx_fused_cpdef", 0, 4, 5, __pyx_nargs); __PYX_ERR(0, 57, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -19929,7 +19941,7 @@ static PyObject *__pyx_pf_9converter_5_text_2integer_column(CYTHON_UNUSED PyObje
   else
   {
     Py_ssize_t __pyx_temp = __Pyx_PyDict_GET_SIZE(__pyx_v_kwargs);
-    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 56, __pyx_L1_error)
+    if (unlikely(((!CYTHON_ASSUME_SAFE_SIZE) && __pyx_temp < 0))) __PYX_ERR(0, 57, __pyx_L1_error)
     __pyx_t_2 = (__pyx_temp != 0);
   }
 
@@ -19947,11 +19959,11 @@ static PyObject *__pyx_pf_9converter_5_text_2integer_column(CYTHON_UNUSED PyObje
   }
   if (unlikely(__pyx_v_args == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "object of type \047NoneType\047 has no len()");
-    __PYX_ERR(0, 56, __pyx_L1_error)
+    __PYX_ERR(0, 57, __pyx_L1_error)
   }
-  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyTuple_GET_SIZE(((PyObject*)__pyx_v_args)); if (unlikely(__pyx_t_4 == ((Py_ssize_t)-1))) __PYX_ERR(0, 57, __pyx_L1_error)
   __pyx_v_arg_count = __pyx_t_4;
-  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_5 = ((PyObject *)__Pyx_ImportNumPyArrayTypeIfAvailable()); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_ndarray = ((PyTypeObject*)__pyx_t_5);
   __pyx_t_5 = 0;
@@ -19961,7 +19973,7 @@ static PyObject *__pyx_pf_9converter_5_text_2integer_column(CYTHON_UNUSED PyObje
 
     if (unlikely(__pyx_v_args == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 56, __pyx_L1_error)
+      __PYX_ERR(0, 57, __pyx_L1_error)
     }
     __pyx_t_5 = __Pyx_PyTuple_GET_ITEM(((PyObject*)__pyx_v_args), 0);
     __Pyx_INCREF(__pyx_t_5);
@@ -19980,9 +19992,9 @@ static PyObject *__pyx_pf_9converter_5_text_2integer_column(CYTHON_UNUSED PyObje
   }
   if (unlikely(__pyx_v_kwargs == Py_None)) {
     PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not iterable");
-    __PYX_ERR(0, 56, __pyx_L1_error)
+    __PYX_ERR(0, 57, __pyx_L1_error)
   }
-  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_values, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_3 = (__Pyx_PyDict_ContainsTF(__pyx_mstate_global->__pyx_n_u_values, ((PyObject*)__pyx_v_kwargs), Py_EQ)); if (unlikely((__pyx_t_3 < 0))) __PYX_ERR(0, 57, __pyx_L1_error)
 
   __pyx_t_1 = __pyx_t_3;
 
@@ -19991,25 +20003,25 @@ static PyObject *__pyx_pf_9converter_5_text_2integer_column(CYTHON_UNUSED PyObje
 
     if (unlikely(__pyx_v_kwargs == Py_None)) {
       PyErr_SetString(PyExc_TypeError, "\047NoneType\047 object is not subscriptable");
-      __PYX_ERR(0, 56, __pyx_L1_error)
+      __PYX_ERR(0, 57, __pyx_L1_error)
     }
-    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_values); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 56, __pyx_L1_error)
+    __pyx_t_5 = __Pyx_PyDict_GetItem(((PyObject*)__pyx_v_kwargs), __pyx_mstate_global->__pyx_n_u_values); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 57, __pyx_L1_error)
     __Pyx_GOTREF(__pyx_t_5);
     __pyx_v_arg = __pyx_t_5;
     __pyx_t_5 = 0;
     goto __pyx_L6;
   }
   /*else*/ {
-    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_values, 0, 4, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 56, __pyx_L1_error)
+    __pyx_t_6 = __Pyx_RaiseFusedFunctionArgTypeError(__pyx_mstate_global->__pyx_n_u_values, 0, 4, __pyx_v_arg_count); if (unlikely(__pyx_t_6 == ((int)-1))) __PYX_ERR(0, 57, __pyx_L1_error)
 
   }
   __pyx_L6:;
-  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(0, 56, __pyx_L1_error) }
-  __pyx_t_5 = __pyx_ff_map_fused_240d34_2_2_4libc_6stdint_int32_t__and_4libc_6stdint_int64_t(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (unlikely(!__pyx_v_arg)) { __Pyx_RaiseUnboundLocalError("arg"); __PYX_ERR(0, 57, __pyx_L1_error) }
+  __pyx_t_5 = __pyx_ff_map_fused_240d34_2_2_4libc_6stdint_int32_t__and_4libc_6stdint_int64_t(__pyx_v_arg, __pyx_v_ndarray); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   __pyx_v_dest_sig0 = ((PyObject*)__pyx_t_5);
   __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_5 = __pyx_ff_match_signatures_single(((PyObject*)__pyx_v_signatures), __pyx_v_dest_sig0); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   {
     PyObject *__pyx_temp;
@@ -20064,53 +20076,53 @@ static PyObject *__pyx_fuse_0__pyx_pw_9converter_5_text_5integer_column(PyObject
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_values,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_digits,&__pyx_mstate_global->__pyx_n_u_offset,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 56, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 57, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "integer_column", 0) < (0)) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "integer_column", 0) < (0)) __PYX_ERR(0, 57, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("integer_column", 1, 4, 4, i); __PYX_ERR(0, 56, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("integer_column", 1, 4, 4, i); __PYX_ERR(0, 57, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 4)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 57, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 57, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 57, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 57, __pyx_L3_error)
     }
-    __pyx_v_values = __Pyx_PyObject_to_MemoryviewSlice_ds_nn_int32_t__const__(values[0], 0); if (unlikely(!__pyx_v_values.memview)) __PYX_ERR(0, 56, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_dsds_unsigned_char(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(0, 56, __pyx_L3_error)
-    __pyx_v_digits = __Pyx_PyLong_As_int(values[2]); if (unlikely((__pyx_v_digits == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 56, __pyx_L3_error)
-    __pyx_v_offset = __Pyx_PyLong_As_int64_t(values[3]); if (unlikely((__pyx_v_offset == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 56, __pyx_L3_error)
+    __pyx_v_values = __Pyx_PyObject_to_MemoryviewSlice_ds_nn_int32_t__const__(values[0], 0); if (unlikely(!__pyx_v_values.memview)) __PYX_ERR(0, 57, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_dsds_unsigned_char(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(0, 57, __pyx_L3_error)
+    __pyx_v_digits = __Pyx_PyLong_As_int(values[2]); if (unlikely((__pyx_v_digits == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 57, __pyx_L3_error)
+    __pyx_v_offset = __Pyx_PyLong_As_int64_t(values[3]); if (unlikely((__pyx_v_offset == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 57, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("integer_column", 1, 4, 4, __pyx_nargs); __PYX_ERR(0, 56, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("integer_column", 1, 4, 4, __pyx_nargs); __PYX_ERR(0, 57, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -20163,7 +20175,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_0integer_column", 0);
 
-  /* "converter/_text.pyx":59
+  /* "converter/_text.pyx":60
  *     """``values + offset`` (each in [0, 10**digits), checked by the caller) as
  *     ``digits`` digits with leading zeros."""
  *     cdef Py_ssize_t n = values.shape[0], i             # <<<<<<<<<<<<<<
@@ -20172,7 +20184,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
 */
   __pyx_v_n = (__pyx_v_values.shape[0]);
 
-  /* "converter/_text.pyx":62
+  /* "converter/_text.pyx":63
  *     cdef int k, col
  *     cdef int64_t q
  *     if out.shape[0] != n or out.shape[1] != digits:             # <<<<<<<<<<<<<<
@@ -20198,7 +20210,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "converter/_text.pyx":63
+    /* "converter/_text.pyx":64
  *     cdef int64_t q
  *     if out.shape[0] != n or out.shape[1] != digits:
  *         raise ValueError("out must be (len(values), digits)")             # <<<<<<<<<<<<<<
@@ -20211,14 +20223,14 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_u_out_must_be_len_values_digits};
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 63, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 64, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 63, __pyx_L1_error)
+    __PYX_ERR(0, 64, __pyx_L1_error)
 
-    /* "converter/_text.pyx":62
+    /* "converter/_text.pyx":63
  *     cdef int k, col
  *     cdef int64_t q
  *     if out.shape[0] != n or out.shape[1] != digits:             # <<<<<<<<<<<<<<
@@ -20227,7 +20239,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
 */
   }
 
-  /* "converter/_text.pyx":64
+  /* "converter/_text.pyx":65
  *     if out.shape[0] != n or out.shape[1] != digits:
  *         raise ValueError("out must be (len(values), digits)")
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -20240,7 +20252,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "converter/_text.pyx":65
+        /* "converter/_text.pyx":66
  *         raise ValueError("out must be (len(values), digits)")
  *     with nogil:
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -20254,7 +20266,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
         for (__pyx_t_8 = 0; __pyx_t_8 < __pyx_t_7; __pyx_t_8+=1) {
           __pyx_v_i = __pyx_t_8;
 
-          /* "converter/_text.pyx":66
+          /* "converter/_text.pyx":67
  *     with nogil:
  *         for i in range(n):
  *             q = values[i] + offset             # <<<<<<<<<<<<<<
@@ -20264,7 +20276,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
           __pyx_t_9 = __pyx_v_i;
           __pyx_v_q = ((*((int32_t const  *) ( /* dim=0 */ (__pyx_v_values.data + __pyx_t_9 * __pyx_v_values.strides[0]) ))) + __pyx_v_offset);
 
-          /* "converter/_text.pyx":67
+          /* "converter/_text.pyx":68
  *         for i in range(n):
  *             q = values[i] + offset
  *             col = digits - 1             # <<<<<<<<<<<<<<
@@ -20273,7 +20285,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
 */
           __pyx_v_col = (__pyx_v_digits - 1);
 
-          /* "converter/_text.pyx":68
+          /* "converter/_text.pyx":69
  *             q = values[i] + offset
  *             col = digits - 1
  *             for k in range(digits):             # <<<<<<<<<<<<<<
@@ -20287,7 +20299,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
           for (__pyx_t_12 = 0; __pyx_t_12 < __pyx_t_11; __pyx_t_12+=1) {
             __pyx_v_k = __pyx_t_12;
 
-            /* "converter/_text.pyx":69
+            /* "converter/_text.pyx":70
  *             col = digits - 1
  *             for k in range(digits):
  *                 out[i, col] = 48 + q % 10             # <<<<<<<<<<<<<<
@@ -20298,7 +20310,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
             __pyx_t_13 = __pyx_v_col;
             *((unsigned char *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_13 * __pyx_v_out.strides[1]) )) = (48 + (__pyx_v_q % 10));
 
-            /* "converter/_text.pyx":70
+            /* "converter/_text.pyx":71
  *             for k in range(digits):
  *                 out[i, col] = 48 + q % 10
  *                 q = q // 10             # <<<<<<<<<<<<<<
@@ -20306,7 +20318,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
 */
             __pyx_v_q = (__pyx_v_q / 10);
 
-            /* "converter/_text.pyx":71
+            /* "converter/_text.pyx":72
  *                 out[i, col] = 48 + q % 10
  *                 q = q // 10
  *                 col -= 1             # <<<<<<<<<<<<<<
@@ -20318,7 +20330,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
 
       }
 
-      /* "converter/_text.pyx":64
+      /* "converter/_text.pyx":65
  *     if out.shape[0] != n or out.shape[1] != digits:
  *         raise ValueError("out must be (len(values), digits)")
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -20335,7 +20347,7 @@ static PyObject *__pyx_pf_9converter_5_text_4integer_column(CYTHON_UNUSED PyObje
       }
   }
 
-  /* "converter/_text.pyx":56
+  /* "converter/_text.pyx":57
  * 
  * 
  * def integer_column(const idx_t[:] values, unsigned char[:, :] out, int digits, int64_t offset):             # <<<<<<<<<<<<<<
@@ -20388,53 +20400,53 @@ static PyObject *__pyx_fuse_1__pyx_pw_9converter_5_text_7integer_column(PyObject
   {
     PyObject ** const __pyx_pyargnames[] = {&__pyx_mstate_global->__pyx_n_u_values,&__pyx_mstate_global->__pyx_n_u_out,&__pyx_mstate_global->__pyx_n_u_digits,&__pyx_mstate_global->__pyx_n_u_offset,0};
     const Py_ssize_t __pyx_kwds_len = (__pyx_kwds) ? __Pyx_NumKwargs_VARARGS(__pyx_kwds) : 0;
-    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 56, __pyx_L3_error)
+    if (unlikely(__pyx_kwds_len < 0)) __PYX_ERR(0, 57, __pyx_L3_error)
     if (__pyx_kwds_len > 0) {
       switch (__pyx_nargs) {
         case  4:
         values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  3:
         values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  2:
         values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  1:
         values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 56, __pyx_L3_error)
+        if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 57, __pyx_L3_error)
         CYTHON_FALLTHROUGH;
         case  0: break;
         default: goto __pyx_L5_argtuple_error;
       }
       const Py_ssize_t kwd_pos_args = __pyx_nargs;
-      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "integer_column", 0) < (0)) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (__Pyx_ParseKeywords(__pyx_kwds, __pyx_kwvalues, __pyx_pyargnames, 0, values, kwd_pos_args, __pyx_kwds_len, "integer_column", 0) < (0)) __PYX_ERR(0, 57, __pyx_L3_error)
       for (Py_ssize_t i = __pyx_nargs; i < 4; i++) {
-        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("integer_column", 1, 4, 4, i); __PYX_ERR(0, 56, __pyx_L3_error) }
+        if (unlikely(!values[i])) { __Pyx_RaiseArgtupleInvalid("integer_column", 1, 4, 4, i); __PYX_ERR(0, 57, __pyx_L3_error) }
       }
     } else if (unlikely(__pyx_nargs != 4)) {
       goto __pyx_L5_argtuple_error;
     } else {
       values[0] = __Pyx_ArgRef_VARARGS(__pyx_args, 0);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[0])) __PYX_ERR(0, 57, __pyx_L3_error)
       values[1] = __Pyx_ArgRef_VARARGS(__pyx_args, 1);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[1])) __PYX_ERR(0, 57, __pyx_L3_error)
       values[2] = __Pyx_ArgRef_VARARGS(__pyx_args, 2);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[2])) __PYX_ERR(0, 57, __pyx_L3_error)
       values[3] = __Pyx_ArgRef_VARARGS(__pyx_args, 3);
-      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 56, __pyx_L3_error)
+      if (!CYTHON_ASSUME_SAFE_MACROS && unlikely(!values[3])) __PYX_ERR(0, 57, __pyx_L3_error)
     }
-    __pyx_v_values = __Pyx_PyObject_to_MemoryviewSlice_ds_nn_int64_t__const__(values[0], 0); if (unlikely(!__pyx_v_values.memview)) __PYX_ERR(0, 56, __pyx_L3_error)
-    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_dsds_unsigned_char(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(0, 56, __pyx_L3_error)
-    __pyx_v_digits = __Pyx_PyLong_As_int(values[2]); if (unlikely((__pyx_v_digits == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 56, __pyx_L3_error)
-    __pyx_v_offset = __Pyx_PyLong_As_int64_t(values[3]); if (unlikely((__pyx_v_offset == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 56, __pyx_L3_error)
+    __pyx_v_values = __Pyx_PyObject_to_MemoryviewSlice_ds_nn_int64_t__const__(values[0], 0); if (unlikely(!__pyx_v_values.memview)) __PYX_ERR(0, 57, __pyx_L3_error)
+    __pyx_v_out = __Pyx_PyObject_to_MemoryviewSlice_dsds_unsigned_char(values[1], PyBUF_WRITABLE); if (unlikely(!__pyx_v_out.memview)) __PYX_ERR(0, 57, __pyx_L3_error)
+    __pyx_v_digits = __Pyx_PyLong_As_int(values[2]); if (unlikely((__pyx_v_digits == (int)-1) && PyErr_Occurred())) __PYX_ERR(0, 57, __pyx_L3_error)
+    __pyx_v_offset = __Pyx_PyLong_As_int64_t(values[3]); if (unlikely((__pyx_v_offset == ((int64_t)-1)) && PyErr_Occurred())) __PYX_ERR(0, 57, __pyx_L3_error)
   }
   goto __pyx_L6_skip;
   __pyx_L5_argtuple_error:;
-  __Pyx_RaiseArgtupleInvalid("integer_column", 1, 4, 4, __pyx_nargs); __PYX_ERR(0, 56, __pyx_L3_error)
+  __Pyx_RaiseArgtupleInvalid("integer_column", 1, 4, 4, __pyx_nargs); __PYX_ERR(0, 57, __pyx_L3_error)
   __pyx_L6_skip:;
   goto __pyx_L4_argument_unpacking_done;
   __pyx_L3_error:;
@@ -20487,7 +20499,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
   int __pyx_clineno = 0;
   __Pyx_RefNannySetupContext("__pyx_fuse_1integer_column", 0);
 
-  /* "converter/_text.pyx":59
+  /* "converter/_text.pyx":60
  *     """``values + offset`` (each in [0, 10**digits), checked by the caller) as
  *     ``digits`` digits with leading zeros."""
  *     cdef Py_ssize_t n = values.shape[0], i             # <<<<<<<<<<<<<<
@@ -20496,7 +20508,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
 */
   __pyx_v_n = (__pyx_v_values.shape[0]);
 
-  /* "converter/_text.pyx":62
+  /* "converter/_text.pyx":63
  *     cdef int k, col
  *     cdef int64_t q
  *     if out.shape[0] != n or out.shape[1] != digits:             # <<<<<<<<<<<<<<
@@ -20522,7 +20534,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
   if (unlikely(__pyx_t_1)) {
 
 
-    /* "converter/_text.pyx":63
+    /* "converter/_text.pyx":64
  *     cdef int64_t q
  *     if out.shape[0] != n or out.shape[1] != digits:
  *         raise ValueError("out must be (len(values), digits)")             # <<<<<<<<<<<<<<
@@ -20535,14 +20547,14 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
       PyObject *__pyx_callargs[2] = {__pyx_t_4, __pyx_mstate_global->__pyx_kp_u_out_must_be_len_values_digits};
       __pyx_t_3 = __Pyx_PyObject_FastCall((PyObject*)(((PyTypeObject*)PyExc_ValueError)), __pyx_callargs+__pyx_t_5, (2-__pyx_t_5) | (__pyx_t_5*__Pyx_PY_VECTORCALL_ARGUMENTS_OFFSET));
       __Pyx_XDECREF(__pyx_t_4); __pyx_t_4 = 0;
-      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 63, __pyx_L1_error)
+      if (unlikely(!__pyx_t_3)) __PYX_ERR(0, 64, __pyx_L1_error)
       __Pyx_GOTREF(__pyx_t_3);
     }
     __Pyx_Raise(__pyx_t_3, 0, 0, 0);
     __Pyx_DECREF(__pyx_t_3); __pyx_t_3 = 0;
-    __PYX_ERR(0, 63, __pyx_L1_error)
+    __PYX_ERR(0, 64, __pyx_L1_error)
 
-    /* "converter/_text.pyx":62
+    /* "converter/_text.pyx":63
  *     cdef int k, col
  *     cdef int64_t q
  *     if out.shape[0] != n or out.shape[1] != digits:             # <<<<<<<<<<<<<<
@@ -20551,7 +20563,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
 */
   }
 
-  /* "converter/_text.pyx":64
+  /* "converter/_text.pyx":65
  *     if out.shape[0] != n or out.shape[1] != digits:
  *         raise ValueError("out must be (len(values), digits)")
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -20564,7 +20576,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
       __Pyx_FastGIL_Remember();
       /*try:*/ {
 
-        /* "converter/_text.pyx":65
+        /* "converter/_text.pyx":66
  *         raise ValueError("out must be (len(values), digits)")
  *     with nogil:
  *         for i in range(n):             # <<<<<<<<<<<<<<
@@ -20578,7 +20590,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
         for (__pyx_t_8 = 0; __pyx_t_8 < __pyx_t_7; __pyx_t_8+=1) {
           __pyx_v_i = __pyx_t_8;
 
-          /* "converter/_text.pyx":66
+          /* "converter/_text.pyx":67
  *     with nogil:
  *         for i in range(n):
  *             q = values[i] + offset             # <<<<<<<<<<<<<<
@@ -20588,7 +20600,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
           __pyx_t_9 = __pyx_v_i;
           __pyx_v_q = ((*((int64_t const  *) ( /* dim=0 */ (__pyx_v_values.data + __pyx_t_9 * __pyx_v_values.strides[0]) ))) + __pyx_v_offset);
 
-          /* "converter/_text.pyx":67
+          /* "converter/_text.pyx":68
  *         for i in range(n):
  *             q = values[i] + offset
  *             col = digits - 1             # <<<<<<<<<<<<<<
@@ -20597,7 +20609,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
 */
           __pyx_v_col = (__pyx_v_digits - 1);
 
-          /* "converter/_text.pyx":68
+          /* "converter/_text.pyx":69
  *             q = values[i] + offset
  *             col = digits - 1
  *             for k in range(digits):             # <<<<<<<<<<<<<<
@@ -20611,7 +20623,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
           for (__pyx_t_12 = 0; __pyx_t_12 < __pyx_t_11; __pyx_t_12+=1) {
             __pyx_v_k = __pyx_t_12;
 
-            /* "converter/_text.pyx":69
+            /* "converter/_text.pyx":70
  *             col = digits - 1
  *             for k in range(digits):
  *                 out[i, col] = 48 + q % 10             # <<<<<<<<<<<<<<
@@ -20622,7 +20634,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
             __pyx_t_13 = __pyx_v_col;
             *((unsigned char *) ( /* dim=1 */ (( /* dim=0 */ (__pyx_v_out.data + __pyx_t_9 * __pyx_v_out.strides[0]) ) + __pyx_t_13 * __pyx_v_out.strides[1]) )) = (48 + (__pyx_v_q % 10));
 
-            /* "converter/_text.pyx":70
+            /* "converter/_text.pyx":71
  *             for k in range(digits):
  *                 out[i, col] = 48 + q % 10
  *                 q = q // 10             # <<<<<<<<<<<<<<
@@ -20630,7 +20642,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
 */
             __pyx_v_q = (__pyx_v_q / 10);
 
-            /* "converter/_text.pyx":71
+            /* "converter/_text.pyx":72
  *                 out[i, col] = 48 + q % 10
  *                 q = q // 10
  *                 col -= 1             # <<<<<<<<<<<<<<
@@ -20642,7 +20654,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
 
       }
 
-      /* "converter/_text.pyx":64
+      /* "converter/_text.pyx":65
  *     if out.shape[0] != n or out.shape[1] != digits:
  *         raise ValueError("out must be (len(values), digits)")
  *     with nogil:             # <<<<<<<<<<<<<<
@@ -20659,7 +20671,7 @@ static PyObject *__pyx_pf_9converter_5_text_6integer_column(CYTHON_UNUSED PyObje
       }
   }
 
-  /* "converter/_text.pyx":56
+  /* "converter/_text.pyx":57
  * 
  * 
  * def integer_column(const idx_t[:] values, unsigned char[:, :] out, int digits, int64_t offset):             # <<<<<<<<<<<<<<
@@ -22041,14 +22053,14 @@ static int __Pyx_modinit_Exttype___pyx_defaults(__pyx_mstatetype *__pyx_mstate) 
   __Pyx_RefNannySetupContext("__Pyx_modinit_Exttype___pyx_defaults", 0);
   /*--- Exttype __pyx_defaults ---*/
   #if CYTHON_USE_TYPE_SPECS
-  __pyx_mstate->__pyx_ptype_9converter_5_text___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_9converter_5_text___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_9converter_5_text___pyx_defaults)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_mstate->__pyx_ptype_9converter_5_text___pyx_defaults = (PyTypeObject *) __Pyx_PyType_FromModuleAndSpec(__pyx_m, &__pyx_type_9converter_5_text___pyx_defaults_spec, NULL); if (unlikely(!__pyx_mstate->__pyx_ptype_9converter_5_text___pyx_defaults)) __PYX_ERR(0, 57, __pyx_L1_error)
   #else
   __pyx_mstate->__pyx_ptype_9converter_5_text___pyx_defaults = &__pyx_type_9converter_5_text___pyx_defaults;
   #endif
   #if !CYTHON_COMPILING_IN_LIMITED_API
   #endif
   #if !CYTHON_USE_TYPE_SPECS
-  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_9converter_5_text___pyx_defaults) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (__Pyx_PyType_Ready(__pyx_mstate->__pyx_ptype_9converter_5_text___pyx_defaults) < (0)) __PYX_ERR(0, 57, __pyx_L1_error)
   #endif
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount((PyObject*)__pyx_mstate->__pyx_ptype_9converter_5_text___pyx_defaults);
@@ -23075,38 +23087,38 @@ __Pyx_RefNannySetupContext("PyInit__text", 0);
   if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_decimal_column, __pyx_t_4) < (0)) __PYX_ERR(0, 19, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
 
-  /* "converter/_text.pyx":56
+  /* "converter/_text.pyx":57
  * 
  * 
  * def integer_column(const idx_t[:] values, unsigned char[:, :] out, int digits, int64_t offset):             # <<<<<<<<<<<<<<
  *     """``values + offset`` (each in [0, 10**digits), checked by the caller) as
  *     ``digits`` digits with leading zeros."""
 */
-  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_4 = __Pyx_PyDict_NewPresized(2); if (unlikely(!__pyx_t_4)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_4);
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_9converter_5_text_5integer_column, 0, __pyx_mstate_global->__pyx_n_u_integer_column_const_int32_t, NULL, __pyx_mstate_global->__pyx_n_u_converter__text, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_0__pyx_mdef_9converter_5_text_5integer_column, 0, __pyx_mstate_global->__pyx_n_u_integer_column_const_int32_t, NULL, __pyx_mstate_global->__pyx_n_u_converter__text, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[1])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_int32_t, __pyx_t_5) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_int32_t, __pyx_t_5) < (0)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_9converter_5_text_7integer_column, 0, __pyx_mstate_global->__pyx_n_u_integer_column_const_int64_t, NULL, __pyx_mstate_global->__pyx_n_u_converter__text, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_fuse_1__pyx_mdef_9converter_5_text_7integer_column, 0, __pyx_mstate_global->__pyx_n_u_integer_column_const_int64_t, NULL, __pyx_mstate_global->__pyx_n_u_converter__text, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[2])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
   __Pyx_CyFunction_SetDefaultsTuple(__pyx_t_5, __pyx_mstate_global->__pyx_empty_tuple);
-  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_int64_t, __pyx_t_5) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_t_4, __pyx_mstate_global->__pyx_n_u_int64_t, __pyx_t_5) < (0)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
-  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_9converter_5_text_3integer_column, 0, __pyx_mstate_global->__pyx_n_u_integer_column, NULL, __pyx_mstate_global->__pyx_n_u_converter__text, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 56, __pyx_L1_error)
+  __pyx_t_5 = __pyx_FusedFunction_New(&__pyx_mdef_9converter_5_text_3integer_column, 0, __pyx_mstate_global->__pyx_n_u_integer_column, NULL, __pyx_mstate_global->__pyx_n_u_converter__text, __pyx_mstate_global->__pyx_d, ((PyObject *)__pyx_mstate_global->__pyx_codeobj_tab[3])); if (unlikely(!__pyx_t_5)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_5);
   #if CYTHON_COMPILING_IN_CPYTHON && PY_VERSION_HEX >= 0x030E0000
   PyUnstable_Object_EnableDeferredRefcount(__pyx_t_5);
   #endif
-  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_9converter_5_text___pyx_defaults)) __PYX_ERR(0, 56, __pyx_L1_error)
-  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (!__Pyx_CyFunction_InitDefaults(__pyx_t_5, __pyx_mstate_global->__pyx_ptype_9converter_5_text___pyx_defaults)) __PYX_ERR(0, 57, __pyx_L1_error)
+  __pyx_t_9 = __Pyx_PyDict_NewPresized(0); if (unlikely(!__pyx_t_9)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_GOTREF(__pyx_t_9);
   __Pyx_CyFunction_Defaults(struct __pyx_defaults, __pyx_t_5)->arg0 = __pyx_t_9;
   __Pyx_GIVEREF(__pyx_t_9);
@@ -23117,7 +23129,7 @@ __Pyx_RefNannySetupContext("PyInit__text", 0);
   __pyx_t_4 = 0;
   __pyx_t_4 = __pyx_t_5;
   __Pyx_INCREF(__pyx_t_4);
-  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_integer_column, __pyx_t_4) < (0)) __PYX_ERR(0, 56, __pyx_L1_error)
+  if (PyDict_SetItem(__pyx_mstate_global->__pyx_d, __pyx_mstate_global->__pyx_n_u_integer_column, __pyx_t_4) < (0)) __PYX_ERR(0, 57, __pyx_L1_error)
   __Pyx_DECREF(__pyx_t_4); __pyx_t_4 = 0;
   __Pyx_DECREF(__pyx_t_5); __pyx_t_5 = 0;
 
@@ -23298,38 +23310,38 @@ static int __Pyx_InitConstants(__pyx_mstatetype *__pyx_mstate) {
   int __pyx_clineno = 0;
   CYTHON_UNUSED_VAR(__pyx_mstate);
   {
-    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{27},{179},{8},{15},{19},{7},{6},{2},{9},{50},{33},{32},{30},{37},{1},{5},{8},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{15},{13},{3},{15},{4},{18},{4},{1},{18},{3},{15},{5},{14},{8},{8},{6},{5},{15},{6},{9},{5},{4},{5},{6},{7},{3},{1},{2},{5},{7},{7},{14},{32},{32},{5},{8},{1},{4},{6},{5},{7},{4},{1},{4},{4},{5},{3},{6},{3},{4},{3},{1},{8},{5},{10},{5},{10},{4},{5},{4},{4},{6},{6},{6},{1},{6},{5},{1}};
-    const struct { const unsigned int length: 9; } bytes_length_index[] = {{1},{336},{135}};
+    const struct { const unsigned int length: 8; } str_length_index[] = {{6},{8},{1},{2},{15},{23},{25},{32},{20},{22},{1},{1},{37},{45},{22},{27},{179},{8},{15},{19},{7},{6},{2},{9},{50},{33},{32},{30},{37},{1},{5},{8},{8},{15},{20},{12},{9},{17},{8},{8},{12},{10},{8},{10},{8},{7},{14},{11},{10},{19},{14},{12},{10},{17},{13},{12},{12},{19},{8},{15},{13},{3},{15},{4},{18},{4},{1},{18},{3},{15},{5},{14},{8},{8},{6},{5},{15},{6},{9},{5},{4},{5},{6},{7},{3},{1},{2},{5},{7},{7},{14},{32},{32},{5},{8},{1},{4},{6},{5},{7},{4},{1},{4},{4},{5},{3},{6},{3},{4},{3},{1},{8},{7},{5},{10},{5},{10},{4},{5},{4},{4},{6},{6},{6},{1},{6},{5},{1}};
+    const struct { const unsigned int length: 9; } bytes_length_index[] = {{1},{343},{135}};
     #ifndef CYTHON_COMPRESS_STRINGS
       #define CYTHON_COMPRESS_STRINGS 90
     #endif
-    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1095 bytes) */
-static const char cstring[] = "x\332\225T\315n\034E\020\306\304v\014X\340\037\242\300\001\324\346\220\215%{\301\216\371Q\024\031\031c$\0370\266\223 \244(\032\365t\327\314v\266\247{\334?\353]\224C\216{\234\343\034\367\270\307\034y\004\036a\036\203G\240zfw\355D\t\"+\355tuWu\325W_U5\241\216|\323\047:~\006\314\355\267\357\223\007\277B\246\315\340w\001\227D\047\344\001\323\312\211\324ko\tU\234pa\202\341\353\307BM\025\326\031\301\201_3&\332\374\247\376\325\263\231\345\376\217\207T)\355\010\265V\244\2128M\014P\276\255\225\034\220\254\006\331C\220\307\252G\245\340$\323\034\266\010\364s\274\213\256Z\254\025\342\266\022m\234\241\252\265ERt55\266\035\232\003\206\"\264/,9\321$\243\216u\204JI\010E\2357@\022\355\025?\321\016\210\353 I\207\003\327\321\212\2409\007)b0\324\001\002\t\3201\240\tF\212\234\036\235n\357\375\260W\047b Pj\211\3651\223\230\003\330\300g\354\205t\030\330\rr\260mr\234\220\201\366D\001B\306\004s\264\273~\301u@\021\013.\010\244U\323A\235\320*\302\353\210\2665aP\364 \334\376\205J\013m\312y\204v\300\264\224A\247\225m\323\230a\301z`\020\351\327\221\203\276k\347\203>\027\226\306\022@\205o\312\204m$\2564\346\230P/\035\211\"\003\3343\210\"\302}\035Di\265\2159\367\004\225\250eB\t\027E\332;\222y\353H\014\344\256\004u\027i\366`7\267\020`*\234\335|\273\301\245\340\256\263\351\353\310\301?\225R3\344\226Pc\350\200p\352h\373\r\332\246\202\201\347\246yl\373\371\301\303\303\343\343#)En\205}\010\027\036\024\203\320\307\355\253\226\216\242\323A\037\377?c\321\242\023\344\341\034\222(\232\020\213YbF\201\372+!\005\047\034d\341\200\207;\370K\274baE\225\235\336\022Y\216\215\026\244\214\nU\257\232{Y\353\024\315\2325\204\217\"$>b\035`]\353\263f7\361\022\304\320\026\215\344U.X\027=\034\251\251]\317\005\032\202\217\013O\345\324\355\264@3\211\325\235z\355\000\372a\203m4\203b\257A\237\311W\367\034XW\047j\201G8\0218\223\350C\330\210i\203\225\024\n\260\241\246\245\210b\237$8\016&\265\324\016\024\023\272=3\2631\265\300\230D1BZp\022\031\304\224u\2617g\375\330\256\373\221\341\2649\016LdTb\030\35135\331\331I/\332\246\225x""\240\250\376\004@\315\273\205\205\306\351\007$\252\036K0F\233\004m\023IS\213/\000N\367\344\035\010\345\024\274\316G(wo7B\224\356\273\275z\201\024\314$\364\253\273\047\210\025[wr\341\311\375\247O\337\246\017\236j=\266\214m>\177B\267\213\361\272\227\201 )2\341\360\355\n\017Wx\260T(\010>x\031B\317\007\230\214N\022\254\007\222\227#K\271\316/\014\244\302\"K\026\371\006TM\311\010\355?{\253l\010\203E4XI\310\255\323\3707\2369\354!t\343s\034\"\3505\023W\217[\377\267\027s\377,\276\267\360y\271X&\243\203\321Y5\377Ey^\232\321\355\361\215\361\356\370|\374\374\257\375\277W\253\371\317\312\271j\376\313\222V\363\267\n\264\271\371\302\016\357\024s\305zqX\230r\275<,{\243\263\021\033\257\217\017\252\245\217\207\317\312\271\022/-\r\027\206\217\213\215b\247ZZ-\256\355\277/\277*\017\232\263\017>\254\226\226\207G\305\255\202\026\027\325\362J\2618\025\226\313ct\311\307\033\343{\343\370\345\\\265\374\311\320\027?\0251\002Y\271\215&+\253\341\350\242\270Q|[\336D\300k\243\335\321\243\361\032\202\376\343\345Y\265\274V\334)\337/7\202\247\205\342q\271Q\356T+\353\305\016\342\275,Ym|>B\047\237\242K\206Xk\227\301\337\225\025\235\034\276\203\203\371\217\206;\257\361\0316K\377\207\25572ak\2460\231V\271\206\000\336\001\313\277\341W\005\204";
-    PyObject *data = __Pyx_DecompressString(cstring, 1095, 1);
+    #if (CYTHON_COMPRESS_STRINGS) == 1 /* compression: zlib (1107 bytes) */
+static const char cstring[] = "x\332\225TKo\0337\020\256\023\331q[\241\365\243i\332C\013\272\207(\006l\265v\335\007\202\300\205\343\272\250\017u\375H\212\002A\260\240\310Y\211\321.\271\342C\226\212\034r\324q\217<\352\250c\217\375\t\375\t\3733\372\023:\334\225d\047H\212F\200\226C\316p\346\233ofH\250%_\r\210j=\003f\367\233\367\311\203_ Uz\370\233\200K\242b\362\200)iE\333)g\010\225\234p\241\203\341\253\307B\316\024\306j\301\201_3&J\377\247\376\345\263\271\345\376\017\207TJe\t5F\264%\261\212h\240|[\311dH\322\022d\037A\036\313>M\004\047\251\342\260E`\220\341]t\325`\215\020\267\021+m5\225\215-\322FW3c\323\241\031`(B\007\302\220\023ERjYG\3106\t\241\250u\032H\254\234\344\047\312\002\261\035$\351ph;J\0224\347\220\210\026hj\001\201\004\350\030P\007#IN\217N\267\367\276\337+\023\321\020(5\304\270\026K0\0070\201\317\226\023\211\305\300v\230\201i\222\343\230\014\225#\022\0202&\230\241\335\365\013\266\003\222\030\260A \215\222\016j\205\222\021^G\264\215)\203\242\017\341\366O41\320\244\234Gh\007L%I\320)i\232\264\305\260`}\320\210\364\313\310\302\3006\263\341\200\013C[\t\200\014\3376\023\246\222\270T\230cL]bI\024i\340\216A\024\021\356\312 R\311m\314\271/h\202Z&\244\260Q\244\234%\2513\226\264\200\334K@\336C\232\035\230\315-\004\330\026\326l\276\331\340Rp\333\331te\344\340\237&\211b\310-\241Z\323!\341\324\322\346k\264U\005\003\317U\363\230\346\363\203\213\303\343\343\243$\021\231\021\346\002z\016$\203\320\307\315\253\226\216\242\323\341\000\377?b\321\242\023\344\341\034\342(\232\022\213YbF\201\372+\241\rVXH\303\001\017w\360\027;\311\302\212*3\273%\322\014\033-H)\025\262\\\025wI\251\2234\255\326\020>\212\220\370\210u\200u\215K\253\335\324K\020C[T\222\223\231`]\364p$gv}\033h\010>z\216&3\267\263\002\315%Vv\352\265\003\030\204\r\266\321\034\212\271\006}._\335\263`l\231\250\001\036\341D\340L\242\017a\"\2464VRH\300\206\232\225\"j\2718\306q\320mC\315P2\241\232s3\323\242\006\030KP\214\220\026\234D\006-\312\272\330\233\363~l\226\375\310p\332,\007&R\232`\230\304\245r\2723\323^4U+\361@Q\371\t\200\252w\013\013\215\323\017HT9""\226\240\265\3221\332\306\tm\033|\001p\272\247\357@(\247\340e>B\332\257w#Di\277\335+\027h\203\236\206~y\367\004\261b\353N/<\271\377\364\351\233\364\301S\251\307\2261\325\347\017\350v1^\3672\020\224\210TX|\273\302\303\025\036,\031\n\202\017^\212\320\263!&\243\342\030\353\201\344e\310R\246\262\236\206\26606d\204\257\021p\203\264\003Z\3148\tS0\177\262L\210\206\265\324XP\310\214U\370\327\216Yl%\364\3462\234%\350W\203WN\335\340\327\027\013\377,\275\263\370\251_\362\361\370`|V\324>\363\347^\217\357LnNv\047\347\223\347\177\355\377\275Z\324>\361\013E\355sO\213\332\355\034mn\2750\243\273\371B\276\236\037\346\332\257\373C\337\037\237\215\331d}rP,\1770z\346\027<^Z\036-\216\036\347\033\371N\261\274\232_\333\177\347\277\360\007\325\331\273\357\025\313\365\321Q~;\247y\257\250\257\344K\225\360q.|o\\CD\027\223\033\223\215\242\376\341\310\345?\373\207^\214{\305\312\0354YY\r\346ut\204\272^~3\377\306\337B\334k\343\335\361\243\311\032b\377\375\317\263\242\276\226\337\3657\374F0]\314\037\373\r\277S\254\254\347;\010\373\322\263\322\370<8\374(\177\2303\204\\z\016\376\256\254\350\364\360-\034\324\336\037\355\274Bk\330,\377\037\322^K\210)\t\303d\032~\r\001\274\005\226\177\001%\200\013g";
+    PyObject *data = __Pyx_DecompressString(cstring, 1107, 1);
     #define __Pyx_DecompressString_LZSS_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1443 bytes) */
-static const char cstring[] = "\377 at 0x o\377bject>.:\377 <Memory\377View of \377<contigu\377ous and gdir%\001\007\rin\021\005\177strided\"\010o or \004\031><(\t\376A\006>?Canno\377t assign\377 to read\177-only m\240\002\375v\242\000Invali\377d mode, \347exp\305\000|\000\047c\047\376t\001\047fortra\237n\047, gH\000%\005s\357hape\222\000 ax\377is No ma\177tching g\001\377ature fo\377undNote \373th\242 Cytho\373n ,\000delib\237erate\206\000\353\001c\367ter!\001n PE\337P-484\245\"re\376\317!s subcl\366\301\000es\314!buil\373ti\313\000ypes.\377 If you \223ne\257 \336\000p\351\000%\tt\177hen set\200\000\367e \047\212\"atio_n_typ\253\000\047\210D\373iv\242\000o Fal\177se.add_\264 \237ecoll\321@+\000s\357.abc\305@ver\376\247\000/_text.\377pyxdisab\357leen\002\001gci\375s\004\003dno de\377fault __\377reduce__\367 du`\002non-\336\340@vial\033\000ci\377nit__out\377 must be\277 (len(\221@u\357es),\255`git\373s)\007\027width\363)u\177\002\340Aallo\375c\331  array? data.\013\020\274C\374\216\204\001\353cs.|ASC\377IIEllips\377isSequen\353ce\304\204\001.\311\204\007__P\373yx\001\000Dict_}N\205 Ref__\322$\266\343\000__\247B__\001\005g\277etitem\r\001d<0\001\027\000func\035\001\030\000sst\203`)\001imp\346`\3363\001main\003\002od\273ulM\002nam\002\003e\371wT\001\366 _chec\007ksuT\000\n\001?\004\025\001\325@\374\351 \037\001unpick6?\000En \005vt\253A\230\001\217qualO\005\231E\242Fc\230\245\204\002\277\001\265Dex\314\001\304`_\340\203\005\320`\262\006\003\006.\007tes\375t\344\002sed_si\357gindA\000is_wcor\350@ine\316`\376\241E_buffer\377argsasyn\357cio.\036\006sba_seccl/\000_\224 \377tracebac\257kcol\207\204\006.\213\204\002c\377ountdeci\367mald\000lumn\332\007\004s\205\204\004sd\206\000ts\211d\237!\000\002_\216\000\262\210\003\346@o\347dee\246 \222\206\002err\367orf\364`flag\177sformat\201\207\004\366\313Aid\313\002int3\2672_t\004\00064\002\002e\307gert\004\031\000\003\010[c\337onst *\004[:C]]\010\025F\001\033\002\260`s\264a\377sizekkin\367dkw\235!limiOtmem\265\210\001\255\210\001n\230a\357ndim\341@pyo\377bjoffse""t\357outp\243 pop\377qregiste\377rscalese\321t\205%\275\210\001\243\210\006sc\001st\367art(\000psto\236\001\000ruct\301`\352 u?pdatev\215\206\003\352\205\002\377xO\200\001\360\006\000\005\377\031\230\006\230f\240A\240\377Q\330\004\035\230R\230r\377\240\027\250\003\2502\250R\377\250|\270>\310\021\330\004\377\030\230\001\330\004\036\230a\357\330\004\025\220!\000\007\200s\377\210&\220\001\220\023\220C\377\220r\230\023\230C\230v\377\240Q\240c\250\023\250A\377\330\010\016\210j\230\001\230\3762\000\010\210\005\210U\220!\277\2201\330\010\021\220\005\0107\357\230\"\230A\016\003\t\n\330\377\010\014\210E\220\025\220a\177\220q\330\014\020\220\006\001\005\367\014\230IP\000d\250!\250\3773\250b\260\001\330\014\017\277\210u\220B\220b\206\000\020\355\027)\000\020\021\017\001q\220\003\357\2205\230\007\256\000\022\2402\357\240T\250\022\262\000X\260Q\377\330\014\022\220&\230\002\230\375!O\001\005\220U\230!\230\2771\330\020\023\2201\255\000w\367\230c\240)\001R\240q\330\213\020\024P\000c\251\000N\002`\000q\266\034\007a\330\017\003\020\220\030&\004\047\013\2101\301,\331!\010\212\201!\365\022\271s\245\"\312\000\047\230\022\277\000\014\000b\047";
-    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1443, 1998);
+    #elif (CYTHON_COMPRESS_STRINGS) > 0 && (CYTHON_COMPRESS_STRINGS) <= 90 /* compression: lzss (1451 bytes) */
+static const char cstring[] = "\377 at 0x o\377bject>.:\377 <Memory\377View of \377<contigu\377ous and gdir%\001\007\rin\021\005\177strided\"\010o or \004\031><(\t\376A\006>?Canno\377t assign\377 to read\177-only m\240\002\375v\242\000Invali\377d mode, \347exp\305\000|\000\047c\047\376t\001\047fortra\237n\047, gH\000%\005s\357hape\222\000 ax\377is No ma\177tching g\001\377ature fo\377undNote \373th\242 Cytho\373n ,\000delib\237erate\206\000\353\001c\367ter!\001n PE\337P-484\245\"re\376\317!s subcl\366\301\000es\314!buil\373ti\313\000ypes.\377 If you \223ne\257 \336\000p\351\000%\tt\177hen set\200\000\367e \047\212\"atio_n_typ\253\000\047\210D\373iv\242\000o Fal\177se.add_\264 \237ecoll\321@+\000s\357.abc\305@ver\376\247\000/_text.\377pyxdisab\357leen\002\001gci\375s\004\003dno de\377fault __\377reduce__\367 du`\002non-\336\340@vial\033\000ci\377nit__out\377 must be\277 (len(\221@u\357es),\255`git\373s)\007\027width\363)u\177\002\340Aallo\375c\331  array? data.\013\020\274C\374\216\204\001\353cs.|ASC\377IIEllips\377isSequen\353ce\304\204\001.\311\204\007__P\373yx\001\000Dict_}N\205 Ref__\322$\266\343\000__\247B__\001\005g\277etitem\r\001d<0\001\027\000func\035\001\030\000sst\203`)\001imp\346`\3363\001main\003\002od\273ulM\002nam\002\003e\371wT\001\366 _chec\007ksuT\000\n\001?\004\025\001\325@\374\351 \037\001unpick6?\000En \005vt\253A\230\001\217qualO\005\231E\242Fc\230\245\204\002\277\001\265Dex\314\001\304`_\340\203\005\320`\262\006\003\006.\007tes\375t\344\002sed_si\357gindA\000is_wcor\350@ine\316`\376\241E_buffer\377argsasyn\357cio.\036\006sba_seccl/\000_\224 \377tracebac\257kcol\207\204\006.\213\204\002c\377ountdeci\367mald\000lumn\332\007\004s\205\204\004sd\206\000ts\211d\237!\000\002_\216\000\262\210\003\346@o\347dee\246 \222\206\002err\367orf\364`flag\177sformat\201\207\004\366\313Aid\313\002int3\2672_t\004\00064\002\002e\307gert\004\031\000\003\010[c\337onst *\004[:C]]\010\025F\001\033\002\260`s\264a\377sizekkin\367dkw\235!limiOtmem\265\210\001\255\210\001n\230a\357ndim\341@pyo\377bjoffse""t\357outp\243 pop\177qregist\316\001\375u\202@dscaleGset\214%\304\210\001\252\210\006sj\001\337start/\000ps{to\001\000ruct\310`\376\361 updatev\374\224\206\003\361\205\002xO\200\001\360\006\377\000\005\031\230\006\230f\240\377A\240Q\330\004\035\230R\377\230r\240\027\250\003\2502\377\250R\250|\270>\310\021\377\330\004\030\230\001\330\004\036\277\230a\330\004\025\220!\000\007\377\200s\210&\220\001\220\023\377\220C\220r\230\023\230C\377\230v\240Q\240c\250\023\377\250A\330\010\016\210j\230\373\001\2302\000\010\210\005\210U\377\220!\2201\330\010\021\220\276\005\0107\230\"\230A\016\003\t\377\n\330\010\014\210E\220\025\377\220a\220q\330\014\020\220\375\006\003\003\026\220i\230q\240\375\004\217\000S\250\002\250!\330\377\014\017\210u\220H\230B\177\230i\240q\330\020\027)\000\313\020\021+\001\014F\000\031\000q\220\337\003\2205\230\007\265\000\022\240\3372\240T\250\022\271\000X\260\377Q\330\014\022\220&\230\002\375\230=\000\020\220\005\220U\230\377!\2301\330\020\023\2201^\264\000w\230c\240)\001RM\001\037\024\220B\220c\260\000U\002L\001\352\034\007ai\003\014\026(\004\013\210I1\310,\340!\010\221\201!\374\022s\254\"\016\312\000\047\230\022\277\000a(";
+    PyObject *data = __Pyx_DecompressString_LZSS(cstring, 1451, 2012);
     #define __Pyx_DecompressString_UNUSED
     if (unlikely(!data)) __PYX_ERR(0, 1, __pyx_L1_error)
     const char* const bytes = __Pyx_PyBytes_AsString(data);
     #if !CYTHON_ASSUME_SAFE_MACROS
     if (likely(bytes)); else { Py_DECREF(data); __PYX_ERR(0, 1, __pyx_L1_error) }
     #endif
-    #else /* compression: none (1998 bytes) */
-static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis No matching signature foundNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecollections.abcconverter/_text.pyxdisableenablegcisenabledno default __reduce__ due to non-trivial __cinit__out must be (len(values), digits)out must be (len(values), width)unable to allocate array data.unable to allocate shape and strides.|ASCIIEllipsisSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___fused_sigindex_is_coroutineabcallocate_bufferargsasyncio.coroutinesbaseccline_in_tracebackcolconverter._textcountdecimal_columndecimalsdefaultsdigitsdtypedtype_is_objectencodeenumerateerrorfitsflagsformatfortrangetiidindexint32_tint64_tinteger_columninteger_column[const int32_t[:]]integer_column[const int64_t[:]]itemsitemsizekkindkwargslimitmemviewmodennamendimnumpyobjoffsetoutpackpopqregisterscalesetdefaultshapesignaturessizestartstepstopstructunpackupdatevvalueswidthxO\200\001\360\006\000\005\031\230\006\230f\240A\240Q\330\004\035\230R\230r\240\027\250\003\2502\250R\250|\270>\310\021\330\004\030\230\001\330\004\036\230a\330\004\025\220Q\330\004\007\200s\210&\220\001\220\023\220C\220r\230\023\230C\230v\240Q\240c\250\023\250A\330\010\016\210j\230\001\230\021\330\004\010\210\005\210U\220!\2201\330\010\021\220\021\330\004\010\210\005\210U\220!\2207\230\"\230A\330\010\021\220\021\330\t\n\330\010\014\210E\220\025\220a""\220q\330\014\020\220\006\220a\220q\330\014\020\220\014\230I\240Q\240d\250!\2503\250b\260\001\330\014\017\210u\220B\220b\230\001\330\020\027\220q\330\020\021\330\014\017\210q\220\003\2205\230\007\230r\240\022\2402\240T\250\022\2502\250X\260Q\330\014\022\220&\230\002\230!\330\014\020\220\005\220U\230!\2301\330\020\023\2201\220C\220w\230c\240\022\2402\240R\240q\330\020\024\220B\220c\230\021\330\020\027\220q\330\014\017\210q\330\020\023\2201\220C\220w\230a\330\020\027\220q\330\014\020\220\005\220U\230!\2301\330\020\023\2201\220C\220w\230c\240\022\2402\240R\240q\330\020\024\220B\220c\230\021\330\020\027\220q\330\004\013\2101\200\001\360\006\000\005\031\230\006\230f\240A\240Q\360\006\000\005\010\200s\210&\220\001\220\023\220C\220r\230\023\230C\230v\240Q\240c\250\023\250A\330\010\016\210j\230\001\230\021\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\020\220\006\220a\220s\230\"\230A\330\014\022\220\047\230\022\2301\330\014\020\220\005\220U\230!\2301\330\020\023\2201\220C\220w\230c\240\022\2402\240R\240q\330\020\024\220B\220c\230\021\330\020\027\220q";
+    #else /* compression: none (2012 bytes) */
+static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and direct><contiguous and indirect><strided and direct or indirect><strided and direct><strided and indirect>>?Cannot assign to read-only memoryviewInvalid mode, expected \047c\047 or \047fortran\047, got Invalid shape in axis No matching signature foundNote that Cython is deliberately stricter than PEP-484 and rejects subclasses of builtin types. If you need to pass subclasses then set the \047annotation_typing\047 directive to False.add_notecollections.abcconverter/_text.pyxdisableenablegcisenabledno default __reduce__ due to non-trivial __cinit__out must be (len(values), digits)out must be (len(values), width)unable to allocate array data.unable to allocate shape and strides.|ASCIIEllipsisSequenceView.MemoryView__Pyx_PyDict_NextRef__annotate____class____class_getitem____dict____func____getstate____import____main____module____name____new____pyx_checksum__pyx_state__pyx_type__pyx_unpickle_Enum__pyx_vtable____qualname____reduce____reduce_cython____reduce_ex____set_name____setstate____setstate_cython____test___fused_sigindex_is_coroutineabcallocate_bufferargsasyncio.coroutinesbaseccline_in_tracebackcolconverter._textcountdecimal_columndecimalsdefaultsdigitsdtypedtype_is_objectencodeenumerateerrorfitsflagsformatfortrangetiidindexint32_tint64_tinteger_columninteger_column[const int32_t[:]]integer_column[const int64_t[:]]itemsitemsizekkindkwargslimitmemviewmodennamendimnumpyobjoffsetoutpackpopqregisterroundedscalesetdefaultshapesignaturessizestartstepstopstructunpackupdatevvalueswidthxO\200\001\360\006\000\005\031\230\006\230f\240A\240Q\330\004\035\230R\230r\240\027\250\003\2502\250R\250|\270>\310\021\330\004\030\230\001\330\004\036\230a\330\004\025\220Q\330\004\007\200s\210&\220\001\220\023\220C\220r\230\023\230C\230v\240Q\240c\250\023\250A\330\010\016\210j\230\001\230\021\330\004\010\210\005\210U\220!\2201\330\010\021\220\021\330\004\010\210\005\210U\220!\2207\230\"\230A\330\010\021\220\021\330\t\n\330\010\014\210E\220\025""\220a\220q\330\014\020\220\006\220a\220q\330\014\026\220i\230q\240\004\240A\240S\250\002\250!\330\014\017\210u\220H\230B\230i\240q\330\020\027\220q\330\020\021\330\014\020\220\014\230A\330\014\017\210q\220\003\2205\230\007\230r\240\022\2402\240T\250\022\2502\250X\260Q\330\014\022\220&\230\002\230!\330\014\020\220\005\220U\230!\2301\330\020\023\2201\220C\220w\230c\240\022\2402\240R\240q\330\020\024\220B\220c\230\021\330\020\027\220q\330\014\017\210q\330\020\023\2201\220C\220w\230a\330\020\027\220q\330\014\020\220\005\220U\230!\2301\330\020\023\2201\220C\220w\230c\240\022\2402\240R\240q\330\020\024\220B\220c\230\021\330\020\027\220q\330\004\013\2101\200\001\360\006\000\005\031\230\006\230f\240A\240Q\360\006\000\005\010\200s\210&\220\001\220\023\220C\220r\230\023\230C\230v\240Q\240c\250\023\250A\330\010\016\210j\230\001\230\021\330\t\n\330\010\014\210E\220\025\220a\220q\330\014\020\220\006\220a\220s\230\"\230A\330\014\022\220\047\230\022\2301\330\014\020\220\005\220U\230!\2301\330\020\023\2201\220C\220w\230c\240\022\2402\240R\240q\330\020\024\220B\220c\230\021\330\020\027\220q";
     PyObject *data = NULL;
     #define __Pyx_DecompressString_UNUSED
     #define __Pyx_DecompressString_LZSS_UNUSED
     #endif
     PyObject **stringtab = __pyx_mstate->__pyx_string_tab;
     Py_ssize_t pos = 0;
-    for (int i = 0; i < 127; i++) {
+    for (int i = 0; i < 128; i++) {
       Py_ssize_t bytes_length = str_length_index[i].length;
       PyObject *string = PyUnicode_DecodeUTF8(bytes + pos, bytes_length, NULL);
       if (likely(string) && i >= 30) PyUnicode_InternInPlace(&string);
@@ -23340,8 +23352,8 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
       stringtab[i] = string;
       pos += bytes_length;
     }
-    for (int i = 127; i < 130; i++) {
-      Py_ssize_t bytes_length = bytes_length_index[i-127].length;
+    for (int i = 128; i < 131; i++) {
+      Py_ssize_t bytes_length = bytes_length_index[i-128].length;
       PyObject *string = PyBytes_FromStringAndSize(bytes + pos, bytes_length);
       stringtab[i] = string;
       pos += bytes_length;
@@ -23351,14 +23363,14 @@ static const char bytes[] = " at 0x object>.: <MemoryView of <contiguous and dir
       }
     }
     Py_XDECREF(data);
-    for (Py_ssize_t i = 0; i < 130; i++) {
+    for (Py_ssize_t i = 0; i < 131; i++) {
       if (unlikely(PyObject_Hash(stringtab[i]) == -1)) {
         __PYX_ERR(0, 1, __pyx_L1_error)
       }
     }
     #if CYTHON_IMMORTAL_CONSTANTS
     {
-      PyObject **table = stringtab + 127;
+      PyObject **table = stringtab + 128;
       for (Py_ssize_t i=0; i<3; ++i) {
         #if PY_VERSION_HEX >= 0x030F0000
         PyUnstable_SetImmortal(table[i]);
@@ -23446,22 +23458,22 @@ static int __Pyx_CreateCodeObjects(__pyx_mstatetype *__pyx_mstate) {
   PyObject* tuple_dedup_map = PyDict_New();
   if (unlikely(!tuple_dedup_map)) return -1;
   {
-    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 14, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 19};
-    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_values, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_digits, __pyx_mstate->__pyx_n_u_decimals, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_col, __pyx_mstate->__pyx_n_u_width, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_v, __pyx_mstate->__pyx_n_u_q, __pyx_mstate->__pyx_n_u_limit, __pyx_mstate->__pyx_n_u_fits};
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 15, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 19};
+    PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_values, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_digits, __pyx_mstate->__pyx_n_u_decimals, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_col, __pyx_mstate->__pyx_n_u_width, __pyx_mstate->__pyx_n_u_scale, __pyx_mstate->__pyx_n_u_v, __pyx_mstate->__pyx_n_u_rounded, __pyx_mstate->__pyx_n_u_q, __pyx_mstate->__pyx_n_u_limit, __pyx_mstate->__pyx_n_u_fits};
     __pyx_mstate_global->__pyx_codeobj_tab[0] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_converter__text_pyx, __pyx_mstate->__pyx_n_u_decimal_column, __pyx_mstate->__pyx_kp_b_iso88591_fAQ_Rr_2R_a_Q_s_Cr_CvQc_A_j_U_1, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[0])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 56};
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 57};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_values, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_digits, __pyx_mstate->__pyx_n_u_offset};
     __pyx_mstate_global->__pyx_codeobj_tab[1] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_converter__text_pyx, __pyx_mstate->__pyx_n_u_integer_column_const_int32_t, __pyx_mstate->__pyx_kp_b_iso88591_fAQ_s_Cr_CvQc_A_j_E_aq_as_A_1_U, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[1])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 56};
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 4, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 57};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_values, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_digits, __pyx_mstate->__pyx_n_u_offset};
     __pyx_mstate_global->__pyx_codeobj_tab[2] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_converter__text_pyx, __pyx_mstate->__pyx_n_u_integer_column_const_int64_t, __pyx_mstate->__pyx_kp_b_iso88591_fAQ_s_Cr_CvQc_A_j_E_aq_as_A_1_U, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[2])) goto bad;
   }
   {
-    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 56};
+    const __Pyx_PyCode_New_function_description descr = {4, 0, 0, 9, (unsigned int)(CO_OPTIMIZED|CO_NEWLOCALS), 57};
     PyObject* const varnames[] = {__pyx_mstate->__pyx_n_u_values, __pyx_mstate->__pyx_n_u_out, __pyx_mstate->__pyx_n_u_digits, __pyx_mstate->__pyx_n_u_offset, __pyx_mstate->__pyx_n_u_n, __pyx_mstate->__pyx_n_u_i, __pyx_mstate->__pyx_n_u_k, __pyx_mstate->__pyx_n_u_col, __pyx_mstate->__pyx_n_u_q};
     __pyx_mstate_global->__pyx_codeobj_tab[3] = __Pyx_PyCode_New(descr, varnames, __pyx_mstate->__pyx_kp_u_converter__text_pyx, __pyx_mstate->__pyx_n_u_integer_column_const_int32_t, __pyx_mstate->__pyx_kp_b_iso88591_fAQ_s_Cr_CvQc_A_j_E_aq_as_A_1_U, tuple_dedup_map); if (unlikely(!__pyx_mstate_global->__pyx_codeobj_tab[3])) goto bad;
   }

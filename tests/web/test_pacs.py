@@ -14,13 +14,14 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from converter import encapsulated
+from converter import ConvertOptions, convert, encapsulated
 from tests import dicomgen as G
 from tests.helpers import dciodvfy_errors, free_port, served_redis_text, wait_for
 from tests.orthanc import Orthanc
 from tests.web.served import Served
 from worker.config import Settings
 from worker.records import Records
+from worker.returning import ReturnFailed
 
 
 def _post_job(client, auth, files, **fields):
@@ -36,7 +37,8 @@ def _done(client, auth, url, timeout=90):
 def test_a_result_comes_as_encapsulated_stl_with_the_same_model(client, auth, workers,
                                                                  series_files, tmp_path):
     job = _post_job(client, auth, series_files, threshold="0").json
-    assert _done(client, auth, job["links"]["self"])["status"] == "done"
+    view = _done(client, auth, job["links"]["self"])
+    assert view["status"] == "done", view
     stl = client.get(job["links"]["result"], headers=auth)
     dicom = client.get(job["links"]["result"] + "?format=dicom", headers=auth)
     assert dicom.status_code == 200 and dicom.mimetype == "application/dicom"
@@ -240,3 +242,22 @@ def test_no_canary_reaches_a_lasting_record_while_the_model_carries_the_patient(
     for value in pacs.planted.values():
         for sink, text in (("log", pacs.served.log()), ("database", db), ("redis", redis_text)):
             assert value not in text, (sink, value)
+
+
+def test_a_model_goes_back_by_stow_rs_too(pacs, tmp_path):
+    # EPHEMESH_RETURN_TO may be a STOW-RS URL: the same sending, to Orthanc's DICOMweb
+    from worker.config import parse_destination
+    from worker.returning import send_with_retries
+
+    files, planted = _canary_series(tmp_path, "RS", n=3)
+    result = convert(files, ConvertOptions(threshold=0))
+    instance = encapsulated.encapsulate(result.stl, encapsulated.source_of(result.stack))
+    before = len(pacs.orthanc.instances_of_modality("M3D"))
+    destination = parse_destination(f"http://user:pw@127.0.0.1:{pacs.orthanc.http_port}"
+                                    "/dicom-web/studies")
+    assert send_with_retries(instance, destination, attempts=1) == 1
+    back = pacs.returned(before + 1)
+    assert any(encapsulated.payload(b) == result.stl for b in back)
+    wrong = parse_destination(f"http://127.0.0.1:{free_port()}/dicom-web/studies")
+    with pytest.raises(ReturnFailed, match="cannot be reached"):
+        send_with_retries(instance, wrong, attempts=2, backoff=0.01)
