@@ -6,7 +6,9 @@ dicomweb-client, DCMTK's storescu) where they are named."""
 from __future__ import annotations
 
 import io
+import os
 import secrets
+import subprocess
 from dataclasses import dataclass
 
 import pydicom
@@ -18,7 +20,7 @@ from converter import ConvertOptions, convert, encapsulated
 from tests import dicomgen as G
 from tests.helpers import dciodvfy_errors, free_port, served_redis_text, wait_for
 from tests.orthanc import Orthanc
-from tests.web.served import Served
+from tests.web.served import Served, ephemesh_script
 from worker.config import Settings
 from worker.records import Records
 from worker.returning import ReturnFailed
@@ -261,3 +263,27 @@ def test_a_model_goes_back_by_stow_rs_too(pacs, tmp_path):
     wrong = parse_destination(f"http://127.0.0.1:{free_port()}/dicom-web/studies")
     with pytest.raises(ReturnFailed, match="cannot be reached"):
         send_with_retries(instance, wrong, attempts=2, backoff=0.01)
+
+
+def test_a_keys_default_options_convert_a_stow_request_that_names_none(pacs, tmp_path):
+    env = {**os.environ, "EPHEMESH_DATA_DIR": str(pacs.served.root / "data")}
+    made = subprocess.run([ephemesh_script(), "keys", "create", "pacs-bone", "--option",
+                           "threshold=123", "--option", "smooth=0"], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]
+    listed = subprocess.run([ephemesh_script(), "keys", "list"], capture_output=True,
+                            text=True, env=env, timeout=60).stdout
+    assert "defaults threshold=123.0,smooth=0" in listed
+    datasets = [pydicom.dcmread(io.BytesIO(f)) for f in pacs.series]
+    client = DICOMwebClient(url=pacs.served.url + "/dicomweb",
+                            headers={"Authorization": f"Bearer {key}"})
+    answer = client.store_instances(datasets)
+    job = answer[0x00091001].value[0].RetrieveURL
+    view = wait_for(lambda: (lambda j: j if j["status"] in ("done", "failed") else None)(
+        requests.get(pacs.served.url + job, headers={"Authorization": f"Bearer {key}"},
+                     timeout=30).json()), 120, "the job")
+    assert view["report"]["threshold"]["value"] == 123.0
+    bad = subprocess.run([ephemesh_script(), "keys", "create", "x", "--option", "colour=red"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
