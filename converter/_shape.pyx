@@ -9,8 +9,10 @@ indices are checked here again so that a wrong call raises instead of
 reading past an array.
 """
 
-from libc.math cimport floor, sqrt
-from libc.stdint cimport int32_t, int64_t
+from libc.math cimport fabs, floor, sqrt
+from libc.math cimport pow as cpow
+from libc.stdint cimport int32_t, int64_t, uint8_t
+from libc.stdlib cimport free, malloc, realloc
 
 import numpy as np
 
@@ -94,18 +96,20 @@ def _fill_ring64(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fil
 
 def smooth_step(const float[:, ::1] cur, float[:, ::1] nxt, const float[:, ::1] orig,
                 const int64_t[::1] start, const idx_t[::1] nbr, double lam,
-                const double[::1] half, Py_ssize_t v0, Py_ssize_t v1):
+                const double[::1] half, double margin, Py_ssize_t v0, Py_ssize_t v1):
     """One Laplacian step for vertices ``v0:v1``, each kept in its box.
 
     ``nxt[v] = cur[v] + lam · (mean of the ring − cur[v])``, then clamped per
     axis to the vertex's box, made from where marching cubes put it
     (``orig``, index coordinates): along an axis where it is fractional, the
-    grid interval it lies in (the vertex's grid edge); along an axis where it
-    is a whole number, ± ``half`` of that axis.
+    grid interval it lies in (the vertex's grid edge) less ``margin`` at
+    each end (but never excluding ``orig``), so it stays strictly between the
+    samples inside and outside; along an axis where it is a whole number,
+    ± ``half`` of that axis.
     """
     cdef Py_ssize_t n = cur.shape[0], v, e, k, cnt
     cdef double s[3]
-    cdef double p, o, lo, hi
+    cdef double p
     if (cur.shape[1] != 3 or nxt.shape[0] != n or nxt.shape[1] != 3 or orig.shape[0] != n
             or orig.shape[1] != 3 or start.shape[0] != n + 1 or half.shape[0] != 3
             or not 0 <= v0 <= v1 <= n or start[n] != nbr.shape[0]):
@@ -121,18 +125,58 @@ def smooth_step(const float[:, ::1] cur, float[:, ::1] nxt, const float[:, ::1] 
                 p = cur[v, k]
                 if cnt:
                     p = p + lam * (s[k] / cnt - p)
-                o = orig[v, k]
-                lo = floor(o)
-                if lo == o:
-                    hi = o + half[k]
-                    lo = o - half[k]
-                else:
-                    hi = lo + 1.0
-                if p < lo:
-                    p = lo
-                elif p > hi:
-                    p = hi
-                nxt[v, k] = <float>p
+                s[k] = p
+            _into_box(s, &orig[v, 0], &half[0], margin)
+            for k in range(3):
+                nxt[v, k] = <float>s[k]
+    return None
+
+
+cdef inline void _into_box(double *p, const float *o, const double *half,
+                           double margin) noexcept nogil:
+    """``p`` clamped to the box of a vertex that marching cubes put at ``o``
+    (see :func:`smooth_step`).  Near either end of its edge (within
+    ``margin``) the box narrows across the edge too, to nothing at the end:
+    there the surface passes through a sample at the level, often where
+    several sheets meet, and the vertex stays where the data put it."""
+    cdef int k, edge = -1
+    cdef double lo, hi, f, taper = 1.0
+    for k in range(3):
+        f = o[k] - floor(o[k])
+        if f != 0:
+            edge = k
+            if margin > 0:
+                f = f if f < 1.0 - f else 1.0 - f
+                if f < margin:
+                    taper = f / margin
+    for k in range(3):
+        if k == edge:
+            lo = floor(o[k])
+            hi = lo + 1.0 - margin
+            lo = lo + margin
+            if o[k] < lo:
+                lo = o[k]
+            if o[k] > hi:
+                hi = o[k]
+        else:
+            lo = o[k] - taper * half[k]
+            hi = o[k] + taper * half[k]
+        if p[k] < lo:
+            p[k] = lo
+        elif p[k] > hi:
+            p[k] = hi
+
+
+def into_boxes(double[:, ::1] verts, const float[:, ::1] orig, const double[::1] half,
+               double margin):
+    """Every vertex clamped into its box (:func:`smooth_step`'s), in place."""
+    cdef Py_ssize_t v
+    if (verts.shape[1] != 3 or orig.shape[0] != verts.shape[0] or orig.shape[1] != 3
+            or half.shape[0] != 3):
+        raise ValueError("into_boxes: arrays of unexpected shapes")
+    with nogil:
+        for v in range(verts.shape[0]):
+            _into_box(&verts[v, 0], &orig[v, 0], &half[0], margin)
     return None
 
 
@@ -250,3 +294,465 @@ def degenerate_count(const double[:, ::1] verts, const idx_t[:, ::1] faces, doub
             if sqrt(x0 * x0 + x1 * x1 + x2 * x2) <= ratio * longest:
                 count += 1
     return count
+
+
+# --------------------------------------------------------------------------- decimation
+#
+# Quadric edge collapse after Garland & Heckbert, scheduled as in Sven
+# Forstmann's Fast-Quadric-Mesh-Simplification (the algorithm fast-simplification
+# wraps): passes over the triangles with a rising error threshold, each
+# collapsing the edges below it whose triangles are not touched yet in that
+# pass.  Unlike it, a collapse is made only when the mesh stays a closed
+# 2-manifold: the edge lies on exactly two triangles, its ends share exactly
+# the two opposite vertices (the link condition), and neither opposite vertex
+# would be left with fewer than three triangles; no triangle around may flip
+# or become a sliver.  Collapses keep every triangle's winding.
+
+
+
+cdef struct Ref:
+    int32_t tid
+    int32_t tvertex
+
+
+cdef struct Work:
+    double *v          # (n, 3) positions
+    double *q          # (n, 10) quadrics
+    int32_t *tri       # (m, 3)
+    double *err        # (m, 4): three edges' errors and their minimum
+    double *normal     # (m, 3)
+    uint8_t *deleted   # (m,)
+    uint8_t *dirty     # (m,)
+    int32_t *tstart    # (n,)
+    int32_t *tcount    # (n,)
+    int32_t *mark      # (n,) stamps for the link test
+    int32_t stamp
+    Ref *refs
+    Py_ssize_t nrefs, caprefs
+    Py_ssize_t n, m
+
+
+
+cdef inline double _qdet(const double *q, int a11, int a12, int a13, int a21, int a22,
+                         int a23, int a31, int a32, int a33) noexcept nogil:
+    return (q[a11] * q[a22] * q[a33] + q[a13] * q[a21] * q[a32] + q[a12] * q[a23] * q[a31]
+            - q[a13] * q[a22] * q[a31] - q[a11] * q[a23] * q[a32] - q[a12] * q[a21] * q[a33])
+
+
+cdef inline double _qerror(const double *q, double x, double y, double z) noexcept nogil:
+    return (q[0] * x * x + 2 * q[1] * x * y + 2 * q[2] * x * z + 2 * q[3] * x + q[4] * y * y
+            + 2 * q[5] * y * z + 2 * q[6] * y + q[7] * z * z + 2 * q[8] * z + q[9])
+
+
+cdef double _edge_error(Work *w, int32_t a, int32_t b, double *p) noexcept nogil:
+    """The error of collapsing a–b and where the merged vertex goes (``p``)."""
+    cdef double q[10]
+    cdef double det, e1, e2, e3, mx, my, mz, dx, dy, dz, length2
+    cdef int k
+    for k in range(10):
+        q[k] = w.q[10 * a + k] + w.q[10 * b + k]
+    mx = 0.5 * (w.v[3 * a] + w.v[3 * b])
+    my = 0.5 * (w.v[3 * a + 1] + w.v[3 * b + 1])
+    mz = 0.5 * (w.v[3 * a + 2] + w.v[3 * b + 2])
+    dx = w.v[3 * a] - w.v[3 * b]
+    dy = w.v[3 * a + 1] - w.v[3 * b + 1]
+    dz = w.v[3 * a + 2] - w.v[3 * b + 2]
+    length2 = dx * dx + dy * dy + dz * dz
+    det = _qdet(q, 0, 1, 2, 1, 4, 5, 2, 5, 7)
+    if det != 0:
+        p[0] = -1.0 / det * _qdet(q, 1, 2, 3, 4, 5, 6, 5, 7, 8)
+        p[1] = 1.0 / det * _qdet(q, 0, 2, 3, 1, 5, 6, 2, 7, 8)
+        p[2] = -1.0 / det * _qdet(q, 0, 1, 3, 1, 4, 6, 2, 5, 8)
+        dx = p[0] - mx
+        dy = p[1] - my
+        dz = p[2] - mz
+        if dx * dx + dy * dy + dz * dz <= length2:  # near the edge: the optimum
+            return _qerror(q, p[0], p[1], p[2])
+    # flat or far off: the better of the ends and the middle
+    e1 = _qerror(q, w.v[3 * a], w.v[3 * a + 1], w.v[3 * a + 2])
+    e2 = _qerror(q, w.v[3 * b], w.v[3 * b + 1], w.v[3 * b + 2])
+    e3 = _qerror(q, mx, my, mz)
+    if e3 <= e1 and e3 <= e2:
+        p[0] = mx
+        p[1] = my
+        p[2] = mz
+        return e3
+    if e1 <= e2:
+        p[0] = w.v[3 * a]
+        p[1] = w.v[3 * a + 1]
+        p[2] = w.v[3 * a + 2]
+        return e1
+    p[0] = w.v[3 * b]
+    p[1] = w.v[3 * b + 1]
+    p[2] = w.v[3 * b + 2]
+    return e2
+
+
+cdef void _triangle_errors(Work *w, Py_ssize_t t) noexcept nogil:
+    cdef double p[3]
+    cdef int j
+    cdef double e, lowest = 1e300
+    for j in range(3):
+        e = _edge_error(w, w.tri[3 * t + j], w.tri[3 * t + (j + 1) % 3], p)
+        w.err[4 * t + j] = e
+        if e < lowest:
+            lowest = e
+    w.err[4 * t + 3] = lowest
+
+
+cdef void _face_normal(Work *w, Py_ssize_t t, double *n) noexcept nogil:
+    cdef double *a = &w.v[3 * w.tri[3 * t]]
+    cdef double *b = &w.v[3 * w.tri[3 * t + 1]]
+    cdef double *c = &w.v[3 * w.tri[3 * t + 2]]
+    cdef double ux = b[0] - a[0], uy = b[1] - a[1], uz = b[2] - a[2]
+    cdef double vx = c[0] - a[0], vy = c[1] - a[1], vz = c[2] - a[2]
+    cdef double length
+    n[0] = uy * vz - uz * vy
+    n[1] = uz * vx - ux * vz
+    n[2] = ux * vy - uy * vx
+    length = sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2])
+    if length > 0:
+        n[0] /= length
+        n[1] /= length
+        n[2] /= length
+
+
+cdef int _rebuild_refs(Work *w) noexcept nogil:
+    """Drop deleted triangles and rebuild every vertex's list of triangles;
+    -1 when out of memory."""
+    cdef Py_ssize_t t, live = 0, j, v
+    cdef int32_t x
+    for t in range(w.m):
+        if not w.deleted[t]:
+            if live != t:
+                for j in range(3):
+                    w.tri[3 * live + j] = w.tri[3 * t + j]
+                for j in range(4):
+                    w.err[4 * live + j] = w.err[4 * t + j]
+                for j in range(3):
+                    w.normal[3 * live + j] = w.normal[3 * t + j]
+            w.deleted[live] = 0
+            live += 1
+    w.m = live
+    for v in range(w.n):
+        w.tcount[v] = 0
+    for t in range(w.m):
+        for j in range(3):
+            w.tcount[w.tri[3 * t + j]] += 1
+    x = 0
+    for v in range(w.n):
+        w.tstart[v] = x
+        x += w.tcount[v]
+        w.tcount[v] = 0
+    if 3 * w.m > w.caprefs:
+        free(w.refs)
+        w.caprefs = 3 * w.m + 1
+        w.refs = <Ref *>malloc(w.caprefs * sizeof(Ref))
+        if w.refs == NULL:
+            return -1
+    for t in range(w.m):
+        for j in range(3):
+            v = w.tri[3 * t + j]
+            w.refs[w.tstart[v] + w.tcount[v]].tid = <int32_t>t
+            w.refs[w.tstart[v] + w.tcount[v]].tvertex = <int32_t>j
+            w.tcount[v] += 1
+    w.nrefs = 3 * w.m
+    return 0
+
+
+cdef int _push_ref(Work *w, Ref r) noexcept nogil:
+    cdef Ref *grown
+    if w.nrefs == w.caprefs:
+        grown = <Ref *>realloc(w.refs, 2 * w.caprefs * sizeof(Ref))
+        if grown == NULL:
+            return -1
+        w.refs = grown
+        w.caprefs *= 2
+    w.refs[w.nrefs] = r
+    w.nrefs += 1
+    return 0
+
+
+cdef bint _flips(Work *w, const double *p, int32_t i0, int32_t i1, uint8_t *gone,
+                 int *shared) noexcept nogil:
+    """Whether moving ``i0`` to ``p`` flips or flattens one of its triangles that
+    stay; marks in ``gone`` those on the edge (they go) and counts them."""
+    cdef Py_ssize_t k
+    cdef Ref r
+    cdef int32_t t, s, id1, id2
+    cdef double d1[3]
+    cdef double d2[3]
+    cdef double n[3]
+    cdef double l1, l2, ln
+    cdef int j
+    shared[0] = 0
+    for k in range(w.tcount[i0]):
+        r = w.refs[w.tstart[i0] + k]
+        t = r.tid
+        gone[k] = 0
+        if w.deleted[t]:
+            continue
+        s = r.tvertex
+        id1 = w.tri[3 * t + (s + 1) % 3]
+        id2 = w.tri[3 * t + (s + 2) % 3]
+        if id1 == i1 or id2 == i1:
+            gone[k] = 1
+            shared[0] += 1
+            continue
+        for j in range(3):
+            d1[j] = w.v[3 * id1 + j] - p[j]
+            d2[j] = w.v[3 * id2 + j] - p[j]
+        l1 = sqrt(d1[0] * d1[0] + d1[1] * d1[1] + d1[2] * d1[2])
+        l2 = sqrt(d2[0] * d2[0] + d2[1] * d2[1] + d2[2] * d2[2])
+        if l1 == 0 or l2 == 0:
+            return True
+        for j in range(3):
+            d1[j] /= l1
+            d2[j] /= l2
+        if fabs(d1[0] * d2[0] + d1[1] * d2[1] + d1[2] * d2[2]) > 0.999:
+            return True  # a sliver
+        n[0] = d1[1] * d2[2] - d1[2] * d2[1]
+        n[1] = d1[2] * d2[0] - d1[0] * d2[2]
+        n[2] = d1[0] * d2[1] - d1[1] * d2[0]
+        ln = sqrt(n[0] * n[0] + n[1] * n[1] + n[2] * n[2])
+        if ln == 0:
+            return True
+        if (n[0] * w.normal[3 * t] + n[1] * w.normal[3 * t + 1]
+                + n[2] * w.normal[3 * t + 2]) / ln < 0.2:
+            return True  # turns over (or nearly)
+    return False
+
+
+cdef int _live_valence(Work *w, int32_t v) noexcept nogil:
+    cdef Py_ssize_t k
+    cdef int count = 0
+    for k in range(w.tcount[v]):
+        if not w.deleted[w.refs[w.tstart[v] + k].tid]:
+            count += 1
+    return count
+
+
+cdef bint _link_ok(Work *w, int32_t i0, int32_t i1) noexcept nogil:
+    """The link condition: the ends of i0–i1 share exactly two neighbours (the
+    edge's opposite vertices), each of which keeps at least three triangles."""
+    cdef Py_ssize_t k
+    cdef Ref r
+    cdef int32_t t, s, x, opposite[2]
+    cdef int common = 0, j
+    w.stamp += 2
+    for k in range(w.tcount[i0]):
+        r = w.refs[w.tstart[i0] + k]
+        t = r.tid
+        if w.deleted[t]:
+            continue
+        s = r.tvertex
+        w.mark[w.tri[3 * t + (s + 1) % 3]] = w.stamp
+        w.mark[w.tri[3 * t + (s + 2) % 3]] = w.stamp
+    for k in range(w.tcount[i1]):
+        r = w.refs[w.tstart[i1] + k]
+        t = r.tid
+        if w.deleted[t]:
+            continue
+        s = r.tvertex
+        for j in range(1, 3):
+            x = w.tri[3 * t + (s + j) % 3]
+            if x != i0 and w.mark[x] == w.stamp:
+                w.mark[x] = w.stamp + 1  # counted once
+                if common < 2:
+                    opposite[common] = x
+                common += 1
+    if common != 2:
+        return False
+    return _live_valence(w, opposite[0]) > 3 and _live_valence(w, opposite[1]) > 3
+
+
+cdef int _move_triangles(Work *w, int32_t i0, int32_t v, const uint8_t *gone,
+                         Py_ssize_t *removed) noexcept nogil:
+    """Triangles of ``v`` after the collapse into ``i0``: those on the edge go,
+    the rest now use ``i0`` and get new errors; their references are appended."""
+    cdef Py_ssize_t k
+    cdef Ref r
+    cdef int32_t t
+    for k in range(w.tcount[v]):
+        r = w.refs[w.tstart[v] + k]
+        t = r.tid
+        if w.deleted[t]:
+            continue
+        if gone[k]:
+            w.deleted[t] = 1
+            removed[0] += 1
+            continue
+        w.tri[3 * t + r.tvertex] = i0
+        w.dirty[t] = 1
+        _triangle_errors(w, t)
+        _face_normal(w, t, &w.normal[3 * t])
+        if _push_ref(w, r) < 0:
+            return -1
+    return 0
+
+
+cdef void _plane_quadrics(Work *w) noexcept nogil:
+    cdef Py_ssize_t t, j, k
+    cdef double n[3]
+    cdef double d, qq[10]
+    cdef int32_t v
+    for k in range(10 * w.n):
+        w.q[k] = 0.0
+    for t in range(w.m):
+        _face_normal(w, t, n)
+        for j in range(3):
+            w.normal[3 * t + j] = n[j]
+        v = w.tri[3 * t]
+        d = -(n[0] * w.v[3 * v] + n[1] * w.v[3 * v + 1] + n[2] * w.v[3 * v + 2])
+        qq[0] = n[0] * n[0]
+        qq[1] = n[0] * n[1]
+        qq[2] = n[0] * n[2]
+        qq[3] = n[0] * d
+        qq[4] = n[1] * n[1]
+        qq[5] = n[1] * n[2]
+        qq[6] = n[1] * d
+        qq[7] = n[2] * n[2]
+        qq[8] = n[2] * d
+        qq[9] = d * d
+        for j in range(3):
+            v = w.tri[3 * t + j]
+            for k in range(10):
+                w.q[10 * v + k] += qq[k]
+
+
+def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
+             double aggressiveness=7.0, int max_passes=200):
+    """Collapse edges of the closed mesh ``(verts, faces)`` until at most ``target``
+    triangles are left or no collapse keeps it a 2-manifold; in place.
+
+    Returns the number of triangles left: the first that many rows of
+    ``faces`` (vertex positions in ``verts``; unused vertices are left
+    behind for the caller to drop).
+    """
+    cdef Work w
+    cdef Py_ssize_t t, k, removed = 0, live, i
+    cdef int it, j, shared0, shared1
+    cdef int32_t i0, i1
+    cdef double threshold
+    cdef double p[3]
+    cdef uint8_t *gone0 = NULL
+    cdef uint8_t *gone1 = NULL
+    cdef Py_ssize_t gone_cap = 0, start, count
+    cdef int failed = 0
+    if verts.shape[1] != 3:
+        raise ValueError("verts must be (n, 3)")
+    _check_faces(faces, verts.shape[0])
+    w.n = verts.shape[0]
+    w.m = faces.shape[0]
+    w.v = &verts[0, 0] if w.n else NULL
+    w.tri = &faces[0, 0] if w.m else NULL
+    if w.m == 0 or target >= w.m:
+        return w.m
+    q_a = np.empty((w.n, 10), np.float64)
+    err_a = np.empty((w.m, 4), np.float64)
+    normal_a = np.empty((w.m, 3), np.float64)
+    deleted_a = np.zeros(w.m, np.uint8)
+    dirty_a = np.zeros(w.m, np.uint8)
+    tstart_a = np.zeros(w.n, np.int32)
+    tcount_a = np.zeros(w.n, np.int32)
+    mark_a = np.zeros(w.n, np.int32)
+    cdef double[:, ::1] q_m = q_a
+    cdef double[:, ::1] err_m = err_a
+    cdef double[:, ::1] normal_m = normal_a
+    cdef uint8_t[::1] deleted_m = deleted_a
+    cdef uint8_t[::1] dirty_m = dirty_a
+    cdef int32_t[::1] tstart_m = tstart_a
+    cdef int32_t[::1] tcount_m = tcount_a
+    cdef int32_t[::1] mark_m = mark_a
+    w.q = &q_m[0, 0]
+    w.err = &err_m[0, 0]
+    w.normal = &normal_m[0, 0]
+    w.deleted = &deleted_m[0]
+    w.dirty = &dirty_m[0]
+    w.tstart = &tstart_m[0]
+    w.tcount = &tcount_m[0]
+    w.mark = &mark_m[0]
+    w.stamp = 0
+    w.refs = NULL
+    w.caprefs = 0
+    w.nrefs = 0
+    with nogil:
+        _plane_quadrics(&w)
+        for t in range(w.m):
+            _triangle_errors(&w, t)
+        live = w.m
+        for it in range(max_passes):
+            if live <= target:
+                break
+            if it % 5 == 0:
+                if _rebuild_refs(&w) < 0:
+                    failed = 1
+                    break
+                # the largest valence bounds the per-collapse scratch
+                count = 0
+                for i in range(w.n):
+                    if w.tcount[i] > count:
+                        count = w.tcount[i]
+                if count + 1 > gone_cap:
+                    free(gone0)
+                    free(gone1)
+                    gone_cap = 2 * count + 64
+                    gone0 = <uint8_t *>malloc(gone_cap)
+                    gone1 = <uint8_t *>malloc(gone_cap)
+                    if gone0 == NULL or gone1 == NULL:
+                        failed = 1
+                        break
+            for t in range(w.m):
+                w.dirty[t] = 0
+            threshold = 1e-9 * cpow(it + 3, aggressiveness)
+            for t in range(w.m):
+                if w.err[4 * t + 3] > threshold or w.deleted[t] or w.dirty[t]:
+                    continue
+                for j in range(3):
+                    if w.err[4 * t + j] >= threshold:
+                        continue
+                    i0 = w.tri[3 * t + j]
+                    i1 = w.tri[3 * t + (j + 1) % 3]
+                    if w.tcount[i0] > gone_cap or w.tcount[i1] > gone_cap:
+                        continue  # a vertex grown past the scratch: wait for the rebuild
+                    _edge_error(&w, i0, i1, p)
+                    if _flips(&w, p, i0, i1, gone0, &shared0):
+                        continue
+                    if _flips(&w, p, i1, i0, gone1, &shared1):
+                        continue
+                    if shared0 != 2 or shared1 != 2 or not _link_ok(&w, i0, i1):
+                        continue
+                    w.v[3 * i0] = p[0]
+                    w.v[3 * i0 + 1] = p[1]
+                    w.v[3 * i0 + 2] = p[2]
+                    for k in range(10):
+                        w.q[10 * i0 + k] += w.q[10 * i1 + k]
+                    start = w.nrefs
+                    if (_move_triangles(&w, i0, i0, gone0, &removed) < 0
+                            or _move_triangles(&w, i0, i1, gone1, &removed) < 0):
+                        failed = 1
+                        break
+                    count = w.nrefs - start
+                    if count <= w.tcount[i0]:  # fits where i0's list was
+                        for k in range(count):
+                            w.refs[w.tstart[i0] + k] = w.refs[start + k]
+                        w.nrefs = start
+                    else:
+                        w.tstart[i0] = <int32_t>start
+                    w.tcount[i0] = <int32_t>count
+                    w.tcount[i1] = 0
+                    break
+                if failed or live - removed <= target:
+                    break
+            if failed:
+                break
+            live -= removed
+            removed = 0
+        if not failed:
+            _rebuild_refs(&w)
+    free(gone0)
+    free(gone1)
+    free(w.refs)
+    if failed:
+        raise MemoryError
+    return w.m

@@ -161,29 +161,61 @@ def self_intersections(verts, faces) -> int:
     edge of one passes through the other's interior.  Touching and coplanar
     pairs are not counted.
     """
-    from scipy.spatial import cKDTree
+    return len(crossing_pairs(verts, faces))
 
+
+def crossing_pairs(verts, faces) -> np.ndarray:
+    """The (k, 2) face indices of :func:`self_intersections`' pairs."""
     verts, faces = check_mesh(verts, faces)
+    none = np.zeros((0, 2), np.int64)
     if len(faces) < 2:
-        return 0
+        return none
     v = np.asarray(verts, dtype=np.float64)
     tri = v[faces]
-    centre = tri.mean(axis=1)
-    reach = np.linalg.norm(tri - centre[:, None], axis=2).max()
-    pairs = cKDTree(centre).query_pairs(2 * reach, output_type="ndarray")
+    pairs = _nearby_pairs(tri.min(axis=1), tri.max(axis=1))
     if not len(pairs):
-        return 0
+        return none
     fa, fb = faces[pairs[:, 0]], faces[pairs[:, 1]]
     shared = (fa[:, :, None] == fb[:, None, :]).any(axis=(1, 2))
     pairs = pairs[~shared]
     a, b = tri[pairs[:, 0]], tri[pairs[:, 1]]
     overlap = np.all((a.min(axis=1) <= b.max(axis=1)) & (b.min(axis=1) <= a.max(axis=1)), axis=1)
-    a, b = a[overlap], b[overlap]
+    a, b, pairs = a[overlap], b[overlap], pairs[overlap]
     crossing = np.zeros(len(a), bool)
     for one, other in ((a, b), (b, a)):
         for i in range(3):
             crossing |= _segment_crosses(one[:, i], one[:, (i + 1) % 3], other)
-    return int(crossing.sum())
+    return pairs[crossing]
+
+
+def _nearby_pairs(lo, hi):
+    """Pairs (i < j) of boxes that may overlap: each box goes into every cell of a
+    grid (about twice the median box) it touches; pairs share a cell."""
+    size = np.median(hi - lo, axis=0).max() * 2 or 1.0
+    first = np.floor(lo / size).astype(np.int64)
+    last = np.floor(hi / size).astype(np.int64)
+    span = last - first + 1
+    count = span.prod(axis=1)
+    owner = np.repeat(np.arange(len(lo)), count)
+    # the k-th cell of a box, as offsets along each axis
+    k = np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
+    sx, sy = span[owner, 0], span[owner, 1]
+    cell = first[owner] + np.stack([k % sx, (k // sx) % sy, k // (sx * sy)], axis=1)
+    cell -= cell.min(axis=0)
+    dims = cell.max(axis=0) + 1
+    key = (cell[:, 0] * dims[1] + cell[:, 1]) * dims[2] + cell[:, 2]
+    order = np.argsort(key, kind="stable")
+    key, owner = key[order], owner[order]
+    found = []
+    for d in range(1, len(key)):
+        same = key[d:] == key[:-d]
+        if not same.any():
+            break
+        found.append(np.stack([owner[:-d][same], owner[d:][same]], axis=1))
+    if not found:
+        return np.zeros((0, 2), np.int64)
+    pairs = np.sort(np.concatenate(found), axis=1)
+    return np.unique(pairs[pairs[:, 0] != pairs[:, 1]], axis=0)
 
 
 def _orient(a, b, c, d):
@@ -299,9 +331,14 @@ def drop_islands(verts, faces, min_volume: float):
 #: the ring's mean); with 10 iterations it flattens the terraces of 3 mm slices
 #: (tests/converter/test_smoothing.py)
 SMOOTH_STEP = 0.9
+#: how close (in voxels) a vertex may come to either end of its grid edge: it
+#: stays strictly between the samples inside and outside, so surfaces one voxel
+#: apart do not meet
+SMOOTH_MARGIN = 0.1
 
 
 def constrained_smooth(verts, faces, iterations: int, half, *, step: float = SMOOTH_STEP,
+                       margin: float = SMOOTH_MARGIN, keep_volume: bool = True,
                        workers: int = 1):
     """Laplacian smoothing with every vertex kept near where marching cubes put it.
 
@@ -314,8 +351,10 @@ def constrained_smooth(verts, faces, iterations: int, half, *, step: float = SMO
     flatten out while no vertex leaves the part of the grid where the data
     put the surface.  The uniform mean commutes with the affine index →
     patient map, so smoothing in index space is smoothing in millimetres.
-    The shrinking that Laplacian smoothing brings is undone afterwards by
-    :func:`restore_volumes`.
+    The shrinking that Laplacian smoothing brings is undone afterwards
+    (``keep_volume``) by :func:`restore_volumes`, within the same boxes: no
+    vertex leaves its box, which is what keeps the surface from crossing
+    itself where two parts or two sides of a thin part are a voxel apart.
 
     Parameters
     ----------
@@ -329,6 +368,11 @@ def constrained_smooth(verts, faces, iterations: int, half, *, step: float = SMO
         (> 0); the pipeline uses half the finest spacing, in each axis's units.
     step : float
         In (0, 1].
+    margin : float
+        How near (voxels) a vertex may come to the ends of its edge, in [0, 0.5).
+    keep_volume : bool
+        Give each part back the volume it enclosed (index space: the same
+        ratio in mm for an affine grid).
     workers : int
         Threads sharing each iteration (the result does not depend on it).
 
@@ -340,6 +384,8 @@ def constrained_smooth(verts, faces, iterations: int, half, *, step: float = SMO
         raise ValueError(f"iterations must be an integer >= 0, got {iterations}")
     if not 0 < step <= 1:
         raise ValueError(f"step must be in (0, 1], got {step}")
+    if not 0 <= margin < 0.5:
+        raise ValueError(f"margin must be in [0, 0.5), got {margin}")
     half = np.ascontiguousarray(half, dtype=np.float64).reshape(-1)
     if half.shape != (3,) or not np.all(np.isfinite(half)) or np.any(half <= 0):
         raise ValueError(f"half must be three numbers > 0, got {half}")
@@ -361,7 +407,8 @@ def constrained_smooth(verts, faces, iterations: int, half, *, step: float = SMO
     buffers = [orig.copy(), np.empty_like(orig)]
 
     def part(k, src, dst):
-        _shape.smooth_step(src, dst, orig, start, ring, float(step), half, cuts[k], cuts[k + 1])
+        _shape.smooth_step(src, dst, orig, start, ring, float(step), half, float(margin),
+                           cuts[k], cuts[k + 1])
 
     try:
         for i in range(int(iterations)):
@@ -373,17 +420,25 @@ def constrained_smooth(verts, faces, iterations: int, half, *, step: float = SMO
     finally:
         if pool is not None:
             pool.shutdown()
-    return buffers[int(iterations) % 2], faces
+    smoothed = buffers[int(iterations) % 2]
+    if keep_volume:
+        smoothed = restore_volumes(orig, smoothed, faces, box=(orig, half, float(margin)))
+    return smoothed.astype(np.float32, copy=False), faces
 
 
-def restore_volumes(before, after, faces, *, tolerance=1e-4, max_passes=4):
+def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-4,
+                    max_passes=6):
     """``after`` moved along its normals so each component encloses the volume it
     enclosed in ``before`` (the same faces).
 
     Each vertex moves in proportion to how far it moved from ``before``: what
     smoothing rounded off goes back where it came from, and flat parts that
     smoothing left alone stay.  Repeated until every component is within
-    ``tolerance`` (relative) or ``max_passes`` were made.
+    ``tolerance`` (relative) or ``max_passes`` were made.  No vertex moves
+    more than ``limit`` in all (default: as far as smoothing moved the
+    farthest): a speck that smoothing shrank to nothing stays small.  With
+    ``box`` (``(orig, half, margin)``, index coordinates) each pass ends with
+    every vertex back in its :func:`constrained_smooth` box.
 
     Returns the moved vertices (float64); ``after`` is not changed.
     """
@@ -400,21 +455,40 @@ def restore_volumes(before, after, faces, *, tolerance=1e-4, max_passes=4):
     vertex_label = np.zeros(len(after), np.int64)
     vertex_label[index.reshape(-1)] = np.repeat(labels, 3)
     weight = np.linalg.norm(after - before, axis=1)
+    if limit is None:
+        limit = float(weight.max())
     weight += 1e-6 * (weight.max() or 1.0)  # every vertex of a part may move a little
+    moved = np.zeros(len(after))
     for _ in range(max_passes):  # one pass is first order in the shift; big shifts take more
         vol_after, _ = _shape.component_measures(after, index, labels, count)
         change = (vol_before - vol_after) / 6.0
-        if np.all(np.abs(change) <= tolerance * np.abs(vol_before) / 6.0):
+        # each part on its own: one that is done is left alone (so a part's result
+        # does not depend on the others)
+        open_ = np.abs(change) > tolerance * np.abs(vol_before) / 6.0
+        if not open_.any():
             break
         normals, areas = _shape.normals_and_areas(after, index)
         reach = np.bincount(vertex_label, weight * areas, minlength=count)
-        scale = np.divide(change, reach, out=np.zeros(count), where=reach > 0)
-        after += (scale[vertex_label] * weight)[:, None] * normals
+        scale = np.divide(change, reach, out=np.zeros(count), where=(reach > 0) & open_)
+        step = scale[vertex_label] * weight
+        room = np.maximum(limit - moved, 0.0)
+        step = np.clip(step, -room, room)
+        moved += np.abs(step)
+        after += step[:, None] * normals
+        if box is not None:
+            _shape.into_boxes(after, *box)
     return after
 
 
 def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int | None = None):
-    """Quadric decimation (fast-simplification) to a fraction or a triangle budget.
+    """Quadric edge collapse to a fraction or a triangle budget, closed and manifold.
+
+    Compiled (:func:`converter._shape.collapse`): Garland–Heckbert quadrics,
+    scheduled in passes of rising error like fast-simplification, but an edge
+    collapses only when the mesh stays a closed 2-manifold (the link
+    condition; no triangle flips or becomes a sliver), so a closed,
+    consistently oriented mesh stays one.  Fewer triangles than asked for
+    are left only when no further collapse would keep it so.
 
     Parameters
     ----------
@@ -422,6 +496,10 @@ def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int 
         Fraction of triangles to keep, in (0, 1].
     max_triangles : int, optional
         Upper bound on the triangle count, >= 4.
+
+    Returns
+    -------
+    verts (float64) and faces (int32 or int64) without unused vertices.
     """
     if (fraction is None) == (max_triangles is None):
         raise ValueError("give exactly one of fraction or max_triangles")
@@ -436,10 +514,9 @@ def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int 
         target = int(max_triangles)
     if target >= len(faces):
         return verts, faces
-    import fast_simplification
-
-    out_v, out_f = fast_simplification.simplify(
-        np.ascontiguousarray(verts, dtype=np.float32), np.ascontiguousarray(faces, dtype=np.int32),
-        target_count=max(target, 4),
-    )
-    return drop_degenerate(out_v.astype(np.float64), out_f.astype(np.int64))
+    if len(verts) >= 2**31:
+        raise ValueError("decimation takes meshes of fewer than 2**31 vertices")
+    out_v = np.array(verts, dtype=np.float64, order="C")  # collapsed in place
+    out_f = np.array(faces, dtype=np.int32, order="C")
+    left = _shape.collapse(out_v, out_f, max(target, 4))
+    return compact(out_v, out_f[:left])

@@ -194,10 +194,12 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
             import io
 
             buf = io.BytesIO()
-            size = writing.write_model(parts, fmt, buf, opts.frame, assumed=info.assumed)
+            size = writing.write_model(parts, fmt, buf, opts.frame, assumed=info.assumed,
+                                       workers=opts.workers)
             data = buf.getvalue()
         else:
-            size = writing.write_model(parts, fmt, output, opts.frame, assumed=info.assumed)
+            size = writing.write_model(parts, fmt, output, opts.frame, assumed=info.assumed,
+                                       workers=opts.workers)
         on_write(1.0)
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
@@ -373,7 +375,7 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
     on_progress(0.2)
     if opts.smooth:  # on marching cubes' own vertices, before any part is dropped
         on_progress(0.2, "smoothing")
-        verts = _smooth(verts_idx, verts, faces, offset, vol, opts)
+        verts = _smooth(verts_idx, faces, offset, vol, opts)
     on_progress(0.4)
     if opts.min_island_mm3:
         before = meshops.components(faces, len(verts))[0]
@@ -394,16 +396,16 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
     return verts, faces, notes
 
 
-def _smooth(verts_idx, verts, faces, offset, vol, opts):
+def _smooth(verts_idx, faces, offset, vol, opts):
     """Constrained smoothing in index space (each vertex stays by its grid edge,
-    ± half the finest voxel across it), then each part's volume as it was."""
+    ± half the finest voxel across it, each part keeps its volume), in mm."""
     gaps = np.linalg.norm(np.diff(vol.positions, axis=0), axis=1)
     spacing = np.array([float(np.median(gaps)) if len(gaps) else 1.0, *vol.pixel_spacing])
     spacing = np.where(spacing > 0, spacing, spacing.max())
     half = 0.5 * opts.step * spacing.min() / spacing
     smoothed, _ = meshops.constrained_smooth(verts_idx, faces, opts.smooth, half,
                                              workers=opts.workers)
-    return meshops.restore_volumes(verts, vol.index_to_patient(smoothed, offset), faces)
+    return vol.index_to_patient(smoothed, offset)
 
 
 def _mesh_facts(verts, faces):

@@ -89,6 +89,9 @@ def preview(verts, faces, stl_bytes: int) -> bytes:
     budget = int(MAX_RATIO * stl_bytes)
     while len(data) > budget and len(faces) > 8:
         fraction = max(0.05, min(0.9, 0.9 * budget / len(data)))
+        before = len(faces)
         verts, faces = decimate(verts, faces, fraction=fraction)
+        if len(faces) >= before:  # no collapse keeps it closed: as small as it gets
+            break
         data = encode(verts, faces)
     return data

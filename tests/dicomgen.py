@@ -490,3 +490,21 @@ def body_on_table(geometry: Geometry, *, table_hu=1200.0) -> np.ndarray:
             hu = hu * (1 - frac) + value * frac
         out[k] = np.rint(hu)
     return out
+
+
+def slab_of(name, directory, slices=8, gap=2.0) -> Path:
+    """A pydicom(-data) CT or MR slice repeated along its normal: a short scan of it."""
+    from pydicom.data import get_testdata_file
+
+    source = pydicom.dcmread(get_testdata_file(name))
+    ori = np.array([float(v) for v in source.ImageOrientationPatient])
+    normal = np.cross(ori[:3], ori[3:])
+    start = np.array([float(v) for v in source.ImagePositionPatient])
+    series = generate_uid()
+    directory = Path(directory)
+    for k in range(slices):
+        ds = pydicom.dcmread(get_testdata_file(name))
+        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
+        ds.ImagePositionPatient = [f"{v:.4f}" for v in start + k * gap * normal]
+        ds.save_as(directory / f"{k:03d}.dcm")
+    return directory

@@ -75,6 +75,7 @@ def _this_session() -> dict:
 def index():
     settings = current_app.extensions["ephemesh.settings"]
     return render_template("upload.html", presets=presets(), smooth=options.bounds("smooth"),
+                           hollow=options.bounds("hollow"),
                            formats=options.choices("format"), frames=options.choices("frame"),
                            mine=_this_session(), limits=intake.limits(),
                            max_mb=current_app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024),

@@ -41,17 +41,20 @@ def from_form(form, *, allowed=WEB_OPTIONS, browser=False) -> dict:
             raise Refused("unknown_field", "Unknown form field; the fields are "
                           + ", ".join(sorted(allowed)) + ".")
         values = form.getlist(field)
-        if len(values) != 1:
+        if len(values) != 1 and not OPTIONS[field].repeat:
             raise Refused("invalid_option", f"{field} is given more than once.")
-        raw = values[0].strip()
+        if any(len(v) > 80 for v in values):
+            raise Refused(f"invalid_{field}", f"{field} is too long.")
+        # a repeatable option (structure) may come once per value, as on the command line
+        raw = ",".join(v.strip() for v in values if v.strip())
         if OPTIONS[field].type is bool:
             if _bool(field, raw):
                 options[field] = True
             continue
         if raw == "":
             continue
-        if len(raw) > 80:
-            raise Refused(f"invalid_{field}", f"{field} is too long.")
+        if len(values) > 16:
+            raise Refused(f"invalid_{field}", f"{field} is given too often.")
         options[field] = raw
     if browser:
         preset = options.get("preset")

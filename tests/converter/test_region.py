@@ -14,10 +14,7 @@ import subprocess
 import sys
 
 import numpy as np
-import pydicom
 import pytest
-from pydicom.data import get_testdata_file
-from pydicom.uid import generate_uid
 
 from converter import ConvertOptions, convert
 from converter import mesh as M
@@ -187,21 +184,6 @@ def test_remove_table_keeps_the_body_and_drops_couch_and_head_rest(body_on_table
     assert kept.report["volume_mm3"] == pytest.approx(airway.report["volume_mm3"], rel=1e-9)
 
 
-def _slab_of(name, directory, slices=8, gap=2.0):
-    """A pydicom(-data) CT slice repeated along its normal: a short scan of it."""
-    source = pydicom.dcmread(get_testdata_file(name))
-    ori = np.array([float(v) for v in source.ImageOrientationPatient])
-    normal = np.cross(ori[:3], ori[3:])
-    start = np.array([float(v) for v in source.ImagePositionPatient])
-    series = generate_uid()
-    for k in range(slices):
-        ds = pydicom.dcmread(get_testdata_file(name))
-        ds.SeriesInstanceUID, ds.SOPInstanceUID = series, generate_uid()
-        ds.ImagePositionPatient = [f"{v:.4f}" for v in start + k * gap * normal]
-        ds.save_as(directory / f"{k:03d}.dcm")
-    return directory
-
-
 @pytest.mark.parametrize("name, preset, check", [
     # a head in a U-shaped head rest (pydicom-data): the skull alone is left
     ("693_UNCR.dcm", "bone", lambda plain, kept: kept["components"] == 1 < plain["components"]
@@ -211,7 +193,7 @@ def _slab_of(name, directory, slices=8, gap=2.0):
      < plain["bbox_mm"][1][1] - 50 and kept["volume_mm3"] > 0.9 * plain["volume_mm3"]),
 ], ids=["head-rest", "couch"])
 def test_remove_table_on_real_ct(tmp_path, name, preset, check):
-    path = _slab_of(name, tmp_path)
+    path = G.slab_of(name, tmp_path)
     plain = convert([path], ConvertOptions(preset=preset, workers=2)).report
     kept = convert([path], ConvertOptions(preset=preset, remove_table=True, workers=2))
     _closed(kept)
@@ -342,3 +324,11 @@ def test_closed_after_every_region_option(two_spheres, region, mesh):
     result = _convert(two_spheres, **region, **mesh)
     _closed(result)
     assert result.report["volume_mm3"] > 0
+
+
+def test_with_the_print_frame_crop_and_seed_are_lps(two_spheres):
+    # the print frame is known only once the model is made: the region is given in LPS
+    result = _convert(two_spheres, seed=(12, 0, 0), crop=(0, -30, -30, 30, 30, 30), frame="print")
+    assert result.report["frame"] == "PRINT" and result.report["components"] == 1
+    assert result.report["volume_mm3"] == pytest.approx(SMALL, rel=0.1)
+    assert min(v[2] for v in result.report["bbox_mm"]) == pytest.approx(0, abs=1e-6)

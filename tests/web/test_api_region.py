@@ -84,3 +84,24 @@ def test_the_openapi_document_declares_the_region_fields(client):
         assert props[name] == option_schema(name)
     assert props["crop"]["type"] == "string" and "pattern" in props["crop"]
     assert "not with largest" in props["keep_parts"]["description"]
+
+
+def test_the_upload_page_offers_table_removal_and_hollowing(client, two_spheres, workers):
+    from converter.options import OPTIONS
+    from tests.helpers import csrf_token
+
+    html = client.get("/").get_data(as_text=True)
+    assert 'name="remove_table"' in html
+    assert f'max="{OPTIONS["hollow"].maximum}"' in html and 'name="hollow"' in html
+    data = {"csrf_token": csrf_token(client), "threshold": str(G.MID_HU), "preset": "threshold",
+            "hollow": "2", "remove_table": "1",
+            "files": [(io.BytesIO(f), "x.dcm") for f in two_spheres]}
+    resp = client.post("/jobs", data=data, content_type="multipart/form-data")
+    assert resp.status_code in (302, 303), resp.get_data(as_text=True)[:300]
+    status = resp.headers["Location"] + "/status"
+    job = wait_for(lambda: (lambda j: j if j["status"] in ("done", "failed") else None)(
+        client.get(status, headers={"Accept": "application/json"}).json), 90, "the job")
+    assert job["status"] == "done", job
+    page = client.get(resp.headers["Location"]).get_data(as_text=True)
+    # both options reached the converter (the spheres are too small to be a body)
+    assert "hollow, a 2.0 mm wall" in page and "remove_table found no body" in page

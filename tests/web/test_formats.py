@@ -16,7 +16,7 @@ from tests.web.test_api import _post_job, _wait
 def test_3mf_obj_and_bad_structures_through_the_api(client, auth, workers, series_zip,
                                                      tmp_path):
     made = _post_job(client, auth, [series_zip], format="3mf", frame="print",
-                     structure="bone=300,soft=-100:300")
+                     structure=["bone=300", "soft=-100:300"])  # repeated, as on the CLI
     obj = _post_job(client, auth, [series_zip], format="obj", preset="bone")
     assert made.status_code == obj.status_code == 202, (made.json, obj.json)
 

@@ -189,6 +189,11 @@ def test_look_first_convert_twice_compare_download_and_done(browser, served, tmp
     shutil.copy(shot, artifacts_dir / "workspace.png")
 
     job_ids = [page.locator(".result-card").nth(i).get_attribute("data-job") for i in range(2)]
+    # one model deleted on its own: gone at once, the other stays
+    page.locator(f'.result-card[data-job="{job_ids[1]}"] button.delete').click()
+    page.wait_for_selector(f'.result-card[data-job="{job_ids[1]}"][data-status="deleted"]')
+    assert page.request.get(f"{served.url}/jobs/{job_ids[1]}/model.stl").status == 410
+    assert page.request.get(f"{served.url}/jobs/{job_ids[0]}/model.stl").status == 200
     page.click("#done")
     page.wait_for_selector('#workspace[data-state="deleted"]')
     assert "gone" in page.text_content("#done-status")

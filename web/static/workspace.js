@@ -52,7 +52,7 @@ const mb = bytes => (bytes < 1048576 ? `${Math.max(1, Math.round(bytes / 1024))}
 
 // ------------------------------------------------------------------ the scan
 async function loadScan() {
-  let delay = 400;
+  let delay = 250;
   for (;;) {
     const resp = await api(root.dataset.scanUrl);
     if (resp.status === 404 || resp.status === 410) { gone('This scan is not here any more (deleted, or its time was up).'); return; }
@@ -69,7 +69,7 @@ async function loadScan() {
     if (scan.status === 'deleted') { gone('This scan has been deleted.'); return; }
     say('scan-status', 'The server is reading your files and listing the series…');
     await new Promise(ok => setTimeout(ok, delay));
-    delay = Math.min(delay * 1.5, 3000);
+    delay = Math.min(delay * 1.3, 2000);
   }
 }
 
@@ -255,8 +255,14 @@ function drawHistogram() {
   const canvas = $('histogram');
   const hist = state.histogram;
   if (!hist) return;
-  const w = canvas.width, h = canvas.height, pad = 4, axis = 18;
+  // drawn at the size it is shown (no stretched text), in CSS pixels
+  const dpr = Math.min(window.devicePixelRatio || 1, 2);
+  const w = canvas.clientWidth || 720, h = canvas.clientHeight || 150, pad = 4, axis = 18;
+  if (canvas.width !== Math.round(w * dpr) || canvas.height !== Math.round(h * dpr)) {
+    canvas.width = Math.round(w * dpr); canvas.height = Math.round(h * dpr);
+  }
   const ctx = canvas.getContext('2d');
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
   ctx.clearRect(0, 0, w, h);
   const [lo, hi] = [hist.edges[0], hist.edges[hist.edges.length - 1]];
   const x = v => pad + (w - 2 * pad) * (v - lo) / Math.max(hi - lo, 1e-9);
@@ -292,6 +298,8 @@ function drawHistogram() {
     + `(counts on a log scale). Marked: ${marks || 'nothing in range'}. The red line is the threshold, `
     + `${fmt(state.threshold, 1)} ${unit}.`;
 }
+
+window.addEventListener('resize', drawHistogram);
 
 $('histogram').addEventListener('pointerdown', e => {
   const canvas = $('histogram');
