@@ -42,6 +42,8 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--out", default=str(HERE / "formats-results.md"))
     parser.add_argument("--skip-ascii", action="store_true", help="leave out ASCII STL (slow)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="ConvertOptions.workers for the writers (default 2)")
     args = parser.parse_args(argv)
     verts, faces = mesh(args.slices)
     part = [formats.Part("model", verts, faces)]
@@ -57,7 +59,7 @@ def main(argv=None):
                 path = path.with_suffix(".zip")  # one file: the .obj and .mtl zipped
             try:
                 t = time.perf_counter()
-                sizes[fmt] = formats.write_model(part, fmt, path)
+                sizes[fmt] = formats.write_model(part, fmt, path, workers=args.workers)
                 times[fmt].append(time.perf_counter() - t)
             finally:
                 path.unlink(missing_ok=True)
@@ -81,7 +83,8 @@ def main(argv=None):
         f"Mesh: the 512×512×{args.slices} benchmark series at 300 HU, {len(faces):,} triangles, "
         f"{len(verts):,} vertices ({mesh_mb:.0f} MB as binary STL); {args.runs} runs of each "
         f"format, round-robin, to files on {folder}.",
-        f"Command: `.venv/bin/python bench/formats.py --slices {args.slices} --runs {args.runs}"
+        f"Command: `.venv/bin/python bench/formats.py --slices {args.slices} --runs {args.runs} "
+        f"--workers {args.workers}"
         + (" --skip-ascii" if args.skip_ascii else "") + "`",
         "",
         *rows,

@@ -53,8 +53,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("stl-ascii", "STL", "ASCII STL", ".stl", "model/stl", False),
     Format("3mf", "3MF", "3MF (millimetres, named and coloured parts)", ".3mf", "model/3mf",
            True),
-    Format("obj", "OBJ", "OBJ with materials (a zip of .obj and .mtl)", ".obj", "model/obj",
-           True),
+    Format("obj", "OBJ", "OBJ with a material per part (.obj and .mtl; as one file, a zip)",
+           ".obj", "model/obj", True),
     Format("ply", "PLY", "binary PLY", ".ply", "application/octet-stream", True),
 )}
 #: the extensions the command line tells a format by (``.zip``: STLs, one per part)
@@ -79,7 +79,7 @@ def hex_color(color) -> str:
     return "#" + "".join(f"{round(min(max(c, 0.0), 1.0) * 255):02X}" for c in color)
 
 
-def zip_entry(name: str, compress_type=zipfile.ZIP_DEFLATED) -> zipfile.ZipInfo:
+def zip_entry(name: str, compress_type=zipfile.ZIP_STORED) -> zipfile.ZipInfo:
     """A zip member named ``name`` dated 1980-01-01 (no clock in the file)."""
     info = zipfile.ZipInfo(name)
     info.compress_type = compress_type
@@ -145,10 +145,11 @@ def header_text(fmt: str, frame: str, *, assumed: bool = False) -> str:
 
 
 def write_model(parts: list[Part], fmt: str, out, frame: str = "lps", *,
-                assumed: bool = False) -> int:
+                assumed: bool = False, workers: int = 1) -> int:
     """Write ``parts`` as ``fmt`` to ``out`` (a path, atomically, or a binary
     file); return the bytes written.  A path ending ``.obj`` gets its ``.mtl``
-    beside it (not counted)."""
+    beside it (not counted).  ``workers`` > 1 lets 3MF's text be made on a
+    thread while it is written (``ConvertOptions.workers``)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {tuple(FORMATS)}, got {fmt!r}")
     if not parts:
@@ -160,10 +161,10 @@ def write_model(parts: list[Part], fmt: str, out, frame: str = "lps", *,
         return obj.write_pair(parts, Path(path), frame, assumed)
     if zipped(fmt, len(parts), path):
         return _atomic(out, lambda fh: _write_zip(parts, fmt, fh, frame, assumed))
-    return _atomic(out, lambda fh: _write_one(parts, fmt, fh, frame, assumed))
+    return _atomic(out, lambda fh: _write_one(parts, fmt, fh, frame, assumed, workers))
 
 
-def _write_one(parts, fmt, fh, frame, assumed) -> int:
+def _write_one(parts, fmt, fh, frame, assumed, workers=1) -> int:
     from . import ply, stl, threemf
 
     if fmt in ("stl", "stl-ascii"):
@@ -172,15 +173,16 @@ def _write_one(parts, fmt, fh, frame, assumed) -> int:
         return writer(part.verts, part.faces, fh, frame, assumed=assumed)
     header = header_text(fmt, frame, assumed=assumed)
     if fmt == "3mf":
-        return threemf.write(parts, fh, header)
+        return threemf.write(parts, fh, header, workers)
     return ply.write(parts, fh, header)
 
 
 def _write_zip(parts, fmt, fh, frame, assumed) -> None:
-    """A zip of one STL per part (``NAME.stl``), or OBJ's ``model.obj`` + ``model.mtl``."""
+    """A zip of one STL per part (``NAME.stl``), or OBJ's ``model.obj`` + ``model.mtl``;
+    stored, not deflated (Python's zlib deflates text at a tenth of the writers' pace)."""
     from . import obj
 
-    with zipfile.ZipFile(fh, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+    with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED) as zf:
         if fmt == "obj":
             with zf.open(zip_entry("model.obj"), "w", force_zip64=True) as member:
                 obj.write_obj(parts, member, header_text(fmt, frame, assumed=assumed),

@@ -60,6 +60,27 @@ def fill_integer(out: np.ndarray, values: np.ndarray, digits: int, offset: int =
     _text.integer_column(values, out, int(digits), int(offset))
 
 
+def made_ahead(starts, make, workers: int = 1):
+    """``make(start)`` for each of ``starts``, in order.  With ``workers`` > 1
+    the next block is made on a thread while the caller writes this one (the
+    kernel and file writes release the GIL); with 1, all in the calling thread."""
+    if workers <= 1:
+        for start in starts:
+            yield make(start)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for start in starts:
+            ahead = pool.submit(make, start)
+            if pending is not None:
+                yield pending.result()
+            pending = ahead
+        if pending is not None:
+            yield pending.result()
+
+
 class LineTemplate:
     """Lines of text made from a template with fixed-width fields.
 

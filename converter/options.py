@@ -254,7 +254,7 @@ class ConvertOptions:
                               "mirrored")
     format: str | None = _option(
         choices=tuple(FORMATS),
-        help="file format: " + ", ".join(f"{f.name} ({f.label})" for f in FORMATS.values())
+        help="file format: " + "; ".join(f"{f.name}: {f.label}" for f in FORMATS.values())
         + "; default: from the output's extension (.stl, .3mf, .obj, .ply; .zip: one STL per "
           "part), else stl")
     max_bytes: int | None = _option(

@@ -324,7 +324,11 @@ class Region:
         where = np.nonzero(band)
         del band
         points = self.vol.index_to_patient(np.stack(where, axis=1).astype(np.float64), offset)
-        euclid, nearest = cKDTree(verts).query(points, workers=workers)
+        tree = cKDTree(verts, balanced_tree=False, compact_nodes=False)
+        euclid, nearest = tree.query(points, workers=workers, distance_upper_bound=wall + 4 * smax)
+        del tree
+        far = ~np.isfinite(euclid)  # beyond the bound: certainly deeper than the wall
+        euclid[far], nearest[far] = wall + 4 * smax, 0
         along = np.abs(np.einsum("ij,ij->i", points - verts[nearest], normals[nearest]))
         del points, verts, normals
         true_depth = np.clip(along, euclid - smax, euclid)

@@ -48,18 +48,19 @@ MODEL_PATH = "3D/3dmodel.model"
 CORE_NS = "http://schemas.microsoft.com/3dmanufacturing/core/2015/02"
 
 
-def write(parts, fh, description: str) -> None:
+def write(parts, fh, description: str, workers: int = 1) -> None:
     """Write ``parts`` (``formats.Part``) as a 3MF package to the binary file ``fh``;
-    ``description`` is the header's text (``formats.header_text``)."""
+    ``description`` is the header's text (``formats.header_text``); with
+    ``workers`` > 1 the text is made a block ahead on a thread."""
     meshes = [check_mesh(p.verts, p.faces) for p in parts]
     with zipfile.ZipFile(fh, "w", COMPRESSION) as zf:
         zf.writestr(zip_entry("[Content_Types].xml", COMPRESSION), CONTENT_TYPES)
         zf.writestr(zip_entry("_rels/.rels", COMPRESSION), RELS)
         with zf.open(zip_entry(MODEL_PATH, COMPRESSION), "w", force_zip64=True) as model:
-            _write_model(model, parts, meshes, description)
+            _write_model(model, parts, meshes, description, workers)
 
 
-def _write_model(out, parts, meshes, description) -> None:
+def _write_model(out, parts, meshes, description, workers) -> None:
     coloured = len(parts) > 1
     head = [
         '<?xml version="1.0" encoding="UTF-8"?>\n',
@@ -78,37 +79,45 @@ def _write_model(out, parts, meshes, description) -> None:
         colour = f' pid="1" pindex="{k}"' if coloured else ""
         out.write(f'<object id="{first_id + k}" name="{part.name}" type="model"{colour}>'
                   "<mesh>\n<vertices>\n".encode("ascii"))
-        _vertices(out, verts)
+        _vertices(out, verts, workers)
         out.write(b"</vertices>\n<triangles>\n")
-        _triangles(out, faces, len(verts))
+        _triangles(out, faces, len(verts), workers)
         out.write(b"</triangles>\n</mesh></object>\n")
     items = "".join(f'<item objectid="{first_id + k}"/>' for k in range(len(parts)))
     out.write(f"</resources>\n<build>{items}</build>\n</model>\n".encode("ascii"))
 
 
-def _vertices(out, verts) -> None:
+def _vertices(out, verts, workers=1) -> None:
     if not len(verts):
         return
     digits = numtext.int_digits(np.abs(verts).max())
     width = numtext.decimal_width(digits, DECIMALS)
     line = numtext.LineTemplate(['<vertex x="', width, '" y="', width, '" z="', width, '"/>\n'])
-    for start in range(0, len(verts), BLOCK):
+
+    def make(start):
         chunk = np.asarray(verts[start:start + BLOCK], dtype=np.float64)
         rows = line.block(len(chunk))
         for axis, col in enumerate(line.fields(rows)):
             numtext.fill_decimal(col, chunk[:, axis], digits, DECIMALS)
+        return rows
+
+    for rows in numtext.made_ahead(range(0, len(verts), BLOCK), make, workers):
         out.write(rows.data)
 
 
-def _triangles(out, faces, n_verts) -> None:
+def _triangles(out, faces, n_verts, workers=1) -> None:
     if not len(faces):
         return
     digits = numtext.int_digits(max(n_verts - 1, 0))
     line = numtext.LineTemplate(['<triangle v1="', digits, '" v2="', digits, '" v3="', digits,
                                  '"/>\n'])
-    for start in range(0, len(faces), BLOCK):
+
+    def make(start):
         chunk = np.asarray(faces[start:start + BLOCK])
         rows = line.block(len(chunk))
         for corner, col in enumerate(line.fields(rows)):
             numtext.fill_integer(col, chunk[:, corner], digits)
+        return rows
+
+    for rows in numtext.made_ahead(range(0, len(faces), BLOCK), make, workers):
         out.write(rows.data)

@@ -164,9 +164,22 @@ def overlay_mask(image: np.ndarray, level: float) -> np.ndarray:
     return inside_mask(image, level)
 
 
-def histogram(data: np.ndarray, modality: str, *, bins: int = BINS) -> dict:
+def summary(data: np.ndarray) -> dict:
+    """What showing a volume needs at once, from one cheap look: its value
+    ``range``, a default grey ``window`` (the 1st to 99th percentile) and
+    Otsu's level (both on a regular subsample)."""
+    step = max(1, int(np.ceil((data.size / 2_000_000) ** (1 / 3))))
+    sample = np.asarray(data[::step, ::step, ::step])
+    lo, hi = float(data.min()), float(data.max())
+    low, high = (float(v) for v in np.percentile(sample, [1, 99]))
+    return {"range": [lo, hi], "window": [low, high if high > low else low + 1],
+            "otsu": round(otsu_level(data), 3)}
+
+
+def histogram(data: np.ndarray, modality: str, *, bins: int = BINS, otsu=None) -> dict:
     """Bin edges, counts and range of ``data``, and the suggested levels: each
-    preset that applies to the modality (CT presets in HU) and Otsu's."""
+    preset that applies to the modality (CT presets in HU) and Otsu's
+    (``otsu`` when it is known)."""
     lo, hi = float(data.min()), float(data.max())
     if data.dtype.kind in "iu":
         # integers: whole-number bins, counted without a float copy
@@ -184,7 +197,8 @@ def histogram(data: np.ndarray, modality: str, *, bins: int = BINS) -> dict:
                  for name, p in PRESETS.items()
                  if p.level is not None and (modality == "CT" or not p.ct_only)]
     suggested.append({"name": "auto", "label": PRESETS["auto"].label,
-                      "value": round(otsu_level(data), 3), "region": "above"})
+                      "value": round(otsu_level(data), 3) if otsu is None else otsu,
+                      "region": "above"})
     return {"edges": [round(float(e), 4) for e in edges], "counts": counts.astype(int).tolist(),
             "range": [lo, hi], "unit": unit(modality), "suggested": suggested}
 
@@ -240,17 +254,12 @@ def unit(modality: str) -> str:
     return "HU" if modality == "CT" else "modality units"
 
 
-def window(hist: dict, width=None, level=None) -> tuple[float, float]:
+def window(default, width=None, level=None) -> tuple[float, float]:
     """The (low, high) values shown black and white: from ``width`` and
-    ``level`` when given, else the 1st to 99th percentile of ``hist``."""
+    ``level`` when given, else ``default`` (``summary``'s window)."""
     if width is not None and level is not None:
         return level - width / 2.0, level + width / 2.0
-    counts = np.asarray(hist["counts"], dtype=np.float64)
-    edges = np.asarray(hist["edges"], dtype=np.float64)
-    cum = np.cumsum(counts) / max(counts.sum(), 1.0)
-    lo = edges[int(np.searchsorted(cum, 0.01))]
-    hi = edges[min(int(np.searchsorted(cum, 0.99)) + 1, len(edges) - 1)]
-    return float(lo), float(hi if hi > lo else lo + 1)
+    return float(default[0]), float(default[1])
 
 
 def grey(image: np.ndarray, low: float, high: float) -> np.ndarray:

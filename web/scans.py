@@ -125,7 +125,7 @@ def series_geometry(scan_id, n):
         facts = V.geometry(vol, V.view(vol, plane))
         planes[plane] = {k: facts[k] for k in ("count", "width", "height", "pixel_mm", "edges")}
     return jsonify({
-        "n": n, "unit": V.unit(vol.modality), "range": entry["histogram"]["range"],
+        "n": n, "unit": V.unit(vol.modality), "range": entry["range"],
         "modality": entry["modality"], "shape": list(vol.data.shape),
         "planes": planes, "bounds_mm": V.bounds(vol),
         "to_patient": {plane: V.geometry(vol, V.view(vol, plane))["to_patient"]
@@ -135,7 +135,7 @@ def series_geometry(scan_id, n):
 
 @bp.get("/scans/<scan_id>/series/<int:n>/histogram")
 def histogram(scan_id, n):
-    return jsonify(dict(_series(scan_id, n).entry["histogram"], n=n))
+    return jsonify(dict(_series(scan_id, n).histogram, n=n))
 
 
 def _number(name, code, *, positive=False):
@@ -184,7 +184,7 @@ def slice_view(scan_id, n):
     if fmt == "values":
         return Response(slices.values(image), mimetype="application/octet-stream",
                         headers=headers)
-    low, high = V.window(decoded.entry["histogram"], width, level)
+    low, high = V.window(decoded.entry["window"], width, level)
     grey = V.grey(image, low, high)
     pixels = grey if threshold is None else slices.tinted(grey, V.overlay_mask(image, threshold))
     return Response(slices.png(pixels), mimetype="image/png", headers=headers)
@@ -197,7 +197,7 @@ def thumbnail(scan_id, n):
     v = V.view(vol, "axial")
     image = V.plane_of(vol.data, v, v.count // 2)
     step = slices.thumbnail_step(*image.shape)
-    low, high = V.window(decoded.entry["histogram"])
+    low, high = V.window(decoded.entry["window"])
     return Response(slices.png(V.grey(image[::step, ::step], low, high)), mimetype="image/png")
 
 

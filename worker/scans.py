@@ -8,7 +8,9 @@ as its owner likes, then gone.
   lists the series and decodes each once, into the store next to the upload
   (``Kind.VOLUME``, same deadline): one part per decoded volume (its voxels
   as they lie in memory) and, last, the index (JSON: per series its number,
-  description, acquisition time, geometry, histogram).  The index is the
+  description, acquisition time, geometry, value range, grey window,
+  Otsu's level; the histogram's counts are made from the volume by the web
+  process that is asked for them, and kept beside it).  The index is the
   only place the series' descriptions and times are kept, and it goes with
   the upload.  A scan that cannot be read loses its upload at once (ledger:
   ``failed``).
@@ -85,7 +87,7 @@ def _read(ctx, scan_id) -> str:
         return row["status"] if row else "missing"
     failure = None
     try:
-        files = ctx.store.get(Kind.SCAN, scan_id)
+        files = scan_files(ctx, scan_id)
         if files is None:
             failure = ("input_missing", "the upload was deleted before it was read")
         else:
@@ -112,11 +114,24 @@ def _read(ctx, scan_id) -> str:
     return (ctx.records.scan(scan_id) or {}).get("status", ScanStatus.DELETED)
 
 
+def scan_files(ctx, scan_id):
+    """The scan's uploaded files as the converter reads them: their paths in
+    a directory store (read where they lie, never copied into memory
+    whole), else their bytes; None once the upload has gone."""
+    meta = ctx.store.meta(Kind.SCAN, scan_id)
+    if meta is None:
+        return None
+    paths = [ctx.store.part_path(Kind.SCAN, scan_id, i) for i in range(int(meta["parts"]))]
+    if paths and all(p is not None for p in paths):
+        return [str(p) for p in paths]
+    return ctx.store.get(Kind.SCAN, scan_id)
+
+
 def _volume_parts(ctx, listing):
     """The decoded volumes, one part each, then the index (JSON): one volume
     in memory at a time."""
     from converter.loading import load_volume
-    from converter.views import acquired, histogram
+    from converter.views import acquired, summary
 
     entries = []
     for info in listing.series:
@@ -137,7 +152,7 @@ def _volume_parts(ctx, listing):
             "positions": vol.positions.tolist(), "row_dir": vol.row_dir.tolist(),
             "col_dir": vol.col_dir.tolist(), "pixel_spacing": list(vol.pixel_spacing),
             "modality": vol.modality, "background": float(vol.background)}
-        entry["histogram"] = histogram(vol.data, vol.modality)
+        entry.update(summary(vol.data))  # range, grey window, Otsu: the histogram is the web's
         entry["part"] = sum(1 for e in entries if e["part"] is not None)
         yield np.ascontiguousarray(vol.data).data
         del vol
@@ -153,9 +168,20 @@ def _volume_parts(ctx, listing):
 class Decoded:
     """One decoded series of a scan, as the web shows it."""
 
-    entry: dict  # its index entry (number, description, geometry, histogram …)
+    entry: dict  # its index entry (number, description, geometry, range, window …)
     volume: Volume  # voxels (mapped from the store where it can be) and geometry
     deadline: float
+    _histogram: dict | None = None
+
+    @property
+    def histogram(self) -> dict:
+        """Its histogram (``converter.views.histogram``), counted on first use."""
+        if self._histogram is None:
+            from converter.views import histogram
+
+            self._histogram = histogram(self.volume.data, self.volume.modality,
+                                        otsu=self.entry["otsu"])
+        return self._histogram
 
 
 class _Cache:
@@ -327,7 +353,7 @@ class Scans:
         return Volume(data, facts["positions"], facts["row_dir"], facts["col_dir"],
                       tuple(facts["pixel_spacing"]), modality=facts["modality"],
                       background=facts["background"],
-                      slice_range=np.array([entry["histogram"]["range"]]))  # no pass for it
+                      slice_range=np.array([entry["range"]]))  # no pass for it
 
     # ------------------------------------------------------------ jobs
     def create_job(self, scan_id, n, options, *, owner) -> dict:

@@ -44,7 +44,7 @@ from . import metrics
 from .context import Context
 from .retention import delete_stored
 from .returning import ReturnFailed, send_with_retries
-from .scans import SCAN_OPTION
+from .scans import SCAN_OPTION, scan_files
 from .states import WAITING, BatchStatus, JobStatus, Kind, Reason
 from .submit import FROM_PACS, derived_id, submit_job
 
@@ -189,7 +189,7 @@ def _convert(ctx, job_id) -> str:
     files = payload[1:]
     scan_id = options.pop(SCAN_OPTION, None)
     if scan_id is not None:  # a scan workspace's job: it converts from the kept upload
-        files = ctx.store.get(Kind.SCAN, scan_id)
+        files = scan_files(ctx, scan_id)
         if files is None:
             raise _Failed("input_missing", "the scan was deleted before this could be converted")
     progress = JobProgress(get_current_job())

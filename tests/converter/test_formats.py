@@ -213,3 +213,14 @@ def test_extensions_and_bad_extensions():
     assert formats.format_for_path("noext") is None
     with pytest.raises(ValueError, match=r"extension \.step.*\.stl"):
         formats.format_for_path("x.step")
+
+
+def test_3mf_made_a_block_ahead_on_a_thread_is_the_same_file(monkeypatch):
+    from converter import threemf
+
+    monkeypatch.setattr(threemf, "BLOCK", 97)  # many blocks
+    parts = two_parts()
+    one, two = io.BytesIO(), io.BytesIO()
+    formats.write_model(parts, "3mf", one, workers=1)
+    formats.write_model(parts, "3mf", two, workers=2)
+    assert one.getvalue() == two.getvalue()

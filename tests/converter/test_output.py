@@ -108,6 +108,16 @@ def test_byte_budget_decimates_until_the_file_fits(scan, tmp_path, fmt, budget):
     assert result.report["watertight"]
 
 
+def test_a_budget_in_the_print_frame_still_rests_on_z0(scan):
+    result = convert([scan], ConvertOptions(threshold=G.MID_HU, max_bytes="15k", frame="print",
+                                            workers=1))
+    assert result.report["budget"]["action"].startswith("decimated")
+    assert result.verts[:, 2].min() == pytest.approx(0.0, abs=1e-9)
+    lo, hi = result.verts.min(axis=0), result.verts.max(axis=0)
+    np.testing.assert_allclose((lo[:2] + hi[:2]) / 2, 0.0, atol=1e-9)
+    assert len(result.stl) <= 15_000
+
+
 def test_a_budget_that_fits_changes_nothing(scan):
     result = convert([scan], ConvertOptions(threshold=G.MID_HU, max_bytes="1G", workers=1))
     assert result.report["budget"]["action"] == "none: the file fits"
@@ -156,3 +166,23 @@ def test_codes_are_stable():
     with pytest.raises(UsageError) as e:
         ConvertOptions(max_bytes="x").validate()
     assert e.value.code == "invalid_max_bytes"
+
+
+def test_canaries_reach_no_format_header_name_or_metadata(tmp_path):
+    canary, uid_root = "ZQXCANARY", "1.2.826.0.1.3680043.8.498.424243"
+    scan = tmp_path / "scan"
+    files = G.write_phantom_series(
+        scan, G.sphere(), G.make_geometry(size=(20, 32, 32)), patient_name=f"{canary}^PN",
+        patient_id=f"{canary}-ID", series_description=f"{canary} desc",
+        study_uid=uid_root + ".1", series_uid=uid_root + ".2", sop_uid_prefix=uid_root + ".3")
+    for i, path in enumerate(files):
+        path.rename(path.with_name(f"{canary}-file-{i}.dcm"))
+    for fmt in ("3mf", "obj", "ply", "stl"):
+        result = convert([scan], ConvertOptions(structure="dense=0,soft=-900:0", format=fmt,
+                                                frame="print", workers=1))
+        blob = result.stl + repr(result.report).encode()
+        if result.report["file"]["zip"] or fmt == "3mf":  # the members' text too
+            with zipfile.ZipFile(io.BytesIO(result.stl)) as zf:
+                blob += b"".join(zf.read(n) for n in zf.namelist()) + repr(zf.namelist()).encode()
+        for needle in (canary, canary.lower(), uid_root):
+            assert needle.encode() not in blob, fmt

@@ -324,3 +324,11 @@ def test_closed_after_every_region_option(two_spheres, region, mesh):
     result = _convert(two_spheres, **region, **mesh)
     _closed(result)
     assert result.report["volume_mm3"] > 0
+
+
+def test_with_the_print_frame_crop_and_seed_are_lps(two_spheres):
+    # the print frame is known only once the model is made: the region is given in LPS
+    result = _convert(two_spheres, seed=(12, 0, 0), crop=(0, -30, -30, 30, 30, 30), frame="print")
+    assert result.report["frame"] == "PRINT" and result.report["components"] == 1
+    assert result.report["volume_mm3"] == pytest.approx(SMALL, rel=0.1)
+    assert min(v[2] for v in result.report["bbox_mm"]) == pytest.approx(0, abs=1e-6)

@@ -8,6 +8,7 @@ import pytest
 from tests import dicomgen as G
 from tests.helpers import make_settings, zip_bytes
 from web import create_app
+from web.security import forget_salts
 from worker.config import Settings
 from worker.runtime import Runtime
 
@@ -22,6 +23,10 @@ def make_app(settings):
     made = []
 
     def make(**config):
+        # the Redis was emptied for this test: a month's pseudonym key cached
+        # from an earlier test would be made anew in Redis once its cache
+        # time ran out, mid-test, and change every pseudonym (locks, limits)
+        forget_salts()
         app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings,
                           "SECRET_KEY": "test-secret-key", **config})
         made.append(app)

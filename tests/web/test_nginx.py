@@ -1,8 +1,9 @@
 """deploy/nginx/ephemesh.conf for real: Debian's nginx with the example (only
 its ports, paths and certificate templated) in front of a served ephemesh:
 a normal upload goes through, nginx's own refusals on the API are
-problem+json, and clients trickling their headers or their body are cut by
-nginx's timeouts.  About 25 s."""
+problem+json, one address holds at most 32 requests at once, and clients
+trickling their headers or their body are cut by nginx's timeouts.  About
+25 s."""
 
 import http.client
 import json
@@ -195,6 +196,23 @@ def test_the_nginx_example_passes_uploads_and_cuts_tricklers(tmp_path, series_fi
             **auth, "Content-Type": content_type, "Content-Length": str(2 * 1024 ** 3)})
         assert status == 413 and headers["Content-Type"] == "application/problem+json"
         assert json.loads(answer)["code"] == "too_large"
+
+        # limit_conn: 32 requests at once from one address (the body trickler
+        # is one), the next is refused as problem+json
+        post = (b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                b"application/octet-stream\r\nContent-Length: 1000\r\n\r\n")
+        holders = []
+        for _ in range(31):
+            holder = tls.wrap_socket(socket.create_connection(("127.0.0.1", nginx.port)))
+            holder.sendall(post)
+            holders.append(holder)
+        time.sleep(1)  # nginx has read their headers
+        status, headers, answer = _request(nginx.port, "POST", "/api/v1/jobs", b"z" * 10,
+                                           {**auth, "Content-Type": "application/octet-stream"})
+        assert status == 429 and headers["Content-Type"] == "application/problem+json", answer
+        assert json.loads(answer)["code"] == "rate_limited" and headers["Retry-After"] == "10"
+        for holder in holders:
+            holder.close()
 
         cut = {}
         while len(cut) < len(tricklers) and time.monotonic() - started < 25:

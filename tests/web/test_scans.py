@@ -122,7 +122,7 @@ def test_a_job_has_a_preview_of_at_most_a_fifth_of_the_model(client, auth, worke
 
 def test_a_workspace_left_alone_is_gone_by_its_deadline_volume_too(tmp_path, redis_url,
                                                                    series_zip):
-    """Compressed clock (20 s retention, a sweep each second), real Redis,
+    """Compressed clock (30 s retention, a sweep each second), real Redis,
     a real worker and the sweeper's clock: the upload and the decoded volume
     go by the deadline, a result made from it stays its own hour, and the
     ledger says so."""
@@ -132,7 +132,7 @@ def test_a_workspace_left_alone_is_gone_by_its_deadline_volume_too(tmp_path, red
     from web import create_app
     from worker.runtime import Runtime
 
-    settings = make_settings(tmp_path, redis_url, retention=20, sweep=1)
+    settings = make_settings(tmp_path, redis_url, retention=30, sweep=1)
     app = create_app({"TESTING": True, "EPHEMESH_SETTINGS": settings, "SECRET_KEY": "k"})
     records = app.extensions["ephemesh.service"].records
     with open(tmp_path / "runtime.log", "ab") as log:
@@ -141,7 +141,7 @@ def test_a_workspace_left_alone_is_gone_by_its_deadline_volume_too(tmp_path, red
         client = app.test_client()
         auth = {"Authorization": f"Bearer {records.create_key('k')[1]}"}
         scan = ready_scan(client, auth, [series_zip])
-        assert scan["status"] == "ready"
+        assert scan["status"] == "ready", scan
         kinds = lambda: {p.parent.name for p in store_objects(settings)}  # noqa: E731
         assert {"scan", "volume"} <= kinds()
         job = client.post(scan["links"]["jobs"], data={"threshold": "0"}, headers=auth).json
