@@ -176,6 +176,10 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
     if opts.max_bytes is not None:
         parts, budget_note = writing.meet_budget(parts, fmt, opts.frame, opts.max_bytes,
                                                 path=_path_of(output), assumed=info.assumed)
+        if opts.frame == "print" and budget_note.get("triangles_after") is not None:
+            # decimation moves vertices: rest the decimated model on z = 0 again
+            parts, again = writing.place(parts, "print")
+            placed = [round(a + b, 3) for a, b in zip(placed, again, strict=True)]
     verts, faces = writing.joined(parts)
 
     # the report's topology and measures run beside the write (compiled

@@ -158,3 +158,24 @@ def served_redis_text(root: Path) -> str:
             text.append(dumped.decode("latin-1"))
     conn.close()
     return "\n".join(text)
+
+
+def raw_request(port: int, data: bytes) -> tuple[int, dict, bytes]:
+    """Send ``data`` as it is to ``127.0.0.1:port``; the answer's status,
+    headers (lower-case names) and body, read until the server closes."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(data)
+    out = b""
+    try:
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            out += chunk
+    except OSError:
+        pass
+    sock.close()
+    head, _, body = out.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
+    return int(lines[0].split()[1]), headers, body

@@ -108,6 +108,16 @@ def test_byte_budget_decimates_until_the_file_fits(scan, tmp_path, fmt, budget):
     assert result.report["watertight"]
 
 
+def test_a_budget_in_the_print_frame_still_rests_on_z0(scan):
+    result = convert([scan], ConvertOptions(threshold=G.MID_HU, max_bytes="15k", frame="print",
+                                            workers=1))
+    assert result.report["budget"]["action"].startswith("decimated")
+    assert result.verts[:, 2].min() == pytest.approx(0.0, abs=1e-9)
+    lo, hi = result.verts.min(axis=0), result.verts.max(axis=0)
+    np.testing.assert_allclose((lo[:2] + hi[:2]) / 2, 0.0, atol=1e-9)
+    assert len(result.stl) <= 15_000
+
+
 def test_a_budget_that_fits_changes_nothing(scan):
     result = convert([scan], ConvertOptions(threshold=G.MID_HU, max_bytes="1G", workers=1))
     assert result.report["budget"]["action"] == "none: the file fits"

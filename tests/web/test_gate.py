@@ -6,13 +6,12 @@ problem+json whatever waitress made of the request; the data directory is
 import json
 import logging
 import os
-import socket
 import stat
 import threading
 
 import pytest
 
-from tests.helpers import make_settings
+from tests.helpers import make_settings, raw_request
 from web import server as web_server
 from worker.private import private_dir
 from worker.records import ACCESS_METHODS, Records
@@ -45,19 +44,6 @@ def waitress(app):
     thread.join(10)
 
 
-def _raw(port, data: bytes):
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(data)
-        sock.shutdown(socket.SHUT_WR)
-        out = b""
-        while chunk := sock.recv(65536):
-            out += chunk
-    head, _, body = out.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
-
-
 @pytest.mark.parametrize("case", ["headers too large", "malformed header", "bad length"])
 def test_waitress_refusals_on_the_api_are_problem_json(waitress, case):
     request = {
@@ -68,14 +54,14 @@ def test_waitress_refusals_on_the_api_are_problem_json(waitress, case):
         "malformed header": b"POST /api/v1/jobs?x=1 HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n",
         "bad length": b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n",
     }[case]
-    status, headers, body = _raw(waitress, request)
+    status, headers, body = raw_request(waitress, request)
     expect = {"headers too large": (431, "headers_too_large")}.get(case, (400, "bad_request"))
     assert (status, headers["content-type"]) == (expect[0], "application/problem+json"), body
     problem = json.loads(body)
     assert (problem["status"], problem["code"]) == expect
     assert headers["x-content-type-options"] == "nosniff"
     # the same refusal of a page is the error page
-    status, headers, body = _raw(waitress, request.replace(b"/api/v1/jobs", b"/jobs"))
+    status, headers, body = raw_request(waitress, request.replace(b"/api/v1/jobs", b"/jobs"))
     assert status == expect[0] and headers["content-type"].startswith("text/html")
 
 

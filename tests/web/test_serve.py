@@ -15,7 +15,7 @@ import uuid
 import psutil
 import pytest
 
-from tests.helpers import wait_for
+from tests.helpers import raw_request, wait_for
 from tests.web.served import Served
 from worker.config import Settings
 
@@ -143,25 +143,6 @@ def test_upload_bytes_never_touch_the_system_temp_dir(tmp_path):
         assert served.stop() == 0, served.log()
 
 
-def _raw(port, data: bytes) -> tuple[int, dict, bytes]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-    sock.sendall(data)
-    out = b""
-    try:
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            out += chunk
-    except OSError:
-        pass
-    sock.close()
-    head, _, body = out.partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in lines[1:])}
-    return int(lines[0].split()[1]), headers, body
-
-
 def test_refusals_made_by_waitress_are_the_apps(tmp_path):
     """Requests waitress refuses by itself (body over the cap, malformed,
     unknown transfer coding) get the app's problem+json or error page, with
@@ -169,7 +150,7 @@ def test_refusals_made_by_waitress_are_the_apps(tmp_path):
     served = Served(tmp_path / "svc", workers=1, EPHEMESH_MAX_UPLOAD_MB=2).start()
     try:
         over = 2 * 1024 * 1024 + 1
-        status, headers, body = _raw(served.port, (
+        status, headers, body = raw_request(served.port, (
             "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer emk_x\r\n"
             "Content-Type: multipart/form-data; boundary=zz\r\n"
             f"Content-Length: {over}\r\nExpect: 100-continue\r\n\r\n").encode())
@@ -182,28 +163,28 @@ def test_refusals_made_by_waitress_are_the_apps(tmp_path):
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert "set-cookie" not in headers
         # the browser's script asks for JSON: the page shows the detail
-        status, headers, body = _raw(served.port, (
+        status, headers, body = raw_request(served.port, (
             "POST /jobs HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"
             f"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: {over}\r\n\r\n"
         ).encode())
         assert status == 413 and json.loads(body)["code"] == "too_large"
         # a plain form post gets the error page
-        status, headers, body = _raw(served.port, (
+        status, headers, body = raw_request(served.port, (
             "POST /jobs HTTP/1.1\r\nHost: x\r\nAccept: text/html\r\n"
             f"Content-Type: multipart/form-data; boundary=zz\r\nContent-Length: {over}\r\n\r\n"
         ).encode())
         assert status == 413 and headers["content-type"].startswith("text/html")
         assert b"Error code: <code>too_large</code>" in body
         # a body of exactly the cap reaches the app (which refuses the bad key)
-        status, headers, body = _raw(served.port, (
+        status, headers, body = raw_request(served.port, (
             "POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer emk_x\r\n"
             "Content-Type: multipart/form-data; boundary=zz\r\n"
             f"Content-Length: {over - 1}\r\n\r\n").encode() + b"z" * (over - 1))
         assert status == 401 and json.loads(body)["code"] == "invalid_key"
-        status, headers, body = _raw(served.port, (
+        status, headers, body = raw_request(served.port, (
             b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n"))
         assert status == 501 and json.loads(body)["code"] == "not_implemented"
-        status, headers, body = _raw(served.port, b"NONSENSE\r\n\r\n")
+        status, headers, body = raw_request(served.port, b"NONSENSE\r\n\r\n")
         assert status == 400 and b"bad_request" in body
         assert headers["x-content-type-options"] == "nosniff"
     finally:
@@ -341,7 +322,7 @@ def test_every_listening_socket_answers_refusals_as_the_app(app):
     thread.start()
     try:
         for sock in sockets:
-            status, headers, body = _raw(sock.getsockname()[1], (
+            status, headers, body = raw_request(sock.getsockname()[1], (
                 b"POST /api/v1/jobs HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n"))
             assert status == 413 and json.loads(body)["code"] == "too_large"
     finally:
