@@ -160,8 +160,7 @@ def network():
     why = _netns_unavailable()
     if why:
         pytest.skip(f"the many-host test needs network namespaces: {why}")
-    if _postgres_bin() is None:
-        pytest.skip("the many-host test needs PostgreSQL's initdb (scripts/setup.sh --test)")
+    assert _postgres_bin() is not None, "no PostgreSQL initdb: run scripts/setup.sh --test"
     net = Network().start()
     yield net
     net.stop()
