@@ -133,7 +133,9 @@ def _item(instance: _Instance, reason: int | None = None) -> dict:
 def store(study=None):
     _accept_checked()
     boundary = _media_type_checked()
-    opts = service().check_options(options.from_form(request.args, allowed=options.WITHOUT_SERIES))
+    # the query's options, over the key's defaults (``ephemesh keys create --option``)
+    asked = options.from_form(request.args, allowed=options.WITHOUT_SERIES)
+    opts = service().check_options({**(g.api_key.get("options") or {}), **asked})
     from converter.decoders import decodable_syntaxes
 
     syntaxes = set(decodable_syntaxes())

@@ -66,6 +66,9 @@ def register(subparsers) -> None:
     ks = k.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
     kc = ks.add_parser("create", help="create a key; it is printed once, on the last line")
     kc.add_argument("name", help="who or what the key is for")
+    kc.add_argument("--option", action="append", default=[], metavar="NAME=VALUE",
+                    help="a default conversion option for the key's STOW-RS requests (e.g. "
+                         "preset=bone; repeatable); a request's own query options win")
     ks.add_parser("list", help="list keys (prefixes only)")
     kr = ks.add_parser("revoke", help="revoke a key by its prefix")
     kr.add_argument("prefix", help="the key's prefix as shown by 'keys list'")
@@ -286,14 +289,38 @@ def _records(settings):
     return Records(settings.database_url)
 
 
+def _key_options(given) -> dict:
+    """``NAME=VALUE`` conversion options, checked as a job's are."""
+    from converter import ConverterError, ConvertOptions
+    from converter.options import JOB_OPTIONS
+
+    options = {}
+    for item in given:
+        name, eq, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not eq or name not in JOB_OPTIONS or name == "series":
+            raise CommandFailed(f"--option takes NAME=VALUE with NAME one of "
+                                f"{', '.join(n for n in JOB_OPTIONS if n != 'series')}",
+                                Exit.USAGE)
+        options[name] = value.strip()
+    try:
+        checked = ConvertOptions(**options).validate()
+    except (ConverterError, TypeError, ValueError) as exc:
+        raise CommandFailed(getattr(exc, "message", str(exc)), Exit.USAGE) from None
+    return {name: getattr(checked, name) for name in options}
+
+
 def run_keys(args) -> None:
+    import json
+
     from .report import format_time
 
     records = _records(_settings())
     try:
         if args.keys_command == "create":
             try:
-                key_id, plaintext = records.create_key(args.name)
+                key_id, plaintext = records.create_key(args.name,
+                                                       options=_key_options(args.option))
             except ValueError as exc:
                 raise CommandFailed(str(exc), Exit.USAGE) from None
             print(f"created key {key_id} ({args.name.strip()}); it is shown only now:")
@@ -304,8 +331,11 @@ def run_keys(args) -> None:
                 print("no keys")
             for row in rows:
                 state = f"revoked {format_time(row['revoked'])}" if row["revoked"] else "active"
+                defaults = json.loads(row["options"]) if row.get("options") else {}
+                shown = "  defaults " + ",".join(f"{k}={v}" for k, v in defaults.items()) \
+                    if defaults else ""
                 print(f"{row['prefix']}  {row['name']}  created {format_time(row['created'])}  "
-                      f"last used {format_time(row['last_used'])}  {state}")
+                      f"last used {format_time(row['last_used'])}  {state}{shown}")
         elif not records.revoke_key(args.prefix):
             raise CommandFailed("no active key has that prefix")
         else:

@@ -161,6 +161,7 @@ api_keys = Table(
     Column("created", Float, nullable=False),
     Column("last_used", Float),
     Column("revoked", Float),
+    Column("options", Text),  # JSON: default conversion options (STOW-RS), checked
 )
 
 usage = Table(
@@ -626,9 +627,10 @@ class Records:
             return _rows(c.execute(q))
 
     # ---------------------------------------------------------------- API keys
-    def create_key(self, name, actor="cli"):
+    def create_key(self, name, actor="cli", options=None):
         """Create an API key; return ``(key_id, plaintext)``.  Only its
-        SHA-256 is stored; the plaintext is shown once by the caller."""
+        SHA-256 is stored; the plaintext is shown once by the caller.
+        ``options`` (checked conversion options) are the key's defaults."""
         name = (name or "").strip()
         if not name or len(name) > 80:
             raise ValueError("a key name is 1 to 80 characters")
@@ -638,7 +640,8 @@ class Records:
         with self.engine.begin() as c:
             key_id = c.execute(insert(api_keys).values(
                 name=name, prefix=prefix, sha256=hashlib.sha256(plaintext.encode()).hexdigest(),
-                created=time.time())).inserted_primary_key[0]
+                created=time.time(), options=json.dumps(options) if options else None,
+            )).inserted_primary_key[0]
         self.audit("key-created", actor, {"key": key_id, "prefix": prefix})
         return key_id, plaintext
 
@@ -654,13 +657,16 @@ class Records:
                 return None
             c.execute(update(api_keys).where(api_keys.c.id == row["id"])
                       .values(last_used=time.time()))
-        return dict(row)
+        key = dict(row)
+        key["options"] = json.loads(key["options"]) if key.get("options") else {}
+        return key
 
     def list_keys(self):
         with self.engine.connect() as c:
             return _rows(c.execute(
                 select(api_keys.c.id, api_keys.c.name, api_keys.c.prefix, api_keys.c.created,
-                       api_keys.c.last_used, api_keys.c.revoked).order_by(api_keys.c.id)))
+                       api_keys.c.last_used, api_keys.c.revoked, api_keys.c.options)
+                .order_by(api_keys.c.id)))
 
     def revoke_key(self, prefix, actor="cli") -> bool:
         with self.engine.begin() as c:

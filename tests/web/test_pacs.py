@@ -6,7 +6,9 @@ dicomweb-client, DCMTK's storescu) where they are named."""
 from __future__ import annotations
 
 import io
+import os
 import secrets
+import subprocess
 from dataclasses import dataclass
 
 import pydicom
@@ -14,13 +16,14 @@ import pytest
 import requests
 from dicomweb_client.api import DICOMwebClient
 
-from converter import encapsulated
+from converter import ConvertOptions, convert, encapsulated
 from tests import dicomgen as G
 from tests.helpers import dciodvfy_errors, free_port, served_redis_text, wait_for
 from tests.orthanc import Orthanc
-from tests.web.served import Served
+from tests.web.served import Served, ephemesh_script
 from worker.config import Settings
 from worker.records import Records
+from worker.returning import ReturnFailed
 
 
 def _post_job(client, auth, files, **fields):
@@ -36,7 +39,8 @@ def _done(client, auth, url, timeout=90):
 def test_a_result_comes_as_encapsulated_stl_with_the_same_model(client, auth, workers,
                                                                  series_files, tmp_path):
     job = _post_job(client, auth, series_files, threshold="0").json
-    assert _done(client, auth, job["links"]["self"])["status"] == "done"
+    view = _done(client, auth, job["links"]["self"])
+    assert view["status"] == "done", view
     stl = client.get(job["links"]["result"], headers=auth)
     dicom = client.get(job["links"]["result"] + "?format=dicom", headers=auth)
     assert dicom.status_code == 200 and dicom.mimetype == "application/dicom"
@@ -240,3 +244,46 @@ def test_no_canary_reaches_a_lasting_record_while_the_model_carries_the_patient(
     for value in pacs.planted.values():
         for sink, text in (("log", pacs.served.log()), ("database", db), ("redis", redis_text)):
             assert value not in text, (sink, value)
+
+
+def test_a_model_goes_back_by_stow_rs_too(pacs, tmp_path):
+    # EPHEMESH_RETURN_TO may be a STOW-RS URL: the same sending, to Orthanc's DICOMweb
+    from worker.config import parse_destination
+    from worker.returning import send_with_retries
+
+    files, planted = _canary_series(tmp_path, "RS", n=3)
+    result = convert(files, ConvertOptions(threshold=0))
+    instance = encapsulated.encapsulate(result.stl, encapsulated.source_of(result.stack))
+    before = len(pacs.orthanc.instances_of_modality("M3D"))
+    destination = parse_destination(f"http://user:pw@127.0.0.1:{pacs.orthanc.http_port}"
+                                    "/dicom-web/studies")
+    assert send_with_retries(instance, destination, attempts=1) == 1
+    back = pacs.returned(before + 1)
+    assert any(encapsulated.payload(b) == result.stl for b in back)
+    wrong = parse_destination(f"http://127.0.0.1:{free_port()}/dicom-web/studies")
+    with pytest.raises(ReturnFailed, match="cannot be reached"):
+        send_with_retries(instance, wrong, attempts=2, backoff=0.01)
+
+
+def test_a_keys_default_options_convert_a_stow_request_that_names_none(pacs, tmp_path):
+    env = {**os.environ, "EPHEMESH_DATA_DIR": str(pacs.served.root / "data")}
+    made = subprocess.run([ephemesh_script(), "keys", "create", "pacs-bone", "--option",
+                           "threshold=123", "--option", "smooth=0"], capture_output=True,
+                          text=True, env=env, timeout=60)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]
+    listed = subprocess.run([ephemesh_script(), "keys", "list"], capture_output=True,
+                            text=True, env=env, timeout=60).stdout
+    assert "defaults threshold=123.0,smooth=0" in listed
+    datasets = [pydicom.dcmread(io.BytesIO(f)) for f in pacs.series]
+    client = DICOMwebClient(url=pacs.served.url + "/dicomweb",
+                            headers={"Authorization": f"Bearer {key}"})
+    answer = client.store_instances(datasets)
+    job = answer[0x00091001].value[0].RetrieveURL
+    view = wait_for(lambda: (lambda j: j if j["status"] in ("done", "failed") else None)(
+        requests.get(pacs.served.url + job, headers={"Authorization": f"Bearer {key}"},
+                     timeout=30).json()), 120, "the job")
+    assert view["report"]["threshold"]["value"] == 123.0
+    bad = subprocess.run([ephemesh_script(), "keys", "create", "x", "--option", "colour=red"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1, bad.stderr
