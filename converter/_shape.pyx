@@ -221,22 +221,30 @@ def component_measures(const double[:, ::1] verts, const idx_t[:, ::1] faces,
     return vol_a, area_a
 
 
-def normals_and_areas(const double[:, ::1] verts, const idx_t[:, ::1] faces):
+def normals_and_areas(const double[:, ::1] verts, const idx_t[:, ::1] faces,
+                      normals_out=None, areas_out=None):
     """Per vertex: the unit normal (the area-weighted mean of its faces'; zero when
-    they cancel) and a third of the area of its faces: ``(n, 3)`` and ``(n,)``."""
+    they cancel) and a third of the area of its faces, ``(n, 3)`` and ``(n,)``
+    float64, into ``normals_out`` and ``areas_out`` when given (work arrays a
+    caller keeps: fresh memory is slow to touch on some machines)."""
     cdef Py_ssize_t n = verts.shape[0], i, j, k
+    normals_a = np.empty((n, 3), np.float64) if normals_out is None else normals_out
+    areas_a = np.empty(n, np.float64) if areas_out is None else areas_out
+    cdef double[:, ::1] normals = normals_a
+    cdef double[::1] areas = areas_a
     cdef double u[3]
     cdef double w[3]
     cdef double x[3]
     cdef double length
-    if verts.shape[1] != 3:
-        raise ValueError("normals_and_areas: verts must be (n, 3)")
+    if (verts.shape[1] != 3 or normals.shape[0] != n or normals.shape[1] != 3
+            or areas.shape[0] != n):
+        raise ValueError("normals_and_areas: arrays of unexpected shapes")
     _check_faces(faces, n)
-    normals_a = np.zeros((n, 3), np.float64)
-    areas_a = np.zeros(n, np.float64)
-    cdef double[:, ::1] normals = normals_a
-    cdef double[::1] areas = areas_a
     with nogil:
+        for i in range(n):
+            areas[i] = 0.0
+            for k in range(3):
+                normals[i, k] = 0.0
         for i in range(faces.shape[0]):
             for k in range(3):
                 u[k] = verts[faces[i, 1], k] - verts[faces[i, 0], k]

@@ -427,7 +427,7 @@ def constrained_smooth(verts, faces, iterations: int, half, *, step: float = SMO
 
 
 def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-4,
-                    max_passes=6):
+                    max_passes=4):
     """``after`` moved along its normals so each component encloses the volume it
     enclosed in ``before`` (the same faces).
 
@@ -459,6 +459,12 @@ def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-
         limit = float(weight.max())
     weight += 1e-6 * (weight.max() or 1.0)  # every vertex of a part may move a little
     moved = np.zeros(len(after))
+    # the normals and areas of the first pass serve every pass (they hardly change)
+    normals, areas = np.empty_like(after), np.empty(len(after))
+    _shape.normals_and_areas(after, index, normals, areas)
+    np.multiply(weight, areas, out=areas)
+    reach = np.bincount(vertex_label, areas, minlength=count)
+    step, room, shift = np.empty(len(after)), np.empty(len(after)), np.empty_like(after)
     for _ in range(max_passes):  # one pass is first order in the shift; big shifts take more
         vol_after, _ = _shape.component_measures(after, index, labels, count)
         change = (vol_before - vol_after) / 6.0
@@ -467,14 +473,14 @@ def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-
         open_ = np.abs(change) > tolerance * np.abs(vol_before) / 6.0
         if not open_.any():
             break
-        normals, areas = _shape.normals_and_areas(after, index)
-        reach = np.bincount(vertex_label, weight * areas, minlength=count)
         scale = np.divide(change, reach, out=np.zeros(count), where=(reach > 0) & open_)
-        step = scale[vertex_label] * weight
-        room = np.maximum(limit - moved, 0.0)
-        step = np.clip(step, -room, room)
+        np.take(scale, vertex_label, out=step)
+        np.multiply(step, weight, out=step)
+        np.maximum(limit - moved, 0.0, out=room)
+        np.clip(step, -room, room, out=step)
         moved += np.abs(step)
-        after += step[:, None] * normals
+        np.multiply(normals, step[:, None], out=shift)
+        after += shift
         if box is not None:
             _shape.into_boxes(after, *box)
     return after
