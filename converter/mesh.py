@@ -421,6 +421,7 @@ def constrained_smooth(verts, faces, iterations: int, half, *, step: float = SMO
         if pool is not None:
             pool.shutdown()
     smoothed = buffers[int(iterations) % 2]
+    buffers = start = ring = None  # the ring and the spare buffer go before the volume step
     if keep_volume:
         smoothed = restore_volumes(orig, smoothed, faces, box=(orig, half, float(margin)))
     return smoothed.astype(np.float32, copy=False), faces
