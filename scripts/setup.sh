@@ -57,6 +57,17 @@ if [ $want_test -eq 1 ]; then
   fi
   # the slicer that must load the STL and 3MF models (tests/converter/test_slicer.py)
   command -v prusa-slicer >/dev/null || apt_install prusa-slicer
+  # ip netns for the many-host test (tests/test_many_hosts.py; PostgreSQL: scripts/test-postgres.sh)
+  command -v ip >/dev/null || apt_install iproute2 || log "no ip: tests/test_many_hosts.py will be skipped"
+  # and its throwaway PostgreSQL cluster (initdb/pg_ctl); the package must not start one on 5432
+  if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+    no_start=0
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      $sudo_cmd sh -c 'printf "#!/bin/sh\nexit 101\n" > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d' && no_start=1
+    fi
+    apt_install postgresql || log "no PostgreSQL binaries: tests/test_many_hosts.py will fail"
+    if [ $no_start -eq 1 ]; then $sudo_cmd rm -f /usr/sbin/policy-rc.d; fi
+  fi
 fi
 
 # --- Python ----------------------------------------------------------------
