@@ -421,6 +421,7 @@ def constrained_smooth(verts, faces, iterations: int, half, *, step: float = SMO
         if pool is not None:
             pool.shutdown()
     smoothed = buffers[int(iterations) % 2]
+    buffers = start = ring = None  # the ring and the spare buffer go before the volume step
     if keep_volume:
         smoothed = restore_volumes(orig, smoothed, faces, box=(orig, half, float(margin)))
     return smoothed.astype(np.float32, copy=False), faces
@@ -453,7 +454,8 @@ def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-
     count, labels = components(index, len(after))
     vol_before, _ = _shape.component_measures(before, index, labels, count)
     vertex_label = np.zeros(len(after), np.int64)
-    vertex_label[index.reshape(-1)] = np.repeat(labels, 3)
+    for corner in range(3):  # no temporary three times the faces' size
+        vertex_label[index[:, corner]] = labels
     weight = np.linalg.norm(after - before, axis=1)
     if limit is None:
         limit = float(weight.max())
