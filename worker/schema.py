@@ -124,3 +124,26 @@ def check(engine, *, create_empty: bool = True) -> None:
         "unknown": f"the records database is at revision {rev}, which this ephemesh does not "
                    f"know (a newer one upgraded it); run that one",
     }[found])
+
+
+def create_or_complete(tables) -> None:
+    """In a revision's ``upgrade``: create each of ``tables`` that is missing,
+    and add to one made before migrations (``create_all`` by a build that had
+    it) the columns it lacks, with their server defaults."""
+    import sqlalchemy as sa
+    from alembic import op
+
+    bind = op.get_bind()
+    present = sa.inspect(bind)
+    have = set(present.get_table_names())
+    for table in tables:
+        if table.name not in have:
+            table.create(bind)
+            continue
+        columns = {c["name"] for c in present.get_columns(table.name)}
+        for column in table.columns:
+            if column.name not in columns:
+                default = column.server_default.arg if column.server_default else None
+                op.add_column(table.name, sa.Column(column.name, column.type,
+                                                    nullable=column.nullable,
+                                                    server_default=default))

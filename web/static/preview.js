@@ -1,9 +1,9 @@
-// The 3D preview: three.js with its STL loader and orbit controls, served
-// by this app (web/vendor.py), no CDN.
+// The job page's 3D preview: the job's reduced mesh (or its STL) in the
+// shared view of meshview.js, with buttons and keys to turn it.
 import * as THREE from '/vendor/three/three.module.js';
 import { STLLoader } from '/vendor/three/STLLoader.js';
-import { OrbitControls } from '/vendor/three/OrbitControls.js';
 import { decodePreview } from './meshpreview.js';
+import { place, renderLoop, stage } from './meshview.js';
 
 const section = document.getElementById('job');
 const canvas = document.getElementById('preview');
@@ -12,21 +12,15 @@ const status = document.getElementById('preview-status');
 function say(message) { status.textContent = message; }
 
 async function main() {
-  let renderer;
+  let view;
   try {
-    renderer = new THREE.WebGLRenderer({ canvas, antialias: true, preserveDrawingBuffer: true });
+    view = stage(canvas);
   } catch (err) {
     canvas.dataset.drawn = 'no-webgl';
     say('This browser cannot show 3D (no WebGL); download the STL to look at it.');
     return;
   }
-  renderer.setPixelRatio(Math.min(window.devicePixelRatio || 1, 2));
-  const scene = new THREE.Scene();
-  scene.background = new THREE.Color(0xeef1f4);
-  const camera = new THREE.PerspectiveCamera(35, 4 / 3, 0.1, 100000);
-  scene.add(new THREE.HemisphereLight(0xffffff, 0x444455, 1.6));
-  const sun = new THREE.DirectionalLight(0xffffff, 1.8);
-  scene.add(sun);
+  const { camera } = view;
 
   // the reduced mesh the job made for this view (the download stays the full model);
   // the STL itself only when there is none
@@ -54,42 +48,11 @@ async function main() {
     geometry = new STLLoader().parse(await resp.arrayBuffer());
     canvas.dataset.source = 'stl';
   }
-  geometry.computeBoundingSphere();
-  const { center, radius } = geometry.boundingSphere;
-  geometry.translate(-center.x, -center.y, -center.z);
-  // DICOM LPS: +z is head; show the patient upright (z up)
-  const mesh = new THREE.Mesh(geometry, new THREE.MeshStandardMaterial({
-    color: 0xe8dcc8, roughness: 0.6, metalness: 0.0, side: THREE.DoubleSide }));
-  mesh.rotation.x = -Math.PI / 2;
-  scene.add(mesh);
-
-  const controls = new OrbitControls(camera, canvas);
-  controls.enableDamping = false;
+  const { controls, home } = place(canvas, view, geometry);
   controls.listenToKeyEvents(canvas);
-  const home = () => {
-    camera.position.set(0, radius * 0.8, radius * 4.2);
-    camera.near = radius / 100; camera.far = radius * 100;
-    camera.updateProjectionMatrix();
-    controls.target.set(0, 0, 0);
-    controls.update();
-  };
-
-  function resize() {
-    const w = canvas.clientWidth, h = canvas.clientHeight;
-    if (canvas.width !== Math.round(w * renderer.getPixelRatio())) {
-      renderer.setSize(w, h, false);
-      camera.aspect = w / Math.max(h, 1);
-      camera.updateProjectionMatrix();
-    }
-  }
-  function render() {
-    resize();
-    sun.position.copy(camera.position);
-    renderer.render(scene, camera);
-  }
+  const render = renderLoop(canvas, view);
   controls.addEventListener('change', render);
   window.addEventListener('resize', render);
-  home();
   render();
 
   const turn = (azimuth, polar) => {

@@ -37,21 +37,9 @@ def _tables() -> list[sa.Table]:
 
 
 def upgrade() -> None:
-    bind = op.get_bind()
-    present = sa.inspect(bind)
-    have = set(present.get_table_names())
-    for table in _tables():
-        if table.name not in have:
-            table.create(bind)
-            continue
-        # made before migrations (create_all) by a build that had the table
-        columns = {c["name"] for c in present.get_columns(table.name)}
-        for column in table.columns:
-            if column.name not in columns:
-                default = column.server_default.arg if column.server_default else None
-                op.add_column(table.name, sa.Column(column.name, column.type,
-                                                    nullable=column.nullable,
-                                                    server_default=default))
+    from worker.schema import create_or_complete
+
+    create_or_complete(_tables())
 
 
 def downgrade() -> None:
