@@ -22,16 +22,12 @@ ctypedef fused idx_t:
 
 
 cdef int _check_faces(const idx_t[:, ::1] faces, Py_ssize_t n_verts) except -1:
-    cdef Py_ssize_t i, j
-    cdef bint bad = False
+    """Raise unless ``faces`` is (m, 3) with every index in [0, n_verts) (what
+    ``_mesh``'s own check says, by numpy's reductions here)."""
     if faces.shape[1] != 3:
         raise ValueError("faces must be (m, 3)")
-    with nogil:
-        for i in range(faces.shape[0]):
-            for j in range(3):
-                if faces[i, j] < 0 or faces[i, j] >= n_verts:
-                    bad = True
-    if bad:
+    found = np.asarray(faces)
+    if found.size and (found.min() < 0 or found.max() >= n_verts):
         raise ValueError("face indices must lie in [0, number of vertices)")
     return 0
 
