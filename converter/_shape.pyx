@@ -20,6 +20,10 @@ ctypedef fused idx_t:
     int32_t
     int64_t
 
+ctypedef fused out_t:  # a ring's neighbour indices: int32 below 2**31 vertices
+    int32_t
+    int64_t
+
 
 cdef int _check_faces(const idx_t[:, ::1] faces, Py_ssize_t n_verts) except -1:
     """Raise unless ``faces`` is (m, 3) with every index in [0, n_verts) (what
@@ -46,10 +50,7 @@ def ring(const idx_t[:, ::1] faces, Py_ssize_t n_verts):
     cdef int64_t[::1] start = start_a
     fill_a = np.empty(n_verts + 1, np.int64)
     cdef int64_t[::1] fill = fill_a
-    if nbr_a.dtype == np.int32:
-        _fill_ring32(faces, start, fill, nbr_a)
-    else:
-        _fill_ring64(faces, start, fill, nbr_a)
+    _fill_ring(faces, start, fill, nbr_a)
     return start_a, nbr_a
 
 
@@ -64,8 +65,8 @@ cdef void _count(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fil
         fill[v] = start[v]
 
 
-def _fill_ring32(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fill,
-                 int32_t[::1] nbr):
+def _fill_ring(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fill,
+               out_t[::1] nbr):
     cdef Py_ssize_t i, j
     cdef idx_t a
     with nogil:
@@ -73,20 +74,7 @@ def _fill_ring32(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fil
         for i in range(faces.shape[0]):
             for j in range(3):
                 a = faces[i, j]
-                nbr[fill[a]] = <int32_t>faces[i, (j + 1) % 3]
-                fill[a] += 1
-
-
-def _fill_ring64(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fill,
-                 int64_t[::1] nbr):
-    cdef Py_ssize_t i, j
-    cdef idx_t a
-    with nogil:
-        _count(faces, start, fill)
-        for i in range(faces.shape[0]):
-            for j in range(3):
-                a = faces[i, j]
-                nbr[fill[a]] = faces[i, (j + 1) % 3]
+                nbr[fill[a]] = <out_t>faces[i, (j + 1) % 3]
                 fill[a] += 1
 
 
