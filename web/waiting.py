@@ -26,7 +26,10 @@ from .problems import workspace
 
 MAX_WAIT_S = 30
 POLL_S = 0.25
-MAX_WAITERS = 8
+#: half the web server's default threads (``serve --threads 8``): uploads and
+#: downloads always find a thread, however many clients wait (8 let 20
+#: waiting clients starve the uploads; bench/service.py)
+MAX_WAITERS = 4
 PAGE = 50
 MAX_PAGE = 500
 FILTERS = ("status", "scan", "batch", "limit", "cursor")
