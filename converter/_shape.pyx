@@ -116,6 +116,12 @@ def smooth_step(const float[:, ::1] cur, float[:, ::1] nxt, const float[:, ::1] 
     return None
 
 
+cdef inline double _floor(double x) noexcept nogil:
+    """floor(x) without the library call (x well inside the int64 range)."""
+    cdef double t = <double>(<int64_t>x)
+    return t - 1.0 if t > x else t
+
+
 cdef inline void _into_box(double *p, const float *o, const double *half,
                            double margin) noexcept nogil:
     """``p`` clamped to the box of a vertex that marching cubes put at ``o``
@@ -124,9 +130,11 @@ cdef inline void _into_box(double *p, const float *o, const double *half,
     there the surface passes through a sample at the level, often where
     several sheets meet, and the vertex stays where the data put it."""
     cdef int k, edge = -1
-    cdef double lo, hi, f, taper = 1.0
+    cdef double lo, hi, f, ok, taper = 1.0
+    cdef double base[3]
     for k in range(3):
-        f = o[k] - floor(o[k])
+        base[k] = _floor(o[k])
+        f = o[k] - base[k]
         if f != 0:
             edge = k
             if margin > 0:
@@ -134,17 +142,17 @@ cdef inline void _into_box(double *p, const float *o, const double *half,
                 if f < margin:
                     taper = f / margin
     for k in range(3):
+        ok = o[k]
         if k == edge:
-            lo = floor(o[k])
-            hi = lo + 1.0 - margin
-            lo = lo + margin
-            if o[k] < lo:
-                lo = o[k]
-            if o[k] > hi:
-                hi = o[k]
+            lo = base[k] + margin
+            hi = base[k] + 1.0 - margin
+            if ok < lo:
+                lo = ok
+            if ok > hi:
+                hi = ok
         else:
-            lo = o[k] - taper * half[k]
-            hi = o[k] + taper * half[k]
+            lo = ok - taper * half[k]
+            hi = ok + taper * half[k]
         if p[k] < lo:
             p[k] = lo
         elif p[k] > hi:
@@ -162,6 +170,163 @@ def into_boxes(double[:, ::1] verts, const float[:, ::1] orig, const double[::1]
         for v in range(verts.shape[0]):
             _into_box(&verts[v, 0], &orig[v, 0], &half[0], margin)
     return None
+
+
+cdef void _part_volumes(const float[:, ::1] verts, const idx_t[:, ::1] faces,
+                        const int64_t[::1] labels, const double *origin,
+                        const uint8_t *wanted, double *vol6) noexcept nogil:
+    """6 × the signed volume of each component that is ``wanted`` (into
+    ``vol6``, zeroed first by the caller), about ``origin`` (the vertices'
+    mean: far-off meshes lose no precision)."""
+    cdef Py_ssize_t i, k
+    cdef double a[3]
+    cdef double u[3]
+    cdef double w[3]
+    for i in range(faces.shape[0]):
+        if not wanted[labels[i]]:
+            continue
+        for k in range(3):
+            a[k] = verts[faces[i, 0], k] - origin[k]
+            u[k] = verts[faces[i, 1], k] - origin[k] - a[k]
+            w[k] = verts[faces[i, 2], k] - origin[k] - a[k]
+        vol6[labels[i]] += (a[0] * (u[1] * w[2] - u[2] * w[1])
+                            + a[1] * (u[2] * w[0] - u[0] * w[2])
+                            + a[2] * (u[0] * w[1] - u[1] * w[0]))
+
+
+def restore(float[:, ::1] after, const float[:, ::1] before, const idx_t[:, ::1] faces,
+            const int64_t[::1] labels, Py_ssize_t count, const float[:, ::1] orig,
+            const double[::1] half, double margin, bint clamp, double limit,
+            double tolerance, int max_passes):
+    """Move ``after`` (in place) along its vertex normals until each component
+    encloses the volume it enclosed in ``before``; :func:`converter.mesh.restore_volumes`.
+
+    ``labels`` are the faces' components (``count`` of them).  Each vertex
+    moves in proportion to how far it is from ``before``, never more than
+    ``limit`` in all (< 0: the farthest such distance); with ``clamp`` every
+    pass ends with each vertex in its :func:`smooth_step` box around
+    ``orig``.  A component within ``tolerance`` (relative) is left alone.
+    Returns the number of passes made (at most ``max_passes``).
+    """
+    cdef Py_ssize_t n = after.shape[0], m = faces.shape[0], i, j, k, v
+    cdef int passes = 0
+    cdef bint open_any
+    cdef double x[3]
+    cdef double p[3]
+    cdef double origin[3]
+    cdef double d, wmax = 0.0, eps, s, room, length, change
+    cdef int64_t c
+    if (after.shape[1] != 3 or before.shape[0] != n or before.shape[1] != 3
+            or orig.shape[0] != n or orig.shape[1] != 3 or labels.shape[0] != m
+            or half.shape[0] != 3 or count < 0):
+        raise ValueError("restore: arrays of unexpected shapes")
+    _check_faces(faces, n)
+    found = np.asarray(labels)
+    if found.size and (found.min() < 0 or found.max() >= count):
+        raise ValueError("labels must lie in [0, count)")
+    vb_a, va_a, reach_a, scale_a, asked_a = (np.zeros(max(count, 1)) for _ in range(5))
+    gain_a = np.ones(max(count, 1))
+    cdef double[::1] asked = asked_a, gain = gain_a
+    open_a = np.ones(max(count, 1), np.uint8)
+    cdef uint8_t[::1] is_open = open_a
+    vlabel_a = np.zeros(n, np.int64)
+    weight_a = np.empty(n, np.float32)
+    moved_a = np.zeros(n, np.float32)
+    normal_a = np.zeros((n, 3), np.float32)
+    cdef double[::1] vb = vb_a, va = va_a, reach = reach_a, scale = scale_a
+    cdef int64_t[::1] vlabel = vlabel_a
+    cdef float[::1] weight = weight_a, moved = moved_a
+    cdef float[:, ::1] normal = normal_a
+    with nogil:
+        for i in range(m):
+            for j in range(3):
+                vlabel[faces[i, j]] = labels[i]
+        origin[0] = origin[1] = origin[2] = 0.0
+        for v in range(n):
+            for k in range(3):
+                origin[k] += before[v, k]
+        for k in range(3):
+            origin[k] /= n if n else 1
+        _part_volumes(before, faces, labels, origin, &is_open[0], &vb[0])
+        for v in range(n):
+            d = 0.0
+            for k in range(3):
+                d += (after[v, k] - before[v, k]) * (after[v, k] - before[v, k])
+            weight[v] = <float>sqrt(d)
+            if weight[v] > wmax:
+                wmax = weight[v]
+        if limit < 0:
+            limit = wmax
+        eps = 1e-6 * (wmax if wmax > 0 else 1.0)  # every vertex of a part may move a little
+        for v in range(n):
+            weight[v] += <float>eps
+        # the normals and areas of ``after`` as it comes serve every pass
+        for i in range(m):
+            for k in range(3):
+                p[k] = after[faces[i, 1], k] - after[faces[i, 0], k]
+                x[k] = after[faces[i, 2], k] - after[faces[i, 0], k]
+            d = p[1] * x[2] - p[2] * x[1]
+            s = p[2] * x[0] - p[0] * x[2]
+            room = p[0] * x[1] - p[1] * x[0]
+            length = sqrt(d * d + s * s + room * room) / 6.0
+            reach[labels[i]] += length * (weight[faces[i, 0]] + weight[faces[i, 1]]
+                                          + weight[faces[i, 2]])
+            for j in range(3):
+                v = faces[i, j]
+                normal[v, 0] += <float>d
+                normal[v, 1] += <float>s
+                normal[v, 2] += <float>room
+        for v in range(n):
+            length = sqrt(normal[v, 0] * normal[v, 0] + normal[v, 1] * normal[v, 1]
+                          + normal[v, 2] * normal[v, 2])
+            for k in range(3):
+                normal[v, k] = <float>(normal[v, k] / length) if length > 0 else 0.0
+        while passes < max_passes:  # first order in the shift: big shifts take more
+            for c in range(count):
+                asked[c] = va[c]  # the volume before this pass's shift (0: none yet)
+                va[c] = 0.0
+            _part_volumes(after, faces, labels, origin, &is_open[0], &va[0])
+            open_any = False
+            for c in range(count):
+                change = (vb[c] - va[c]) / 6.0
+                if passes and scale[c] != 0:
+                    # the boxes and the limit let only part of the asked shift
+                    # through: ask for that much more next time (at most 8×)
+                    d = (va[c] - asked[c]) / 6.0 / (scale[c] * reach[c])
+                    gain[c] = 1.0 / d if d > 0.125 else 8.0
+                    if gain[c] < 1.0:
+                        gain[c] = 1.0
+                scale[c] = 0.0
+                # each part on its own: one that is done is left alone (and
+                # stays so: its faces are not summed again)
+                if (is_open[c] and fabs(change) > tolerance * fabs(vb[c]) / 6.0
+                        and reach[c] > 0):
+                    scale[c] = gain[c] * change / reach[c]
+                    open_any = True
+                else:
+                    is_open[c] = 0
+            if not open_any:
+                break
+            passes += 1
+            for v in range(n):
+                if not is_open[vlabel[v]]:
+                    continue
+                s = scale[vlabel[v]] * weight[v]
+                room = limit - moved[v]
+                if room < 0:
+                    room = 0
+                if s > room:
+                    s = room
+                elif s < -room:
+                    s = -room
+                moved[v] += <float>fabs(s)
+                for k in range(3):
+                    p[k] = after[v, k] + normal[v, k] * s
+                if clamp:
+                    _into_box(p, &orig[v, 0], &half[0], margin)
+                for k in range(3):
+                    after[v, k] = <float>p[k]
+    return passes
 
 
 def component_measures(const double[:, ::1] verts, const idx_t[:, ::1] faces,

@@ -424,7 +424,7 @@ def constrained_smooth(verts, faces, iterations: int, half, *, step: float = SMO
     buffers = start = ring = None  # the ring and the spare buffer go before the volume step
     if keep_volume:
         smoothed = restore_volumes(orig, smoothed, faces, box=(orig, half, float(margin)))
-    return smoothed.astype(np.float32, copy=False), faces
+    return smoothed, faces
 
 
 def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-4,
@@ -441,50 +441,26 @@ def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-
     ``box`` (``(orig, half, margin)``, index coordinates) each pass ends with
     every vertex back in its :func:`constrained_smooth` box.
 
-    Returns the moved vertices (float64); ``after`` is not changed.
+    Compiled (:func:`converter._shape.restore`), in float32 with float64 sums.
+    Returns the moved vertices (float32); ``after`` is not changed.
     """
     before, faces = check_mesh(before, faces)
-    before = np.ascontiguousarray(before, dtype=np.float64)
-    after = np.array(after, dtype=np.float64, order="C")
+    before = np.ascontiguousarray(before, dtype=np.float32)
+    after = np.array(after, dtype=np.float32, order="C")
     if after.shape != before.shape:
         raise ValueError("before and after must have the same shape")
     if not len(faces):
         return after
     index = _index_array(faces)
     count, labels = components(index, len(after))
-    vol_before, _ = _shape.component_measures(before, index, labels, count)
-    vertex_label = np.zeros(len(after), np.int64)
-    for corner in range(3):  # no temporary three times the faces' size
-        vertex_label[index[:, corner]] = labels
-    weight = np.linalg.norm(after - before, axis=1)
-    if limit is None:
-        limit = float(weight.max())
-    weight += 1e-6 * (weight.max() or 1.0)  # every vertex of a part may move a little
-    moved = np.zeros(len(after))
-    # the normals and areas of the first pass serve every pass (they hardly change)
-    normals, areas = np.empty_like(after), np.empty(len(after))
-    _shape.normals_and_areas(after, index, normals, areas)
-    np.multiply(weight, areas, out=areas)
-    reach = np.bincount(vertex_label, areas, minlength=count)
-    step, room, shift = np.empty(len(after)), np.empty(len(after)), np.empty_like(after)
-    for _ in range(max_passes):  # one pass is first order in the shift; big shifts take more
-        vol_after, _ = _shape.component_measures(after, index, labels, count)
-        change = (vol_before - vol_after) / 6.0
-        # each part on its own: one that is done is left alone (so a part's result
-        # does not depend on the others)
-        open_ = np.abs(change) > tolerance * np.abs(vol_before) / 6.0
-        if not open_.any():
-            break
-        scale = np.divide(change, reach, out=np.zeros(count), where=(reach > 0) & open_)
-        np.take(scale, vertex_label, out=step)
-        np.multiply(step, weight, out=step)
-        np.maximum(limit - moved, 0.0, out=room)
-        np.clip(step, -room, room, out=step)
-        moved += np.abs(step)
-        np.multiply(normals, step[:, None], out=shift)
-        after += shift
-        if box is not None:
-            _shape.into_boxes(after, *box)
+    if box is None:
+        orig, half, margin, clamp = before, np.ones(3), 0.0, False
+    else:
+        orig, half, margin = box
+        orig = np.ascontiguousarray(orig, dtype=np.float32)
+        half, clamp = np.ascontiguousarray(half, dtype=np.float64), True
+    _shape.restore(after, before, index, labels, count, orig, half, float(margin), clamp,
+                   -1.0 if limit is None else float(limit), float(tolerance), int(max_passes))
     return after
 
 
