@@ -1,6 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 # cython: initializedcheck=False, nonecheck=False
-"""Compiled mesh shaping: constrained smoothing and the helpers of its volume step.
+"""Compiled mesh shaping: constrained smoothing, its volume step and its untangling, decimation.
 
 Built at install time (``setup.py``); the loops run without the GIL, so a
 caller may split the vertices of one smoothing step between threads.
@@ -93,23 +93,32 @@ def smooth_step(const float[:, ::1] cur, float[:, ::1] nxt, const float[:, ::1] 
     """
     cdef Py_ssize_t n = cur.shape[0], v, e, k, cnt
     cdef double s[3]
-    cdef double p
+    cdef float x, y, z
+    cdef double w
+    cdef const float *q
     if (cur.shape[1] != 3 or nxt.shape[0] != n or nxt.shape[1] != 3 or orig.shape[0] != n
             or orig.shape[1] != 3 or start.shape[0] != n + 1 or half.shape[0] != 3
             or not 0 <= v0 <= v1 <= n or start[n] != nbr.shape[0]):
         raise ValueError("smooth_step: arrays of unexpected shapes")
     with nogil:
         for v in range(v0, v1):
-            s[0] = s[1] = s[2] = 0.0
+            x = y = z = 0.0  # a ring's sum in float32: a few values of like size
             cnt = start[v + 1] - start[v]
             for e in range(start[v], start[v + 1]):
-                for k in range(3):
-                    s[k] += cur[nbr[e], k]
-            for k in range(3):
-                p = cur[v, k]
-                if cnt:
-                    p = p + lam * (s[k] / cnt - p)
-                s[k] = p
+                q = &cur[nbr[e], 0]
+                x += q[0]
+                y += q[1]
+                z += q[2]
+            q = &cur[v, 0]
+            if cnt:
+                w = lam / cnt
+                s[0] = q[0] + (w * x - lam * q[0])
+                s[1] = q[1] + (w * y - lam * q[1])
+                s[2] = q[2] + (w * z - lam * q[2])
+            else:
+                s[0] = q[0]
+                s[1] = q[1]
+                s[2] = q[2]
             _into_box(s, &orig[v, 0], &half[0], margin)
             for k in range(3):
                 nxt[v, k] = <float>s[k]
@@ -159,215 +168,147 @@ cdef inline void _into_box(double *p, const float *o, const double *half,
             p[k] = hi
 
 
-def into_boxes(double[:, ::1] verts, const float[:, ::1] orig, const double[::1] half,
-               double margin):
-    """Every vertex clamped into its box (:func:`smooth_step`'s), in place."""
-    cdef Py_ssize_t v
-    if (verts.shape[1] != 3 or orig.shape[0] != verts.shape[0] or orig.shape[1] != 3
-            or half.shape[0] != 3):
-        raise ValueError("into_boxes: arrays of unexpected shapes")
-    with nogil:
-        for v in range(verts.shape[0]):
-            _into_box(&verts[v, 0], &orig[v, 0], &half[0], margin)
-    return None
-
-
-cdef void _part_volumes(const float[:, ::1] verts, const idx_t[:, ::1] faces,
-                        const int64_t[::1] labels, const double *origin,
-                        const uint8_t *wanted, double *vol6) noexcept nogil:
-    """6 × the signed volume of each component that is ``wanted`` (into
-    ``vol6``, zeroed first by the caller), about ``origin`` (the vertices'
-    mean: far-off meshes lose no precision)."""
-    cdef Py_ssize_t i, k
+def part_volumes(const float[:, ::1] verts, const idx_t[:, ::1] faces,
+                 const int64_t[::1] labels, const double[::1] origin,
+                 const uint8_t[::1] wanted, double[::1] vol6, Py_ssize_t f0, Py_ssize_t f1):
+    """Add 6 × the signed volume of faces ``f0:f1``, about ``origin``, to their
+    component's entry of ``vol6``, for the components that are ``wanted``
+    (the volume step's sums; a thread per range, each with its own ``vol6``)."""
+    cdef Py_ssize_t i, k, count = vol6.shape[0]
     cdef double a[3]
     cdef double u[3]
     cdef double w[3]
-    for i in range(faces.shape[0]):
-        if not wanted[labels[i]]:
-            continue
-        for k in range(3):
-            a[k] = verts[faces[i, 0], k] - origin[k]
-            u[k] = verts[faces[i, 1], k] - origin[k] - a[k]
-            w[k] = verts[faces[i, 2], k] - origin[k] - a[k]
-        vol6[labels[i]] += (a[0] * (u[1] * w[2] - u[2] * w[1])
-                            + a[1] * (u[2] * w[0] - u[0] * w[2])
-                            + a[2] * (u[0] * w[1] - u[1] * w[0]))
-
-
-def restore(float[:, ::1] after, const float[:, ::1] before, const idx_t[:, ::1] faces,
-            const int64_t[::1] labels, Py_ssize_t count, const float[:, ::1] orig,
-            const double[::1] half, double margin, bint clamp, double limit,
-            double tolerance, int max_passes):
-    """Move ``after`` (in place) along its vertex normals until each component
-    encloses the volume it enclosed in ``before``; :func:`converter.mesh.restore_volumes`.
-
-    ``labels`` are the faces' components (``count`` of them).  Each vertex
-    moves in proportion to how far it is from ``before``, never more than
-    ``limit`` in all (< 0: the farthest such distance); with ``clamp`` every
-    pass ends with each vertex in its :func:`smooth_step` box around
-    ``orig``.  A component within ``tolerance`` (relative) is left alone.
-    Returns the number of passes made (at most ``max_passes``).
-    """
-    cdef Py_ssize_t n = after.shape[0], m = faces.shape[0], i, j, k, v
-    cdef int passes = 0
-    cdef bint open_any
-    cdef double x[3]
-    cdef double p[3]
-    cdef double origin[3]
-    cdef double d, wmax = 0.0, eps, s, room, length, change
     cdef int64_t c
-    if (after.shape[1] != 3 or before.shape[0] != n or before.shape[1] != 3
-            or orig.shape[0] != n or orig.shape[1] != 3 or labels.shape[0] != m
-            or half.shape[0] != 3 or count < 0):
-        raise ValueError("restore: arrays of unexpected shapes")
-    _check_faces(faces, n)
-    found = np.asarray(labels)
-    if found.size and (found.min() < 0 or found.max() >= count):
-        raise ValueError("labels must lie in [0, count)")
-    vb_a, va_a, reach_a, scale_a, asked_a = (np.zeros(max(count, 1)) for _ in range(5))
-    gain_a = np.ones(max(count, 1))
-    cdef double[::1] asked = asked_a, gain = gain_a
-    open_a = np.ones(max(count, 1), np.uint8)
-    cdef uint8_t[::1] is_open = open_a
-    vlabel_a = np.zeros(n, np.int64)
-    weight_a = np.empty(n, np.float32)
-    moved_a = np.zeros(n, np.float32)
-    normal_a = np.zeros((n, 3), np.float32)
-    cdef double[::1] vb = vb_a, va = va_a, reach = reach_a, scale = scale_a
-    cdef int64_t[::1] vlabel = vlabel_a
-    cdef float[::1] weight = weight_a, moved = moved_a
-    cdef float[:, ::1] normal = normal_a
+    if (verts.shape[1] != 3 or labels.shape[0] != faces.shape[0] or origin.shape[0] != 3
+            or wanted.shape[0] != count or not 0 <= f0 <= f1 <= faces.shape[0]):
+        raise ValueError("part_volumes: arrays of unexpected shapes")
     with nogil:
-        for i in range(m):
-            for j in range(3):
-                vlabel[faces[i, j]] = labels[i]
-        origin[0] = origin[1] = origin[2] = 0.0
-        for v in range(n):
+        for i in range(f0, f1):
+            c = labels[i]
+            if not wanted[c]:
+                continue
             for k in range(3):
-                origin[k] += before[v, k]
-        for k in range(3):
-            origin[k] /= n if n else 1
-        _part_volumes(before, faces, labels, origin, &is_open[0], &vb[0])
-        for v in range(n):
+                a[k] = verts[faces[i, 0], k] - origin[k]
+                u[k] = verts[faces[i, 1], k] - origin[k] - a[k]
+                w[k] = verts[faces[i, 2], k] - origin[k] - a[k]
+            vol6[c] += (a[0] * (u[1] * w[2] - u[2] * w[1])
+                        + a[1] * (u[2] * w[0] - u[0] * w[2])
+                        + a[2] * (u[0] * w[1] - u[1] * w[0]))
+    return None
+
+
+def restore_setup(const float[:, ::1] after, const float[:, ::1] before,
+                  const idx_t[:, ::1] faces, const int64_t[::1] labels,
+                  const int64_t[::1] start, const out_t[::1] star, float[:, ::1] normal,
+                  float[::1] weight, int64_t[::1] vlabel, Py_ssize_t v0, Py_ssize_t v1):
+    """For vertices ``v0:v1``: the unit normal of ``after`` (area-weighted over
+    the vertex's faces, from their ``start``/``star`` CSR), the distance from
+    ``before`` and the component.  Returns the largest distance."""
+    cdef Py_ssize_t n = after.shape[0], v, e, g, k
+    cdef double x[3]
+    cdef double u[3]
+    cdef double w[3]
+    cdef double d, wmax = 0.0
+    if (after.shape[1] != 3 or before.shape[0] != n or normal.shape[0] != n
+            or weight.shape[0] != n or vlabel.shape[0] != n or start.shape[0] != n + 1
+            or not 0 <= v0 <= v1 <= n):
+        raise ValueError("restore_setup: arrays of unexpected shapes")
+    with nogil:
+        for v in range(v0, v1):
+            x[0] = x[1] = x[2] = 0.0
+            for e in range(start[v], start[v + 1]):
+                g = star[e]
+                for k in range(3):
+                    u[k] = after[faces[g, 1], k] - after[faces[g, 0], k]
+                    w[k] = after[faces[g, 2], k] - after[faces[g, 0], k]
+                x[0] += u[1] * w[2] - u[2] * w[1]
+                x[1] += u[2] * w[0] - u[0] * w[2]
+                x[2] += u[0] * w[1] - u[1] * w[0]
+            d = sqrt(x[0] * x[0] + x[1] * x[1] + x[2] * x[2])
+            for k in range(3):
+                normal[v, k] = <float>(x[k] / d) if d > 0 else 0.0
+            vlabel[v] = labels[star[start[v]]] if start[v + 1] > start[v] else 0
             d = 0.0
             for k in range(3):
                 d += (after[v, k] - before[v, k]) * (after[v, k] - before[v, k])
             weight[v] = <float>sqrt(d)
             if weight[v] > wmax:
                 wmax = weight[v]
-        if limit < 0:
-            limit = wmax
-        eps = 1e-6 * (wmax if wmax > 0 else 1.0)  # every vertex of a part may move a little
-        for v in range(n):
-            weight[v] += <float>eps
-        # the normals and areas of ``after`` as it comes serve every pass
-        for i in range(m):
-            for k in range(3):
-                p[k] = after[faces[i, 1], k] - after[faces[i, 0], k]
-                x[k] = after[faces[i, 2], k] - after[faces[i, 0], k]
-            d = p[1] * x[2] - p[2] * x[1]
-            s = p[2] * x[0] - p[0] * x[2]
-            room = p[0] * x[1] - p[1] * x[0]
-            length = sqrt(d * d + s * s + room * room) / 6.0
-            reach[labels[i]] += length * (weight[faces[i, 0]] + weight[faces[i, 1]]
-                                          + weight[faces[i, 2]])
-            for j in range(3):
-                v = faces[i, j]
-                normal[v, 0] += <float>d
-                normal[v, 1] += <float>s
-                normal[v, 2] += <float>room
-        for v in range(n):
-            length = sqrt(normal[v, 0] * normal[v, 0] + normal[v, 1] * normal[v, 1]
-                          + normal[v, 2] * normal[v, 2])
-            for k in range(3):
-                normal[v, k] = <float>(normal[v, k] / length) if length > 0 else 0.0
-        while passes < max_passes:  # first order in the shift: big shifts take more
-            for c in range(count):
-                asked[c] = va[c]  # the volume before this pass's shift (0: none yet)
-                va[c] = 0.0
-            _part_volumes(after, faces, labels, origin, &is_open[0], &va[0])
-            open_any = False
-            for c in range(count):
-                change = (vb[c] - va[c]) / 6.0
-                if passes and scale[c] != 0:
-                    # the boxes and the limit let only part of the asked shift
-                    # through: ask for that much more next time (at most 8×)
-                    d = (va[c] - asked[c]) / 6.0 / (scale[c] * reach[c])
-                    gain[c] = 1.0 / d if d > 0.125 else 8.0
-                    if gain[c] < 1.0:
-                        gain[c] = 1.0
-                scale[c] = 0.0
-                # each part on its own: one that is done is left alone (and
-                # stays so: its faces are not summed again)
-                if (is_open[c] and fabs(change) > tolerance * fabs(vb[c]) / 6.0
-                        and reach[c] > 0):
-                    scale[c] = gain[c] * change / reach[c]
-                    open_any = True
-                else:
-                    is_open[c] = 0
-            if not open_any:
-                break
-            passes += 1
-            for v in range(n):
-                if not is_open[vlabel[v]]:
-                    continue
-                s = scale[vlabel[v]] * weight[v]
-                room = limit - moved[v]
-                if room < 0:
-                    room = 0
-                if s > room:
-                    s = room
-                elif s < -room:
-                    s = -room
-                moved[v] += <float>fabs(s)
-                for k in range(3):
-                    p[k] = after[v, k] + normal[v, k] * s
-                if clamp:
-                    _into_box(p, &orig[v, 0], &half[0], margin)
-                for k in range(3):
-                    after[v, k] = <float>p[k]
-    return passes
+    return wmax
 
 
-def component_measures(const double[:, ::1] verts, const idx_t[:, ::1] faces,
-                       const int64_t[::1] labels, Py_ssize_t count):
-    """Per component: (6 × signed volume, area), each (count,) float64, about the
-    vertices' mean (so far-off meshes lose no precision)."""
-    cdef Py_ssize_t n = verts.shape[0], i, k
-    cdef double origin[3]
-    cdef double a[3]
+def part_reach(const float[:, ::1] after, const idx_t[:, ::1] faces,
+               const int64_t[::1] labels, const float[::1] weight, double[::1] reach,
+               Py_ssize_t f0, Py_ssize_t f1):
+    """Add, for faces ``f0:f1``, a third of each face's area times the sum of
+    its corners' ``weight`` to its component's ``reach`` (how much volume a
+    unit shift moves)."""
+    cdef Py_ssize_t i, k
     cdef double u[3]
     cdef double w[3]
     cdef double x0, x1, x2
-    if verts.shape[1] != 3 or labels.shape[0] != faces.shape[0]:
-        raise ValueError("component_measures: arrays of unexpected shapes")
-    _check_faces(faces, n)
-    vol_a = np.zeros(count, np.float64)
-    area_a = np.zeros(count, np.float64)
-    cdef double[::1] vol6 = vol_a
-    cdef double[::1] area = area_a
-    for i in range(labels.shape[0]):
-        if labels[i] < 0 or labels[i] >= count:
-            raise ValueError("labels must lie in [0, count)")
+    if (after.shape[1] != 3 or labels.shape[0] != faces.shape[0]
+            or weight.shape[0] != after.shape[0] or not 0 <= f0 <= f1 <= faces.shape[0]):
+        raise ValueError("part_reach: arrays of unexpected shapes")
     with nogil:
-        origin[0] = origin[1] = origin[2] = 0.0
-        for i in range(n):
+        for i in range(f0, f1):
             for k in range(3):
-                origin[k] += verts[i, k]
-        if n:
-            for k in range(3):
-                origin[k] /= n
-        for i in range(faces.shape[0]):
-            for k in range(3):
-                a[k] = verts[faces[i, 0], k] - origin[k]
-                u[k] = verts[faces[i, 1], k] - origin[k] - a[k]
-                w[k] = verts[faces[i, 2], k] - origin[k] - a[k]
+                u[k] = after[faces[i, 1], k] - after[faces[i, 0], k]
+                w[k] = after[faces[i, 2], k] - after[faces[i, 0], k]
             x0 = u[1] * w[2] - u[2] * w[1]
             x1 = u[2] * w[0] - u[0] * w[2]
             x2 = u[0] * w[1] - u[1] * w[0]
-            area[labels[i]] += 0.5 * sqrt(x0 * x0 + x1 * x1 + x2 * x2)
-            vol6[labels[i]] += a[0] * x0 + a[1] * x1 + a[2] * x2
-    return vol_a, area_a
+            reach[labels[i]] += (sqrt(x0 * x0 + x1 * x1 + x2 * x2) / 6.0
+                                 * (weight[faces[i, 0]] + weight[faces[i, 1]]
+                                    + weight[faces[i, 2]]))
+    return None
+
+
+def restore_shift(float[:, ::1] after, const float[:, ::1] normal, const float[::1] weight,
+                  float[::1] moved, const int64_t[::1] vlabel, const double[::1] scale,
+                  double limit, const float[:, ::1] orig, const double[::1] half,
+                  double margin, bint clamp, Py_ssize_t v0, Py_ssize_t v1):
+    """One pass of the volume step for vertices ``v0:v1``: each moves
+    ``scale[part] × weight`` along its normal, at most ``limit`` in all
+    (``moved`` keeps count), then (``clamp``) back into its box around ``orig``."""
+    cdef Py_ssize_t n = after.shape[0], v, k
+    cdef double s, room
+    cdef double p[3]
+    if (after.shape[1] != 3 or normal.shape[0] != n or weight.shape[0] != n
+            or moved.shape[0] != n or vlabel.shape[0] != n or orig.shape[0] != n
+            or half.shape[0] != 3 or not 0 <= v0 <= v1 <= n):
+        raise ValueError("restore_shift: arrays of unexpected shapes")
+    with nogil:
+        for v in range(v0, v1):
+            s = scale[vlabel[v]]
+            if s == 0:
+                continue
+            s = s * weight[v]
+            room = limit - moved[v]
+            if room < 0:
+                room = 0
+            if s > room:
+                s = room
+            elif s < -room:
+                s = -room
+            moved[v] += <float>fabs(s)
+            for k in range(3):
+                p[k] = after[v, k] + normal[v, k] * s
+            if clamp:
+                _into_box(p, &orig[v, 0], &half[0], margin)
+            for k in range(3):
+                after[v, k] = <float>p[k]
+    return None
+
+
+def star(const idx_t[:, ::1] faces, Py_ssize_t n_verts):
+    """Each vertex's faces as CSR arrays ``(start (n+1,), faces (3m,))``."""
+    _check_faces(faces, n_verts)
+    start_a = np.zeros(n_verts + 1, np.int64)
+    star_a = np.empty(3 * faces.shape[0], np.int64 if 3 * faces.shape[0] >= 2**31 else np.int32)
+    fill_a = np.empty(n_verts + 1, np.int64)
+    _fill_star(faces, start_a, fill_a, star_a)
+    return start_a, star_a
 
 
 def normals_and_areas(const double[:, ::1] verts, const idx_t[:, ::1] faces,
@@ -913,3 +854,228 @@ def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
     if failed:
         raise MemoryError
     return w.m
+
+
+# --------------------------------------------------------------------------- untangling
+#
+# The volume step moves vertices along their normals; where several sheets
+# of the surface crowd around one grid sample (a sample close to the level,
+# between much brighter neighbours, as in spongy bone), that can fold a
+# triangle through one two edges away.  :func:`untangle` finds such pairs
+# among the triangles there and puts their corners back where smoothing left
+# them (where nothing crossed).
+
+cdef inline int _orient(const float *a, const float *b, const float *c,
+                        const float *d) noexcept nogil:
+    """Sign of the volume of the tetrahedron (a, b, c, d), in float64."""
+    cdef double ux = b[0] - a[0], uy = b[1] - a[1], uz = b[2] - a[2]
+    cdef double vx = c[0] - a[0], vy = c[1] - a[1], vz = c[2] - a[2]
+    cdef double wx = d[0] - a[0], wy = d[1] - a[1], wz = d[2] - a[2]
+    cdef double det = (ux * (vy * wz - vz * wy) - uy * (vx * wz - vz * wx)
+                       + uz * (vx * wy - vy * wx))
+    return (det > 0) - (det < 0)
+
+
+cdef inline bint _segment_crosses(const float *p, const float *q, const float *a,
+                                  const float *b, const float *c) noexcept nogil:
+    """The segment p–q passes through the interior of triangle a b c
+    (:func:`converter.mesh.crossing_pairs`' test)."""
+    cdef int s1, s2, s3
+    if _orient(a, b, c, p) * _orient(a, b, c, q) >= 0:
+        return False
+    s1 = _orient(p, q, a, b)
+    s2 = _orient(p, q, b, c)
+    s3 = _orient(p, q, c, a)
+    return s1 == s2 and s2 == s3 and s1 != 0
+
+
+cdef inline bint _faces_cross(const float *v, const idx_t *fa, const idx_t *fb) noexcept nogil:
+    """Triangles ``fa`` and ``fb`` (three vertex indices each, into the (n, 3)
+    ``v``) cross: an edge of one passes through the other."""
+    cdef const float *a[3]
+    cdef const float *b[3]
+    cdef int j, k
+    for j in range(3):
+        a[j] = v + 3 * fa[j]
+        b[j] = v + 3 * fb[j]
+    for k in range(3):  # boxes first
+        if (fmax3(a[0][k], a[1][k], a[2][k]) < fmin3(b[0][k], b[1][k], b[2][k])
+                or fmax3(b[0][k], b[1][k], b[2][k]) < fmin3(a[0][k], a[1][k], a[2][k])):
+            return False
+    for j in range(3):
+        if _segment_crosses(a[j], a[(j + 1) % 3], b[0], b[1], b[2]):
+            return True
+        if _segment_crosses(b[j], b[(j + 1) % 3], a[0], a[1], a[2]):
+            return True
+    return False
+
+
+cdef inline float fmax3(float x, float y, float z) noexcept nogil:
+    if y > x:
+        x = y
+    return z if z > x else x
+
+
+cdef inline float fmin3(float x, float y, float z) noexcept nogil:
+    if y < x:
+        x = y
+    return z if z < x else x
+
+
+def untangle(float[:, ::1] verts, const float[:, ::1] fallback, const idx_t[:, ::1] faces,
+             double near, int rounds, stars=None, int workers=1):
+    """Undo the folds of the volume step, in place.
+
+    Each triangle with a corner within ``near`` (index units) of a grid
+    sample is tested against every triangle on its corners' neighbours that
+    shares no corner with it; where two cross, their six corners go back to
+    ``fallback`` (the smoothed vertices, before the volume step), and the
+    vertices put back are looked around again, for at most ``rounds`` more
+    rounds.  Returns ``(crossing pairs found first, pairs left after the
+    last round)``.  ``stars`` is :func:`star`'s CSR when the caller has it;
+    ``workers`` threads share each round.
+    """
+    cdef Py_ssize_t n = verts.shape[0], m = faces.shape[0], v, k
+    cdef double t, d
+    if (verts.shape[1] != 3 or fallback.shape[0] != n or fallback.shape[1] != 3
+            or rounds < 0):
+        raise ValueError("untangle: arrays of unexpected shapes")
+    _check_faces(faces, n)
+    if m == 0:
+        return 0, 0
+    start_a, star_a = star(faces, n) if stars is None else stars
+    look_a = np.zeros(n, np.uint8)  # the vertices to look around this round
+    cdef uint8_t[::1] look = look_a
+    with nogil:
+        for v in range(n):
+            d = 0.0
+            for k in range(3):
+                t = verts[v, k] - _floor(verts[v, k] + 0.5)
+                d += t * t
+            look[v] = d < near * near
+    mark_a = np.full(m, -1, np.int64)  # the stamp of the last look that listed a face
+    first = found = 0
+    for r in range(rounds + 1):
+        pairs = _crossings_split(verts, faces, start_a, star_a, look_a, mark_a, r * m, workers)
+        found = len(pairs)
+        if r == 0:
+            first = found
+        if found == 0 or r == rounds:
+            break
+        corners = np.unique(np.asarray(faces)[pairs.reshape(-1)])
+        np.asarray(verts)[corners] = np.asarray(fallback)[corners]
+        look_a[:] = 0
+        look_a[corners] = 1
+    return first, found
+
+
+def _fill_star(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fill,
+               out_t[::1] star):
+    """Each vertex's faces, CSR (``start``, ``star``)."""
+    cdef Py_ssize_t i, j
+    cdef idx_t a
+    with nogil:
+        for i in range(faces.shape[0]):
+            for j in range(3):
+                start[faces[i, j] + 1] += 1
+        for i in range(start.shape[0] - 1):
+            start[i + 1] += start[i]
+        for i in range(start.shape[0]):
+            fill[i] = start[i]
+        for i in range(faces.shape[0]):
+            for j in range(3):
+                a = faces[i, j]
+                star[fill[a]] = <out_t>i
+                fill[a] += 1
+
+
+def _crossings_split(verts, faces, start, star, look, mark, stamp0, int workers):
+    """:func:`_crossings_around` with ``workers`` threads, each on a range of
+    faces (they share ``mark``: a thread only ever skips a face it stamped
+    itself, so the worst a race does is test a pair twice)."""
+    cdef Py_ssize_t m = faces.shape[0]
+    if workers <= 1 or m < 100_000:
+        return _crossings_around(verts, faces, start, star, look, mark, stamp0, 0, m)
+    from concurrent.futures import ThreadPoolExecutor
+
+    cuts = [m * k // workers for k in range(workers + 1)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        found = list(pool.map(lambda k: _crossings_around(verts, faces, start, star, look, mark,
+                                                          stamp0, cuts[k], cuts[k + 1]),
+                              range(workers)))
+    found = np.concatenate(found)
+    return np.unique(found, axis=0) if len(found) else found
+
+
+def _crossings_around(const float[:, ::1] verts, const idx_t[:, ::1] faces,
+                      const int64_t[::1] start, const out_t[::1] star,
+                      const uint8_t[::1] look, int64_t[::1] mark, int64_t stamp0,
+                      Py_ssize_t f0, Py_ssize_t f1):
+    """The pairs of crossing triangles (k, 2), each once, that :func:`untangle`
+    finds: each triangle with a corner to ``look`` around against the
+    triangles on its corners' neighbours."""
+    cdef Py_ssize_t m = faces.shape[0], x, y, e, e2, g, a, b, j, np_ = 0
+    cdef Py_ssize_t pcap = 256, k
+    cdef int64_t stamp
+    cdef int failed = 0
+    cdef int64_t *pairs = <int64_t *>malloc(2 * pcap * sizeof(int64_t))
+    cdef void *grown
+    if pairs == NULL:
+        raise MemoryError
+    if not 0 <= f0 <= f1 <= m or start.shape[0] != verts.shape[0] + 1:
+        free(pairs)
+        raise ValueError("_crossings_around: arrays of unexpected shapes")
+    with nogil:
+        for a in range(f0, f1):
+            if not look[faces[a, 0]] and not look[faces[a, 1]] and not look[faces[a, 2]]:
+                continue
+            stamp = stamp0 + a
+            for j in range(3):
+                x = faces[a, j]
+                for e in range(start[x], start[x + 1]):
+                    g = star[e]
+                    # y: the vertex after x in g (each neighbour of x once)
+                    if faces[g, 0] == x:
+                        y = faces[g, 1]
+                    elif faces[g, 1] == x:
+                        y = faces[g, 2]
+                    else:
+                        y = faces[g, 0]
+                    for e2 in range(start[y], start[y + 1]):
+                        b = star[e2]
+                        if mark[b] == stamp:
+                            continue
+                        mark[b] = stamp
+                        if (faces[b, 0] == faces[a, 0] or faces[b, 0] == faces[a, 1]
+                                or faces[b, 0] == faces[a, 2] or faces[b, 1] == faces[a, 0]
+                                or faces[b, 1] == faces[a, 1] or faces[b, 1] == faces[a, 2]
+                                or faces[b, 2] == faces[a, 0] or faces[b, 2] == faces[a, 1]
+                                or faces[b, 2] == faces[a, 2]):
+                            continue
+                        if not _faces_cross(&verts[0, 0], &faces[a, 0], &faces[b, 0]):
+                            continue
+                        if np_ == pcap:
+                            grown = realloc(pairs, 4 * pcap * sizeof(int64_t))
+                            if grown == NULL:
+                                failed = 1
+                                break
+                            pairs = <int64_t *>grown
+                            pcap *= 2
+                        pairs[2 * np_] = a if a < b else b
+                        pairs[2 * np_ + 1] = b if a < b else a
+                        np_ += 1
+                    if failed:
+                        break
+                if failed:
+                    break
+            if failed:
+                break
+    if failed:
+        free(pairs)
+        raise MemoryError
+    found = np.empty((np_, 2), np.int64)
+    for k in range(np_):
+        found[k, 0] = pairs[2 * k]
+        found[k, 1] = pairs[2 * k + 1]
+    free(pairs)
+    return np.unique(found, axis=0) if np_ else found

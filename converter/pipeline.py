@@ -369,17 +369,17 @@ def _pad_value(background, level, dtype):
 def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
     """Index (+ crop offset) → patient mm, orientation fix, then the optional mesh steps."""
     notes = []
-    verts = vol.index_to_patient(verts_idx, offset)
     if vol.handedness() < 0:
         faces = meshops.flip_winding(faces, in_place=True)  # vertices are never mirrored
+    if opts.smooth:  # on marching cubes' own vertices, before any part is dropped
+        on_progress(0.2, "smoothing")
+        verts = _smooth(verts_idx, faces, offset, vol, opts)
+    else:
+        verts = vol.index_to_patient(verts_idx, offset)
     if len(faces) and meshops.signed_volume(verts, faces) < 0:
         # should not happen; say so rather than write an inside-out mesh
         faces = faces[:, [0, 2, 1]]
         notes.append("mesh orientation corrected")
-    on_progress(0.2)
-    if opts.smooth:  # on marching cubes' own vertices, before any part is dropped
-        on_progress(0.2, "smoothing")
-        verts = _smooth(verts_idx, faces, offset, vol, opts)
     on_progress(0.4)
     if opts.min_island_mm3:
         before = meshops.components(faces, len(verts))[0]
