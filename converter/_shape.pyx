@@ -953,10 +953,9 @@ def untangle(float[:, ::1] verts, const float[:, ::1] fallback, const idx_t[:, :
                 t = verts[v, k] - _floor(verts[v, k] + 0.5)
                 d += t * t
             look[v] = d < near * near
-    mark_a = np.full(m, -1, np.int64)  # the stamp of the last look that listed a face
     first = found = 0
     for r in range(rounds + 1):
-        pairs = _crossings_split(verts, faces, start_a, star_a, look_a, mark_a, r * m, workers)
+        pairs = _crossings_split(verts, faces, start_a, star_a, look_a, workers)
         found = len(pairs)
         if r == 0:
             first = found
@@ -989,19 +988,17 @@ def _fill_star(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fill,
                 fill[a] += 1
 
 
-def _crossings_split(verts, faces, start, star, look, mark, stamp0, int workers):
-    """:func:`_crossings_around` with ``workers`` threads, each on a range of
-    faces (they share ``mark``: a thread only ever skips a face it stamped
-    itself, so the worst a race does is test a pair twice)."""
+def _crossings_split(verts, faces, start, star, look, int workers):
+    """:func:`_crossings_around` with ``workers`` threads, each on a range of faces."""
     cdef Py_ssize_t m = faces.shape[0]
     if workers <= 1 or m < 100_000:
-        return _crossings_around(verts, faces, start, star, look, mark, stamp0, 0, m)
+        return _crossings_around(verts, faces, start, star, look, 0, m)
     from concurrent.futures import ThreadPoolExecutor
 
     cuts = [m * k // workers for k in range(workers + 1)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        found = list(pool.map(lambda k: _crossings_around(verts, faces, start, star, look, mark,
-                                                          stamp0, cuts[k], cuts[k + 1]),
+        found = list(pool.map(lambda k: _crossings_around(verts, faces, start, star, look,
+                                                          cuts[k], cuts[k + 1]),
                               range(workers)))
     found = np.concatenate(found)
     return np.unique(found, axis=0) if len(found) else found
@@ -1009,27 +1006,31 @@ def _crossings_split(verts, faces, start, star, look, mark, stamp0, int workers)
 
 def _crossings_around(const float[:, ::1] verts, const idx_t[:, ::1] faces,
                       const int64_t[::1] start, const out_t[::1] star,
-                      const uint8_t[::1] look, int64_t[::1] mark, int64_t stamp0,
-                      Py_ssize_t f0, Py_ssize_t f1):
+                      const uint8_t[::1] look, Py_ssize_t f0, Py_ssize_t f1):
     """The pairs of crossing triangles (k, 2), each once, that :func:`untangle`
     finds: each triangle with a corner to ``look`` around against the
-    triangles on its corners' neighbours."""
+    triangles on its corners' neighbours (a pair met twice is kept once)."""
     cdef Py_ssize_t m = faces.shape[0], x, y, e, e2, g, a, b, j, np_ = 0
     cdef Py_ssize_t pcap = 256, k
-    cdef int64_t stamp
     cdef int failed = 0
+    cdef Py_ssize_t ny, ycap = 32
     cdef int64_t *pairs = <int64_t *>malloc(2 * pcap * sizeof(int64_t))
+    cdef Py_ssize_t *ys = <Py_ssize_t *>malloc(ycap * sizeof(Py_ssize_t))
     cdef void *grown
-    if pairs == NULL:
+    if pairs == NULL or ys == NULL:
+        free(pairs)
+        free(ys)
         raise MemoryError
     if not 0 <= f0 <= f1 <= m or start.shape[0] != verts.shape[0] + 1:
         free(pairs)
+        free(ys)
         raise ValueError("_crossings_around: arrays of unexpected shapes")
     with nogil:
         for a in range(f0, f1):
             if not look[faces[a, 0]] and not look[faces[a, 1]] and not look[faces[a, 2]]:
                 continue
-            stamp = stamp0 + a
+            # the neighbours of a's corners that are not corners of a, each once
+            ny = 0
             for j in range(3):
                 x = faces[a, j]
                 for e in range(start[x], start[x + 1]):
@@ -1041,35 +1042,52 @@ def _crossings_around(const float[:, ::1] verts, const idx_t[:, ::1] faces,
                         y = faces[g, 2]
                     else:
                         y = faces[g, 0]
-                    for e2 in range(start[y], start[y + 1]):
-                        b = star[e2]
-                        if mark[b] == stamp:
-                            continue
-                        mark[b] = stamp
-                        if (faces[b, 0] == faces[a, 0] or faces[b, 0] == faces[a, 1]
-                                or faces[b, 0] == faces[a, 2] or faces[b, 1] == faces[a, 0]
-                                or faces[b, 1] == faces[a, 1] or faces[b, 1] == faces[a, 2]
-                                or faces[b, 2] == faces[a, 0] or faces[b, 2] == faces[a, 1]
-                                or faces[b, 2] == faces[a, 2]):
-                            continue
-                        if not _faces_cross(&verts[0, 0], &faces[a, 0], &faces[b, 0]):
-                            continue
-                        if np_ == pcap:
-                            grown = realloc(pairs, 4 * pcap * sizeof(int64_t))
+                    if y == faces[a, 0] or y == faces[a, 1] or y == faces[a, 2]:
+                        continue
+                    for k in range(ny):
+                        if ys[k] == y:
+                            break
+                    else:
+                        if ny == ycap:
+                            grown = realloc(ys, 2 * ycap * sizeof(Py_ssize_t))
                             if grown == NULL:
                                 failed = 1
                                 break
-                            pairs = <int64_t *>grown
-                            pcap *= 2
-                        pairs[2 * np_] = a if a < b else b
-                        pairs[2 * np_ + 1] = b if a < b else a
-                        np_ += 1
-                    if failed:
-                        break
+                            ys = <Py_ssize_t *>grown
+                            ycap *= 2
+                        ys[ny] = y
+                        ny += 1
                 if failed:
                     break
             if failed:
                 break
+            for k in range(ny):
+                y = ys[k]
+                for e2 in range(start[y], start[y + 1]):
+                    b = star[e2]
+                    if (faces[b, 0] == faces[a, 0] or faces[b, 0] == faces[a, 1]
+                            or faces[b, 0] == faces[a, 2] or faces[b, 1] == faces[a, 0]
+                            or faces[b, 1] == faces[a, 1] or faces[b, 1] == faces[a, 2]
+                            or faces[b, 2] == faces[a, 0] or faces[b, 2] == faces[a, 1]
+                            or faces[b, 2] == faces[a, 2]):
+                        continue
+                    if not _faces_cross(&verts[0, 0], &faces[a, 0], &faces[b, 0]):
+                        continue
+                    if np_ == pcap:
+                        grown = realloc(pairs, 4 * pcap * sizeof(int64_t))
+                        if grown == NULL:
+                            failed = 1
+                            break
+                        pairs = <int64_t *>grown
+                        pcap *= 2
+                    pairs[2 * np_] = a if a < b else b
+                    pairs[2 * np_ + 1] = b if a < b else a
+                    np_ += 1
+                if failed:
+                    break
+            if failed:
+                break
+    free(ys)
     if failed:
         free(pairs)
         raise MemoryError

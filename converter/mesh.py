@@ -536,7 +536,7 @@ def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-
             if not is_open.any():
                 break
             scale = np.where(is_open, gain * change / np.where(reach > 0, reach, 1.0), 0.0)
-            each(lambda k, lo, hi: _shape.restore_shift(
+            each(lambda k, lo, hi, scale=scale: _shape.restore_shift(
                 after, normal, weight, moved, vlabel, scale, float(limit), orig, half,
                 float(margin), clamp, lo, hi), vcuts)
     finally:

@@ -20,6 +20,11 @@ import argparse
 import os
 import sys
 
+# numpy's OpenBLAS would start a thread per core that spins after each call;
+# the kernels that matter are ours (they share the cores themselves), so one
+# BLAS thread: read when numpy loads, so set before the first import of it
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from converter import commands as converter_commands
 from converter.exits import CommandFailed, Exit, exit_codes_text
 from worker import commands as worker_commands
