@@ -214,9 +214,10 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
 
     made = _Made(level, verts, faces, mesh_warnings, size, timings, *facts)
     report = _report(listing, info, vol, opts, made)
-    report.update(writing.report_entries(parts, levels, fmt, opts.frame, size, placed,
-                                        budget_note, path=_path_of(output),
-                                        assumed=info.assumed))
+    report.update(writing.report_entries(
+        parts, levels, fmt, opts.frame, size, placed, budget_note, path=_path_of(output),
+        assumed=info.assumed,  # one part: the whole mesh, measured for the report already
+        volumes=[made.measures.volume] if len(parts) == 1 else None))
     return ConversionResult(report=report, stl=data, verts=verts, faces=faces,
                             stack=listing.stacks.get(info.index))
 

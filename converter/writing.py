@@ -160,20 +160,22 @@ def meet_budget(parts, fmt: str, frame: str, max_bytes: int, *, path=None, assum
 
 
 def report_entries(parts, levels, fmt, frame, size, placed, budget, *, path=None,
-                   assumed=False) -> dict:
+                   assumed=False, volumes=None) -> dict:
     """The report's entries about the output: ``file``, ``parts`` (and
     ``stl`` for STL, ``print_offset_mm`` for PRINT, ``budget`` for a byte
-    budget)."""
+    budget); ``volumes`` are the parts' enclosed volumes when the caller
+    has measured them already."""
     header = formats.header_text(fmt, frame, assumed=assumed)
     entries = {"file": dict(formats.delivery(fmt, len(parts), path), bytes=int(size),
                             header=header),
                "parts": []}
-    for part, (_, level) in zip(parts, levels, strict=True):
-        measured = meshops.measures(part.verts, part.faces)
+    if volumes is None:
+        volumes = [meshops.measures(part.verts, part.faces).volume for part in parts]
+    for part, (_, level), volume in zip(parts, levels, volumes, strict=True):
         entries["parts"].append({
             "name": part.name, "low": level.value, "high": level.high,
             "triangles": int(len(part.faces)), "vertices": int(len(part.verts)),
-            "volume_mm3": round(measured.volume, 3),
+            "volume_mm3": round(volume, 3),
             "color": formats.hex_color(part.color)})
     if fmt in ("stl", "stl-ascii"):
         entries["stl"] = {"format": "ascii" if fmt == "stl-ascii" else "binary",
