@@ -162,13 +162,15 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         verts, faces, offset = _extract_surface(
             vol, level, opts, lambda f, *step, k=k: on_surface((k + f) * share, *step))
         timings["surface"] += time.perf_counter() - t
+        if k == len(levels) - 1:
+            vol.data = None  # only the geometry is needed from here on: the voxels' pages
+            # go back before the mesh steps allocate theirs (fresh pages are slow to touch)
         t = time.perf_counter()
         verts, faces, notes = _shape_mesh(verts, faces, offset, vol, opts,
                                           lambda f, *step, k=k: on_mesh((k + f) * share, *step))
         timings["mesh"] += time.perf_counter() - t
         mesh_warnings += [f"{name}: {n}" for n in notes] if name else notes
         parts.append(writing.Part(name or "model", verts, faces, writing.color(k)))
-    vol.data = None  # from here on only the geometry is needed: free the voxels
     level = levels[0][1]
 
     parts, placed = writing.place(parts, opts.frame)
