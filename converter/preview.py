@@ -27,6 +27,9 @@ import zlib
 import numpy as np
 
 MAGIC = b"EPHMESH1"
+#: zlib's level: the fastest (level 6 made the blocks 8 % smaller in 2.5× the
+#: time, and the preview is made while the user waits for "done")
+LEVEL = 1
 #: the preview's bytes at most this share of the binary STL's
 MAX_RATIO = 0.2
 LEVELS = 65535
@@ -48,11 +51,16 @@ def encode(verts: np.ndarray, faces: np.ndarray) -> bytes:
     q = np.rint((verts - lo) / scale).astype(np.uint16)
     axes = np.ascontiguousarray(q.T)  # axis by axis
     deltas = np.diff(axes, axis=1, prepend=np.zeros((3, 1), np.uint16)).astype(np.uint16)
-    vblock = zlib.compress(_planes(deltas.ravel().astype("<u2"), 2), 6)
+    vplanes = _planes(deltas.ravel().astype("<u2"), 2)
     flat = faces.ravel()
     d = np.diff(flat, prepend=0).astype(np.int64)
     zigzag = ((d << 1) ^ (d >> 63)).astype("<u4")
-    fblock = zlib.compress(_planes(zigzag, 4), 6)
+    fplanes = _planes(zigzag, 4)
+    # the two blocks on two threads (zlib lets go of the GIL)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        vblock, fblock = pool.map(lambda raw: zlib.compress(raw, LEVEL), (vplanes, fplanes))
     head = MAGIC + struct.pack("<II3f3f", len(verts), len(faces), *lo.astype(np.float32),
                                *scale.astype(np.float32))
     return (head + struct.pack("<I", len(vblock)) + vblock

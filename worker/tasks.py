@@ -23,6 +23,7 @@ import gc
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from rq import get_current_job
@@ -223,10 +224,16 @@ def _convert(ctx, job_id) -> str:
         raise _Failed(exc.code, exc.message) from None
     del files, payload
     deadline = time.time() + ctx.settings.retention_seconds
-    # the reduced mesh for the 3D view goes with the model (a result's fourth part)
-    # (its bound is a share of the model as binary STL, whatever the format)
-    parts.append(preview(result.verts, result.faces, 84 + 50 * len(result.faces)))
-    ctx.store.put(Kind.RESULT, job_id, parts, deadline)
+    # the reduced mesh for the 3D view goes with the model (a result's fourth part;
+    # its bound is a share of the model as binary STL, whatever the format), made
+    # on a thread while the model is written
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        reduced = pool.submit(preview, result.verts, result.faces, 84 + 50 * len(result.faces))
+        with ctx.store.writer(Kind.RESULT, job_id, deadline) as writer:
+            for i, part in enumerate([*parts, None]):
+                writer.open_part(i)
+                writer.write(reduced.result() if part is None else part)
+            writer.commit()
     # before "done": a done job holds no upload
     delete_stored(ctx, Kind.INPUT, job_id, Reason.CONVERTED)
     if from_pacs and ctx.settings.return_to is not None and dicom:
