@@ -988,6 +988,17 @@ def _fill_star(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fill,
                 fill[a] += 1
 
 
+cdef int _grow(void **buf, Py_ssize_t *cap, size_t item) noexcept nogil:
+    """Double ``*buf``, a buffer of ``*cap`` items of ``item`` bytes: 0, or -1
+    (``*buf`` unchanged) when there is no memory for it."""
+    cdef void *grown = realloc(buf[0], 2 * cap[0] * item)
+    if grown == NULL:
+        return -1
+    buf[0] = grown
+    cap[0] *= 2
+    return 0
+
+
 def _crossings_split(verts, faces, start, star, look, int workers):
     """:func:`_crossings_around` with ``workers`` threads, each on a range of faces."""
     cdef Py_ssize_t m = faces.shape[0]
@@ -1016,7 +1027,6 @@ def _crossings_around(const float[:, ::1] verts, const idx_t[:, ::1] faces,
     cdef Py_ssize_t ny, ycap = 32
     cdef int64_t *pairs = <int64_t *>malloc(2 * pcap * sizeof(int64_t))
     cdef Py_ssize_t *ys = <Py_ssize_t *>malloc(ycap * sizeof(Py_ssize_t))
-    cdef void *grown
     if pairs == NULL or ys == NULL:
         free(pairs)
         free(ys)
@@ -1048,13 +1058,9 @@ def _crossings_around(const float[:, ::1] verts, const idx_t[:, ::1] faces,
                         if ys[k] == y:
                             break
                     else:
-                        if ny == ycap:
-                            grown = realloc(ys, 2 * ycap * sizeof(Py_ssize_t))
-                            if grown == NULL:
-                                failed = 1
-                                break
-                            ys = <Py_ssize_t *>grown
-                            ycap *= 2
+                        if ny == ycap and _grow(<void **>&ys, &ycap, sizeof(Py_ssize_t)) < 0:
+                            failed = 1
+                            break
                         ys[ny] = y
                         ny += 1
                 if failed:
@@ -1073,13 +1079,9 @@ def _crossings_around(const float[:, ::1] verts, const idx_t[:, ::1] faces,
                         continue
                     if not _faces_cross(&verts[0, 0], &faces[a, 0], &faces[b, 0]):
                         continue
-                    if np_ == pcap:
-                        grown = realloc(pairs, 4 * pcap * sizeof(int64_t))
-                        if grown == NULL:
-                            failed = 1
-                            break
-                        pairs = <int64_t *>grown
-                        pcap *= 2
+                    if np_ == pcap and _grow(<void **>&pairs, &pcap, 2 * sizeof(int64_t)) < 0:
+                        failed = 1
+                        break
                     pairs[2 * np_] = a if a < b else b
                     pairs[2 * np_ + 1] = b if a < b else a
                     np_ += 1

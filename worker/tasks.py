@@ -179,7 +179,7 @@ def _convert(ctx, job_id) -> str:
     if row is None or row["status"] not in WAITING:
         return row["status"] if row else "missing"  # ended, or waiting for a choice
     ctx.records.set_job(job_id, only_if=WAITING, status=JobStatus.RUNNING)
-    payload = ctx.store.get(Kind.INPUT, job_id)
+    payload = _input(ctx, job_id)
     if payload is None:
         stored = ctx.store.get(Kind.RESULT, job_id)
         if stored is not None and ctx.records.finish_job(job_id, json.loads(stored[1])):
@@ -245,6 +245,21 @@ def _convert(ctx, job_id) -> str:
     _count_end(ctx, None, started)
     progress(JobStatus.DONE, 100.0)
     return JobStatus.DONE
+
+
+def _input(ctx, job_id):
+    """The job's upload: its options (JSON bytes), then its files as the
+    converter reads them, their paths in a directory store (read where they
+    lie, not copied into memory first), else their bytes; None once gone."""
+    meta = ctx.store.meta(Kind.INPUT, job_id)
+    if meta is None:
+        return None
+    count = int(meta["parts"])
+    paths = [ctx.store.part_path(Kind.INPUT, job_id, i) for i in range(1, count)]
+    if paths and all(p is not None for p in paths):
+        options = ctx.store.get_part(Kind.INPUT, job_id, 0)
+        return None if options is None else [options, *(str(p) for p in paths)]
+    return ctx.store.get(Kind.INPUT, job_id)
 
 
 def _return(ctx, job_id, instance, progress) -> None:
