@@ -719,9 +719,10 @@ cdef void _plane_quadrics(Work *w) noexcept nogil:
 
 
 def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
-             double aggressiveness=7.0, int max_passes=200):
+             double aggressiveness=7.0, int max_passes=200, locked=None):
     """Collapse edges of the closed mesh ``(verts, faces)`` until at most ``target``
-    triangles are left or no collapse keeps it a 2-manifold; in place.
+    triangles are left or no collapse keeps it a 2-manifold; in place.  No
+    edge on a vertex that is ``locked`` (an (n,) uint8 array) collapses.
 
     Returns the number of triangles left: the first that many rows of
     ``faces`` (vertex positions in ``verts``; unused vertices are left
@@ -737,9 +738,17 @@ def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
     cdef uint8_t *gone1 = NULL
     cdef Py_ssize_t gone_cap = 0, start, count
     cdef int failed = 0
+    cdef const uint8_t[::1] locked_m
+    cdef const uint8_t *lock = NULL
     if verts.shape[1] != 3:
         raise ValueError("verts must be (n, 3)")
     _check_faces(faces, verts.shape[0])
+    if locked is not None:
+        locked_m = locked
+        if locked_m.shape[0] != verts.shape[0]:
+            raise ValueError("locked must have one entry per vertex")
+        if locked_m.shape[0]:
+            lock = &locked_m[0]
     w.n = verts.shape[0]
     w.m = faces.shape[0]
     w.v = &verts[0, 0] if w.n else NULL
@@ -811,6 +820,8 @@ def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
                         continue
                     i0 = w.tri[3 * t + j]
                     i1 = w.tri[3 * t + (j + 1) % 3]
+                    if lock != NULL and (lock[i0] or lock[i1]):
+                        continue
                     if w.tcount[i0] > gone_cap or w.tcount[i1] > gone_cap:
                         continue  # a vertex grown past the scratch: wait for the rebuild
                     _edge_error(&w, i0, i1, p)
@@ -986,6 +997,16 @@ def _fill_star(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fill,
                 a = faces[i, j]
                 star[fill[a]] = <out_t>i
                 fill[a] += 1
+
+
+def crossings(const float[:, ::1] verts, faces, int workers=1):
+    """The pairs (k, 2) of triangles sharing no corner that cross, among
+    triangles joined through an edge of one corner to a corner of the other
+    (where an edge collapse or a shift folds a surface): every triangle looked
+    at, on ``workers`` threads."""
+    start_a, star_a = star(faces, verts.shape[0])
+    look_a = np.ones(verts.shape[0], np.uint8)
+    return _crossings_split(verts, faces, start_a, star_a, look_a, workers)
 
 
 cdef int _grow(void **buf, Py_ssize_t *cap, size_t item) noexcept nogil:

@@ -545,7 +545,14 @@ def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-
     return after
 
 
-def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int | None = None):
+#: decimations made, each with more vertices kept as they are, until no collapse
+#: has folded a triangle through a near one; the one with the fewest folds is
+#: kept, of those within 1 % of the first one's triangle count
+UNFOLD_TRIES = 4
+
+
+def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int | None = None,
+             workers: int = 1):
     """Quadric edge collapse to a fraction or a triangle budget, closed and manifold.
 
     Compiled (:func:`converter._shape.collapse`): Garland–Heckbert quadrics,
@@ -553,7 +560,11 @@ def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int 
     collapses only when the mesh stays a closed 2-manifold (the link
     condition; no triangle flips or becomes a sliver), so a closed,
     consistently oriented mesh stays one.  Fewer triangles than asked for
-    are left only when no further collapse would keep it so.
+    are left only when no further collapse would keep it so.  Where a
+    collapse folds a triangle through a near one (``_shape.crossings``), the
+    decimation is made again with the corners around it locked, as long as
+    that costs no triangles (a heavy reduction of a surface full of handles
+    may keep a few folds rather than its triangles).
 
     Parameters
     ----------
@@ -561,6 +572,8 @@ def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int 
         Fraction of triangles to keep, in (0, 1].
     max_triangles : int, optional
         Upper bound on the triangle count, >= 4.
+    workers : int
+        Threads for the search for folds.
 
     Returns
     -------
@@ -581,7 +594,26 @@ def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int 
         return verts, faces
     if len(verts) >= 2**31:
         raise ValueError("decimation takes meshes of fewer than 2**31 vertices")
-    out_v = np.array(verts, dtype=np.float64, order="C")  # collapsed in place
-    out_f = np.array(faces, dtype=np.int32, order="C")
-    left = _shape.collapse(out_v, out_f, max(target, 4))
+    faces32 = np.ascontiguousarray(faces, dtype=np.int32)
+    locked, best = None, None
+    for attempt in range(UNFOLD_TRIES):
+        out_v = np.array(verts, dtype=np.float64, order="C")  # collapsed in place
+        out_f = faces32.copy()
+        left = _shape.collapse(out_v, out_f, max(target, 4), locked=locked)
+        pairs = _shape.crossings(out_v.astype(np.float32), out_f[:left], workers)
+        if best is not None and left > best[2] * 1.01:
+            break  # the locks cost the triangle count: keep the first
+        if best is None or len(pairs) < best[0]:
+            best = (len(pairs), out_v, left, out_f)
+        if not len(pairs):
+            break
+        # a collapse folded a triangle through a near one: again, with the
+        # corners of both kept as they are (then their neighbours too)
+        if locked is None:
+            locked = np.zeros(len(verts), np.uint8)
+        corners = np.unique(out_f[:left][pairs.reshape(-1)])
+        if attempt:
+            corners = faces32[np.isin(faces32, corners).any(axis=1)].reshape(-1)
+        locked[corners] = 1
+    _, out_v, left, out_f = best
     return compact(out_v, out_f[:left])

@@ -398,7 +398,7 @@ def _shape_mesh(verts_idx, faces, offset, vol, opts, on_progress):
     if opts.decimate is not None or opts.max_triangles is not None:
         on_progress(0.6, "decimating")
         verts, faces = meshops.decimate(verts, faces, fraction=opts.decimate,
-                                        max_triangles=opts.max_triangles)
+                                        max_triangles=opts.max_triangles, workers=opts.workers)
     on_progress(1.0)
     return verts, faces, notes
 
