@@ -66,7 +66,9 @@ cdef void _count(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fil
 
 
 def _fill_ring(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fill,
-               out_t[::1] nbr):
+               out_t[::1] nbr, bint of_faces=False):
+    """A counting sort of the half-edges by their tail: into ``nbr`` each
+    one's head (the ring), or with ``of_faces`` its face (:func:`star`)."""
     cdef Py_ssize_t i, j
     cdef idx_t a
     with nogil:
@@ -74,7 +76,7 @@ def _fill_ring(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fill,
         for i in range(faces.shape[0]):
             for j in range(3):
                 a = faces[i, j]
-                nbr[fill[a]] = <out_t>faces[i, (j + 1) % 3]
+                nbr[fill[a]] = <out_t>i if of_faces else <out_t>faces[i, (j + 1) % 3]
                 fill[a] += 1
 
 
@@ -307,7 +309,7 @@ def star(const idx_t[:, ::1] faces, Py_ssize_t n_verts):
     start_a = np.zeros(n_verts + 1, np.int64)
     star_a = np.empty(3 * faces.shape[0], np.int64 if 3 * faces.shape[0] >= 2**31 else np.int32)
     fill_a = np.empty(n_verts + 1, np.int64)
-    _fill_star(faces, start_a, fill_a, star_a)
+    _fill_ring(faces, start_a, fill_a, star_a, True)
     return start_a, star_a
 
 
@@ -977,26 +979,6 @@ def untangle(float[:, ::1] verts, const float[:, ::1] fallback, const idx_t[:, :
         look_a[:] = 0
         look_a[corners] = 1
     return first, found
-
-
-def _fill_star(const idx_t[:, ::1] faces, int64_t[::1] start, int64_t[::1] fill,
-               out_t[::1] star):
-    """Each vertex's faces, CSR (``start``, ``star``)."""
-    cdef Py_ssize_t i, j
-    cdef idx_t a
-    with nogil:
-        for i in range(faces.shape[0]):
-            for j in range(3):
-                start[faces[i, j] + 1] += 1
-        for i in range(start.shape[0] - 1):
-            start[i + 1] += start[i]
-        for i in range(start.shape[0]):
-            fill[i] = start[i]
-        for i in range(faces.shape[0]):
-            for j in range(3):
-                a = faces[i, j]
-                star[fill[a]] = <out_t>i
-                fill[a] += 1
 
 
 def crossings(const float[:, ::1] verts, faces, int workers=1):

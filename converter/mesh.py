@@ -547,7 +547,7 @@ def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-
 
 #: decimations made, each with more vertices kept as they are, until no collapse
 #: has folded a triangle through a near one; the one with the fewest folds is
-#: kept, of those within 1 % of the first one's triangle count
+#: kept, of those with no more triangles than asked for (or than the first made)
 UNFOLD_TRIES = 4
 
 
@@ -595,14 +595,16 @@ def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int 
     if len(verts) >= 2**31:
         raise ValueError("decimation takes meshes of fewer than 2**31 vertices")
     faces32 = np.ascontiguousarray(faces, dtype=np.int32)
-    locked, best = None, None
+    locked, best, allowed = None, None, max(target, 4)
     for attempt in range(UNFOLD_TRIES):
         out_v = np.array(verts, dtype=np.float64, order="C")  # collapsed in place
         out_f = faces32.copy()
         left = _shape.collapse(out_v, out_f, max(target, 4), locked=locked)
+        if best is None:
+            allowed = max(allowed, left)  # what the unlocked collapse could reach
+        elif left > allowed:
+            break  # the locks cost triangles (a budget is a bound): keep what was made
         pairs = _shape.crossings(out_v.astype(np.float32), out_f[:left], workers)
-        if best is not None and left > best[2] * 1.01:
-            break  # the locks cost the triangle count: keep the first
         if best is None or len(pairs) < best[0]:
             best = (len(pairs), out_v, left, out_f)
         if not len(pairs):
