@@ -4,10 +4,11 @@
 
 Everything real: ``ephemesh serve`` (waitress, RQ workers, cron, a private
 Redis, the default in-memory store) in a data directory of its own, driven
-over HTTP with ``requests`` and an API key; the CLI is ``ephemesh convert``
-in a fresh process.  Data: the benchmark's CT (``converter.sample``, as
-``bench/ctseries.py`` writes it), 512×512, 300 and 64 slices, sent as
-one ``files`` part per slice (what ``curl -F files=@…`` sends).
+over HTTP with an API key by curl (the upload, one ``-F files=@…`` part per
+slice, and the download, ``-o`` to a file, as the README shows them) and
+``requests`` (``?wait=``); the CLI is ``ephemesh convert`` in a fresh
+process.  Data: the benchmark's CT (``converter.sample``, as
+``bench/ctseries.py`` writes it), 512×512, 300 and 64 slices.
 
 1. **Service minus CLI** on 300 slices, one worker, ``--runs`` times,
    median: upload → ``done`` → STL downloaded, minus ``ephemesh convert`` end
@@ -31,6 +32,7 @@ is printed with them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -127,14 +129,18 @@ class Service:
         self.log.close()
 
 
-def one_job(svc: Service, files: list[tuple[str, bytes]]) -> dict:
-    """One client's job, timed: POST, queued → other, done, download."""
+def one_job(svc: Service, files: list[Path], out: Path) -> dict:
+    """One client's job, timed: POST, queued → other, done, download.  The
+    client is curl, as the README shows it: ``-F files=@…`` (read from disk
+    as sent) and ``-o`` (the model saved to a file, as the CLI saves it)."""
+    auth = ["-H", f"Authorization: {svc.auth['Authorization']}"]
+    form = [arg for path in files for arg in ("-F", f"files=@{path};type=application/dicom")]
     t0 = time.perf_counter()
-    resp = requests.post(svc.url + "/api/v1/jobs", headers=svc.auth, timeout=600,
-                         data={"preset": "bone"},
-                         files=[("files", (name, data, "application/dicom")) for name, data in files])
-    resp.raise_for_status()
-    job = resp.json()
+    sent = subprocess.run(["curl", "-sS", "--fail-with-body", *auth, "-F", "preset=bone", *form,
+                           svc.url + "/api/v1/jobs"], capture_output=True, check=False)
+    if sent.returncode:
+        raise SystemExit(f"the POST failed: {sent.stdout[:300]!r} {sent.stderr[:300]!r}")
+    job = json.loads(sent.stdout)
     t_post = time.perf_counter()
     url, status, t_left_queue = svc.url + job["links"]["self"], "queued", None
     view = job
@@ -149,12 +155,14 @@ def one_job(svc: Service, files: list[tuple[str, bytes]]) -> dict:
     t_done = time.perf_counter()
     if status != "done":
         raise SystemExit(f"a job failed: {view.get('error')}")
-    stl = requests.get(svc.url + job["links"]["result"], headers=svc.auth, timeout=120).content
+    out.unlink(missing_ok=True)
+    subprocess.run(["curl", "-sS", "--fail", *auth, "-o", str(out),
+                    svc.url + job["links"]["result"]], check=True)
     t_end = time.perf_counter()
     timings = (view.get("report") or {}).get("timings_s") or {}
     return {"post": t_post - t0, "queued": (t_left_queue or t_done) - t_post,
             "done": t_done - t0, "download": t_end - t_done, "total": t_end - t0,
-            "stl_bytes": len(stl), "convert": timings.get("total", 0.0),
+            "stl_bytes": out.stat().st_size, "convert": timings.get("total", 0.0),
             "start": t0, "end": t_end}
 
 
@@ -166,11 +174,11 @@ def cli_run(folder: Path, out: Path) -> float:
     return time.perf_counter() - t0
 
 
-def series(work: Path, n: int) -> tuple[Path, list[tuple[str, bytes]]]:
+def series(work: Path, n: int) -> tuple[Path, list[Path]]:
     folder = work / f"ct{n}"
     if not folder.exists():
         write_sample_series(folder, slices=n, size=512)
-    return folder, [(p.name, p.read_bytes()) for p in sorted(folder.iterdir())]
+    return folder, sorted(folder.iterdir())
 
 
 def pct(values, q):
@@ -183,12 +191,13 @@ def overhead(work: Path, runs: int) -> list[str]:
     cli = [cli_run(folder, work / "cli.stl") for _ in range(runs)]
     svc = Service(work / "svc-a", workers=1)
     try:
-        one_job(svc, files)  # a first job warms the worker (its imports are preloaded anyway)
+        one_job(svc, files, work / "svc.stl")  # a first job warms the worker (its imports
+        # are preloaded anyway)
         rows = []
         for _ in range(runs):
             wait0 = svc.metric("ephemesh_queue_wait_seconds_sum")
             conv0 = svc.metric("ephemesh_conversion_seconds_sum")
-            row = one_job(svc, files)
+            row = one_job(svc, files, work / "svc.stl")
             row["pickup"] = svc.metric("ephemesh_queue_wait_seconds_sum") - wait0
             row["worker"] = svc.metric("ephemesh_conversion_seconds_sum") - conv0
             rows.append(row)
@@ -205,7 +214,7 @@ def overhead(work: Path, runs: int) -> list[str]:
         f"| `ephemesh convert` end to end (fresh process) | {c:.2f} |",
         f"| service: upload → done → STL downloaded | {med['total']:.2f} |",
         f"| **service minus CLI** (target ≤ 0.30) | **{med['total'] - c:+.2f}** |",
-        f"| — POST: upload {sum(len(d) for _, d in files) / 2**20:.0f} MB, intake, store, enqueue | "
+        f"| — POST: upload {sum(p.stat().st_size for p in files) / 2**20:.0f} MB, intake, store, enqueue | "
         f"{med['post']:.2f} |",
         f"| — queue wait (worker pickup, server side) | {med['pickup']:.3f} |",
         f"| — the job in the worker (store read, conversion, store write) | {med['worker']:.2f} |",
@@ -220,11 +229,11 @@ def throughput(work: Path, slices: int, workers: int, clients: int, jobs: int) -
     _, files = series(work, slices)
     svc = Service(work / f"svc-{slices}-{workers}", workers=workers)
     try:
-        one_job(svc, files)  # warm
+        one_job(svc, files, work / "warm.stl")  # warm
         svc.peak_rss = 0
         with ThreadPoolExecutor(clients) as pool:
-            rows = list(pool.map(lambda _: [one_job(svc, files) for _ in range(jobs)],
-                                 range(clients)))
+            rows = list(pool.map(lambda c: [one_job(svc, files, work / f"client-{c}.stl")
+                                            for _ in range(jobs)], range(clients)))
         rows = [r for client in rows for r in client]
     finally:
         svc.stop()

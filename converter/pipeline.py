@@ -63,6 +63,8 @@ class ConversionResult:
     faces: np.ndarray | None = field(default=None, repr=False)
     #: the converted series (``volume.Stack``), for ``encapsulated.source_of``
     stack: object = field(default=None, repr=False)
+    #: the mesh reduced for a 3D view (``preview.preview``), when asked for
+    preview: bytes | None = field(default=None, repr=False)
 
 
 class _Progress:
@@ -101,7 +103,8 @@ def _as_list(inputs):
     return list(inputs)
 
 
-def convert(inputs, options: ConvertOptions | None = None, *, output=None, progress=None):
+def convert(inputs, options: ConvertOptions | None = None, *, output=None, progress=None,
+            preview: bool = False):
     """Convert a DICOM series to a surface model (STL, 3MF, OBJ or PLY).
 
     Parameters
@@ -115,11 +118,16 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         returned in ``result.stl``.
     progress : callable(stage: str, percent: float), optional
         Called as work advances; ``percent`` is overall, 0–100.
+    preview : bool, optional
+        Also make the reduced mesh for a 3D view (``result.preview``, see
+        ``converter.preview``), beside the write when more than one worker
+        is allowed.
 
     Returns
     -------
     ConversionResult
-        ``report`` (a JSON-safe dict) and, without ``output``, ``stl`` bytes.
+        ``report`` (a JSON-safe dict), without ``output`` the ``stl`` bytes,
+        with ``preview`` the ``preview`` bytes.
 
     Raises
     ------
@@ -184,14 +192,17 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
             placed = [round(a + b, 3) for a, b in zip(placed, again, strict=True)]
     verts, faces = writing.joined(parts)
 
-    # the report's topology and measures run beside the write (compiled
-    # kernels release the GIL) when more than one worker is allowed
-    facts_pool = facts_job = None
+    # the report's topology and measures (and the preview) run beside the
+    # write (compiled kernels and zlib release the GIL) when more than one
+    # worker is allowed
+    facts_pool = facts_job = preview_job = None
     if opts.workers > 1:
         from concurrent.futures import ThreadPoolExecutor
 
-        facts_pool = ThreadPoolExecutor(max_workers=1)
+        facts_pool = ThreadPoolExecutor(max_workers=1 + preview)  # the preview on its own
         facts_job = facts_pool.submit(_mesh_facts, verts, faces)
+        if preview:
+            preview_job = facts_pool.submit(_preview, verts, faces)
     try:
         t = time.perf_counter()
         on_write = bar.stage("writing")
@@ -210,6 +221,8 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         timings["write"] = time.perf_counter() - t
         timings["total"] = time.perf_counter() - t_all
         facts = facts_job.result() if facts_job else _mesh_facts(verts, faces)
+        reduced = (preview_job.result() if preview_job
+                   else _preview(verts, faces) if preview else None)
     finally:
         if facts_pool is not None:
             facts_pool.shutdown()
@@ -221,7 +234,7 @@ def convert(inputs, options: ConvertOptions | None = None, *, output=None, progr
         assumed=info.assumed,  # one part: the whole mesh, measured for the report already
         volumes=[made.measures.volume] if len(parts) == 1 else None))
     return ConversionResult(report=report, stl=data, verts=verts, faces=faces,
-                            stack=listing.stacks.get(info.index))
+                            stack=listing.stacks.get(info.index), preview=reduced)
 
 
 def _path_of(output):
@@ -413,6 +426,14 @@ def _smooth(verts_idx, faces, offset, vol, opts):
     smoothed, _ = meshops.constrained_smooth(verts_idx, faces, opts.smooth, half,
                                              workers=opts.workers)
     return vol.index_to_patient(smoothed, offset)
+
+
+def _preview(verts, faces) -> bytes:
+    """The 3D view's reduced mesh: at most its share of the model as binary STL
+    (whatever the format)."""
+    from .preview import preview
+
+    return preview(verts, faces, 84 + 50 * len(faces))
 
 
 def _mesh_facts(verts, faces):

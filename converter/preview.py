@@ -35,33 +35,54 @@ MAX_RATIO = 0.2
 LEVELS = 65535
 
 
-def _planes(values: np.ndarray, width: int) -> bytes:
-    """``values`` (unsigned, ``width`` bytes each) as byte planes, lowest first."""
-    raw = np.ascontiguousarray(values).view(np.uint8).reshape(-1, width)
-    return raw.T.tobytes()
+def _planes(values: np.ndarray, width: int) -> np.ndarray:
+    """``values`` (contiguous, unsigned, ``width`` bytes each) as byte planes,
+    lowest first (one plane copied at a time: no transposed temporary)."""
+    raw = values.view(np.uint8).reshape(-1, width)
+    out = np.empty((width, len(raw)), np.uint8)
+    for k in range(width):
+        out[k] = raw[:, k]
+    return out
+
+
+def _deltas(values: np.ndarray) -> np.ndarray:
+    """Each value minus the one before it (the first as it is), same dtype."""
+    out = np.empty_like(values)
+    if values.shape[-1]:
+        out[..., 0] = values[..., 0]
+        np.subtract(values[..., 1:], values[..., :-1], out=out[..., 1:])
+    return out
 
 
 def encode(verts: np.ndarray, faces: np.ndarray) -> bytes:
-    """The ``EPHMESH1`` bytes of a mesh (no size limit: see ``preview``)."""
-    verts = np.asarray(verts, dtype=np.float64).reshape(-1, 3)
-    faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
-    lo = verts.min(axis=0) if len(verts) else np.zeros(3)
-    hi = verts.max(axis=0) if len(verts) else np.zeros(3)
+    """The ``EPHMESH1`` bytes of a mesh (no size limit: see ``preview``).
+
+    The arithmetic is done in place in the narrowest exact type (uint16
+    positions, int32 indices, whose zig-zag mod 2³² is the format's): a
+    preview of millions of triangles is made while the model is written, and
+    every fresh page it touches costs time."""
+    v = np.array(verts, dtype=np.float64).reshape(-1, 3)  # a copy: worked on in place
+    faces = np.asarray(faces).reshape(-1, 3)
+    lo = v.min(axis=0) if len(v) else np.zeros(3)
+    hi = v.max(axis=0) if len(v) else np.zeros(3)
     scale = np.where(hi > lo, (hi - lo) / LEVELS, 1.0)
-    q = np.rint((verts - lo) / scale).astype(np.uint16)
-    axes = np.ascontiguousarray(q.T)  # axis by axis
-    deltas = np.diff(axes, axis=1, prepend=np.zeros((3, 1), np.uint16)).astype(np.uint16)
-    vplanes = _planes(deltas.ravel().astype("<u2"), 2)
-    flat = faces.ravel()
-    d = np.diff(flat, prepend=0).astype(np.int64)
-    zigzag = ((d << 1) ^ (d >> 63)).astype("<u4")
-    fplanes = _planes(zigzag, 4)
+    v -= lo
+    v /= scale
+    q = np.rint(v, out=v).astype(np.uint16)
+    del v
+    deltas = _deltas(np.ascontiguousarray(q.T))  # axis by axis, mod 2**16
+    vplanes = _planes(deltas.ravel().astype("<u2", copy=False), 2)
+    d = _deltas(faces.ravel().astype(np.int32))  # mod 2**32
+    zigzag = np.left_shift(d, 1)
+    np.bitwise_xor(zigzag, np.right_shift(d, 31, out=d), out=zigzag)
+    del d
+    fplanes = _planes(zigzag.view(np.uint32).astype("<u4", copy=False), 4)
     # the two blocks on two threads (zlib lets go of the GIL)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         vblock, fblock = pool.map(lambda raw: zlib.compress(raw, LEVEL), (vplanes, fplanes))
-    head = MAGIC + struct.pack("<II3f3f", len(verts), len(faces), *lo.astype(np.float32),
+    head = MAGIC + struct.pack("<II3f3f", len(q), len(faces), *lo.astype(np.float32),
                                *scale.astype(np.float32))
     return (head + struct.pack("<I", len(vblock)) + vblock
             + struct.pack("<I", len(fblock)) + fblock)

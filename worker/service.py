@@ -32,7 +32,19 @@ from .context import Context
 from .intake import FIRST_FILE, Intake, Limits
 from .receipts import body as receipt_body
 from .retention import delete_all
-from .states import LIVE, STORED, WAITING, BatchStatus, JobStatus, Kind, Reason
+from .states import (
+    DICOM_PART,
+    LIVE,
+    MODEL_PART,
+    PREVIEW_PART,
+    REPORT_PART,
+    STORED,
+    WAITING,
+    BatchStatus,
+    JobStatus,
+    Kind,
+    Reason,
+)
 from .submit import (
     CHOSEN_ATTEMPT,
     CONVERT,
@@ -46,8 +58,6 @@ from .submit import (
     submit_job,
 )
 
-#: a result's parts: the model, its report, its DICOM header, the reduced mesh for the 3D view
-DICOM_PART, PREVIEW_PART = 2, 3
 #: a sweeper run older than this is a fault on the admin page
 SWEEP_FAULT_AGE_S = 120
 
@@ -289,21 +299,31 @@ class Service:
             raise NotFound()
         if view["status"] in LIVE or view["status"] == JobStatus.FAILED:
             raise NotReady()
-        parts = self.store.get(Kind.RESULT, job_id) if view["status"] == JobStatus.DONE else None
-        if parts is None:
+        done = view["status"] == JobStatus.DONE
+        report = self.store.get_part(Kind.RESULT, job_id, REPORT_PART) if done else None
+        if report is None:
             raise Gone()
-        model = parts[0]
         if dicom:  # a PACS's series keeps its identity; any other gets a new one
-            report = json.loads(parts[1])
+            parts = self.store.get(Kind.RESULT, job_id)
+            if parts is None:
+                raise Gone()
+            model = parts[MODEL_PART]
             if parts[DICOM_PART]:
                 model = encapsulated.around(model, parts[DICOM_PART])
-            elif is_binary_stl(report.get("file")):
+            elif is_binary_stl(json.loads(report).get("file")):
                 model = encapsulated.encapsulate(model, encapsulated.Source.anonymous())
             else:
                 raise NotReady("this job's model has no DICOM instance (binary STL only)")
             return OpenedResult(io.BytesIO(model), len(model), "model.dcm", "application/dicom")
-        name, media_type = download(json.loads(parts[1]).get("file"))
-        return OpenedResult(io.BytesIO(model), len(model), name, media_type)
+        # the model is sent from where it lies (a directory store's file), not
+        # read into memory first
+        fh = self.store.part_file(Kind.RESULT, job_id, MODEL_PART)
+        if fh is None:
+            raise Gone()
+        size = fh.seek(0, io.SEEK_END)
+        fh.seek(0)
+        name, media_type = download(json.loads(report).get("file"))
+        return OpenedResult(fh, size, name, media_type)
 
     def open_preview(self, job_id, *, owner) -> bytes:
         """The reduced mesh the job made for the 3D view; raises as ``open_result``."""

@@ -71,6 +71,9 @@ class Kind(StrEnum):
 STORED = (Kind.INPUT, Kind.RESULT, Kind.SCAN, Kind.VOLUME)
 #: what a scan workspace keeps in the store under its id
 SCAN_STORED = (Kind.SCAN, Kind.VOLUME)
+#: a result's parts in the store, in order: the model file, its report (JSON),
+#: its DICOM header (a PACS's binary STL; else empty), the reduced mesh for the 3D view
+MODEL_PART, REPORT_PART, DICOM_PART, PREVIEW_PART = range(4)
 
 
 class Reason(StrEnum):

@@ -23,6 +23,7 @@ in staging keys with a TTL at the deadline.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -129,6 +130,16 @@ class DirectoryStore:
         path = self._dir(kind, object_id) / f"part-{int(index)}"
         return path if path.is_file() else None
 
+    def part_file(self, kind, object_id, index):
+        """One part as an open binary file (read where it lies, not copied
+        into memory; the caller closes it), or None."""
+        if self.meta(kind, object_id) is None:
+            return None
+        try:
+            return open(self._dir(kind, object_id) / f"part-{int(index)}", "rb")
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
     def delete(self, kind, object_id) -> int | None:
         """Delete an object; return its size, or None when it was not there."""
         folder = self._dir(kind, object_id)
@@ -210,6 +221,11 @@ class RedisStore:
     def part_path(self, kind, object_id, index):
         return None  # held in Redis: read it with get_part
 
+    def part_file(self, kind, object_id, index):
+        """One part as a binary file (its bytes, from Redis), or None."""
+        data = self.get_part(kind, object_id, index)
+        return None if data is None else io.BytesIO(data)
+
     def delete(self, kind, object_id) -> int | None:
         meta_key = self._key(kind, object_id, "meta")
         pipe = self.redis.pipeline(transaction=True)
@@ -277,6 +293,17 @@ class Writer:
         if view.nbytes:
             self._write(view)
             self.size += view.nbytes
+
+    def redate(self, created: float, deadline: float) -> None:
+        """Date the object anew before ``commit`` (a result is dated when its
+        conversion ended, not when its writer opened).  A later deadline only:
+        the parts written so far stay bound by the first (a crashed writer's
+        debris goes by then)."""
+        if self.done:
+            raise ValueError("the object is already committed or aborted")
+        if float(deadline) < self.deadline:
+            raise ValueError("an object's deadline is never moved earlier")
+        self.created, self.deadline = float(created), float(deadline)
 
     def commit(self) -> int:
         if self.done:

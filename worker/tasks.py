@@ -23,9 +23,9 @@ import gc
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
+from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
@@ -39,14 +39,23 @@ from converter import (
 )
 from converter.errors import is_out_of_memory
 from converter.formats import is_binary_stl
-from converter.preview import preview
 
 from . import metrics
 from .context import Context
 from .retention import delete_stored
 from .returning import ReturnFailed, send_with_retries
 from .scans import SCAN_OPTION, scan_files
-from .states import WAITING, BatchStatus, JobStatus, Kind, Reason
+from .states import (
+    DICOM_PART,
+    MODEL_PART,
+    PREVIEW_PART,
+    REPORT_PART,
+    WAITING,
+    BatchStatus,
+    JobStatus,
+    Kind,
+    Reason,
+)
 from .submit import FROM_PACS, derived_id, submit_job
 
 log = logging.getLogger("ephemesh.worker")
@@ -63,12 +72,15 @@ class JobFailed(RuntimeError):
 class JobProgress:
     """The converter's progress callback in a work horse: writes {stage,
     percent} into ``job.meta`` at each new stage and at most every half
-    second within one."""
+    second within one.  A report that cannot be written (Redis away for a
+    while: a restart, a host cut off) is dropped, never the job: the
+    conversion goes on and ends in the records, which need no Redis."""
 
     def __init__(self, job):
         self.job = job
         self.last = 0.0
         self.stage = None
+        self.dropped = False  # a report was lost (said once in the log)
 
     def __call__(self, stage, percent):
         if self.job is None:
@@ -78,7 +90,13 @@ class JobProgress:
             return
         self.last, self.stage = now, stage
         self.job.meta["progress"] = {"stage": stage, "percent": float(percent)}
-        self.job.save_meta()
+        try:
+            self.job.save_meta()
+        except RedisError:
+            if not self.dropped:
+                log.warning("progress could not be reported (Redis unreachable); "
+                            "the conversion goes on")
+            self.dropped = True
 
 
 class _Failed(Exception):  # a way out of the work, not an error
@@ -211,33 +229,36 @@ def _convert(ctx, job_id) -> str:
                     raise _Failed("series_not_found", "the chosen series is not in the upload")
                 options["series"] = listing.series[int(index) - 1].uid
         options["workers"] = ctx.settings.threads()  # run_pool shared the cores out
-        result = convert(files, ConvertOptions(**options), progress=progress)
-        # a result's parts: the model, its report, its DICOM instance around
-        # it (only a PACS's series: the identifiers the PACS needs to file the
-        # model go there and nowhere else, deleted with the result; an
-        # Encapsulated STL holds one binary STL, so other formats have none),
-        # the preview
-        dicom = (encapsulated.header(len(result.stl), encapsulated.source_of(result.stack))
-                 if from_pacs and is_binary_stl(result.report.get("file")) else b"")
-        parts = [result.stl, json.dumps(result.report).encode(), dicom]
+        # the model goes straight into the result (its first part) as it is
+        # written, never held whole in memory; then its report, its DICOM
+        # instance around it (only a PACS's series: the identifiers the PACS
+        # needs to file the model go there and nowhere else, deleted with the
+        # result; an Encapsulated STL holds one binary STL, so other formats
+        # have none), and the preview (the reduced mesh for the 3D view, made
+        # beside the write)
+        with ctx.store.writer(Kind.RESULT, job_id,
+                              time.time() + ctx.settings.retention_seconds) as writer:
+            writer.open_part(MODEL_PART)
+            result = convert(files, ConvertOptions(**options), output=_PartFile(writer),
+                             progress=progress, preview=True)
+            model_bytes = writer.size
+            made = time.time()  # the result is dated when its conversion ended
+            writer.redate(made, made + ctx.settings.retention_seconds)
+            dicom = (encapsulated.header(model_bytes, encapsulated.source_of(result.stack))
+                     if from_pacs and is_binary_stl(result.report.get("file")) else b"")
+            for i, part in ((REPORT_PART, json.dumps(result.report).encode()),
+                            (DICOM_PART, dicom), (PREVIEW_PART, result.preview)):
+                writer.open_part(i)
+                writer.write(part)
+            writer.commit()
     except ConverterError as exc:
         raise _Failed(exc.code, exc.message) from None
     del files, payload
-    deadline = time.time() + ctx.settings.retention_seconds
-    # the reduced mesh for the 3D view goes with the model (a result's fourth part;
-    # its bound is a share of the model as binary STL, whatever the format), made
-    # on a thread while the model is written
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        reduced = pool.submit(preview, result.verts, result.faces, 84 + 50 * len(result.faces))
-        with ctx.store.writer(Kind.RESULT, job_id, deadline) as writer:
-            for i, part in enumerate([*parts, None]):
-                writer.open_part(i)
-                writer.write(reduced.result() if part is None else part)
-            writer.commit()
     # before "done": a done job holds no upload
     delete_stored(ctx, Kind.INPUT, job_id, Reason.CONVERTED)
     if from_pacs and ctx.settings.return_to is not None and dicom:
-        _return(ctx, job_id, encapsulated.around(result.stl, dicom), progress)
+        model = ctx.store.get_part(Kind.RESULT, job_id, MODEL_PART)
+        _return(ctx, job_id, encapsulated.around(model, dicom), progress)
     if not ctx.records.finish_job(job_id, result.report):
         # deleted or expired while converting: the result must not outlive it
         delete_stored(ctx, Kind.RESULT, job_id, Reason.USER_REQUEST)
@@ -245,6 +266,20 @@ def _convert(ctx, job_id) -> str:
     _count_end(ctx, None, started)
     progress(JobStatus.DONE, 100.0)
     return JobStatus.DONE
+
+
+class _PartFile:
+    """A store writer's open part as the binary file the converter writes to."""
+
+    def __init__(self, writer):
+        self.writer = writer
+
+    def write(self, data) -> int:
+        self.writer.write(data)
+        return memoryview(data).nbytes
+
+    def flush(self) -> None:
+        pass
 
 
 def _input(ctx, job_id):

@@ -102,6 +102,31 @@ def test_killing_the_whole_worker_retries_the_job(env_factory, series_bytes):
     assert len(worker_pids(pool)) == 1  # the pool replaced the dead worker
 
 
+def test_a_job_goes_on_while_redis_restarts(env_factory, redis_server, series_bytes):
+    """Redis goes away mid-conversion and comes back empty (a restart with
+    nothing kept; a host's link down is the same to the horse): the progress
+    it cannot report is dropped, never the job, which ends done from the
+    records (no Redis needed), its upload deleted and in the ledger."""
+    env = env_factory(retention=300, sweep=1)
+    pool = env.start_workers(1, slow_by=SLOW)
+    time.sleep(1)
+    before = _children(pool)
+    job_id = env.service.create_job(series_bytes, {}, owner=OWNER)["id"]
+    _busy_worker(env, pool, job_id, before)
+    redis_server.stop()
+    try:
+        time.sleep(2 * float(SLOW) + 1)  # progress reports are tried while it is away
+    finally:
+        redis_server.start()
+    done = env.wait_job(job_id, OWNER, timeout=90)
+    assert done["status"] == "done", done["error"]
+    assert len(_results(env, job_id)) == 1
+    assert env.ctx.store.meta("input", job_id) is None
+    assert [(r["kind"], r["reason"]) for r in env.service.records.ledger()
+            if r["object_id"] == job_id] == [("input", "converted")]
+    assert "progress could not be reported (Redis unreachable)" in env.log_text()
+
+
 def test_a_killed_job_past_its_deadline_ends_failed_and_its_upload_goes(env_factory,
                                                                         series_bytes):
     retention = 15
