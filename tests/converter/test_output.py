@@ -186,3 +186,29 @@ def test_canaries_reach_no_format_header_name_or_metadata(tmp_path):
                 blob += b"".join(zf.read(n) for n in zf.namelist()) + repr(zf.namelist()).encode()
         for needle in (canary, canary.lower(), uid_root):
             assert needle.encode() not in blob, fmt
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_model_written_to_a_file_object_with_its_preview(scan, workers):
+    """What a worker asks: the model streamed into a binary file it gives
+    (the same bytes as returned), and the 3D view's preview made with it."""
+    from converter.preview import decode, preview
+
+    class Sink:  # a write-only file: no seek, no tell (a store writer's part)
+        def __init__(self):
+            self.chunks = []
+
+        def write(self, data):
+            self.chunks.append(bytes(data))
+            return len(data)
+
+    opts = ConvertOptions(threshold=G.MID_HU, workers=workers)
+    sink = Sink()
+    streamed = convert([scan], opts, output=sink, preview=True)
+    held = convert([scan], opts)
+    assert streamed.stl is None and held.preview is None
+    assert b"".join(sink.chunks) == held.stl
+    assert streamed.report["file"]["bytes"] == len(held.stl)
+    assert streamed.preview == preview(held.verts, held.faces, 84 + 50 * len(held.faces))
+    verts, faces = decode(streamed.preview)
+    assert len(faces) == len(held.faces) and np.allclose(verts, held.verts, atol=0.01)

@@ -44,6 +44,35 @@ def test_large_parts_are_chunked_and_rewritten_whole(store):
     assert store.get("result", OID) == [b"small"]
 
 
+def test_a_part_is_read_as_a_file(store):
+    big = os.urandom(CHUNK + 5)
+    store.put("result", OID, [big, b"report"], time.time() + 60)
+    with store.part_file("result", OID, 0) as fh:
+        assert fh.read() == big
+    with store.part_file("result", OID, 1) as fh:
+        assert fh.read() == b"report"
+    store.delete("result", OID)
+    assert store.part_file("result", OID, 0) is None
+
+
+def test_a_writer_is_dated_anew_before_commit_never_earlier(store):
+    first = time.time() + 60
+    with store.writer("result", OID, first, created=100.0) as writer:
+        writer.open_part(0)
+        writer.write(b"model")
+        with pytest.raises(ValueError, match="earlier"):
+            writer.redate(50.0, first - 10)
+        writer.redate(200.0, first + 30)
+        writer.commit()
+    meta = store.meta("result", OID)
+    assert meta["created"] == 200.0 and meta["deadline"] == pytest.approx(first + 30)
+    assert store.get("result", OID) == [b"model"]
+    with store.writer("result", OID, first) as writer:
+        writer.abort()
+        with pytest.raises(ValueError, match="committed or aborted"):
+            writer.redate(1.0, first + 1)
+
+
 def test_ids_and_kinds_are_checked(store):
     with pytest.raises(ValueError, match="kind"):
         store.put("upload", OID, [b""], time.time() + 1)
