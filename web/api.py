@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, g, jsonify, request, url_for
 
+from worker import changes
 from worker.receipts import UploadDigest, new_salt
 from worker.states import BatchStatus, JobStatus
 
@@ -154,7 +155,8 @@ def get_job(job_id):
     view = _own_job(job_id)
     seconds = waiting.wait_seconds(request.args)
     if seconds:
-        view = waiting.until_changed(view, seconds, lambda: _own_job(job_id))
+        view = waiting.until_changed(view, seconds, lambda: _own_job(job_id),
+                                     changes.Listener(service().ctx.redis, job_id))
     resp = jsonify(_job_json(view))
     if g.get("wait_busy"):
         resp.headers["X-Wait"] = "busy"  # too many waiting: answered at once

@@ -4,7 +4,8 @@
 status, scan or batch, a page at a time), so a batch client polls once
 instead of once per job.  ``GET /api/v1/jobs/{id}?wait=S`` answers when the
 job's status changes, or after ``S`` seconds (at most ``MAX_WAIT_S``): the
-request polls the job's row every ``POLL_S`` seconds, and at most
+request listens for the worker's announcement (``worker.changes``) and
+looks at the job's row at least every ``POLL_S`` seconds, and at most
 ``MAX_WAITERS`` requests of one web process wait at a time (a request beyond
 that answers at once, with ``X-Wait: busy``), so waiters never take every
 thread of the server.  Each request counts once against the rate limits,
@@ -16,6 +17,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
+from contextlib import nullcontext
 
 from flask import g, url_for
 
@@ -50,19 +52,25 @@ def wait_seconds(args) -> float:
     return seconds
 
 
-def until_changed(view, seconds, look):
-    """``look()`` again every ``POLL_S`` until its status differs from
-    ``view``'s, or ``seconds`` have passed; the latest view."""
+def until_changed(view, seconds, look, listener=None):
+    """``look()`` again whenever ``listener`` (a ``worker.changes.Listener``,
+    not entered yet) hears of a change, and at least every ``POLL_S``, until
+    its status differs from ``view``'s or ``seconds`` have passed; the latest
+    view."""
     if not _waiters.acquire(blocking=False):
         g.wait_busy = True
         return view
     try:
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            time.sleep(min(POLL_S, max(0.0, end - time.monotonic())))
-            latest = look()
-            if latest["status"] != view["status"]:
-                return latest
+        with listener or nullcontext() as heard:
+            while (left := end - time.monotonic()) > 0:
+                if heard is None:
+                    time.sleep(min(POLL_S, left))
+                else:
+                    heard.wait(min(POLL_S, left))
+                latest = look()
+                if latest["status"] != view["status"]:
+                    return latest
         return look()
     finally:
         _waiters.release()

@@ -40,7 +40,7 @@ from converter import (
 from converter.errors import is_out_of_memory
 from converter.formats import is_binary_stl
 
-from . import metrics
+from . import changes, metrics
 from .context import Context
 from .retention import delete_stored
 from .returning import ReturnFailed, send_with_retries
@@ -181,8 +181,10 @@ def _finish(ctx, kind, object_id, status, failure, started=None) -> None:
             delete_stored(ctx, Kind.INPUT, object_id,
                           Reason.CONVERTED if ended_well else Reason.FAILED)
         if failure and kind == "job":
-            if ctx.records.fail_job(object_id, *failure) and started is not None:
-                _count_end(ctx, failure, started)
+            if ctx.records.fail_job(object_id, *failure):
+                changes.announce(ctx, object_id)
+                if started is not None:
+                    _count_end(ctx, failure, started)
         elif failure:
             ctx.records.fail_batch(object_id, *failure)
     except Exception:  # the records are unreachable: tell RQ, with no text
@@ -197,6 +199,7 @@ def _convert(ctx, job_id) -> str:
     if row is None or row["status"] not in WAITING:
         return row["status"] if row else "missing"  # ended, or waiting for a choice
     ctx.records.set_job(job_id, only_if=WAITING, status=JobStatus.RUNNING)
+    changes.announce(ctx, job_id)
     payload = _input(ctx, job_id)
     if payload is None:
         stored = ctx.store.get(Kind.RESULT, job_id)
@@ -222,6 +225,7 @@ def _convert(ctx, job_id) -> str:
                 listed = json.dumps([s.safe_dict() for s in listing.series])
                 ctx.records.set_job(job_id, only_if=(JobStatus.RUNNING,),
                                     status=JobStatus.CHOOSING, series=listed)
+                changes.announce(ctx, job_id)
                 progress(JobStatus.CHOOSING, 0.0)
                 return JobStatus.CHOOSING
             if index is not None:
@@ -263,6 +267,7 @@ def _convert(ctx, job_id) -> str:
         # deleted or expired while converting: the result must not outlive it
         delete_stored(ctx, Kind.RESULT, job_id, Reason.USER_REQUEST)
         return (ctx.records.job(job_id) or {}).get("status", JobStatus.DELETED)
+    changes.announce(ctx, job_id)
     _count_end(ctx, None, started)
     progress(JobStatus.DONE, 100.0)
     return JobStatus.DONE

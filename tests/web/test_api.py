@@ -255,3 +255,32 @@ def test_a_model_gone_at_its_deadline_is_deleted_to_its_owner(tmp_path, redis_ur
     finally:
         runtime.stop(grace=10)
         app.extensions["ephemesh.service"].close()
+
+
+def test_a_waiting_request_answers_when_the_worker_announces_a_change(app, client, auth,
+                                                                      series_files,
+                                                                      monkeypatch):
+    """``?wait=`` hears the worker's announcement (``worker.changes``) at
+    once, not at its next look at the records (made 20 s apart here)."""
+    import threading
+    import time
+
+    from web import waiting
+    from worker import changes
+    from worker.states import WAITING, JobStatus
+
+    monkeypatch.setattr(waiting, "POLL_S", 20.0)
+    job = client.post("/api/v1/jobs", data={"files": [(io.BytesIO(f), "x") for f in series_files]},
+                      headers=auth, content_type="multipart/form-data").json  # no worker
+    ctx = app.extensions["ephemesh.service"].ctx
+
+    def worker_starts():
+        time.sleep(0.5)
+        ctx.records.set_job(job["id"], only_if=WAITING, status=JobStatus.RUNNING)
+        changes.announce(ctx, job["id"])
+
+    started = time.monotonic()
+    threading.Thread(target=worker_starts).start()
+    view = client.get(job["links"]["self"] + "?wait=10", headers=auth).json
+    assert view["status"] == "running"
+    assert time.monotonic() - started < 5  # the announcement, not the 10 s wait's end
