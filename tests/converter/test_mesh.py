@@ -173,6 +173,46 @@ def test_decimation_folds_no_triangle_through_another():
     assert len(df) <= len(faces) // 2 * 1.01
 
 
+def test_heavy_decimation_finds_folds_no_edge_joins():
+    """At 0.02 of spongy bone the plain collapse brings sheets through each
+    other that no edge joins (the local search cannot see them: the global one,
+    ``GLOBAL_CHECK_FACES``, does); the decimated mesh has no crossing left."""
+    from converter import _shape
+    from converter.marching import marching_cubes
+    from converter.sample import sample_volume
+
+    verts, faces = marching_cubes(np.pad(sample_volume(120, 384), 1, constant_values=-2000),
+                                  300.0)
+    smooth, _ = M.constrained_smooth(verts, faces, 10, np.array([0.5 * 0.7 / 3, 0.5, 0.5]))
+    target = round(len(faces) * 0.02)
+    plain_v = smooth.astype(np.float64)
+    plain_f = np.ascontiguousarray(faces, dtype=np.int32).copy()
+    left = _shape.collapse(plain_v, plain_f, target)
+    local = {tuple(sorted(p)) for p in _shape.crossings(plain_v.astype(np.float32),
+                                                         plain_f[:left], 2).tolist()}
+    found = {tuple(sorted(p)) for p in M.crossing_pairs(plain_v, plain_f[:left]).tolist()}
+    assert found - local  # a case that needs the global search
+    assert left <= M.GLOBAL_CHECK_FACES
+    dv, df = M.decimate(smooth, faces, fraction=0.02, workers=2)
+    assert M.self_intersections(dv, df) == 0
+    assert M.check(dv, df).closed_manifold
+    assert len(df) <= target * 1.01
+
+
+def test_the_fold_search_sees_crossings_no_edge_joins():
+    """Two parts through each other share no edge: the local search cannot see
+    them, the decimation's (``mesh._folds``, on a mesh this small) does."""
+    from converter import _shape
+
+    v, f = icosphere(radius=5.0, subdivisions=1)
+    verts = np.concatenate([v, v + (4.0, 0, 0)])
+    faces = np.ascontiguousarray(np.concatenate([f, f + len(v)]), dtype=np.int32)
+    assert len(_shape.crossings(verts.astype(np.float32), faces, 1)) == 0
+    found = M._folds(verts, faces, 1)
+    assert len(found) == M.self_intersections(verts, faces) > 0
+    assert (found[:, 0] < found[:, 1]).all()
+
+
 def test_constrained_smoothing_checks_arguments():
     v, f = cube()
     with pytest.raises(ValueError, match="iterations"):
