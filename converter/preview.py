@@ -33,6 +33,8 @@ LEVEL = 1
 #: the preview's bytes at most this share of the binary STL's
 MAX_RATIO = 0.2
 LEVELS = 65535
+#: a zlib stream's first two bytes: deflate, a 32 KiB window, the fastest level
+ZLIB_HEAD = b"\x78\x01"
 
 
 def _planes(values: np.ndarray, width: int) -> np.ndarray:
@@ -43,6 +45,23 @@ def _planes(values: np.ndarray, width: int) -> np.ndarray:
     for k in range(width):
         out[k] = raw[:, k]
     return out
+
+
+def _deflate(data, strategy: int, last: bool) -> bytes:
+    """``data`` as raw deflate at ``LEVEL``: finished when ``last``, else ended
+    by a sync flush (on a byte boundary), so that pieces deflated apart can be
+    joined into one stream, as pigz joins its blocks."""
+    packer = zlib.compressobj(LEVEL, zlib.DEFLATED, -15, 8, strategy)
+    return packer.compress(data) + packer.flush(zlib.Z_FINISH if last else zlib.Z_SYNC_FLUSH)
+
+
+def _zlib(inputs, pieces) -> bytes:
+    """One zlib stream (RFC 1950) of the ``inputs`` joined, from their raw
+    deflate ``pieces`` (the last one finished): any inflater reads it."""
+    check = 1
+    for data in inputs:
+        check = zlib.adler32(data, check)
+    return ZLIB_HEAD + b"".join(pieces) + struct.pack(">I", check)
 
 
 def _deltas(values: np.ndarray) -> np.ndarray:
@@ -77,11 +96,18 @@ def encode(verts: np.ndarray, faces: np.ndarray) -> bytes:
     np.bitwise_xor(zigzag, np.right_shift(d, 31, out=d), out=zigzag)
     del d
     fplanes = _planes(zigzag.view(np.uint32).astype("<u4", copy=False), 4)
-    # the two blocks on two threads (zlib lets go of the GIL)
+    # three pieces deflated on two threads (zlib lets go of the GIL): the
+    # faces' low plane (the long one), their higher planes, the positions
+    # (Huffman only: 2.6 % larger in half the time)
     from concurrent.futures import ThreadPoolExecutor
 
+    pieces = [(fplanes[0], zlib.Z_DEFAULT_STRATEGY, False),
+              (fplanes[1:], zlib.Z_DEFAULT_STRATEGY, True),
+              (vplanes, zlib.Z_HUFFMAN_ONLY, True)]
     with ThreadPoolExecutor(max_workers=2) as pool:
-        vblock, fblock = pool.map(lambda raw: zlib.compress(raw, LEVEL), (vplanes, fplanes))
+        low, high, positions = pool.map(lambda piece: _deflate(*piece), pieces)
+    fblock = _zlib([fplanes[0], fplanes[1:]], [low, high])
+    vblock = _zlib([vplanes], [positions])
     head = MAGIC + struct.pack("<II3f3f", len(q), len(faces), *lo.astype(np.float32),
                                *scale.astype(np.float32))
     return (head + struct.pack("<I", len(vblock)) + vblock
