@@ -430,6 +430,28 @@ cdef struct Work:
     Ref *refs
     Py_ssize_t nrefs, caprefs
     Py_ssize_t n, m
+    # the guard (``collapse(..., guard=True)``): every live triangle in each cell
+    # of a hashed grid that its box touches, entries appended as triangles move
+    double cell        # the grid's cell side
+    int64_t mask       # buckets - 1 (a power of two)
+    int32_t *head      # (mask + 1,) a bucket's first entry, -1 for none
+    int32_t *etid      # an entry's triangle
+    int32_t *enext     # the next entry in its bucket
+    Py_ssize_t ne, ecap, enough  # entries, room, how many before a rebuild
+    bint regrid        # a triangle touched too many cells: rebuild soon
+    int32_t *tstamp    # (m,) the last look a triangle was met in
+    int32_t tcur
+    double cells_per   # the cell side in mean triangle box sides
+    int32_t *spare_tid # the packing's second buffers (ecap each)
+    int32_t *spare_next
+    Py_ssize_t spare_cap
+    float *tbox        # (m, 6) a triangle's box: lo, hi
+    int32_t *trange    # (m, 6) the cells it is in: first and last along each axis
+    float *star        # (scap, STAR_FLOATS) scratch: the triangles a collapse moves
+    int32_t *sid       # (scap, 2) their corners other than the merged one
+    Py_ssize_t scap
+    float cand[9]
+    float pair[18]
 
 
 
@@ -720,11 +742,302 @@ cdef void _plane_quadrics(Work *w) noexcept nogil:
                 w.q[10 * v + k] += qq[k]
 
 
+# The guard: a collapse is refused when a triangle it moves would cross a
+# triangle that shares no corner with it (the test of :func:`crossings`, on
+# the float32 positions that test reads), so no collapse folds the surface
+# through a near sheet, joined to it by an edge or not.  The triangles are
+# kept in a hashed grid, rebuilt when the triangles are renumbered or the
+# appended entries pile up.
+
+#: the grid's cell side in mean triangle box sides, when most collapses are
+#: guarded and when few are (measured on the benchmark CT and spongy bone)
+cdef double GUARD_ALL_CELL = 1.5
+cdef double GUARD_FEW_CELL = 5.0
+
+
+cdef enum:
+    GUARD_CELLS = 512  # a triangle whose box touches more cells asks for a coarser grid
+    STAR_FLOATS = 15   # a moved triangle: 9 corner floats and its box
+
+
+cdef inline int64_t _bucket(Work *w, int64_t ix, int64_t iy, int64_t iz) noexcept nogil:
+    return ((ix * 73856093) ^ (iy * 19349663) ^ (iz * 83492791)) & w.mask
+
+
+cdef inline void _box(const float *c, double *lo, double *hi) noexcept nogil:
+    """The box of the triangle whose corners are c[0:3], c[3:6], c[6:9]."""
+    cdef int k
+    for k in range(3):
+        lo[k] = fmin3(c[k], c[3 + k], c[6 + k])
+        hi[k] = fmax3(c[k], c[3 + k], c[6 + k])
+
+
+cdef inline void _corners(Work *w, Py_ssize_t t, float *c) noexcept nogil:
+    cdef int j, k
+    for j in range(3):
+        for k in range(3):
+            c[3 * j + k] = <float>w.v[3 * w.tri[3 * t + j] + k]
+
+
+cdef int _grow_entries(Work *w) noexcept nogil:
+    cdef Py_ssize_t cap = w.ecap
+    if _grow(<void **>&w.etid, &cap, sizeof(int32_t)) < 0:
+        return -1
+    cap = w.ecap
+    if _grow(<void **>&w.enext, &cap, sizeof(int32_t)) < 0:
+        return -1
+    w.ecap = cap
+    return 0
+
+
+cdef int _grid_insert(Work *w, int32_t t, bint fresh) noexcept nogil:
+    """Triangle ``t`` into every cell its box touches, unless (not ``fresh``)
+    it is in all of them already; -1 when out of memory."""
+    cdef float c[9]
+    cdef double lo[3]
+    cdef double hi[3]
+    cdef int64_t a[3]
+    cdef int64_t z[3]
+    cdef int64_t ix, iy, iz, b
+    cdef int k
+    _corners(w, t, c)
+    _box(c, lo, hi)
+    for k in range(3):
+        w.tbox[6 * t + k] = <float>lo[k]
+        w.tbox[6 * t + 3 + k] = <float>hi[k]
+        a[k] = <int64_t>floor(lo[k] / w.cell)
+        z[k] = <int64_t>floor(hi[k] / w.cell)
+    if not fresh:
+        for k in range(3):
+            if a[k] < w.trange[6 * t + k] or z[k] > w.trange[6 * t + 3 + k]:
+                break
+        else:
+            return 0  # moved within the cells it is in
+    for k in range(3):
+        w.trange[6 * t + k] = <int32_t>a[k]
+        w.trange[6 * t + 3 + k] = <int32_t>z[k]
+    if (z[0] - a[0] + 1) * (z[1] - a[1] + 1) * (z[2] - a[2] + 1) > GUARD_CELLS:
+        w.regrid = True
+    for ix in range(a[0], z[0] + 1):
+        for iy in range(a[1], z[1] + 1):
+            for iz in range(a[2], z[2] + 1):
+                if w.ne == w.ecap and _grow_entries(w) < 0:
+                    return -1
+                b = _bucket(w, ix, iy, iz)
+                w.etid[w.ne] = t
+                w.enext[w.ne] = w.head[b]
+                w.head[b] = <int32_t>w.ne
+                w.ne += 1
+    return 0
+
+
+cdef int _grid_build(Work *w) noexcept nogil:
+    """The grid of the live triangles anew: cells ``cells_per`` times their
+    mean box side (a coarser grid when one touched too many cells); -1 when
+    out of memory."""
+    cdef Py_ssize_t t, live = 0, buckets = 1024
+    cdef double side = 0.0, s
+    cdef double lo[3]
+    cdef double hi[3]
+    cdef float c[9]
+    cdef int k
+    cdef int32_t *grown
+    for t in range(w.m):
+        if not w.deleted[t]:
+            _corners(w, t, c)
+            _box(c, lo, hi)
+            s = 0.0
+            for k in range(3):
+                if hi[k] - lo[k] > s:
+                    s = hi[k] - lo[k]
+            side += s
+            live += 1
+    side = w.cells_per * side / live if live else 1.0
+    if w.regrid and w.cell * 2 > side:
+        side = w.cell * 2
+    w.cell = side if side > 0 else 1.0
+    w.regrid = False
+    while buckets < 2 * live:
+        buckets *= 2
+    if buckets - 1 != w.mask:
+        grown = <int32_t *>realloc(w.head, buckets * sizeof(int32_t))
+        if grown == NULL:
+            return -1
+        w.head = grown
+        w.mask = buckets - 1
+    for t in range(buckets):
+        w.head[t] = -1
+    w.ne = 0
+    for t in range(w.m):
+        if not w.deleted[t] and _grid_insert(w, <int32_t>t, True) < 0:
+            return -1
+    w.enough = 4 * w.ne + 1024  # then a rebuild drops the entries of moved triangles
+    return _grid_pack(w)
+
+
+cdef int _grid_pack(Work *w) noexcept nogil:
+    """Each bucket's entries next to each other, in bucket order (a look then
+    reads memory in order); -1 when out of memory."""
+    cdef int32_t *tid
+    cdef int32_t *nxt
+    cdef Py_ssize_t b, pos = 0
+    cdef int32_t e
+    if w.spare_cap != w.ecap:  # the buffers are swapped, not made anew each time
+        free(w.spare_tid)
+        free(w.spare_next)
+        w.spare_tid = <int32_t *>malloc(w.ecap * sizeof(int32_t))
+        w.spare_next = <int32_t *>malloc(w.ecap * sizeof(int32_t))
+        w.spare_cap = w.ecap
+        if w.spare_tid == NULL or w.spare_next == NULL:
+            return -1
+    tid = w.spare_tid
+    nxt = w.spare_next
+    for b in range(w.mask + 1):
+        e = w.head[b]
+        if e < 0:
+            continue
+        w.head[b] = <int32_t>pos
+        while e >= 0:
+            tid[pos] = w.etid[e]
+            nxt[pos] = <int32_t>(pos + 1)
+            pos += 1
+            e = w.enext[e]
+        nxt[pos - 1] = -1
+    w.spare_tid = w.etid
+    w.spare_next = w.enext
+    w.etid = tid
+    w.enext = nxt
+    return 0
+
+
+cdef inline bint _has_corner(Work *w, int32_t t, int32_t x, int32_t y) noexcept nogil:
+    cdef int j
+    for j in range(3):
+        if w.tri[3 * t + j] == x or w.tri[3 * t + j] == y:
+            return True
+    return False
+
+
+cdef bint _guard_crosses(Work *w, int32_t i0, int32_t i1, const double *p,
+                         const uint8_t *gone0, const uint8_t *gone1) noexcept nogil:
+    """Whether merging ``i1`` into ``i0`` at ``p`` would bring a triangle that
+    stays through one that shares no corner with it (True also when there is
+    no memory to look: the collapse is then not made)."""
+    cdef float *c
+    cdef float *box
+    cdef int32_t fa[3]
+    cdef int32_t fb[3]
+    cdef float lo[3]
+    cdef float hi[3]
+    cdef int64_t a[3]
+    cdef int64_t z[3]
+    cdef int64_t ix, iy, iz
+    cdef int32_t v, t, x, u, e
+    cdef const uint8_t *gone
+    cdef Py_ssize_t k, ns = 0, need = w.tcount[i0] + w.tcount[i1]
+    cdef int side, j, q
+    if need > w.scap:
+        free(w.star)
+        free(w.sid)
+        w.scap = 2 * need
+        w.star = <float *>malloc(w.scap * STAR_FLOATS * sizeof(float))
+        w.sid = <int32_t *>malloc(w.scap * 2 * sizeof(int32_t))
+        if w.star == NULL or w.sid == NULL:
+            free(w.star)
+            free(w.sid)
+            w.star = NULL
+            w.sid = NULL
+            w.scap = 0
+            return True
+    for j in range(3):
+        fa[j] = j
+        fb[j] = 3 + j
+        lo[j] = 3.4e38
+        hi[j] = -3.4e38
+    # the triangles that stay, as they will be: 9 corners' floats and their box,
+    # and their two corners other than the merged one
+    for side in range(2):
+        v = i0 if side == 0 else i1
+        gone = gone0 if side == 0 else gone1
+        for k in range(w.tcount[v]):
+            t = w.refs[w.tstart[v] + k].tid
+            if w.deleted[t] or gone[k]:
+                continue
+            c = &w.star[STAR_FLOATS * ns]
+            q = 0
+            for j in range(3):
+                x = w.tri[3 * t + j]
+                if x == i0 or x == i1:
+                    c[3 * j] = <float>p[0]
+                    c[3 * j + 1] = <float>p[1]
+                    c[3 * j + 2] = <float>p[2]
+                else:
+                    c[3 * j] = <float>w.v[3 * x]
+                    c[3 * j + 1] = <float>w.v[3 * x + 1]
+                    c[3 * j + 2] = <float>w.v[3 * x + 2]
+                    w.sid[2 * ns + q] = x
+                    q += 1
+            for j in range(3):
+                c[9 + j] = fmin3(c[j], c[3 + j], c[6 + j])
+                c[12 + j] = fmax3(c[j], c[3 + j], c[6 + j])
+                if c[9 + j] < lo[j]:
+                    lo[j] = c[9 + j]
+                if c[12 + j] > hi[j]:
+                    hi[j] = c[12 + j]
+            ns += 1
+    for q in range(3):
+        a[q] = <int64_t>floor(lo[q] / w.cell)
+        z[q] = <int64_t>floor(hi[q] / w.cell)
+    if w.tcur == 2147483647:
+        for x in range(w.m):
+            w.tstamp[x] = 0
+        w.tcur = 0
+    w.tcur += 1
+    # every triangle in the cells of their union box, once
+    for ix in range(a[0], z[0] + 1):
+        for iy in range(a[1], z[1] + 1):
+            for iz in range(a[2], z[2] + 1):
+                e = w.head[_bucket(w, ix, iy, iz)]
+                while e >= 0:
+                    u = w.etid[e]
+                    e = w.enext[e]
+                    box = &w.tbox[6 * u]
+                    if (box[0] > hi[0] or box[1] > hi[1] or box[2] > hi[2]
+                            or box[3] < lo[0] or box[4] < lo[1] or box[5] < lo[2]
+                            or w.tstamp[u] == w.tcur):
+                        continue
+                    w.tstamp[u] = w.tcur
+                    if w.deleted[u]:
+                        continue
+                    if _has_corner(w, u, i0, i1):
+                        continue  # a triangle of the star: it moves or goes
+                    for k in range(ns):
+                        c = &w.star[STAR_FLOATS * k]
+                        if (box[0] > c[12] or box[1] > c[13] or box[2] > c[14]
+                                or box[3] < c[9] or box[4] < c[10] or box[5] < c[11]
+                                or _has_corner(w, u, w.sid[2 * k], w.sid[2 * k + 1])):
+                            continue
+                        for j in range(3):
+                            x = w.tri[3 * u + j]
+                            w.cand[3 * j] = <float>w.v[3 * x]
+                            w.cand[3 * j + 1] = <float>w.v[3 * x + 1]
+                            w.cand[3 * j + 2] = <float>w.v[3 * x + 2]
+                        for j in range(9):
+                            w.pair[j] = c[j]
+                            w.pair[9 + j] = w.cand[j]
+                        if _faces_cross(w.pair, fa, fb):
+                            return True
+    return False
+
+
 def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
-             double aggressiveness=7.0, int max_passes=200, locked=None):
+             double aggressiveness=7.0, int max_passes=200, locked=None, guarded=None):
     """Collapse edges of the closed mesh ``(verts, faces)`` until at most ``target``
     triangles are left or no collapse keeps it a 2-manifold; in place.  No
     edge on a vertex that is ``locked`` (an (n,) uint8 array) collapses.
+    No edge on a vertex that is ``guarded`` (an (n,) uint8 array) collapses
+    where that would bring a triangle through another that shares no corner
+    with it (:func:`crossings`' test, anywhere on the mesh).
 
     Returns the number of triangles left: the first that many rows of
     ``faces`` (vertex positions in ``verts``; unused vertices are left
@@ -742,6 +1055,11 @@ def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
     cdef int failed = 0
     cdef const uint8_t[::1] locked_m
     cdef const uint8_t *lock = NULL
+    cdef const uint8_t[::1] guarded_m
+    cdef const uint8_t *guard = NULL
+    cdef int32_t[::1] tstamp_m
+    cdef float[:, ::1] tbox_m
+    cdef int32_t[:, ::1] trange_m
     if verts.shape[1] != 3:
         raise ValueError("verts must be (n, 3)")
     _check_faces(faces, verts.shape[0])
@@ -785,6 +1103,44 @@ def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
     w.refs = NULL
     w.caprefs = 0
     w.nrefs = 0
+    w.head = NULL
+    w.mask = -1
+    w.cell = 0.0
+    w.regrid = False
+    w.ne = 0
+    w.ecap = 1024
+    w.tcur = 0
+    w.etid = w.enext = w.tstamp = NULL
+    w.tbox = w.star = NULL
+    w.sid = NULL
+    w.spare_tid = w.spare_next = NULL
+    w.spare_cap = 0
+    w.cells_per = 1.5
+    w.scap = 0
+    if guarded is not None:
+        guarded_m = guarded
+        if guarded_m.shape[0] != verts.shape[0]:
+            raise ValueError("guarded must have one entry per vertex")
+        guard = &guarded_m[0]
+        if np.count_nonzero(guarded) < 0.05 * w.n:
+            w.cells_per = GUARD_FEW_CELL  # few looks: fewer entries to keep
+        else:
+            w.cells_per = GUARD_ALL_CELL  # many looks: fewer triangles per look
+        tstamp_a = np.zeros(w.m, np.int32)
+        tstamp_m = tstamp_a
+        w.tstamp = &tstamp_m[0]
+        tbox_a = np.empty((w.m, 6), np.float32)  # filled by the first build
+        tbox_m = tbox_a
+        w.tbox = &tbox_m[0, 0]
+        trange_a = np.empty((w.m, 6), np.int32)
+        trange_m = trange_a
+        w.trange = &trange_m[0, 0]
+        w.etid = <int32_t *>malloc(w.ecap * sizeof(int32_t))
+        w.enext = <int32_t *>malloc(w.ecap * sizeof(int32_t))
+        if w.etid == NULL or w.enext == NULL:
+            free(w.etid)
+            free(w.enext)
+            raise MemoryError
     with nogil:
         _plane_quadrics(&w)
         for t in range(w.m):
@@ -794,7 +1150,7 @@ def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
             if live <= target:
                 break
             if it % 5 == 0:
-                if _rebuild_refs(&w) < 0:
+                if _rebuild_refs(&w) < 0 or (guard != NULL and _grid_build(&w) < 0):
                     failed = 1
                     break
                 # the largest valence bounds the per-collapse scratch
@@ -833,6 +1189,9 @@ def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
                         continue
                     if shared0 != 2 or shared1 != 2 or not _link_ok(&w, i0, i1):
                         continue
+                    if (guard != NULL and (guard[i0] or guard[i1])
+                            and _guard_crosses(&w, i0, i1, p, gone0, gone1)):
+                        continue
                     w.v[3 * i0] = p[0]
                     w.v[3 * i0 + 1] = p[1]
                     w.v[3 * i0 + 2] = p[2]
@@ -852,6 +1211,13 @@ def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
                         w.tstart[i0] = <int32_t>start
                     w.tcount[i0] = <int32_t>count
                     w.tcount[i1] = 0
+                    if guard != NULL:  # i0's triangles where they are now
+                        for k in range(count):
+                            if _grid_insert(&w, w.refs[w.tstart[i0] + k].tid, False) < 0:
+                                failed = 1
+                        if w.ne > w.enough or w.regrid:
+                            if _grid_build(&w) < 0:
+                                failed = 1
                     break
                 if failed or live - removed <= target:
                     break
@@ -864,6 +1230,13 @@ def collapse(double[:, ::1] verts, int32_t[:, ::1] faces, Py_ssize_t target,
     free(gone0)
     free(gone1)
     free(w.refs)
+    free(w.head)
+    free(w.etid)
+    free(w.enext)
+    free(w.star)
+    free(w.sid)
+    free(w.spare_tid)
+    free(w.spare_next)
     if failed:
         raise MemoryError
     return w.m

@@ -549,13 +549,14 @@ def restore_volumes(before, after, faces, *, box=None, limit=None, tolerance=1e-
     return after
 
 
-#: decimations made, each with more vertices kept as they are, until no collapse
-#: has folded a triangle through a near one; the one with the fewest folds is
-#: kept, of those with no more triangles than asked for (or than the first made)
+#: decimations made until no collapse has folded a triangle through another:
+#: the first unguarded, the next with the collapses around the folds found so
+#: far guarded (refused where they would bring a triangle through one that
+#: shares no corner with it), the last with every collapse guarded (~4 times
+#: the time of an unguarded one, so only when the cheaper tries left folds)
 UNFOLD_TRIES = 4
 #: around each crossing pair, the corners and this many rings of the input mesh
-#: around them are kept as they are in the next try (one ring took 5 tries on the
-#: benchmark CT at 0.02, two take 3; the locks cost no triangles there)
+#: around them are guarded in the next try
 UNFOLD_RINGS = 2
 #: a decimated mesh of at most this many triangles is also searched for crossings
 #: everywhere (``crossing_pairs``), not only among triangles joined through an
@@ -588,9 +589,11 @@ def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int 
     consistently oriented mesh stays one.  Fewer triangles than asked for
     are left only when no further collapse would keep it so.  Where a
     collapse folds a triangle through another (:func:`_folds`), the
-    decimation is made again with the corners around it locked, as long as
-    that costs no triangles (a heavy reduction of a surface full of handles
-    may keep a few folds rather than its triangles).
+    decimation is made again with the collapses around it guarded (none
+    may bring a triangle through another), the last time every collapse
+    (see ``UNFOLD_TRIES``); a guarded result with more triangles is taken
+    only where the unguarded one missed a ``fraction`` too (a
+    ``max_triangles`` budget stays a bound).
 
     Parameters
     ----------
@@ -621,27 +624,32 @@ def decimate(verts, faces, *, fraction: float | None = None, max_triangles: int 
     if len(verts) >= 2**31:
         raise ValueError("decimation takes meshes of fewer than 2**31 vertices")
     faces32 = np.ascontiguousarray(faces, dtype=np.int32)
-    locked, best, allowed = None, None, max(target, 4)
-    for _ in range(UNFOLD_TRIES):
+    guarded, best, allowed = None, None, max(target, 4)
+    for attempt in range(UNFOLD_TRIES):
         out_v = np.array(verts, dtype=np.float64, order="C")  # collapsed in place
         out_f = faces32.copy()
-        left = _shape.collapse(out_v, out_f, max(target, 4), locked=locked)
+        left = _shape.collapse(out_v, out_f, max(target, 4), guarded=guarded)
         if best is None:
-            allowed = max(allowed, left)  # what the unlocked collapse could reach
+            allowed = max(allowed, left)  # what the unguarded collapse could reach
+            if fraction is not None and left > max(target, 4):
+                allowed = len(faces)  # a fraction it cannot reach: no folds comes first
         elif left > allowed:
-            break  # the locks cost triangles (a budget is a bound): keep what was made
+            continue  # refusals cost triangles (a budget is a bound): not this one
         pairs = _folds(out_v, out_f[:left], workers)
         if best is None or len(pairs) < best[0]:
             best = (len(pairs), out_v, left, out_f)
         if not len(pairs):
             break
-        # a collapse folded a triangle through a near one: again, with the
-        # corners of both and the rings around them kept as they are
-        if locked is None:
-            locked = np.zeros(len(verts), np.uint8)
+        # a collapse folded a triangle through another: again, with the
+        # collapses around both guarded (every collapse in the last try)
+        if guarded is None:
+            guarded = np.zeros(len(verts), np.uint8)
+        if attempt + 2 >= UNFOLD_TRIES:
+            guarded[:] = 1
+            continue
         corners = np.unique(out_f[:left][pairs.reshape(-1)])
         for _ in range(UNFOLD_RINGS):
             corners = np.unique(faces32[np.isin(faces32, corners).any(axis=1)])
-        locked[corners] = 1
+        guarded[corners] = 1
     _, out_v, left, out_f = best
     return compact(out_v, out_f[:left])
