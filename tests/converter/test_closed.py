@@ -107,7 +107,8 @@ REAL = {"ct-head": ("693_UNCR.dcm", "bone"), "ct-abdomen": ("CT_small.dcm", "ski
         "mr": ("MR_small.dcm", "auto")}
 REAL_OPTIONS = {"default": {}, "raw-tenth": dict(smooth=0, decimate=0.1),
                 "largest-budget": dict(largest=True, max_triangles=2000),
-                "strong-half-islands": dict(smooth=60, decimate=0.5, min_island_mm3=50)}
+                "strong-half-islands": dict(smooth=60, decimate=0.5, min_island_mm3=50),
+                "fiftieth": dict(decimate=0.02)}
 
 
 @pytest.fixture(scope="module")
