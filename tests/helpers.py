@@ -1,8 +1,8 @@
 """Helpers the test modules share (fixtures live in the conftest files).
 
-Settings for a test installation, a private redis-server, waiting for a
-real process, the RQ worker processes of a pool, what the directory store
-holds, a page's CSRF token, zips.
+Settings for a test installation, a private redis-server, a cable to it
+that can be pulled, waiting for a real process, the RQ worker processes of a
+pool, what the directory store holds, a page's CSRF token, zips.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import io
 import re
 import socket
 import subprocess
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -100,6 +101,113 @@ class RedisProcess:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+class Cable:
+    """A TCP relay to a server on this machine whose cable can be pulled, as a
+    host's link goes down: while it is out nothing moves either way on any
+    connection, old or new (no error, no refusal: the bytes wait, as TCP
+    retransmits), and once it is back they move again — those of the
+    connections made while it was out first, the older ones ``late_by``
+    seconds later (a request sent before the cut, whose client gave up and
+    tried again, reaches the server after the new try)."""
+
+    def __init__(self, port: int):
+        self.target = port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.gates: list[threading.Event] = []  # one per connection: set while bytes move
+        self.sockets: list[socket.socket] = []
+        self.out = False
+        self.trigger: tuple | None = None  # (request bytes, for_s, late_by)
+        self.plugger: threading.Thread | None = None
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def pull(self, for_s: float, late_by: float = 0.0) -> None:
+        """Out now, back ``for_s`` seconds later (``wait()`` for it)."""
+        with self.lock:
+            self._pull(for_s, late_by)
+
+    def pull_on(self, trigger: bytes, for_s: float, late_by: float = 0.0) -> None:
+        """Out just as a request holding ``trigger`` goes by (it waits too)."""
+        with self.lock:
+            self.trigger = (trigger, for_s, late_by)
+
+    def wait(self, timeout: float = 60) -> None:
+        """Until the cable is back and every byte it held has moved on."""
+        wait_for(lambda: self.plugger is not None, timeout, "the cable to be pulled")
+        self.plugger.join(timeout)
+
+    def close(self) -> None:
+        self.listener.close()
+        with self.lock:
+            for gate in self.gates:
+                gate.set()
+            for sock in self.sockets:
+                sock.close()
+
+    def _pull(self, for_s, late_by):  # with the lock held
+        self.out, self.trigger = True, None
+        before = list(self.gates)
+        for gate in before:
+            gate.clear()
+        self.plugger = threading.Thread(target=self._plug, args=(for_s, late_by, before),
+                                        daemon=True)
+        self.plugger.start()
+
+    def _plug(self, for_s, late_by, before):
+        time.sleep(for_s)
+        with self.lock:
+            self.out = False
+            for gate in self.gates:
+                if gate not in before:
+                    gate.set()
+        time.sleep(late_by)
+        with self.lock:
+            for gate in before:
+                gate.set()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                return
+            gate = threading.Event()
+            with self.lock:
+                if not self.out:
+                    gate.set()
+                self.gates.append(gate)
+                self.sockets += [client, upstream]
+            for src, dst, ask in ((client, upstream, True), (upstream, client, False)):
+                threading.Thread(target=self._pump, args=(src, dst, gate, ask),
+                                 daemon=True).start()
+
+    def _pump(self, src, dst, gate, ask):
+        try:
+            while True:
+                data = src.recv(1 << 16)
+                if ask and data:
+                    with self.lock:
+                        if self.trigger is not None and self.trigger[0] in data:
+                            self._pull(*self.trigger[1:])
+                gate.wait()
+                if not data:
+                    dst.shutdown(socket.SHUT_WR)
+                    return
+                dst.sendall(data)
+        except OSError:
+            for sock in (src, dst):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 def worker_pids(pool_proc) -> list[int]:

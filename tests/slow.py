@@ -7,16 +7,19 @@ runs): ``python -m tests.slow SECONDS ARGS...`` runs the real command line
 The workers stay real RQ processes on the real Redis: RQ forks them and
 their horses from this process, so they inherit the wrapped progress
 callback; the processes the runtime starts (``serve``'s workers and cron)
-run through this module too.
+run through this module too.  With ``TEST_REDIS_WAIT_S`` in the environment
+a result writer waits that long for a Redis gone away, not
+``worker.store.REDIS_WAIT_S`` (to see a job past that bound in seconds).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 
 from web import cli
-from worker import runtime, tasks
+from worker import runtime, store, tasks
 
 
 def slow_down(delay: float) -> None:
@@ -41,4 +44,6 @@ def command(delay) -> list[str]:
 
 if __name__ == "__main__":
     slow_down(float(sys.argv[1]))
+    if os.environ.get("TEST_REDIS_WAIT_S"):
+        store.REDIS_WAIT_S = float(os.environ["TEST_REDIS_WAIT_S"])
     cli.main(sys.argv[2:])

@@ -276,8 +276,10 @@ def test_many_hosts_in_network_namespaces(network, tmp_path):
         by_id = {v["id"]: v for v in views if v["id"] in ids}
         assert set(by_id) == ids
         codes = {v["error"]["code"] for v in by_id.values() if v["status"] == "failed"}
-        # a job whose worker lost Redis mid-conversion goes on (its progress dropped), but
-        # one that cannot write its result to a Redis store while cut off ends internal_error
+        # a job whose worker lost Redis mid-conversion goes on (its progress dropped) and
+        # one writing its result to the Redis store waits for the link; but one whose work
+        # horse starts while cut off cannot open the records (PostgreSQL, over the same
+        # link) or read its upload, and ends internal_error
         assert codes <= {"worker_crashed", "timeout", "input_missing", "expired",
                          "internal_error"}, codes
         assert sum(v["status"] == "done" for v in by_id.values()) >= JOBS - 5

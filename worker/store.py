@@ -4,7 +4,7 @@ An object is ``(kind, object_id)`` holding a list of byte parts, a creation
 time and a deadline.  Kinds: ``states.STORED`` (``input``, an upload and its
 options; ``result``, the STL, its report and its preview mesh; ``scan``, a
 scan workspace's upload; ``volume``, its decoded volumes and listing).  Writes are atomic (temporary file then
-rename; Redis MULTI), so a retried job never leaves a half object.
+rename; one Redis script), so a retried job never leaves a half object.
 
 ``put`` writes parts held in memory; ``writer`` returns a ``Writer`` that
 takes an object's parts chunk by chunk (an upload streamed in by
@@ -12,7 +12,9 @@ takes an object's parts chunk by chunk (an upload streamed in by
 at once, or removes every byte of it at ``abort``.  Until then a directory
 writer's parts are in a ``.w.`` folder (with a meta file holding the deadline:
 the sweeper removes a crashed writer's folder by then) and a Redis writer's
-in staging keys with a TTL at the deadline.
+in staging keys with a TTL at the deadline.  A job's result writer may wait
+for a Redis that went away (``wait_until``): each of its steps is applied
+once however many copies of it reach the server, so it tries again.
 
 * ``DirectoryStore``: ``ROOT/kind/object_id/`` holding ``meta.json`` and
   ``part-N`` files.  Put ROOT on a tmpfs (``/dev/shm``) so payloads never
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import shutil
@@ -32,10 +35,20 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from .states import STORED
 
+log = logging.getLogger("ephemesh.worker")
 _ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
 CHUNK = 1 << 20
+#: in all, how long one Redis writer given ``wait_until`` (a job's result) waits
+#: for Redis to come back (a restart, its host's link down and back) before it
+#: gives up, and the job fails as it would have at once; never past ``wait_until``
+REDIS_WAIT_S = 60.0
+#: the pause between two tries while Redis is away
+REDIS_RETRY_PAUSE_S = 0.5
 #: file systems that keep their files in memory only
 MEMORY_FILESYSTEMS = frozenset({"tmpfs", "ramfs"})
 
@@ -95,8 +108,10 @@ class DirectoryStore:
     def put(self, kind, object_id, parts, deadline, created=None) -> int:
         return _put(self.writer(kind, object_id, deadline, created), parts)
 
-    def writer(self, kind, object_id, deadline, created=None) -> DirectoryWriter:
-        """A ``Writer`` for the object (it replaces any object of that id at commit)."""
+    def writer(self, kind, object_id, deadline, created=None, *,
+               wait_until=None) -> DirectoryWriter:
+        """A ``Writer`` for the object (it replaces any object of that id at commit).
+        ``wait_until`` is the Redis writer's; a directory has no Redis to wait for."""
         return DirectoryWriter(self._dir(kind, object_id), deadline, created)
 
     def meta(self, kind, object_id):
@@ -183,6 +198,8 @@ class RedisStore:
 
     def __init__(self, connection):
         self.redis = connection
+        self._append = connection.register_script(_APPEND)
+        self._move_in = connection.register_script(_MOVE_IN)
 
     def medium(self) -> str:
         return "memory"  # Redis, with persistence off (runtime.py; deploy/ says so too)
@@ -194,10 +211,15 @@ class RedisStore:
     def put(self, kind, object_id, parts, deadline, created=None) -> int:
         return _put(self.writer(kind, object_id, deadline, created), parts)
 
-    def writer(self, kind, object_id, deadline, created=None) -> RedisWriter:
-        """A ``Writer`` for the object (it replaces any object of that id at commit)."""
+    def writer(self, kind, object_id, deadline, created=None, *,
+               wait_until=None) -> RedisWriter:
+        """A ``Writer`` for the object (it replaces any object of that id at commit).
+        With ``wait_until`` (a UNIX time) a write or commit that cannot reach
+        Redis is tried again, ``REDIS_WAIT_S`` in all and never past
+        ``wait_until`` or the deadline; without, it fails at once (the web's
+        uploads: a 503 at once)."""
         _check(kind, object_id)
-        return RedisWriter(self, kind, object_id, deadline, created)
+        return RedisWriter(self, kind, object_id, deadline, created, wait_until=wait_until)
 
     def meta(self, kind, object_id):
         raw = self.redis.hgetall(self._key(kind, object_id, "meta"))
@@ -235,7 +257,9 @@ class RedisStore:
         self.redis.srem(f"{self.PREFIX}:index:{kind}", object_id)
         parts = int(float(raw.get(b"parts", 0))) if raw else 0
         keys = [self._key(kind, object_id, f"part:{i}") for i in range(max(parts, 1))]
-        keys += list(self.redis.scan_iter(match=self._key(kind, object_id, "part:*")))
+        # every part, and any writer's staging keys (a late copy of a chunk sent
+        # before a cut may have staged one again after its commit)
+        keys += list(self.redis.scan_iter(match=self._key(kind, object_id, "*")))
         self.redis.delete(*keys)
         if not deleted:
             return None
@@ -397,16 +421,68 @@ class DirectoryWriter(Writer):
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+#: append ARGV[2] to the list KEYS[1] as its element number ARGV[1] (from 0)
+#: unless it is there already: a copy of an append whose answer was lost, even
+#: one that reaches the server after the next try, changes nothing.  The first
+#: element gives the list its TTL (ARGV[3] ms).  Returns the list's length.
+_APPEND = """
+local n = redis.call('LLEN', KEYS[1])
+if n == tonumber(ARGV[1]) then
+  n = redis.call('RPUSH', KEYS[1], ARGV[2])
+  if n == 1 then redis.call('PEXPIRE', KEYS[1], ARGV[3]) end
+end
+return n
+"""
+#: a Redis writer's commit, at once: KEYS are the meta, the index, the N staged
+#: parts, their N final names, then the replaced object's parts past N; ARGV
+#: the TTL (ms), N, the object id, then the meta's fields and values.  Returns 0
+#: and changes nothing when a staged part is not there (moved in by an earlier
+#: copy of this commit, or lost), else 1.
+_MOVE_IN = """
+local ttl, n = ARGV[1], tonumber(ARGV[2])
+for i = 1, n do
+  if redis.call('EXISTS', KEYS[2 + i]) == 0 then return 0 end
+end
+for i = 1, n do
+  redis.call('RENAME', KEYS[2 + i], KEYS[2 + n + i])
+  redis.call('PEXPIRE', KEYS[2 + n + i], ttl)
+end
+for i = 3 + 2 * n, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ttl, 'GT')  -- the index lives as long as its newest object
+redis.call('PEXPIRE', KEYS[2], ttl, 'NX')
+return 1
+"""
+_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
+
+
+class StagingLost(RuntimeError):
+    """A Redis writer's staged parts are gone (Redis restarted empty, or they
+    expired): the object cannot be finished."""
+
+
 class RedisWriter(Writer):
     """Parts go to staging keys (``…:stage:TOKEN:part:N``, TTL at the deadline)
-    in chunks of at most ``CHUNK``; ``commit`` renames them in one MULTI."""
+    in chunks of at most ``CHUNK``; ``commit`` renames them in one script.
 
-    def __init__(self, store: RedisStore, kind, object_id, deadline, created=None):
+    Each step (a chunk's append, the commit) is applied once however many
+    copies of it reach Redis, so with ``wait_until`` a step that cannot reach
+    Redis (its connection lost, its answer not come) is tried again."""
+
+    def __init__(self, store: RedisStore, kind, object_id, deadline, created=None,
+                 wait_until=None):
         super().__init__(object_id, deadline, created)
         self.store, self.kind = store, kind
         self.redis = store.redis
         self.stage = f"stage:{os.getpid()}.{time.monotonic_ns()}"
         self._buffer = bytearray()
+        self._chunks = 0  # chunks of the open part in Redis
+        # the staged parts expire at the first deadline: no waiting past it
+        self.wait_until = None if wait_until is None else min(float(wait_until), self.deadline)
+        self.waited = 0.0  # seconds spent waiting for Redis
 
     def _staged(self, index) -> str:
         return self.store._key(self.kind, self.object_id, f"{self.stage}:part:{index}")
@@ -416,12 +492,7 @@ class RedisWriter(Writer):
 
     def _open(self, index):
         self._buffer.clear()
-        self._empty = True
-        # an empty part is still a part: one empty chunk (replaced by the first one written)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.rpush(self._staged(index), b"")
-        pipe.pexpire(self._staged(index), self._ttl_ms())
-        self._run(pipe)
+        self._chunks = 0
 
     def _write(self, data):
         self._buffer += data
@@ -430,51 +501,72 @@ class RedisWriter(Writer):
             del self._buffer[:CHUNK]
 
     def _flush(self, chunk):
-        key = self._staged(self.current)
-        pipe = self.redis.pipeline(transaction=False)
-        if self._empty:  # the placeholder goes once the part has bytes
-            pipe.lset(key, 0, chunk)
-            self._empty = False
-        else:
-            pipe.rpush(key, chunk)
-        self._run(pipe)
-
-    def _close(self, index):
-        if self._buffer:
-            self._flush(bytes(self._buffer))
-            self._buffer.clear()
-
-    def _run(self, pipe):
+        key, number = self._staged(self.current), self._chunks
         try:
-            pipe.execute()
+            length = self._patiently(lambda: self.store._append(
+                keys=[key], args=[number, chunk, self._ttl_ms()]))
+            if length != number + 1:
+                raise StagingLost("a staged part is not as written")
         except BaseException:
             self.abort()
             raise
+        self._chunks += 1
+
+    def _close(self, index):
+        if self._buffer or not self._chunks:  # an empty part is still a part: one empty chunk
+            self._flush(bytes(self._buffer))
+            self._buffer.clear()
+
+    def _patiently(self, step):
+        """``step()``; while Redis cannot be reached, and the writer may wait,
+        again after a pause: at most ``REDIS_WAIT_S`` in all, and no try that
+        could end past ``wait_until``."""
+        while True:
+            began = time.monotonic()
+            try:
+                return step()
+            except _UNREACHABLE:
+                spent = time.monotonic() - began  # a next try may take as long
+                self.waited += spent
+                if (self.wait_until is None
+                        or self.waited + REDIS_RETRY_PAUSE_S + spent > REDIS_WAIT_S
+                        or time.time() + REDIS_RETRY_PAUSE_S + spent > self.wait_until):
+                    raise
+                if self.waited == spent:  # the first wait: said once
+                    log.warning("the store could not be written (Redis unreachable); "
+                                "waiting for it")
+                time.sleep(REDIS_RETRY_PAUSE_S)
+                self.waited += REDIS_RETRY_PAUSE_S
 
     def _commit(self):
         key = self.store._key
-        ttl_ms = self._ttl_ms()
-        old = self.redis.hget(key(self.kind, self.object_id, "meta"), "parts")
-        pipe = self.redis.pipeline(transaction=True)
-        for i in range(int(float(old or 0))):
-            pipe.delete(key(self.kind, self.object_id, f"part:{i}"))
-        for i in sorted(self.parts):
-            final = key(self.kind, self.object_id, f"part:{i}")
-            pipe.rename(self._staged(i), final)
-            pipe.pexpire(final, ttl_ms)
+        n = len(self.parts)
         meta = key(self.kind, self.object_id, "meta")
-        pipe.delete(meta)
-        pipe.hset(meta, mapping=self._meta())
-        pipe.pexpire(meta, ttl_ms)
-        index = f"{self.store.PREFIX}:index:{self.kind}"
-        pipe.sadd(index, self.object_id)
-        pipe.pexpire(index, ttl_ms, gt=True)  # the index lives as long as its newest object
-        pipe.pexpire(index, ttl_ms, nx=True)
         try:
-            pipe.execute()
+            old = self._patiently(lambda: self.redis.hget(meta, "parts"))
+            keys = [meta, f"{self.store.PREFIX}:index:{self.kind}",
+                    *(self._staged(i) for i in range(n)),
+                    *(key(self.kind, self.object_id, f"part:{i}") for i in range(n)),
+                    *(key(self.kind, self.object_id, f"part:{i}")
+                      for i in range(n, int(float(old or 0))))]
+            fields = [x for pair in self._meta().items() for x in pair]
+            if not self._patiently(lambda: self.store._move_in(
+                    keys=keys, args=[self._ttl_ms(), n, self.object_id, *fields])):
+                # not moved in by this try: by an earlier one whose answer was lost, or lost
+                if not self._is_in(meta):
+                    raise StagingLost("the staged parts are gone")
         except BaseException:
             self._abort()
             raise
+
+    def _is_in(self, meta_key) -> bool:
+        """The object's meta is this writer's (its commit was applied)."""
+        raw = self._patiently(lambda: self.redis.hgetall(meta_key))
+        try:
+            stored = {k.decode(): float(v) for k, v in raw.items()}
+        except ValueError:
+            return False
+        return stored == {k: float(v) for k, v in self._meta().items()}
 
     def _abort(self):
         self._buffer.clear()

@@ -239,9 +239,10 @@ def _convert(ctx, job_id) -> str:
         # needs to file the model go there and nowhere else, deleted with the
         # result; an Encapsulated STL holds one binary STL, so other formats
         # have none), and the preview (the reduced mesh for the 3D view, made
-        # beside the write)
-        with ctx.store.writer(Kind.RESULT, job_id,
-                              time.time() + ctx.settings.retention_seconds) as writer:
+        # beside the write); a Redis store cut off meanwhile is waited for, a
+        # while and never past the upload's deadline (store.REDIS_WAIT_S)
+        with ctx.store.writer(Kind.RESULT, job_id, time.time() + ctx.settings.retention_seconds,
+                              wait_until=row["deadline"]) as writer:
             writer.open_part(MODEL_PART)
             result = convert(files, ConvertOptions(**options), output=_PartFile(writer),
                              progress=progress, preview=True)
@@ -264,9 +265,13 @@ def _convert(ctx, job_id) -> str:
         model = ctx.store.get_part(Kind.RESULT, job_id, MODEL_PART)
         _return(ctx, job_id, encapsulated.around(model, dicom), progress)
     if not ctx.records.finish_job(job_id, result.report):
-        # deleted or expired while converting: the result must not outlive it
-        delete_stored(ctx, Kind.RESULT, job_id, Reason.USER_REQUEST)
-        return (ctx.records.job(job_id) or {}).get("status", JobStatus.DELETED)
+        status = (ctx.records.job(job_id) or {}).get("status", JobStatus.DELETED)
+        # deleted or expired while converting: the result must not outlive it; but
+        # done is another run's (RQ's, of a job whose worker was cut off a while):
+        # the result is that same conversion's
+        if status != JobStatus.DONE:
+            delete_stored(ctx, Kind.RESULT, job_id, Reason.USER_REQUEST)
+        return status
     changes.announce(ctx, job_id)
     _count_end(ctx, None, started)
     progress(JobStatus.DONE, 100.0)

@@ -8,15 +8,17 @@ once; an upload is deleted by its deadline either way.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import struct
 import time
 
 import psutil
 import redis
 from rq.job import Job
 
-from tests.helpers import wait_for, worker_pids
+from tests.helpers import Cable, wait_for, worker_pids
 
 OWNER = "key:1"
 SLOW = "0.6"  # seconds of sleep per progress report: a conversion takes several seconds
@@ -125,6 +127,93 @@ def test_a_job_goes_on_while_redis_restarts(env_factory, redis_server, series_by
     assert [(r["kind"], r["reason"]) for r in env.service.records.ledger()
             if r["object_id"] == job_id] == [("input", "converted")]
     assert "progress could not be reported (Redis unreachable)" in env.log_text()
+
+
+def _cut_while_writing(env, redis_server, **workers_env):
+    """A worker whose link to Redis (the queue and the store) goes down just as
+    its job's result writer first sends something to its staging keys, for
+    8 s: longer than a request waits for its answer (5 s), and what was sent
+    before the cut reaches Redis a second after what is sent once it is back."""
+    cable = Cable(redis_server.port)
+    cable.pull_on(b":stage:", for_s=8, late_by=1)
+    env.start_workers(1, EPHEMESH_REDIS_URL=cable.url, **workers_env)
+    return cable
+
+
+def test_a_job_cut_off_from_its_redis_store_while_writing_ends_done(env_factory, redis_server,
+                                                                      series_bytes):
+    """The result's writer waits for Redis to come back and goes on: the job
+    ends done, its model written once and whole, its upload gone."""
+    env = env_factory(store="redis", retention=300, sweep=1)
+    cable = _cut_while_writing(env, redis_server)
+    try:
+        job_id = env.service.create_job(series_bytes, {}, owner=OWNER)["id"]
+        done = env.wait_job(job_id, OWNER, timeout=90)
+        cable.wait()
+    finally:
+        cable.close()
+    assert done["status"] == "done", done["error"]
+    time.sleep(0.5)  # the chunk sent before the cut has reached Redis: it changed nothing
+    assert len(_results(env, job_id)) == 1
+    model = env.ctx.store.get_part("result", job_id, 0)
+    triangles = json.loads(env.ctx.store.get_part("result", job_id, 1))["triangles"]
+    assert triangles > 0 and struct.unpack_from("<I", model, 80)[0] == triangles
+    assert len(model) == 84 + 50 * triangles
+    assert env.ctx.store.meta("input", job_id) is None
+    assert [(r["kind"], r["reason"]) for r in env.service.records.ledger()
+            if r["object_id"] == job_id] == [("input", "converted")]
+    assert "the store could not be written (Redis unreachable); waiting for it" in env.log_text()
+    # that late chunk may have staged itself again: it expires by the deadline, and
+    # "delete now" takes it with the result
+    r = redis.Redis.from_url(env.settings.effective_redis_url)
+    assert all(0 < r.pttl(k) <= 300_000 for k in r.scan_iter("ephemesh:store:*"))
+    env.service.delete_job(job_id, owner=OWNER)
+    assert list(r.scan_iter(f"ephemesh:store:*:{job_id}:*")) == []
+
+
+def test_a_job_cut_off_past_its_wait_fails_with_a_stable_code(env_factory, redis_server,
+                                                                series_bytes):
+    """Past the writer's bound (here 2 s, not ``store.REDIS_WAIT_S``) the job
+    fails as it always did: ``internal_error`` and the fixed message, its
+    upload deleted once Redis is back, no result, what it staged expiring."""
+    env = env_factory(store="redis", retention=300, sweep=1)
+    began = time.monotonic()
+    cable = _cut_while_writing(env, redis_server, slow_by="0.01", TEST_REDIS_WAIT_S="2")
+    try:
+        job_id = env.service.create_job(series_bytes, {}, owner=OWNER)["id"]
+        view = env.wait_job(job_id, OWNER, timeout=90)
+        cable.wait()
+    finally:
+        cable.close()
+    assert view["status"] == "failed"
+    assert view["error"] == {"code": "internal_error",
+                             "message": "conversion failed unexpectedly"}
+    assert time.monotonic() - began < 60  # gave up at its bound, not at the job's timeout
+    assert _results(env, job_id) == []
+    assert env.ctx.store.meta("input", job_id) is None
+    assert [(r["kind"], r["reason"]) for r in env.service.records.ledger()
+            if r["object_id"] == job_id] == [("input", "failed")]
+    r = redis.Redis.from_url(env.settings.effective_redis_url)
+    assert all(0 < r.pttl(k) <= 300_000 for k in r.scan_iter("ephemesh:store:*"))
+    assert f"job {job_id}: failed unexpectedly" in env.log_text()
+
+
+def test_a_run_that_finds_its_job_done_by_another_keeps_the_result(env_factory, series_bytes):
+    """Two runs of one job (its worker cut off long enough for RQ to run it
+    again elsewhere, while the first waits for Redis): the one that ends second
+    finds the job done and leaves the result, the same conversion's, in place."""
+    env = env_factory(retention=300, sweep=1)
+    pool = env.start_workers(1, slow_by=SLOW)
+    time.sleep(1)
+    before = _children(pool)
+    job_id = env.service.create_job(series_bytes, {}, owner=OWNER)["id"]
+    _busy_worker(env, pool, job_id, before)
+    assert env.service.records.finish_job(job_id, {"triangles": 0})  # the other run ended it
+    r = redis.Redis.from_url(env.settings.effective_redis_url)
+    wait_for(lambda: Job.fetch(job_id, connection=r).is_finished, 60, "this run to end")
+    assert len(_results(env, job_id)) == 1
+    assert env.service.get_job(job_id, owner=OWNER)["status"] == "done"
+    assert env.ctx.store.meta("input", job_id) is None
 
 
 def test_a_killed_job_past_its_deadline_ends_failed_and_its_upload_goes(env_factory,

@@ -9,6 +9,7 @@ import time
 import pytest
 import redis
 
+from tests.helpers import Cable
 from worker.store import CHUNK, DirectoryStore, RedisStore
 
 OID = "abcdefgh12345678"
@@ -122,3 +123,89 @@ def test_directory_store_is_private_and_cleans_debris(tmp_path):
     assert entry.object_id.startswith(".")
     assert store.remove_leftover("input", entry.object_id) == 1
     assert not debris.exists()
+
+
+@pytest.fixture
+def cable(redis_server):
+    """A cable between this test's Redis client and the server, to be pulled."""
+    made = Cable(redis_server.port)
+    yield made
+    made.close()
+
+
+def _cut_off_store(cable):
+    # a short socket timeout: a request whose answer is held is given up quickly
+    return RedisStore(redis.Redis.from_url(cable.url, socket_timeout=1,
+                                           socket_connect_timeout=1))
+
+
+def test_a_redis_writer_cut_off_waits_and_writes_every_chunk_once(redis_url, cable, caplog):
+    """The link to Redis goes down mid-write and comes back: the writer waits
+    and goes on, and the chunk whose answer was lost, tried again, is there
+    once, even though the first try reaches Redis after the second."""
+    store, direct = _cut_off_store(cable), redis.Redis.from_url(redis_url)
+    parts = [os.urandom(CHUNK * 3 + 5), os.urandom(1000), b""]
+    with store.writer("result", OID, time.time() + 60, wait_until=time.time() + 60) as writer:
+        writer.open_part(0)
+        writer.write(parts[0][:CHUNK])  # one chunk in Redis
+        cable.pull(for_s=2.5, late_by=1.5)
+        writer.write(parts[0][CHUNK:])
+        for i, part in enumerate(parts[1:], 1):
+            writer.open_part(i)
+            writer.write(part)
+        assert writer.commit() == sum(map(len, parts))
+    assert writer.waited > 1
+    cable.wait()  # the first tries have reached Redis now
+    time.sleep(0.3)
+    assert store.get("result", OID) == parts
+    assert direct.llen(f"ephemesh:store:result:{OID}:part:0") == 4  # 3 chunks and 5 bytes
+    assert list(direct.scan_iter("ephemesh:store:*stage*")) == []
+    assert all(0 < direct.pttl(k) <= 60_000 for k in direct.scan_iter("ephemesh:store:*"))
+    assert "the store could not be written (Redis unreachable); waiting for it" in caplog.text
+
+
+def test_a_redis_writer_cut_off_at_commit_commits_once(redis_url, cable):
+    """The commit's answer is lost and it is tried again: the object is there
+    once; the first try, reaching Redis later, changes nothing — not even
+    after the object was deleted meanwhile."""
+    store, direct = _cut_off_store(cable), redis.Redis.from_url(redis_url)
+    store.put("result", OID, [b"old model", b"old report", b"old dicom", b"old preview"],
+              time.time() + 60)
+    parts = [os.urandom(CHUNK + 1), b"report"]
+    with store.writer("result", OID, time.time() + 60, wait_until=time.time() + 60) as writer:
+        for i, part in enumerate(parts):
+            writer.open_part(i)
+            writer.write(part)
+        cable.pull_on(store._move_in.sha.encode(), for_s=2, late_by=1.5)
+        writer.commit()
+    assert writer.waited > 1
+    assert store.get("result", OID) == parts  # the old object's extra parts are gone
+    assert store.delete("result", OID) == len(parts[0]) + len(parts[1])
+    cable.wait()
+    time.sleep(0.3)
+    assert store.meta("result", OID) is None
+    assert list(direct.scan_iter("ephemesh:store:result:*")) == []
+
+
+def test_a_redis_writer_waits_only_within_its_bound(redis_url, cable):
+    """Past ``wait_until`` (or without it: the web's uploads) a writer gives up
+    with Redis's own error, its object never visible; what it staged is
+    removed, or expires at its deadline."""
+    store, direct = _cut_off_store(cable), redis.Redis.from_url(redis_url)
+    deadline = time.time() + 60
+    for wait_s in (3.0, None):
+        writer = store.writer("result", OID, deadline,
+                              wait_until=None if wait_s is None else time.time() + wait_s)
+        writer.open_part(0)
+        writer.write(b"m" * CHUNK)
+        cable.pull(for_s=6)
+        began = time.monotonic()
+        with pytest.raises((redis.ConnectionError, redis.TimeoutError)):
+            writer.write(b"m" * CHUNK)
+        took = time.monotonic() - began  # the tries, and the abort's one (1 s)
+        assert took < (wait_s or 1.0) + 1.5
+        assert (writer.waited > 1.4) == (wait_s is not None)  # tried again, or not
+        assert writer.done  # aborted
+        cable.wait()
+        assert store.meta("result", OID) is None
+        assert all(0 < direct.pttl(k) <= 60_000 for k in direct.scan_iter("ephemesh:store:*"))
